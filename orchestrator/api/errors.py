@@ -1,0 +1,109 @@
+"""The one table from domain errors to HTTP responses: ``{code, message, field}``.
+
+Validation messages name the field and the reason but never echo the input, so a secret value
+sent in a bad request cannot come back in the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator.errors import (
+    Conflict,
+    EngineUnavailable,
+    InvalidRequest,
+    NotFound,
+    OrchestratorError,
+    PayloadTooLarge,
+)
+
+logger = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
+    InvalidRequest: 400,
+    NotFound: 404,
+    Conflict: 409,
+    PayloadTooLarge: 413,
+    EngineUnavailable: 503,
+}
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """The JSON body of every error response."""
+    return {"code": code, "message": message, "field": field}
+
+
+def status_for(exc: OrchestratorError) -> int:
+    """The HTTP status of a domain error (the nearest mapped base class wins)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
+    return 500
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [p for p in parts if not p.startswith("function-") and p != "[key]"]
+    return ".".join(parts) or "body"
+
+
+def validation_message(exc: RequestValidationError) -> tuple[str, str]:
+    """('field: reason; ...', first field) without the offending values."""
+    messages = []
+    first = None
+    for error in exc.errors():
+        field = _location(tuple(error.get("loc", ())))
+        first = first or field
+        reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if error.get("type") == "extra_forbidden":
+            reason = "unknown field"
+        elif error.get("type") == "json_invalid":
+            field = "body"
+            reason = f"invalid JSON ({error.get('ctx', {}).get('error', 'malformed')})"
+        elif error.get("type") == "missing" and field == "body":
+            reason = "a JSON body is required"
+        messages.append(f"{field}: {reason}")
+    return "; ".join(messages), first or "body"
+
+
+def install(app: FastAPI) -> None:
+    """Register the error handlers on ``app``."""
+
+    @app.exception_handler(OrchestratorError)
+    async def _domain(_request: Request, exc: OrchestratorError) -> JSONResponse:
+        status = status_for(exc)
+        if status == 500:
+            logger.error("request failed: %s", exc.message, extra={"action": "request_failed"})
+        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = validation_message(exc)
+        return JSONResponse(error_body("invalid_request", message, field), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        else:
+            message = str(exc.detail)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(error_body(code, message), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+        logger.error(
+            "unexpected error: %s", type(exc).__name__, exc_info=exc, extra={"action": "crash"}
+        )
+        return JSONResponse(
+            error_body("internal", "internal error; the server log has the details"),
+            status_code=500,
+        )

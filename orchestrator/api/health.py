@@ -1,0 +1,43 @@
+"""``GET /healthz``: is the database reachable, and can the runner reach Docker."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Response
+
+from orchestrator.api.deps import ServicesDep
+from orchestrator.errors import EngineUnavailable
+from orchestrator.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz(services: ServicesDep, response: Response) -> Health:
+    """200 while the database answers (Docker being down is reported, not fatal); else 503."""
+    try:
+        with services.db.read() as session:
+            session.execute(sa.text("SELECT 1"))
+        database = "ok"
+    except sa.exc.SQLAlchemyError:
+        database = "unavailable"
+    if services.runner is not None:
+        status = services.runner.status()
+        docker, docker_error, runner = status.docker, status.docker_error, status.state
+    else:
+        runner = "disabled"
+        try:
+            services.engine.ping()
+            docker, docker_error = "ok", None
+        except EngineUnavailable as exc:
+            docker, docker_error = "unavailable", exc.message
+    healthy = database == "ok" and docker == "ok"
+    if database != "ok":
+        response.status_code = 503
+    return Health(
+        status="ok" if healthy else "degraded",
+        database=database,
+        docker=docker,
+        docker_error=docker_error,
+        runner=runner,
+    )

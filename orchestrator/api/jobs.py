@@ -1,0 +1,197 @@
+"""``/v1/projects/{project}/jobs``: submit, list, read, cancel; events, logs and live streams."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import PlainTextResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator import jobs, projects
+from orchestrator.api.deps import ServicesDep
+from orchestrator.models import Job, JobEvent, JobLog
+from orchestrator.notify import job_topic
+from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
+from orchestrator.services import Services
+from orchestrator.states import JobStatus
+
+router = APIRouter(prefix="/v1/projects/{project}/jobs", tags=["jobs"])
+
+KEEPALIVE_SECONDS = 15.0
+
+
+@router.post("", status_code=201, response_model=JobPublic)
+def submit_job(
+    project: str, body: JobCreate, services: ServicesDep, response: Response
+) -> JobPublic:
+    """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
+    with services.db.transaction() as session:
+        job = jobs.submit(session, services.box, services.hub, project, body)
+    response.headers["Location"] = f"/v1/projects/{project}/jobs/{job.id}"
+    return JobPublic.from_row(job)
+
+
+@router.get("", response_model=Page[JobPublic])
+def list_jobs(
+    project: str,
+    services: ServicesDep,
+    queue: str | None = None,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> Page[JobPublic]:
+    """The project's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    with services.db.read() as session:
+        rows, next_cursor = jobs.list_jobs(
+            session, project, queue=queue, status=status, limit=limit, cursor=cursor
+        )
+    return Page(items=[JobPublic.from_row(j) for j in rows], next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
+    """One job."""
+    with services.db.read() as session:
+        projects.get(session, project)
+        return JobPublic.from_row(jobs.get(session, project, job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+def cancel_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
+    """Cancel: at once when waiting; a running job is stopped (SIGTERM, grace, SIGKILL)."""
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        job = jobs.cancel(session, services.hub, project, job_id)
+    return JobPublic.from_row(job)
+
+
+@router.get("/{job_id}/events", response_model=Page[JobEventPublic])
+def list_events(project: str, job_id: str, services: ServicesDep) -> Page[JobEventPublic]:
+    """The job's events, oldest first."""
+    with services.db.read() as session:
+        projects.get(session, project)
+        jobs.get(session, project, job_id)
+        rows = jobs.events(session, job_id)
+    return Page(items=[JobEventPublic.from_row(e) for e in rows])
+
+
+def _job(services: Services, project: str, job_id: str) -> Job:
+    with services.db.read() as session:
+        projects.get(session, project)
+        return jobs.get(session, project, job_id)
+
+
+def _logs_after(
+    services: Services, project: str, job_id: str, after: int, attempt: int | None
+) -> tuple[JobStatus, list[JobLog]]:
+    # Status first: logs are committed before the terminal status, so a terminal status read
+    # here means the logs read next are complete.
+    with services.db.read() as session:
+        status = jobs.get(session, project, job_id).status
+        return status, jobs.logs(session, job_id, after, attempt)
+
+
+async def _follow_logs(
+    services: Services, project: str, job_id: str, attempt: int | None
+) -> AsyncIterator[str]:
+    after = 0
+    topic = job_topic(job_id)
+    while True:
+        seen = services.hub.version(topic)
+        status, rows = await run_in_threadpool(
+            _logs_after, services, project, job_id, after, attempt
+        )
+        for row in rows:
+            assert row.id is not None
+            after = row.id
+            yield row.text
+        if rows:
+            continue
+        if status.terminal:
+            return
+        await services.hub.wait_async(topic, seen, services.settings.poll_interval)
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+async def get_logs(
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    follow: bool = False,
+    attempt: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """The job's output as text (all attempts, or one); ``follow=true`` streams until it ends."""
+    await run_in_threadpool(_job, services, project, job_id)
+    if follow:
+        return StreamingResponse(
+            _follow_logs(services, project, job_id, attempt),
+            media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    def read_all() -> str:
+        with services.db.read() as session:
+            parts: list[str] = []
+            after = 0
+            while batch := jobs.logs(session, job_id, after, attempt):
+                parts.extend(row.text for row in batch)
+                assert batch[-1].id is not None
+                after = batch[-1].id
+            return "".join(parts)
+
+    return PlainTextResponse(await run_in_threadpool(read_all))
+
+
+def _events_after(
+    services: Services, project: str, job_id: str, after: int
+) -> tuple[JobStatus, list[JobEvent]]:
+    with services.db.read() as session:
+        status = jobs.get(session, project, job_id).status
+        return status, jobs.events(session, job_id, after)
+
+
+def _sse(event: JobEventPublic) -> str:
+    data = json.dumps(event.model_dump(mode="json"))
+    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
+
+
+async def _follow_events(
+    services: Services, project: str, job_id: str, after: int
+) -> AsyncIterator[str]:
+    topic = job_topic(job_id)
+    while True:
+        seen = services.hub.version(topic)
+        status, rows = await run_in_threadpool(_events_after, services, project, job_id, after)
+        for row in rows:
+            event = JobEventPublic.from_row(row)
+            after = event.id
+            yield _sse(event)
+        if status.terminal and not rows:
+            return
+        if rows:
+            continue
+        if not await services.hub.wait_async(topic, seen, KEEPALIVE_SECONDS):
+            yield ": keepalive\n\n"
+
+
+@router.get("/{job_id}/stream")
+async def stream_job(
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """Server-sent events: every event of the job as it happens, closing at a terminal state.
+
+    Each message's ``event`` is the event type and its ``data`` the event with the job's status.
+    Reconnect with ``Last-Event-ID`` to resume after the last event seen.
+    """
+    await run_in_threadpool(_job, services, project, job_id)
+    return StreamingResponse(
+        _follow_events(services, project, job_id, last_event_id or 0),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,338 @@
+"""One attempt of one job: create, copy the input in, start, supervise, collect, remove.
+
+Supervision runs on the attempt's own thread: it stores log batches, enforces the timeout and
+carries out a cancel (SIGTERM, grace period, SIGKILL) while a helper thread waits for the exit.
+State changes go through ``jobs``; the container is removed only after the outcome is committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from orchestrator import jobs
+from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec
+from orchestrator.errors import (
+    ContainerFailure,
+    ContainerMissing,
+    EngineUnavailable,
+    ImageUnavailable,
+    OrchestratorError,
+)
+from orchestrator.joblogs import LogPump
+from orchestrator.models import Job, utcnow
+from orchestrator.secrets import mask
+
+if TYPE_CHECKING:
+    from orchestrator.runner import Runner
+
+logger = logging.getLogger(__name__)
+
+RUN_DIR = "/run/orchestrator"
+INPUT_PATH = f"{RUN_DIR}/input.json"
+OUTPUT_PATH = f"{RUN_DIR}/output.json"
+LOG_DRAIN_SECONDS = 5.0
+
+
+def container_spec(job: Job, secrets: dict[str, str], runner: str) -> ContainerSpec:
+    """The container of ``job``'s current attempt: env, labels, resources and options."""
+    options = job.container
+    resources = options["resources"]
+    env = {
+        **job.env,
+        **secrets,
+        "ORCH_JOB_ID": job.id,
+        "ORCH_ATTEMPT": str(job.attempt),
+        "ORCH_PROJECT": job.project,
+        "ORCH_QUEUE": job.queue,
+        "ORCH_INPUT": INPUT_PATH,
+        "ORCH_OUTPUT": OUTPUT_PATH,
+    }
+    labels = {
+        **options["labels"],
+        f"{LABEL_PREFIX}job-id": job.id,
+        f"{LABEL_PREFIX}attempt": str(job.attempt),
+        f"{LABEL_PREFIX}runner": runner,
+        f"{LABEL_PREFIX}project": job.project,
+        f"{LABEL_PREFIX}queue": job.queue,
+    }
+    return ContainerSpec(
+        name=f"orch-{job.id}-{job.attempt}",
+        image=options["image"],
+        command=job.command,
+        env=env,
+        labels=labels,
+        working_dir=options["working_dir"],
+        user=options["user"],
+        network=options["network"],
+        volumes=options["volumes"],
+        privileged=options["privileged"],
+        cap_add=options["cap_add"],
+        devices=options["devices"],
+        cpus=resources["cpus"],
+        memory=resources["memory"],
+        pids=resources["pids"],
+        shm_size=resources["shm_size"],
+        gpus=resources["gpus"],
+    )
+
+
+def parse_output(raw: bytes | None) -> tuple[Any, str | None]:
+    """(output, error) from the bytes at ``$ORCH_OUTPUT``; invalid JSON is an error, not a crash."""
+    if raw is None or not raw.strip():
+        return None, None
+    try:
+        return json.loads(raw), None
+    except (ValueError, UnicodeDecodeError) as exc:
+        return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
+
+
+class Attempt:
+    """Runs or resumes one attempt on its own thread."""
+
+    def __init__(self, runner: Runner, job: Job, *, adopted: bool) -> None:
+        self.runner = runner
+        self.job = job
+        self.job_id = job.id
+        self.number = job.attempt
+        self.adopted = adopted
+        self.container_id: str | None = job.container_id if adopted else None
+        self._cancel = threading.Event()
+        self._detach = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._secrets = jobs.secret_values(job, runner.box)
+
+    @classmethod
+    def for_claimed(cls, runner: Runner, job: Job) -> Attempt:
+        """A new attempt the runner just claimed."""
+        return cls(runner, job, adopted=False)
+
+    @classmethod
+    def for_adopted(cls, runner: Runner, job: Job) -> Attempt:
+        """An attempt the runner held before a restart."""
+        return cls(runner, job, adopted=True)
+
+    def start(self, on_done: Callable[[Attempt], None]) -> None:
+        """Run in a background thread; ``on_done`` is called when it ends, whatever happens."""
+
+        def target() -> None:
+            try:
+                self._run()
+            except Exception:
+                logger.exception(
+                    "attempt crashed", extra={"action": "attempt_crashed", "job_id": self.job_id}
+                )
+            finally:
+                on_done(self)
+
+        self._thread = threading.Thread(target=target, name=f"job-{self.job_id}", daemon=True)
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Stop the container (SIGTERM, grace, SIGKILL); the job ends ``cancelled``."""
+        self._cancel.set()
+
+    def detach(self) -> None:
+        """Stop supervising but leave the container running (the runner is shutting down)."""
+        self._detach.set()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the attempt's thread to end."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # --- the attempt ----------------------------------------------------------------------
+
+    @property
+    def _engine(self):  # type: ignore[no-untyped-def]
+        return self.runner.engine
+
+    def _finish(self, result: jobs.AttemptResult) -> None:
+        with self.runner.db.transaction() as session:
+            jobs.finish(
+                session, self.runner.hub, self.job_id, self.runner.name, self.number, result
+            )
+
+    def _requeue(self, reason: str) -> None:
+        with self.runner.db.transaction() as session:
+            jobs.requeue(
+                session, self.runner.hub, self.job_id, self.runner.name, self.number, reason
+            )
+
+    def _remove(self) -> None:
+        if self.container_id is None:
+            return
+        try:
+            self._engine.remove(self.container_id)
+        except OrchestratorError as exc:
+            logger.warning(
+                "could not remove container: %s",
+                exc.message,
+                extra={"action": "container_remove_failed", "job_id": self.job_id},
+            )
+
+    def _run(self) -> None:
+        if self.adopted:
+            self._resume()
+            return
+        spec = container_spec(self.job, self._secrets, self.runner.name)
+        try:
+            self._engine.ensure_image(spec.image)
+            self.container_id = self._engine.create(spec)
+            self._engine.put_file(
+                self.container_id, INPUT_PATH, json.dumps(self.job.input).encode()
+            )
+            if self._cancel.is_set():
+                self._remove()
+                self._finish(jobs.AttemptResult(cancelled=True))
+                return
+            self._engine.start(self.container_id)
+        except EngineUnavailable as exc:
+            self.runner.engine_lost(exc.message)
+            self._remove_quietly()
+            self._requeue(exc.message)
+            return
+        except (ImageUnavailable, ContainerFailure) as exc:
+            self._remove_quietly()
+            message = mask(exc.message, self._secrets.values())
+            self._finish(jobs.AttemptResult(error=message, retryable=False))
+            return
+        with self.runner.db.transaction() as session:
+            held = jobs.mark_running(
+                session,
+                self.runner.hub,
+                self.job_id,
+                self.runner.name,
+                self.number,
+                self.container_id,
+            )
+        if not held:
+            self._engine.stop(self.container_id, 0)
+            self._remove()
+            return
+        self._supervise(since=None, started=time.monotonic())
+
+    def _remove_quietly(self) -> None:
+        try:
+            self._remove()
+        except EngineUnavailable:
+            pass
+
+    def _resume(self) -> None:
+        """Adopt the attempt after a restart: keep supervising, or collect what happened."""
+        if self.container_id is None:
+            # Claimed but never started: any container it made carries its labels.
+            labels = {
+                f"{LABEL_PREFIX}job-id": self.job_id,
+                f"{LABEL_PREFIX}attempt": str(self.number),
+            }
+            for container_id in self._engine.list_labelled(labels):
+                self._engine.remove(container_id)
+            self._requeue("the runner restarted before the container started")
+            return
+        if self._engine.state(self.container_id) is None:
+            self._finish(
+                jobs.AttemptResult(error="the container disappeared while the runner was away")
+            )
+            return
+        with self.runner.db.read() as session:
+            since = jobs.last_log_time(session, self.job_id, self.number)
+        started = time.monotonic()
+        if self.job.start_time is not None:
+            started -= (utcnow() - self.job.start_time).total_seconds()
+        self._supervise(since=since.timestamp() if since else None, started=started)
+
+    def _supervise(self, since: float | None, started: float) -> None:
+        assert self.container_id is not None
+        container_id = self.container_id
+        exit_codes: list[int | None] = []
+        waiter = threading.Thread(
+            target=lambda: exit_codes.append(self._wait_for_exit(container_id)), daemon=True
+        )
+        waiter.start()
+        pump = LogPump(lambda: self._engine.logs(container_id, since), self._secrets.values())
+        pump.start()
+        timeout = self.job.timeout
+        timed_out = stopping = False
+        interval = self.runner.settings.log_flush_interval
+        while waiter.is_alive():
+            waiter.join(interval)
+            self._store_logs(pump)
+            if self._detach.is_set():
+                return
+            if not stopping and self._cancel.is_set():
+                stopping = True
+                self._stop_container(container_id)
+            if not stopping and timeout is not None and time.monotonic() - started > timeout:
+                timed_out = stopping = True
+                self._stop_container(container_id)
+        pump.join(LOG_DRAIN_SECONDS)
+        self._store_logs(pump)
+        exit_code = exit_codes[0] if exit_codes else None
+        self._finish(self._collect(container_id, exit_code, timed_out))
+        self._remove()
+
+    def _wait_for_exit(self, container_id: str) -> int | None:
+        """The exit code; keeps trying through engine outages; None if the container vanished."""
+        while not self._detach.is_set():
+            try:
+                return int(self._engine.wait(container_id))
+            except ContainerMissing:
+                return None
+            except EngineUnavailable as exc:
+                self.runner.engine_lost(exc.message)
+                time.sleep(self.runner.settings.engine_retry_interval)
+        return None
+
+    def _stop_container(self, container_id: str) -> None:
+        grace = self.runner.settings.stop_grace_period
+
+        def stop() -> None:
+            try:
+                self._engine.stop(container_id, grace)
+            except OrchestratorError as exc:
+                logger.warning("stop failed: %s", exc.message, extra={"job_id": self.job_id})
+
+        threading.Thread(target=stop, name=f"stop-{self.job_id}", daemon=True).start()
+
+    def _store_logs(self, pump: LogPump) -> None:
+        text = pump.take()
+        if text:
+            with self.runner.db.transaction() as session:
+                jobs.append_logs(
+                    session, self.runner.hub, self.job_id, self.number, [(utcnow(), text)]
+                )
+
+    def _collect(
+        self, container_id: str, exit_code: int | None, timed_out: bool
+    ) -> jobs.AttemptResult:
+        if exit_code is None:
+            return jobs.AttemptResult(error="the container disappeared before it exited")
+        error = None
+        output = None
+        try:
+            raw = self._engine.read_file(
+                container_id, OUTPUT_PATH, self.runner.settings.max_output_bytes
+            )
+            output, error = parse_output(raw)
+            if exit_code != 0:
+                state = self._engine.state(container_id)
+                if state is not None and state.oom_killed:
+                    error = "the container ran out of memory and was killed"
+        except OrchestratorError as exc:
+            error = f"could not read the output: {exc.message}"
+        if timed_out:
+            error = f"timed out after {self.job.timeout:g}s"
+        elif error is None and exit_code != 0 and not self._cancel.is_set():
+            error = f"the container exited with code {exit_code}"
+        return jobs.AttemptResult(
+            exit_code=exit_code,
+            output=output,
+            error=mask(error, self._secrets.values()) if error else None,
+            timed_out=timed_out,
+            cancelled=self._cancel.is_set(),
+        )

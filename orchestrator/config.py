@@ -1,0 +1,62 @@
+"""Typed settings from ``ORCH_*`` environment variables, built once and passed down.
+
+Nothing here reads the environment at import time: ``Settings()`` is created by the CLI or by
+``create_app`` and handed to every component that needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory (XDG on Linux, ``~/Library`` on macOS)."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    if xdg:
+        return Path(xdg) / "orchestrator"
+    mac = Path.home() / "Library" / "Application Support"
+    if mac.is_dir():
+        return mac / "orchestrator"
+    return Path.home() / ".local" / "share" / "orchestrator"
+
+
+class Settings(BaseSettings):
+    """Every setting of the server, runner and CLI. Env var = ``ORCH_`` + upper-case name."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    url: str = "http://127.0.0.1:8000"
+
+    docker_host: str | None = None
+    docker_timeout: float = Field(default=60.0, gt=0)
+    runner_enabled: bool = True
+    runner_name: str = Field(default_factory=socket.gethostname)
+    runner_capacity: int = Field(default=4, ge=1, le=1024)
+    poll_interval: float = Field(default=5.0, gt=0)
+    engine_retry_interval: float = Field(default=2.0, gt=0)
+    stop_grace_period: float = Field(default=10.0, ge=0)
+    log_flush_interval: float = Field(default=0.25, gt=0)
+
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_output_bytes: int = Field(default=1_048_576, ge=1024)
+    secret_key: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    def resolved_database_url(self) -> str:
+        """The database URL; a SQLite file in the data dir unless ``ORCH_DATABASE_URL`` is set."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'orchestrator.db'}"

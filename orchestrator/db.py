@@ -1,0 +1,114 @@
+"""Database engines and sessions for SQLite and PostgreSQL.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: it takes the single writer
+lock up front, so a transaction that reads and then writes never fails to upgrade its lock, and
+a claim is atomic. Reads use a second engine with ordinary deferred transactions (WAL lets them
+run beside the writer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, SQLModel
+
+from orchestrator import models  # noqa: F401  (registers the tables)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+AFTER_COMMIT = "orchestrator.after_commit"
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=20,
+        max_overflow=20,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """Owns the engines; hands out read sessions and write transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = sa.engine.make_url(url).get_backend_name()
+        if self.dialect == "sqlite":
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+        else:
+            self.write_engine = sa.create_engine(
+                url, pool_size=20, max_overflow=20, pool_pre_ping=True
+            )
+            self.read_engine = self.write_engine
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the database is PostgreSQL."""
+        return self.dialect == "postgresql"
+
+    def create_schema(self) -> None:
+        """Create every table and index that does not exist yet."""
+        SQLModel.metadata.create_all(self.write_engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with Session(self.write_engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+            callbacks = session.info.pop(AFTER_COMMIT, [])
+        for callback in callbacks:
+            callback()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session; its objects stay usable after it closes."""
+        with Session(self.read_engine, expire_on_commit=False) as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+def serialize(session: Session, key: str) -> None:
+    """Serialize write transactions that share ``key`` until this transaction ends.
+
+    SQLite already runs one writer at a time; PostgreSQL takes a transaction advisory lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction commits (never if it rolls back)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)

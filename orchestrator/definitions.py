@@ -1,0 +1,365 @@
+"""Job definitions: the spec model, YAML/JSON loading with file:line errors, and versioning.
+
+A definition version is immutable. Registering a spec identical to the latest version returns
+that version; any change makes version n+1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from sqlmodel import Session, select
+
+from orchestrator.errors import DefinitionInvalid, NotFound
+from orchestrator.models import Definition
+from orchestrator.templating import PARAMETER_NAME, ParameterValue
+from orchestrator.units import parse_duration, parse_size
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+RESERVED_ENV_PREFIX = "ORCH_"
+
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
+ParameterName = Annotated[str, StringConstraints(pattern=f"^{PARAMETER_NAME}$")]
+
+
+def _scalar_to_text(value: Any) -> Any:
+    # YAML turns `PORT: 8080` into an int; env values are text, so render scalars as text.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+EnvValue = Annotated[str, BeforeValidator(_scalar_to_text)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors, so a typo never goes unnoticed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(StrictModel):
+    cpus: float | None = Field(default=None, gt=0)
+    memory: Size | None = None
+    pids: int | None = Field(default=None, ge=1)
+    shm_size: Size | None = None
+    gpus: int | Literal["all"] | None = Field(default=None)
+
+    @field_validator("gpus")
+    @classmethod
+    def _positive_gpus(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a positive number or 'all'")
+        return value
+
+
+class Backoff(StrictModel):
+    delay: Duration = 1.0
+    factor: float = Field(default=2.0, ge=1.0)
+    max: Duration = 3600.0
+
+
+def _backoff_shorthand(value: Any) -> Any:
+    # `backoff: 10s` means a constant delay of ten seconds.
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return {"delay": value, "factor": 1.0}
+    return value
+
+
+class RetryPolicy(StrictModel):
+    attempts: int = Field(default=1, ge=1, le=100)
+    on_exit_codes: list[int] = Field(default_factory=list)
+    backoff: Annotated[Backoff, BeforeValidator(_backoff_shorthand)] = Field(
+        default_factory=Backoff
+    )
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 = the first retry)."""
+        return min(
+            self.backoff.delay * self.backoff.factor ** max(attempt - 2, 0), self.backoff.max
+        )
+
+    def allows_retry(self, attempt: int, exit_code: int | None) -> bool:
+        """Whether a failed ``attempt`` with this exit code gets another one."""
+        if attempt >= self.attempts:
+            return False
+        return not self.on_exit_codes or exit_code in self.on_exit_codes
+
+
+VOLUME_PATTERN = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+
+
+class DefinitionSpec(StrictModel):
+    """What a job definition file holds."""
+
+    name: Name
+    description: str = ""
+    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")]
+    command: list[str] | None = None
+    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secrets: list[EnvName] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    timeout: Duration | None = None
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    working_dir: Annotated[str, StringConstraints(pattern=r"^/")] | None = None
+    user: Annotated[str, StringConstraints(min_length=1)] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    network: Annotated[str, StringConstraints(min_length=1)] = "bridge"
+    volumes: list[str] = Field(default_factory=list)
+    privileged: bool = False
+    cap_add: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+
+    @field_validator("env", "secrets")
+    @classmethod
+    def _not_reserved(cls, value: Any) -> Any:
+        for name in value:
+            if name.upper().startswith(RESERVED_ENV_PREFIX):
+                raise ValueError(f"{name}: names starting with {RESERVED_ENV_PREFIX} are reserved")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_not_ours(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith("orchestrator."):
+                raise ValueError(f"{key}: labels starting with 'orchestrator.' are reserved")
+        return value
+
+    @field_validator("volumes")
+    @classmethod
+    def _volume_syntax(cls, value: list[str]) -> list[str]:
+        for volume in value:
+            if not VOLUME_PATTERN.match(volume):
+                raise ValueError(
+                    f"{volume!r} is not 'name:/container/path[:ro]' "
+                    "or '/host/path:/container/path[:ro]'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _secrets_not_plain(self) -> DefinitionSpec:
+        both = sorted(set(self.secrets) & set(self.env))
+        if both:
+            raise ValueError(f"{', '.join(both)} is both a secret and a plain env var")
+        return self
+
+    def canonical(self) -> dict[str, Any]:
+        """The normalized spec as stored (durations in seconds, sizes in bytes)."""
+        return self.model_dump(mode="json")
+
+
+def spec_hash(spec: dict[str, Any]) -> str:
+    """A stable hash of a normalized spec: equal specs, equal hashes."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
+    """The YAML node an error location points to (or the deepest one found on the way)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            if part == "[key]":
+                continue
+            match = next((pair for pair in node.value if pair[0].value == str(part)), None)
+            if match is None:
+                return node
+            node = match[1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if part >= len(node.value):
+                return node
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = [p for p in loc if p != "[key]" and not str(p).startswith("function-")]
+    text = ""
+    for part in parts:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "definition"
+
+
+def _duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if key.value in seen:
+                line = key.start_mark.line + 1
+                raise DefinitionInvalid(
+                    f"{source}:{line}: {key.value}: duplicate key", field=str(key.value)
+                )
+            seen.add(key.value)
+            _duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _duplicate_keys(item, source)
+
+
+def validate_spec(data: Any, source: str, node: yaml.Node | None = None) -> DefinitionSpec:
+    """A spec from parsed data; errors name the source, the line (when known) and the field."""
+    if not isinstance(data, dict):
+        raise DefinitionInvalid(f"{source}: a definition must be a mapping of fields")
+    try:
+        return DefinitionSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        first_field = None
+        for error in exc.errors(include_input=False, include_url=False):
+            loc = tuple(error["loc"])
+            field = _field_name(loc)
+            first_field = first_field or field
+            message = str(error["msg"]).removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            where = source
+            target = _node_at(node, loc)
+            if target is not None:
+                where = f"{source}:{target.start_mark.line + 1}"
+            lines.append(f"{where}: {field}: {message}")
+        raise DefinitionInvalid("; ".join(lines), field=first_field) from None
+
+
+def load_yaml(text: str, source: str) -> list[DefinitionSpec]:
+    """Every definition in a YAML (or JSON) text; documents are separated by ``---``."""
+    try:
+        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise DefinitionInvalid(f"{source}{line}: invalid YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise DefinitionInvalid(f"{source}: invalid YAML: {exc}") from None
+    if not nodes:
+        raise DefinitionInvalid(f"{source}: no definition found")
+    specs = []
+    for node in nodes:
+        _duplicate_keys(node, source)
+        data = yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+        specs.append(validate_spec(data, source, node))
+    return specs
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The outcome of registering a spec: its version row and whether it was new."""
+
+    definition: Definition
+    created: bool
+
+
+def register(session: Session, project: str, spec: DefinitionSpec) -> Registered:
+    """Store ``spec`` as the next version, unless it equals the latest version."""
+    canonical = spec.canonical()
+    digest = spec_hash(canonical)
+    latest = _latest(session, project, spec.name)
+    if latest is not None and latest.spec_hash == digest:
+        return Registered(latest, created=False)
+    definition = Definition(
+        project=project,
+        name=spec.name,
+        version=(latest.version + 1) if latest else 1,
+        spec=canonical,
+        spec_hash=digest,
+    )
+    session.add(definition)
+    session.flush()
+    return Registered(definition, created=True)
+
+
+def _latest(session: Session, project: str, name: str) -> Definition | None:
+    statement = (
+        select(Definition)
+        .where(Definition.project == project, Definition.name == name)
+        .order_by(sa.desc(Definition.version))
+        .limit(1)
+    )
+    return session.exec(statement).first()
+
+
+def parse_reference(reference: str) -> tuple[str, int | None]:
+    """``name`` or ``name:version`` -> (name, version or None for the latest)."""
+    name, _, version = reference.partition(":")
+    if not re.match(NAME_PATTERN, name) or (version and not version.isdigit()):
+        raise DefinitionInvalid(
+            f"{reference!r} is not a definition reference: use 'name' or 'name:version'",
+            field="definition",
+        )
+    return name, int(version) if version else None
+
+
+def get(session: Session, project: str, name: str, version: int | None = None) -> Definition:
+    """A definition version (the latest when ``version`` is None); NotFound names it."""
+    if version is None:
+        found = _latest(session, project, name)
+    else:
+        found = session.exec(
+            select(Definition).where(
+                Definition.project == project,
+                Definition.name == name,
+                Definition.version == version,
+            )
+        ).first()
+    if found is None:
+        label = name if version is None else f"{name}:{version}"
+        raise NotFound(f"definition '{label}' not found in project '{project}'", field="definition")
+    return found
+
+
+def list_latest(session: Session, project: str) -> list[Definition]:
+    """The latest version of every definition in a project, by name."""
+    newest = (
+        select(Definition.name, sa.func.max(Definition.version).label("version"))
+        .where(Definition.project == project)
+        .group_by(Definition.name)
+        .subquery()
+    )
+    statement = (
+        select(Definition)
+        .join(
+            newest,
+            sa.and_(Definition.name == newest.c.name, Definition.version == newest.c.version),
+        )
+        .where(Definition.project == project)
+        .order_by(Definition.name)
+    )
+    return list(session.exec(statement).all())
+
+
+def list_versions(session: Session, project: str, name: str) -> list[Definition]:
+    """Every version of one definition, oldest first; NotFound when there is none."""
+    found = list(
+        session.exec(
+            select(Definition)
+            .where(Definition.project == project, Definition.name == name)
+            .order_by(Definition.version)
+        ).all()
+    )
+    if not found:
+        raise NotFound(f"definition '{name}' not found in project '{project}'", field="definition")
+    return found

@@ -1,0 +1,296 @@
+"""Everything that talks to Docker; the only module that imports ``docker``.
+
+Calls are blocking and fallible: the caller runs them in its own threads. Docker and requests
+errors are translated here into the product's errors, so no caller sees a docker exception.
+The client is created lazily, so a server starts while its engine is down.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import DeviceRequest
+
+from orchestrator.errors import (
+    ContainerFailure,
+    ContainerMissing,
+    EngineUnavailable,
+    ImageUnavailable,
+)
+
+LABEL_PREFIX = "orchestrator."
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create one attempt's container; built by the runner."""
+
+    name: str
+    image: str
+    command: list[str] | None
+    env: dict[str, str]
+    labels: dict[str, str]
+    working_dir: str | None = None
+    user: str | None = None
+    network: str = "bridge"
+    volumes: list[str] = field(default_factory=list)
+    privileged: bool = False
+    cap_add: list[str] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)
+    cpus: float | None = None
+    memory: int | None = None
+    pids: int | None = None
+    shm_size: int | None = None
+    gpus: int | str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What Docker says about a container."""
+
+    id: str
+    running: bool
+    exit_code: int | None
+    oom_killed: bool
+    labels: dict[str, str]
+
+
+def _unavailable(exc: Exception) -> EngineUnavailable:
+    return EngineUnavailable(f"the Docker engine cannot be reached: {type(exc).__name__}")
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    return isinstance(
+        exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError
+    )
+
+
+class DockerEngine:
+    """One Docker engine, shared by a runner's attempts (the client is thread-safe)."""
+
+    def __init__(self, base_url: str | None, *, timeout: float, pool_size: int) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def _docker(self) -> docker.DockerClient:
+        with self._lock:
+            if self._client is None:
+                try:
+                    if self.base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self.base_url,
+                            timeout=int(self.timeout),
+                            max_pool_size=self.pool_size,
+                        )
+                    else:
+                        self._client = docker.from_env(
+                            timeout=int(self.timeout), max_pool_size=self.pool_size
+                        )
+                except docker.errors.DockerException as exc:
+                    raise EngineUnavailable(f"the Docker engine cannot be reached: {exc}") from exc
+            return self._client
+
+    def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run one Docker call, translating its errors."""
+        try:
+            return func(*args, **kwargs)
+        except docker.errors.NotFound as exc:
+            raise ContainerMissing(f"{what} failed: {exc.explanation or exc}") from exc
+        except docker.errors.APIError as exc:
+            raise ContainerFailure(f"{what} failed: {exc.explanation or exc}") from exc
+        except docker.errors.DockerException as exc:
+            raise ContainerFailure(f"{what} failed: {exc}") from exc
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _unavailable(exc) from exc
+            raise
+
+    def ping(self) -> str:
+        """The engine's version; EngineUnavailable when it does not answer."""
+        try:
+            client = self._docker()
+            return str(client.version()["Version"])
+        except EngineUnavailable:
+            raise
+        except Exception as exc:
+            raise _unavailable(exc) from exc
+
+    def ensure_image(self, image: str) -> None:
+        """Make sure ``image`` is present, pulling it when it is not."""
+        client = self._docker()
+        try:
+            self._call("image inspect", client.images.get, image)
+            return
+        except ContainerMissing:
+            pass
+        try:
+            repository, tag = _split_image(image)
+            self._call("image pull", client.images.pull, repository, tag=tag)
+        except ContainerFailure as exc:
+            raise ImageUnavailable(
+                f"image '{image}' is not on the Docker engine and could not be pulled "
+                f"({exc.message})"
+            ) from exc
+
+    def create(self, spec: ContainerSpec) -> str:
+        """Create (not start) the container; returns its id."""
+        client = self._docker()
+        kwargs: dict[str, Any] = {
+            "name": spec.name,
+            "command": spec.command,
+            "environment": spec.env,
+            "labels": spec.labels,
+            "working_dir": spec.working_dir,
+            "user": spec.user,
+            "network_mode": spec.network,
+            "volumes": spec.volumes or None,
+            "privileged": spec.privileged,
+            "cap_add": spec.cap_add or None,
+            "devices": spec.devices or None,
+            "pids_limit": spec.pids,
+            "shm_size": spec.shm_size,
+            "mem_limit": spec.memory,
+            "nano_cpus": int(spec.cpus * 1e9) if spec.cpus else None,
+            "detach": True,
+        }
+        if spec.gpus is not None:
+            count = -1 if spec.gpus == "all" else int(spec.gpus)
+            kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+        try:
+            container = self._call(
+                "container create", client.containers.create, spec.image, **kwargs
+            )
+        except ContainerMissing as exc:
+            raise ImageUnavailable(f"image '{spec.image}' is not on the Docker engine") from exc
+        return str(container.id)
+
+    def put_file(self, container_id: str, path: str, data: bytes) -> None:
+        """Copy ``data`` to the absolute ``path`` in a created container (parents made 0777)."""
+        archive = io.BytesIO()
+        parts = path.strip("/").split("/")
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            for depth in range(1, len(parts)):
+                directory = tarfile.TarInfo("/".join(parts[:depth]))
+                directory.type = tarfile.DIRTYPE
+                # Writable by any user, so a job running as non-root can write its output.
+                directory.mode = 0o777
+                directory.mtime = int(time.time())
+                tar.addfile(directory)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            tar.addfile(info, io.BytesIO(data))
+        client = self._docker()
+        self._call(
+            "copy into container", client.api.put_archive, container_id, "/", archive.getvalue()
+        )
+
+    def start(self, container_id: str) -> None:
+        """Start a created container."""
+        self._call("container start", self._docker().api.start, container_id)
+
+    def wait(self, container_id: str) -> int:
+        """Block until the container exits; its exit code."""
+        result = self._call("container wait", self._docker().api.wait, container_id, timeout=None)
+        return int(result.get("StatusCode", -1))
+
+    def logs(self, container_id: str, since: float | None = None) -> Iterator[bytes]:
+        """The container's output (stdout and stderr) as it comes, until it exits."""
+        api = self._docker().api
+        kwargs: dict[str, Any] = {"stream": True, "follow": True}
+        if since:
+            kwargs["since"] = since
+        stream = self._call("container logs", api.logs, container_id, **kwargs)
+        try:
+            yield from stream
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise _unavailable(exc) from exc
+            raise
+
+    def stop(self, container_id: str, grace: float) -> None:
+        """SIGTERM, ``grace`` seconds, then SIGKILL. A container already gone is fine."""
+        try:
+            self._call("container stop", self._docker().api.stop, container_id, timeout=int(grace))
+        except ContainerMissing:
+            return
+
+    def read_file(self, container_id: str, path: str, max_bytes: int) -> bytes | None:
+        """A file's content from a (stopped) container; None when it does not exist."""
+        api = self._docker().api
+        try:
+            stream, stat = self._call("copy from container", api.get_archive, container_id, path)
+        except ContainerMissing:
+            return None
+        if int(stat.get("size", 0)) > max_bytes:
+            raise ContainerFailure(f"{path} is larger than {max_bytes} bytes")
+        archive = io.BytesIO(b"".join(stream))
+        with tarfile.open(fileobj=archive) as tar:
+            member = tar.next()
+            if member is None or not member.isfile():
+                return None
+            handle = tar.extractfile(member)
+            return handle.read() if handle else None
+
+    def state(self, container_id: str) -> ContainerState | None:
+        """The container's state, or None if it does not exist."""
+        try:
+            info = self._call(
+                "container inspect", self._docker().api.inspect_container, container_id
+            )
+        except ContainerMissing:
+            return None
+        state = info["State"]
+        return ContainerState(
+            id=info["Id"],
+            running=bool(state.get("Running")),
+            exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
+            oom_killed=bool(state.get("OOMKilled")),
+            labels=info["Config"].get("Labels") or {},
+        )
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container (forcefully). A container already gone is fine."""
+        try:
+            self._call(
+                "container remove", self._docker().api.remove_container, container_id, force=True
+            )
+        except ContainerMissing:
+            return
+
+    def list_labelled(self, labels: dict[str, str]) -> list[str]:
+        """Ids of all containers (running or not) carrying every given label."""
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        found = self._call(
+            "container list", self._docker().api.containers, all=True, filters=filters
+        )
+        return [item["Id"] for item in found]
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _split_image(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        return image, None
+    name, _, tag = image.rpartition(":")
+    if name and "/" not in tag:
+        return name, tag
+    return image, "latest"

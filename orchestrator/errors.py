@@ -1,0 +1,72 @@
+"""One error vocabulary for the whole product.
+
+Services raise these; ``api/errors.py`` maps each class to an HTTP status in one table. A
+message must never contain a secret value.
+"""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Something went wrong in the orchestrator."""
+
+    code = "error"
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.field = field
+        super().__init__(self.message)
+
+
+class InvalidRequest(OrchestratorError):
+    """The request is not valid."""
+
+    code = "invalid_request"
+
+
+class DefinitionInvalid(InvalidRequest):
+    """The job definition is not valid."""
+
+    code = "invalid_definition"
+
+
+class NotFound(OrchestratorError):
+    """The resource does not exist."""
+
+    code = "not_found"
+
+
+class Conflict(OrchestratorError):
+    """The request conflicts with the current state."""
+
+    code = "conflict"
+
+
+class PayloadTooLarge(OrchestratorError):
+    """The request body is too large."""
+
+    code = "payload_too_large"
+
+
+class EngineUnavailable(OrchestratorError):
+    """The Docker engine cannot be reached."""
+
+    code = "engine_unavailable"
+
+
+class ImageUnavailable(OrchestratorError):
+    """The image is not present and could not be pulled."""
+
+    code = "image_unavailable"
+
+
+class ContainerFailure(OrchestratorError):
+    """Docker refused or failed an operation on a container."""
+
+    code = "container_failure"
+
+
+class ContainerMissing(ContainerFailure):
+    """The container (or image) Docker was asked about does not exist."""
+
+    code = "container_missing"

@@ -1,0 +1,550 @@
+"""The job service: submit, claim, every status change, cancel and retry decisions.
+
+Only this module changes a job's status, and only through ``transition``, which writes the job
+and its event in the caller's transaction. Runner writes are fenced by (runner, attempt): a
+runner that no longer holds an attempt cannot change the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator import definitions, projects, queues
+from orchestrator.db import after_commit, serialize
+from orchestrator.definitions import RESERVED_ENV_PREFIX, RetryPolicy
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
+from orchestrator.notify import CANCEL, WORK, Hub, job_topic
+from orchestrator.schemas import JobCreate
+from orchestrator.secrets import SecretBox
+from orchestrator.states import ACTIVE, WAITING, EventType, JobStatus, can_transition
+from orchestrator.templating import substitute
+
+CLAIM_LOCK = "orchestrator.claim"
+
+
+def transition(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    event: EventType,
+    detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
+    **changes: Any,
+) -> None:
+    """Move ``job`` to ``status`` (checked against the life cycle) and append its event."""
+    if job.status != status and not can_transition(job.status, status):
+        raise Conflict(f"job {job.id} cannot go from {job.status} to {status}", field="status")
+    now = utcnow()
+    job.status = status
+    job.update_time = now
+    if status.terminal:
+        job.finish_time = now
+    for name, value in changes.items():
+        setattr(job, name, value)
+    session.add(job)
+    record(session, job, event, detail, hub)
+
+
+def record(
+    session: Session,
+    job: Job,
+    event: EventType,
+    detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
+) -> None:
+    """Append an event to the job (no status change); subscribers are woken after commit."""
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            type=event,
+            attempt=job.attempt,
+            status=job.status,
+            detail=detail or {},
+        )
+    )
+    if hub is not None:
+        topics = [job_topic(job.id)]
+        if event in (EventType.QUEUED, EventType.REQUEUED):
+            topics.append(WORK)
+        if event is EventType.CANCEL_REQUESTED:
+            topics.append(CANCEL)
+        after_commit(session, lambda: hub.publish(*topics))
+
+
+def _resolve_definition(
+    session: Session, project: str, queue: Queue, reference: str | None
+) -> Definition:
+    reference = reference or queue.default_definition
+    if reference is None:
+        raise InvalidRequest(
+            f"definition is required: queue '{queue.name}' has no default definition",
+            field="definition",
+        )
+    name, version = definitions.parse_reference(reference)
+    return definitions.get(session, project, name, version)
+
+
+def _check_env(request: JobCreate, declared_secrets: Sequence[str], definition: str) -> None:
+    for field, names in (("env", request.env), ("secret_env", request.secret_env)):
+        for name in names:
+            if name.upper().startswith(RESERVED_ENV_PREFIX):
+                raise InvalidRequest(
+                    f"{field}.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved",
+                    field=f"{field}.{name}",
+                )
+    for name in request.env:
+        if name in request.secret_env:
+            raise InvalidRequest(
+                f"env.{name}: also given in secret_env; give it in one of them",
+                field=f"env.{name}",
+            )
+    for name in declared_secrets:
+        if name not in request.secret_env:
+            raise InvalidRequest(
+                f"secret_env.{name}: required by definition '{definition}'",
+                field=f"secret_env.{name}",
+            )
+
+
+def submit(
+    session: Session, box: SecretBox, hub: Hub | None, project: str, request: JobCreate
+) -> Job:
+    """Validate a submission against its definition and store it, queued or scheduled."""
+    projects.get(session, project)
+    queue = queues.get(session, project, request.queue)
+    definition = _resolve_definition(session, project, queue, request.definition)
+    spec = definition.spec
+    reference = f"{definition.name}:{definition.version}"
+    _check_env(request, spec["secrets"], reference)
+
+    parameters = {**spec["parameters"], **request.parameters}
+    template = request.command if request.command is not None else spec["command"]
+    command = None
+    if template is not None:
+        field = "command" if request.command is not None else f"definition {reference} command"
+        command = substitute(template, parameters, field=field)
+
+    if request.name is not None:
+        _check_name_free(session, project, queue.name, request.name)
+
+    now = utcnow()
+    scheduled = request.schedule_at is not None and request.schedule_at > now
+    job = Job(
+        id=str(uuid.uuid4()),
+        project=project,
+        queue=queue.name,
+        definition_name=definition.name,
+        definition_version=definition.version,
+        name=request.name,
+        status=JobStatus.SCHEDULED if scheduled else JobStatus.QUEUED,
+        priority=request.priority,
+        max_attempts=spec["retry"]["attempts"],
+        command=command,
+        parameters=parameters,
+        env={**spec["env"], **request.env},
+        secret_env_keys=sorted(request.secret_env),
+        secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
+        input=request.input,
+        job_metadata=request.metadata,
+        container={key: spec[key] for key in CONTAINER_FIELDS},
+        webhook=str(request.webhook) if request.webhook else None,
+        timeout=request.timeout if request.timeout is not None else spec["timeout"],
+        schedule_at=request.schedule_at,
+        create_time=now,
+        update_time=now,
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(
+            f"an unfinished job named '{request.name}' already exists in queue '{queue.name}'",
+            field="name",
+        ) from exc
+    record(session, job, EventType.CREATED, {"definition": reference, "queue": queue.name})
+    if scheduled:
+        assert request.schedule_at is not None
+        record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
+    else:
+        record(session, job, EventType.QUEUED, hub=hub)
+    return job
+
+
+CONTAINER_FIELDS = (
+    "image",
+    "resources",
+    "retry",
+    "working_dir",
+    "user",
+    "labels",
+    "network",
+    "volumes",
+    "privileged",
+    "cap_add",
+    "devices",
+)
+
+
+def _check_name_free(session: Session, project: str, queue: str, name: str) -> None:
+    taken = session.exec(
+        select(Job.id).where(
+            Job.project == project,
+            Job.queue == queue,
+            Job.name == name,
+            col(Job.status).in_([*WAITING, *ACTIVE]),
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(
+            f"an unfinished job named '{name}' already exists in queue '{queue}' ({taken})",
+            field="name",
+        )
+
+
+def get(session: Session, project: str, job_id: str) -> Job:
+    """The job; NotFound names it."""
+    job = session.exec(select(Job).where(Job.id == job_id, Job.project == project)).first()
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found in project '{project}'", field="job")
+    return job
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError:
+        raise InvalidRequest("cursor: not a cursor returned by this API", field="cursor") from None
+
+
+def list_jobs(
+    session: Session,
+    project: str,
+    *,
+    queue: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of the project's jobs, newest first, and the cursor of the next page."""
+    projects.get(session, project)
+    statement = select(Job).where(Job.project == project)
+    if queue is not None:
+        statement = statement.where(Job.queue == queue)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    if cursor is not None:
+        statement = statement.where(col(Job.seq) < _decode_cursor(cursor))
+    rows = list(session.exec(statement.order_by(sa.desc(col(Job.seq))).limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].seq) if more and rows[-1].seq is not None else None
+    return rows, next_cursor
+
+
+def events(session: Session, job_id: str, after: int = 0) -> list[JobEvent]:
+    """The job's events with an id greater than ``after``, oldest first."""
+    statement = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, col(JobEvent.id) > after)
+        .order_by(col(JobEvent.id))
+    )
+    return list(session.exec(statement).all())
+
+
+def logs(
+    session: Session, job_id: str, after: int = 0, attempt: int | None = None, limit: int = 5000
+) -> list[JobLog]:
+    """Stored log chunks of the job with an id greater than ``after``, oldest first."""
+    statement = select(JobLog).where(JobLog.job_id == job_id, col(JobLog.id) > after)
+    if attempt is not None:
+        statement = statement.where(JobLog.attempt == attempt)
+    return list(session.exec(statement.order_by(col(JobLog.id)).limit(limit)).all())
+
+
+def cancel(session: Session, hub: Hub | None, project: str, job_id: str) -> Job:
+    """Cancel a waiting job at once; ask the runner to stop a starting or running one."""
+    job = _locked(session, get(session, project, job_id).id)
+    if job.status.terminal:
+        raise Conflict(f"job {job.id} is already {job.status}", field="status")
+    if job.status in WAITING:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, hub=hub)
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        job.update_time = utcnow()
+        session.add(job)
+        record(session, job, EventType.CANCEL_REQUESTED, {"runner": job.runner}, hub)
+    return job
+
+
+def _locked(session: Session, job_id: str) -> Job:
+    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found", field="job")
+    return job
+
+
+# --- runner side -------------------------------------------------------------------------
+
+
+def claim(session: Session, runner: str, hub: Hub | None = None) -> Job | None:
+    """Atomically take the next runnable job for ``runner`` and mark it ``starting``.
+
+    Order: queue priority, job priority, then submit order. Paused queues and queues at their
+    ``max_concurrency`` are passed over.
+    """
+    serialize(session, CLAIM_LOCK)
+    now = utcnow()
+    running = (
+        select(sa.func.count())
+        .select_from(Job.__table__.alias("active"))  # type: ignore[attr-defined]
+        .where(
+            sa.text("active.project = queues.project"),
+            sa.text("active.queue = queues.name"),
+            sa.text("active.status IN ('starting', 'running')"),
+        )
+        .scalar_subquery()
+    )
+    statement = (
+        select(Job)
+        .join(Queue, sa.and_(Queue.project == Job.project, Queue.name == Job.queue))
+        .where(
+            Job.status == JobStatus.QUEUED,
+            sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
+            col(Queue.paused).is_(False),
+            sa.or_(col(Queue.max_concurrency).is_(None), running < col(Queue.max_concurrency)),
+        )
+        .order_by(sa.desc(col(Queue.priority)), sa.desc(col(Job.priority)), col(Job.seq))
+        .limit(1)
+    )
+    job = session.exec(statement).first()
+    if job is None:
+        return None
+    transition(
+        session,
+        job,
+        JobStatus.STARTING,
+        EventType.STARTING,
+        {"runner": runner},
+        hub,
+        attempt=job.attempt + 1,
+        runner=runner,
+        run_after=None,
+        container_id=None,
+        exit_code=None,
+        error=None,
+        output=None,
+    )
+    return job
+
+
+def promote_due(session: Session, hub: Hub | None = None) -> int:
+    """Queue every scheduled job whose time has come; how many were queued."""
+    due = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow())
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in due:
+        transition(session, job, JobStatus.QUEUED, EventType.QUEUED, hub=hub)
+    return len(due)
+
+
+def next_due(session: Session) -> datetime | None:
+    """The earliest future time at which a waiting job becomes runnable (backoff or schedule)."""
+    backoff = session.exec(
+        select(sa.func.min(Job.run_after)).where(Job.status == JobStatus.QUEUED)
+    ).one()
+    scheduled = session.exec(
+        select(sa.func.min(Job.schedule_at)).where(Job.status == JobStatus.SCHEDULED)
+    ).one()
+    times = [_as_utc(t) for t in (backoff, scheduled) if t is not None]
+    return min(times) if times else None
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def held(session: Session, job_id: str, runner: str, attempt: int) -> Job | None:
+    """The job, locked, if ``runner`` still holds ``attempt`` of it; else None (fenced out)."""
+    job = _locked(session, job_id)
+    if job.runner != runner or job.attempt != attempt or job.status not in ACTIVE:
+        return None
+    return job
+
+
+def mark_running(
+    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, container_id: str
+) -> bool:
+    """Record that the attempt's container started; False when the runner was fenced out."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return False
+    transition(
+        session,
+        job,
+        JobStatus.RUNNING,
+        EventType.STARTED,
+        {"container_id": container_id, "runner": runner},
+        hub,
+        container_id=container_id,
+        start_time=job.start_time or utcnow(),
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt came to, as seen by the runner."""
+
+    exit_code: int | None = None
+    output: Any = None
+    error: str | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    retryable: bool = True
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The decision about a finished attempt."""
+
+    status: JobStatus
+    retry_delay: float | None = None
+
+
+def decide(result: AttemptResult, attempt: int, policy: RetryPolicy) -> Outcome:
+    """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled)."""
+    if result.cancelled:
+        return Outcome(JobStatus.CANCELLED)
+    if result.exit_code == 0 and result.error is None and not result.timed_out:
+        return Outcome(JobStatus.SUCCEEDED)
+    # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
+    code = None if result.timed_out else result.exit_code
+    if result.retryable and policy.allows_retry(attempt, code):
+        if not (result.timed_out and policy.on_exit_codes):
+            return Outcome(JobStatus.QUEUED, retry_delay=policy.delay_before(attempt + 1))
+    return Outcome(JobStatus.FAILED)
+
+
+def finish(
+    session: Session,
+    hub: Hub | None,
+    job_id: str,
+    runner: str,
+    attempt: int,
+    result: AttemptResult,
+) -> Job | None:
+    """Record a finished attempt and move the job on; None when the runner was fenced out."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return None
+    if job.cancel_requested:
+        result = AttemptResult(**{**result.__dict__, "cancelled": True})
+    outcome = decide(result, attempt, RetryPolicy.model_validate(job.container["retry"]))
+    detail: dict[str, Any] = {"exit_code": result.exit_code}
+    if result.error:
+        detail["error"] = result.error
+    if result.timed_out:
+        record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
+    common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
+    if outcome.status is JobStatus.QUEUED:
+        assert outcome.retry_delay is not None
+        record(
+            session,
+            job,
+            EventType.RETRYING,
+            {**detail, "next_attempt": attempt + 1, "delay": outcome.retry_delay},
+            hub,
+        )
+        transition(
+            session,
+            job,
+            JobStatus.QUEUED,
+            EventType.QUEUED,
+            {"attempt": attempt + 1},
+            hub,
+            run_after=utcnow() + timedelta(seconds=outcome.retry_delay),
+            container_id=None,
+            **common,
+        )
+    else:
+        event = {
+            JobStatus.SUCCEEDED: EventType.SUCCEEDED,
+            JobStatus.FAILED: EventType.FAILED,
+            JobStatus.CANCELLED: EventType.CANCELLED,
+        }[outcome.status]
+        transition(session, job, outcome.status, event, detail, hub, **common)
+    return job
+
+
+def requeue(
+    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, reason: str
+) -> bool:
+    """Give back an attempt that never ran (the engine was down); it does not count."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return False
+    if job.cancel_requested:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, {"reason": reason}, hub)
+        return True
+    transition(
+        session,
+        job,
+        JobStatus.QUEUED,
+        EventType.REQUEUED,
+        {"reason": reason},
+        hub,
+        attempt=attempt - 1,
+        runner=None,
+        container_id=None,
+    )
+    return True
+
+
+def cancel_requested(session: Session, runner: str) -> list[str]:
+    """Ids of the jobs held by ``runner`` whose cancel has been requested."""
+    statement = select(Job.id).where(
+        Job.runner == runner, col(Job.cancel_requested).is_(True), col(Job.status).in_(ACTIVE)
+    )
+    return list(session.exec(statement).all())
+
+
+def append_logs(
+    session: Session, hub: Hub | None, job_id: str, attempt: int, chunks: list[tuple[datetime, str]]
+) -> None:
+    """Store log chunks (already masked) and wake the job's followers after commit."""
+    session.add_all(JobLog(job_id=job_id, attempt=attempt, time=t, text=text) for t, text in chunks)
+    if hub is not None:
+        after_commit(session, lambda: hub.publish(job_topic(job_id)))
+
+
+def secret_values(job: Job, box: SecretBox) -> dict[str, str]:
+    """The job's secret env, decrypted (for the container's environment and log masking)."""
+    return box.decrypt(job.secret_env_ciphertext) if job.secret_env_ciphertext else {}
+
+
+def held_by(session: Session, runner: str) -> list[Job]:
+    """The jobs ``runner`` holds (starting or running), for adoption after a restart."""
+    statement = select(Job).where(Job.runner == runner, col(Job.status).in_(ACTIVE))
+    return list(session.exec(statement).all())
+
+
+def last_log_time(session: Session, job_id: str, attempt: int) -> datetime | None:
+    """When the attempt's last stored log batch was written."""
+    return session.exec(
+        select(sa.func.max(JobLog.time)).where(JobLog.job_id == job_id, JobLog.attempt == attempt)
+    ).one()

@@ -1,0 +1,165 @@
+"""Database tables (SQLModel). Shapes only: the services own every rule about them.
+
+Secret values live only in ``Job.secret_env_ciphertext``, encrypted; API shapes in
+``schemas.py`` never carry that column.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from orchestrator.states import JobStatus
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (SQLite has no time zones) and always returns aware UTC datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_type=sa.JSON, **kwargs)  # type: ignore[call-overload]
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    name: str = Field(primary_key=True, max_length=63)
+    description: str = ""
+    create_time: datetime = _time(default_factory=utcnow)
+
+
+class Queue(SQLModel, table=True):
+    __tablename__ = "queues"
+    __table_args__ = (sa.UniqueConstraint("project", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    display_name: str = ""
+    description: str = ""
+    priority: int = 0
+    max_concurrency: int | None = None
+    paused: bool = False
+    default_definition: str | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+
+
+class Definition(SQLModel, table=True):
+    __tablename__ = "definitions"
+    __table_args__ = (sa.UniqueConstraint("project", "name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    version: int
+    spec: dict[str, Any] = _json()
+    spec_hash: str = Field(max_length=64)
+    create_time: datetime = _time(default_factory=utcnow)
+
+
+_UNFINISHED = "status IN ('scheduled', 'queued', 'starting', 'running')"
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The claim walks this index: queued jobs by priority, then submit order.
+        sa.Index("ix_jobs_claim", "status", "priority", "seq"),
+        sa.Index("ix_jobs_project_queue_status", "project", "queue", "status"),
+        sa.Index(
+            "ux_jobs_unfinished_name",
+            "project",
+            "queue",
+            "name",
+            unique=True,
+            sqlite_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
+            postgresql_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
+        ),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True, max_length=36)
+    project: str = Field(max_length=63)
+    queue: str = Field(max_length=63)
+    definition_name: str = Field(max_length=63)
+    definition_version: int
+    name: str | None = Field(default=None, max_length=255)
+    status: JobStatus = Field(sa_type=sa.String(16))  # type: ignore[call-overload]
+    priority: int = 0
+    attempt: int = 0
+    max_attempts: int = 1
+    command: list[str] | None = _json(default=None)
+    parameters: dict[str, Any] = _json(default_factory=dict)
+    env: dict[str, str] = _json(default_factory=dict)
+    secret_env_keys: list[str] = _json(default_factory=list)
+    secret_env_ciphertext: str | None = None
+    input: Any = _json(default=None)
+    job_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column("metadata", sa.JSON, nullable=False),
+    )
+    container: dict[str, Any] = _json(default_factory=dict)
+    output: Any = _json(default=None)
+    exit_code: int | None = None
+    error: str | None = None
+    container_id: str | None = Field(default=None, max_length=64)
+    runner: str | None = Field(default=None, max_length=255)
+    webhook: str | None = None
+    timeout: float | None = None
+    cancel_requested: bool = False
+    schedule_at: datetime | None = _time(default=None)
+    run_after: datetime | None = _time(default=None)
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+    start_time: datetime | None = _time(default=None)
+    finish_time: datetime | None = _time(default=None)
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, max_length=36)
+    time: datetime = _time(default_factory=utcnow)
+    type: str = Field(max_length=32)
+    attempt: int = 0
+    status: JobStatus = Field(sa_type=sa.String(16))  # type: ignore[call-overload]
+    detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class JobLog(SQLModel, table=True):
+    __tablename__ = "job_logs"
+    __table_args__ = (sa.Index("ix_job_logs_job", "job_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=36)
+    attempt: int
+    time: datetime = _time(default_factory=utcnow)
+    text: str

@@ -1,0 +1,75 @@
+"""In-process wake-ups between the API, the runner and stream subscribers.
+
+Each topic has a version counter. A waiter reads the version, checks the database, and then
+waits for the version to move: a publish between the check and the wait is never lost. Waiting
+always has a timeout, so the database stays the source of truth and a missed wake-up only costs
+one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+WORK = "work"
+CANCEL = "cancel"
+
+
+def job_topic(job_id: str) -> str:
+    """The topic of one job's events, status and logs."""
+    return f"job:{job_id}"
+
+
+class Hub:
+    """Topic versions with blocking and async waits."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._versions: dict[str, int] = defaultdict(int)
+        self._async_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
+            defaultdict(set)
+        )
+
+    def version(self, topic: str) -> int:
+        """The topic's current version."""
+        with self._cond:
+            return self._versions[topic]
+
+    def publish(self, *topics: str) -> None:
+        """Move each topic's version and wake everyone waiting on it."""
+        with self._cond:
+            waiters = []
+            for topic in topics:
+                self._versions[topic] += 1
+                waiters.extend(self._async_waiters.get(topic, ()))
+            self._cond.notify_all()
+        for loop, event in waiters:
+            loop.call_soon_threadsafe(event.set)
+
+    def wait(self, topics: dict[str, int], timeout: float) -> bool:
+        """Block until any topic moves past the given version, or ``timeout``; True if moved."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: any(self._versions[t] != v for t, v in topics.items()), timeout
+            )
+
+    async def wait_async(self, topic: str, seen: int, timeout: float) -> bool:
+        """Await the topic moving past ``seen``, or ``timeout``; True if it moved."""
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        waiter = (loop, event)
+        with self._cond:
+            if self._versions[topic] != seen:
+                return True
+            self._async_waiters[topic].add(waiter)
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                self._async_waiters[topic].discard(waiter)
+                if not self._async_waiters[topic]:
+                    del self._async_waiters[topic]

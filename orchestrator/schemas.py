@@ -1,0 +1,255 @@
+"""API shapes: what requests may carry and what responses show.
+
+Response shapes are built from table rows by the ``from_row`` constructors; secret values have
+no field to live in, so they cannot leak by accident.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from orchestrator.definitions import EnvName, EnvValue, Name, ParameterName
+from orchestrator.models import Definition, Job, JobEvent, Project, Queue
+from orchestrator.secrets import MASK
+from orchestrator.states import JobStatus
+from orchestrator.templating import ParameterValue
+from orchestrator.units import parse_duration
+
+Item = TypeVar("Item")
+
+
+class Request(BaseModel):
+    """Unknown fields are refused, so a misspelt field is an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _parse_time(value: Any) -> Any:
+    # Unix seconds (a number) or an RFC 3339 string; a time without an offset is taken as UTC.
+    if isinstance(value, bool):
+        raise ValueError("must be an RFC 3339 time or unix seconds")
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return value
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class ProjectCreate(Request):
+    name: Name
+    description: str = ""
+
+
+class ProjectPublic(BaseModel):
+    name: str
+    description: str
+    create_time: datetime
+
+    @classmethod
+    def from_row(cls, row: Project) -> ProjectPublic:
+        return cls(name=row.name, description=row.description, create_time=row.create_time)
+
+
+class QueueCreate(Request):
+    name: Name
+    display_name: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=4096)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    paused: bool = False
+    default_definition: str | None = None
+
+
+class QueueUpdate(Request):
+    display_name: str | None = Field(default=None, max_length=255)
+    description: str | None = Field(default=None, max_length=4096)
+    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    paused: bool | None = None
+    default_definition: str | None = None
+
+
+class QueuePublic(BaseModel):
+    project: str
+    name: str
+    display_name: str
+    description: str
+    priority: int
+    max_concurrency: int | None
+    paused: bool
+    default_definition: str | None
+    current_queue_length: int
+    running: int
+    create_time: datetime
+    update_time: datetime
+
+    @classmethod
+    def from_row(cls, row: Queue, *, waiting: int, running: int) -> QueuePublic:
+        return cls(
+            project=row.project,
+            name=row.name,
+            display_name=row.display_name or row.name,
+            description=row.description,
+            priority=row.priority,
+            max_concurrency=row.max_concurrency,
+            paused=row.paused,
+            default_definition=row.default_definition,
+            current_queue_length=waiting,
+            running=running,
+            create_time=row.create_time,
+            update_time=row.update_time,
+        )
+
+
+class DefinitionPublic(BaseModel):
+    project: str
+    name: str
+    version: int
+    reference: str
+    spec: dict[str, Any]
+    create_time: datetime
+
+    @classmethod
+    def from_row(cls, row: Definition) -> DefinitionPublic:
+        return cls(
+            project=row.project,
+            name=row.name,
+            version=row.version,
+            reference=f"{row.name}:{row.version}",
+            spec=row.spec,
+            create_time=row.create_time,
+        )
+
+
+class JobCreate(Request):
+    definition: str | None = None
+    queue: Name = "default"
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+    command: list[str] | None = None
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
+    secret_env: dict[EnvName, str] = Field(default_factory=dict)
+    input: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: AnyHttpUrl | None = None
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    timeout: Annotated[float, BeforeValidator(parse_duration)] | None = None
+    schedule_at: Annotated[datetime, BeforeValidator(_parse_time)] | None = None
+
+    @field_validator("schedule_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return _aware(value)
+
+
+class JobPublic(BaseModel):
+    id: str
+    project: str
+    queue: str
+    definition: str
+    name: str | None
+    status: JobStatus
+    priority: int
+    attempt: int
+    max_attempts: int
+    command: list[str] | None
+    parameters: dict[str, Any]
+    env: dict[str, str]
+    secret_env: dict[str, str]
+    input: Any
+    metadata: dict[str, Any]
+    output: Any
+    exit_code: int | None
+    error: str | None
+    container_id: str | None
+    runner: str | None
+    webhook: str | None
+    timeout: float | None
+    schedule_at: datetime | None
+    create_time: datetime
+    update_time: datetime
+    start_time: datetime | None
+    finish_time: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Job) -> JobPublic:
+        return cls(
+            id=row.id,
+            project=row.project,
+            queue=row.queue,
+            definition=f"{row.definition_name}:{row.definition_version}",
+            name=row.name,
+            status=row.status,
+            priority=row.priority,
+            attempt=row.attempt,
+            max_attempts=row.max_attempts,
+            command=row.command,
+            parameters=row.parameters,
+            env=row.env,
+            secret_env=dict.fromkeys(row.secret_env_keys, MASK),
+            input=row.input,
+            metadata=row.job_metadata,
+            output=row.output,
+            exit_code=row.exit_code,
+            error=row.error,
+            container_id=row.container_id,
+            runner=row.runner,
+            webhook=row.webhook,
+            timeout=row.timeout,
+            schedule_at=row.schedule_at,
+            create_time=row.create_time,
+            update_time=row.update_time,
+            start_time=row.start_time,
+            finish_time=row.finish_time,
+        )
+
+
+class JobEventPublic(BaseModel):
+    id: int
+    job_id: str
+    time: datetime
+    type: str
+    status: JobStatus
+    attempt: int
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: JobEvent) -> JobEventPublic:
+        assert row.id is not None
+        return cls(
+            id=row.id,
+            job_id=row.job_id,
+            time=row.time,
+            type=row.type,
+            status=row.status,
+            attempt=row.attempt,
+            detail=row.detail,
+        )
+
+
+class Page(BaseModel, Generic[Item]):
+    items: list[Item]
+    next_cursor: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    docker: str
+    docker_error: str | None = None
+    runner: str

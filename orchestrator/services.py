@@ -1,0 +1,59 @@
+"""Builds and owns the long-lived parts of a process: database, hub, secret box, engine, runner."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from orchestrator import projects
+from orchestrator.config import Settings
+from orchestrator.db import Database
+from orchestrator.docker_engine import DockerEngine
+from orchestrator.notify import Hub
+from orchestrator.runner import Runner
+from orchestrator.secrets import SecretBox, load_or_create_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler or a runner needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    hub: Hub
+    box: SecretBox
+    engine: DockerEngine
+    runner: Runner | None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Open the database (creating the schema and the default project) and the engine."""
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url())
+        db.create_schema()
+        with db.transaction() as session:
+            projects.ensure_default(session)
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        box = SecretBox(load_or_create_key(settings.data_dir, secret_key))
+        hub = Hub()
+        engine = DockerEngine(
+            settings.docker_host,
+            timeout=settings.docker_timeout,
+            pool_size=settings.runner_capacity * 3 + 4,
+        )
+        runner = Runner(settings, db, engine, hub, box) if settings.runner_enabled else None
+        return cls(settings=settings, db=db, hub=hub, box=box, engine=engine, runner=runner)
+
+    def start(self) -> None:
+        """Start the background loops."""
+        if self.runner is not None:
+            self.runner.start()
+
+    def close(self) -> None:
+        """Stop the loops and close connections; running containers are left for adoption."""
+        if self.runner is not None:
+            self.runner.stop()
+        self.engine.close()
+        self.db.dispose()
