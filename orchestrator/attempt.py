@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import jobs
@@ -81,14 +81,25 @@ def container_spec(job: Job, secrets: dict[str, str], runner: str) -> ContainerS
     )
 
 
-def parse_output(raw: bytes | None) -> tuple[Any, str | None]:
-    """(output, error) from the bytes at ``$ORCH_OUTPUT``; invalid JSON is an error, not a crash."""
+def parse_output(raw: bytes | None, secrets: Iterable[str]) -> tuple[Any, str | None]:
+    """(output, error) from the bytes at ``$ORCH_OUTPUT``, secret values masked.
+
+    Invalid JSON is an error of the attempt, not a crash of the runner.
+    """
     if raw is None or not raw.strip():
         return None, None
     try:
-        return json.loads(raw), None
+        text = raw.decode()
+        json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
+    # Mask JSON-escaped forms too, so a value never survives inside a JSON string.
+    values = list(secrets)
+    escaped = [json.dumps(v)[1:-1] for v in values]
+    try:
+        return json.loads(mask(text, [*values, *escaped])), None
+    except ValueError:
+        return None, "the output was withheld: masking a secret value in it broke its JSON"
 
 
 class Attempt:
@@ -318,7 +329,7 @@ class Attempt:
             raw = self._engine.read_file(
                 container_id, OUTPUT_PATH, self.runner.settings.max_output_bytes
             )
-            output, error = parse_output(raw)
+            output, error = parse_output(raw, self._secrets.values())
             if exit_code != 0:
                 state = self._engine.state(container_id)
                 if state is not None and state.oom_killed:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import sqlalchemy as sa
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -111,6 +112,17 @@ class RetryPolicy(StrictModel):
 VOLUME_PATTERN = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
 
 
+def _check_volume(volume: str) -> str:
+    if not VOLUME_PATTERN.match(volume):
+        raise ValueError(
+            f"{volume!r} is not 'name:/container/path[:ro]' or '/host/path:/container/path[:ro]'"
+        )
+    return volume
+
+
+Volume = Annotated[str, AfterValidator(_check_volume)]
+
+
 class DefinitionSpec(StrictModel):
     """What a job definition file holds."""
 
@@ -128,7 +140,7 @@ class DefinitionSpec(StrictModel):
     user: Annotated[str, StringConstraints(min_length=1)] | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     network: Annotated[str, StringConstraints(min_length=1)] = "bridge"
-    volumes: list[str] = Field(default_factory=list)
+    volumes: list[Volume] = Field(default_factory=list)
     privileged: bool = False
     cap_add: list[str] = Field(default_factory=list)
     devices: list[str] = Field(default_factory=list)
@@ -147,17 +159,6 @@ class DefinitionSpec(StrictModel):
         for key in value:
             if key.startswith("orchestrator."):
                 raise ValueError(f"{key}: labels starting with 'orchestrator.' are reserved")
-        return value
-
-    @field_validator("volumes")
-    @classmethod
-    def _volume_syntax(cls, value: list[str]) -> list[str]:
-        for volume in value:
-            if not VOLUME_PATTERN.match(volume):
-                raise ValueError(
-                    f"{volume!r} is not 'name:/container/path[:ro]' "
-                    "or '/host/path:/container/path[:ro]'"
-                )
         return value
 
     @model_validator(mode="after")

@@ -42,6 +42,16 @@ def _time(**kwargs: Any) -> Any:
     return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
 
 
+def _status(**kwargs: Any) -> Any:
+    status_type = sa.Enum(
+        JobStatus,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+    return Field(sa_type=status_type, **kwargs)  # type: ignore[call-overload]
+
+
 def _json(**kwargs: Any) -> Any:
     return Field(sa_type=sa.JSON, **kwargs)  # type: ignore[call-overload]
 
@@ -111,7 +121,7 @@ class Job(SQLModel, table=True):
     definition_name: str = Field(max_length=63)
     definition_version: int
     name: str | None = Field(default=None, max_length=255)
-    status: JobStatus = Field(sa_type=sa.String(16))  # type: ignore[call-overload]
+    status: JobStatus = _status()
     priority: int = 0
     attempt: int = 0
     max_attempts: int = 1
@@ -150,7 +160,7 @@ class JobEvent(SQLModel, table=True):
     time: datetime = _time(default_factory=utcnow)
     type: str = Field(max_length=32)
     attempt: int = 0
-    status: JobStatus = Field(sa_type=sa.String(16))  # type: ignore[call-overload]
+    status: JobStatus = _status()
     detail: dict[str, Any] = _json(default_factory=dict)
 
 

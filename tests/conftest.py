@@ -1,0 +1,278 @@
+"""Shared fixtures: a real Docker engine, a locally built busybox image, a real database
+(SQLite and PostgreSQL, each test on a fresh one) and a live server on a free port.
+
+Tests that need Docker or PostgreSQL skip when it is absent locally, and fail when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from orchestrator.api import create_app
+from orchestrator.config import Settings
+from orchestrator.services import Services
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+TEST_IMAGE = "busybox:1.36"
+POSTGRES_URL = os.environ.get(
+    "ORCH_TEST_POSTGRES_URL", "postgresql+psycopg://orch:orch@127.0.0.1:5432/postgres"
+)
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+def unavailable(capability: str) -> None:
+    """Skip locally, fail in CI: a missing capability must not pass CI silently."""
+    if IN_CI:
+        pytest.fail(f"{capability} is required in CI but is not available")
+    pytest.skip(f"{capability} is not available")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+# --- Docker ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception:
+        unavailable("a Docker engine")
+    yield client
+    client.close()
+
+
+def build_busybox_image(client: docker.DockerClient, tag: str = TEST_IMAGE) -> None:
+    """A busybox image with every applet, from the host's static busybox (no registry needed)."""
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        unavailable("a static busybox binary (apt-get install busybox-static)")
+    with tempfile.TemporaryDirectory() as root:
+        bin_dir = Path(root, "bin")
+        bin_dir.mkdir()
+        shutil.copy(busybox, bin_dir / "busybox")
+        applets = subprocess.run(
+            [busybox, "--list"], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for applet in applets:
+            if applet != "busybox":
+                (bin_dir / applet).symlink_to("busybox")
+        Path(root, "tmp").mkdir(mode=0o1777)
+        tar = subprocess.run(["tar", "-C", root, "-c", "."], capture_output=True, check=True)
+        repository, _, version = tag.partition(":")
+        client.api.import_image_from_data(tar.stdout, repository=repository, tag=version)
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_client: docker.DockerClient) -> str:
+    try:
+        docker_client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        build_busybox_image(docker_client)
+    return TEST_IMAGE
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+def _postgres_admin() -> psycopg.Connection[Any]:
+    url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+    return psycopg.connect(url, autocommit=True, connect_timeout=3)
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'orchestrator.db'}"
+        return
+    try:
+        admin = _postgres_admin()
+    except psycopg.OperationalError:
+        unavailable(f"PostgreSQL at {POSTGRES_URL}")
+    name = f"orch_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    yield f"{base}/{name}"
+    with _postgres_admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- a live server -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    """A running server: its URL, an HTTP client on the default project, and its services."""
+
+    url: str
+    settings: Settings
+    services: Services
+    http: httpx.Client
+    _server: uvicorn.Server
+    _thread: threading.Thread
+
+    @property
+    def api(self) -> httpx.Client:
+        """A client whose base URL is the default project."""
+        return self.http
+
+    def submit(self, **body: Any) -> dict[str, Any]:
+        """Submit a job to the default project; assert 201; the job."""
+        response = self.http.post("/v1/projects/default/jobs", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    def job(self, job_id: str, project: str = "default") -> dict[str, Any]:
+        response = self.http.get(f"/v1/projects/{project}/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_job(
+        self, job_id: str, statuses: set[str] | None = None, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Wait until the job is in one of ``statuses`` (default: terminal); the job."""
+        wanted = statuses or TERMINAL
+
+        def reached() -> dict[str, Any] | None:
+            job = self.job(job_id)
+            return job if job["status"] in wanted else None
+
+        return dict(wait_for(reached, timeout))
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(f"/v1/projects/default/jobs/{job_id}/events")
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    def logs(self, job_id: str) -> str:
+        response = self.http.get(f"/v1/projects/default/jobs/{job_id}/logs")
+        assert response.status_code == 200, response.text
+        return response.text
+
+    def register(self, spec: dict[str, Any], project: str = "default") -> dict[str, Any]:
+        response = self.http.post(f"/v1/projects/{project}/definitions", json=spec)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+        self.http.close()
+
+
+def start_server(settings: Settings) -> LiveServer:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=30)
+    url = f"http://127.0.0.1:{settings.port}"
+    return LiveServer(
+        url=url,
+        settings=settings,
+        services=app.state.services,
+        http=httpx.Client(base_url=url, timeout=30),
+        _server=server,
+        _thread=thread,
+    )
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
+    """Settings for a test server; keyword arguments override the test defaults."""
+    runner_name = f"test-{uuid.uuid4().hex[:10]}"
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "database_url": database_url,
+            "port": free_port(),
+            "runner_name": runner_name,
+            "runner_capacity": 4,
+            "poll_interval": 2.0,
+            "engine_retry_interval": 0.5,
+            "stop_grace_period": 2.0,
+            "log_flush_interval": 0.1,
+            "docker_host": None,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def make_server(
+    make_settings: Callable[..., Settings],
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> Iterator[Callable[..., LiveServer]]:
+    """Start live servers (stopped, and their containers removed, at the end of the test)."""
+    started: list[LiveServer] = []
+
+    def make(**overrides: Any) -> LiveServer:
+        server = start_server(make_settings(**overrides))
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+    for server in started:
+        label = f"orchestrator.runner={server.settings.runner_name}"
+        for container in docker_client.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+
+
+@pytest.fixture
+def server(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """A live server with a runner (capacity 4) on the local engine."""
+    return make_server()
+
+
+def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:
+    """Every container (running or not) labelled with the job's id."""
+    return list(
+        client.containers.list(all=True, filters={"label": f"orchestrator.job-id={job_id}"})
+    )
