@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from orchestrator import jobs
 from orchestrator.attempt import Attempt
@@ -32,6 +33,7 @@ class RunnerStatus:
     state: str
     docker: str
     docker_error: str | None
+    docker_unavailable_since: datetime | None
     running: int
 
 
@@ -62,6 +64,7 @@ class Runner:
         self._topic = f"runner:{self.name}"
         self._engine_ok = False
         self._engine_error: str | None = "not checked yet"
+        self._engine_down_since: datetime | None = utcnow()
         self._adopted = False
         self._thread: threading.Thread | None = None
 
@@ -99,6 +102,7 @@ class Runner:
             state=state,
             docker="ok" if self._engine_ok else "unavailable",
             docker_error=None if self._engine_ok else self._engine_error,
+            docker_unavailable_since=None if self._engine_ok else self._engine_down_since,
             running=running,
         )
 
@@ -157,17 +161,19 @@ class Runner:
                     exc.message,
                     extra={"action": "engine_unavailable"},
                 )
-            self._engine_ok = False
-            self._engine_error = exc.message
+            self.engine_lost(exc.message)
             return False
         if not self._engine_ok:
             logger.info("Docker engine available", extra={"action": "engine_available"})
         self._engine_ok = True
         self._engine_error = None
+        self._engine_down_since = None
         return True
 
     def engine_lost(self, message: str) -> None:
-        """Called by an attempt that found the engine gone: stop claiming until it is back."""
+        """Called when the engine does not answer: stop claiming until it is back."""
+        if self._engine_ok or self._engine_down_since is None:
+            self._engine_down_since = utcnow()
         self._engine_ok = False
         self._engine_error = message
 

@@ -252,4 +252,5 @@ class Health(BaseModel):
     database: str
     docker: str
     docker_error: str | None = None
+    docker_unavailable_since: datetime | None = None
     runner: str

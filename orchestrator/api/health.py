@@ -24,8 +24,9 @@ def healthz(services: ServicesDep, response: Response) -> Health:
     if services.runner is not None:
         status = services.runner.status()
         docker, docker_error, runner = status.docker, status.docker_error, status.state
+        down_since = status.docker_unavailable_since
     else:
-        runner = "disabled"
+        runner, down_since = "disabled", None
         try:
             services.engine.ping()
             docker, docker_error = "ok", None
@@ -39,5 +40,6 @@ def healthz(services: ServicesDep, response: Response) -> Health:
         database=database,
         docker=docker,
         docker_error=docker_error,
+        docker_unavailable_since=down_since,
         runner=runner,
     )
