@@ -25,7 +25,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from orchestrator.errors import DefinitionInvalid, NotFound
 from orchestrator.models import Definition
@@ -297,7 +297,7 @@ def _latest(session: Session, project: str, name: str) -> Definition | None:
     statement = (
         select(Definition)
         .where(Definition.project == project, Definition.name == name)
-        .order_by(sa.desc(Definition.version))
+        .order_by(sa.desc(col(Definition.version)))
         .limit(1)
     )
     return session.exec(statement).first()
@@ -344,7 +344,9 @@ def list_latest(session: Session, project: str) -> list[Definition]:
         select(Definition)
         .join(
             newest,
-            sa.and_(Definition.name == newest.c.name, Definition.version == newest.c.version),
+            sa.and_(
+                col(Definition.name) == newest.c.name, col(Definition.version) == newest.c.version
+            ),
         )
         .where(Definition.project == project)
         .order_by(Definition.name)
@@ -358,7 +360,7 @@ def list_versions(session: Session, project: str, name: str) -> list[Definition]
         session.exec(
             select(Definition)
             .where(Definition.project == project, Definition.name == name)
-            .order_by(Definition.version)
+            .order_by(col(Definition.version))
         ).all()
     )
     if not found:

@@ -319,7 +319,10 @@ def claim(session: Session, runner: str, hub: Hub | None = None) -> Job | None:
     )
     statement = (
         select(Job)
-        .join(Queue, sa.and_(Queue.project == Job.project, Queue.name == Job.queue))
+        .join(
+            Queue,
+            sa.and_(col(Queue.project) == col(Job.project), col(Queue.name) == col(Job.queue)),
+        )
         .where(
             Job.status == JobStatus.QUEUED,
             sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),

@@ -39,7 +39,7 @@ class Hub:
     def publish(self, *topics: str) -> None:
         """Move each topic's version and wake everyone waiting on it."""
         with self._cond:
-            waiters = []
+            waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
             for topic in topics:
                 self._versions[topic] += 1
                 waiters.extend(self._async_waiters.get(topic, ()))

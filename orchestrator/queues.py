@@ -23,7 +23,9 @@ def get(session: Session, project: str, name: str) -> Queue:
 def list_all(session: Session, project: str) -> list[Queue]:
     """The project's queues, highest priority first."""
     statement = (
-        select(Queue).where(Queue.project == project).order_by(sa.desc(Queue.priority), Queue.name)
+        select(Queue)
+        .where(Queue.project == project)
+        .order_by(sa.desc(col(Queue.priority)), col(Queue.name))
     )
     return list(session.exec(statement).all())
 
