@@ -125,8 +125,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         admin.execute(f'CREATE DATABASE "{name}"')
     base, _, _ = POSTGRES_URL.rpartition("/")
     yield f"{base}/{name}"
+    drop_database(name)
+
+
+def drop_database(name: str, timeout: float = 30.0) -> None:
+    """Drop a test database, waiting out an autovacuum worker (which only a superuser may end)."""
+    deadline = time.monotonic() + timeout
     with _postgres_admin() as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        while True:
+            try:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
 
 # --- a live server -------------------------------------------------------------------------
