@@ -4,6 +4,8 @@ streams and secrets."""
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime
 from typing import Any
 
 import docker
@@ -412,3 +414,19 @@ def test_list_jobs_newest_first_with_filters_and_cursor(server: LiveServer) -> N
     assert {j["id"] for j in queued["items"]} == set(ids)
     done = server.http.get("/v1/projects/default/jobs", params={"status": "succeeded"}).json()
     assert done["items"] == []
+
+
+def test_schedule_at_holds_the_job_until_its_time(server: LiveServer) -> None:
+    server.register(sh("echo ran", name="later"))
+    at = time.time() + 1.5
+    job = server.submit(definition="later", schedule_at=at)
+    assert job["status"] == "scheduled"
+    assert job["schedule_at"] is not None
+    done = server.wait_job(job["id"], timeout=30)
+    assert done["status"] == "succeeded"
+    started = datetime.fromisoformat(done["start_time"]).timestamp()
+    assert started >= at
+    types = [e["type"] for e in server.events(job["id"])]
+    assert types[:3] == ["created", "scheduled", "queued"]
+    past = server.submit(definition="later", schedule_at="2020-01-01T00:00:00Z")
+    assert past["status"] == "queued"
