@@ -1,0 +1,59 @@
+"""The ``orchestrator`` command: ``serve`` runs the server; the rest talk to it over HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+import uvicorn
+
+from orchestrator.cli import definitions, jobs, queues
+from orchestrator.config import Settings
+
+app = typer.Typer(help="Run container jobs on Docker.", no_args_is_help=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Run container jobs on Docker: versioned definitions, queues, logs and output."""
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="Address to listen on [ORCH_HOST, 127.0.0.1]."),
+    port: int = typer.Option(None, help="Port to listen on [ORCH_PORT, 8000]."),
+    runner: bool = typer.Option(True, help="Run jobs in this process (--no-runner: API only)."),
+) -> None:
+    """Run the API and a runner on the local Docker engine in one process."""
+    from orchestrator.api import create_app
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if not runner:
+        overrides["runner_enabled"] = False
+    settings = Settings(**overrides)  # type: ignore[arg-type]
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    typer.echo(f"data dir: {settings.data_dir}")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+    )
+
+
+app.add_typer(definitions.app, name="definitions")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(queues.app, name="queues")
+app.command()(jobs.submit)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

@@ -1,0 +1,91 @@
+"""``orchestrator definitions``: register definitions from YAML files and list them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from orchestrator import definitions
+from orchestrator.cli.output import AsJson, Project, connect, fail, print_json, table
+from orchestrator.definitions import DefinitionSpec
+from orchestrator.errors import DefinitionInvalid
+
+app = typer.Typer(help="Register and list job definitions.", no_args_is_help=True)
+
+
+def _definition_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    if not files:
+        fail(f"{path}: no *.yaml or *.yml files in this directory")
+    return files
+
+
+def _load_specs(paths: list[Path]) -> list[DefinitionSpec]:
+    """Every spec in the files, validated; on any error print them all and exit 1."""
+    specs: list[DefinitionSpec] = []
+    errors: list[str] = []
+    for file in (f for p in paths for f in _definition_files(p)):
+        try:
+            specs += definitions.load_yaml(file.read_text(encoding="utf-8"), source=str(file))
+        except DefinitionInvalid as exc:
+            errors.append(exc.message)
+        except (OSError, UnicodeDecodeError) as exc:
+            errors.append(f"{file}: cannot read: {exc}")
+    for message in errors:
+        typer.echo(f"error: {message}", err=True)
+    if errors:
+        raise typer.Exit(1)
+    return specs
+
+
+@app.command("apply")
+def definitions_apply(
+    paths: Annotated[
+        list[Path], typer.Argument(exists=True, help="YAML files, or directories of them.")
+    ],
+    project: Project = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Register definitions from YAML: a changed spec makes a new version, an equal one is kept.
+
+    Every file is validated first; if any has an error, nothing is registered.
+    """
+    specs = _load_specs(paths)
+    results = []
+    with connect(project) as api:
+        for spec in specs:
+            body = spec.model_dump(mode="json", exclude_unset=True)
+            response = api.request("POST", "definitions", json=body)
+            created = response.status_code == 201
+            definition = api.json_body(response)
+            results.append({**definition, "created": created})
+            if not as_json:
+                state = "new" if created else "unchanged"
+                typer.echo(f"{definition['name']}: version {definition['version']} ({state})")
+    if as_json:
+        print_json(results)
+
+
+@app.command("ls")
+def definitions_ls(project: Project = "default", as_json: AsJson = False) -> None:
+    """The latest version of every definition."""
+    with connect(project) as api:
+        page = api.call("GET", "definitions")
+    if as_json:
+        print_json(page)
+        return
+    rows = [
+        {
+            "name": d["name"],
+            "version": d["version"],
+            "image": d["spec"].get("image"),
+            "description": d["spec"].get("description"),
+        }
+        for d in page["items"]
+    ]
+    columns = (("name", "NAME"), ("version", "VERSION"), ("image", "IMAGE"))
+    table(rows, (*columns, ("description", "DESCRIPTION")))

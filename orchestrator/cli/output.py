@@ -1,0 +1,102 @@
+"""What every client command shares: options, the connection to the server, and output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+
+from orchestrator.client import Client, ClientError
+from orchestrator.config import Settings
+
+Project = Annotated[str, typer.Option("--project", help="The project to act in.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON, for scripts.")]
+
+
+JOB_COLUMNS = (
+    ("id", "ID"),
+    ("name", "NAME"),
+    ("definition", "DEFINITION"),
+    ("queue", "QUEUE"),
+    ("status", "STATUS"),
+    ("attempt", "ATTEMPT"),
+    ("exit_code", "EXIT"),
+    ("create_time", "CREATED"),
+)
+QUEUE_COLUMNS = (
+    ("name", "NAME"),
+    ("priority", "PRIORITY"),
+    ("max_concurrency", "MAX_CONCURRENCY"),
+    ("paused", "PAUSED"),
+    ("current_queue_length", "WAITING"),
+    ("running", "RUNNING"),
+)
+EVENT_COLUMNS = (
+    ("time", "TIME"),
+    ("type", "TYPE"),
+    ("status", "STATUS"),
+    ("attempt", "ATTEMPT"),
+    ("detail", "DETAIL"),
+)
+EXIT_CANCELLED = 130  # what a shell reports for a process ended by Ctrl-C
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def connect(project: str) -> Iterator[Client]:
+    """A client of the server at ``ORCH_URL``; any client error ends the command with exit 1."""
+    try:
+        url = Settings().url
+    except ValidationError as exc:
+        fields = ", ".join("ORCH_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
+        fail(f"invalid setting in the environment: {fields}")
+    try:
+        with Client(url, project) as client:
+            yield client
+    except ClientError as exc:
+        fail(exc.message)
+
+
+def cell(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"))
+    if key.endswith("time") and isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[tuple[str, str], ...]) -> None:
+    """Plain aligned columns with a header line."""
+    lines = [[label for _, label in columns]]
+    lines += [[cell(key, row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    for line in lines:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def fields(item: dict[str, Any]) -> None:
+    """``key: value`` lines, values aligned."""
+    width = max(len(key) for key in item) + 1
+    for key, value in item.items():
+        typer.echo(f"{key + ':':<{width}} {cell(key, value)}")
+
+
+def print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
