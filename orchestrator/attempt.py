@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import jobs
-from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec
+from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec, DockerEngine
 from orchestrator.errors import (
     ContainerFailure,
     ContainerMissing,
@@ -159,7 +159,7 @@ class Attempt:
     # --- the attempt ----------------------------------------------------------------------
 
     @property
-    def _engine(self):  # type: ignore[no-untyped-def]
+    def _engine(self) -> DockerEngine:
         return self.runner.engine
 
     def _finish(self, result: jobs.AttemptResult) -> None:

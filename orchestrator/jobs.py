@@ -11,7 +11,7 @@ import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -373,12 +373,8 @@ def next_due(session: Session) -> datetime | None:
     scheduled = session.exec(
         select(sa.func.min(Job.schedule_at)).where(Job.status == JobStatus.SCHEDULED)
     ).one()
-    times = [_as_utc(t) for t in (backoff, scheduled) if t is not None]
+    times = [t for t in (backoff, scheduled) if t is not None]
     return min(times) if times else None
-
-
-def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def held(session: Session, job_id: str, runner: str, attempt: int) -> Job | None:
