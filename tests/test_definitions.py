@@ -1,4 +1,4 @@
-"""Job definitions: YAML loading with file:line errors, shipped examples, versioning over the API."""
+"""Job definitions: YAML loading with file:line errors, shipped examples, versions over the API."""
 
 from __future__ import annotations
 
