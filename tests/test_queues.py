@@ -29,9 +29,7 @@ def test_a_new_project_gets_its_default_queue_and_is_separate(server: LiveServer
     assert [q["name"] for q in queues] == ["default"]
     server.register({"name": "only-here", "image": TEST_IMAGE}, project="render-farm")
     assert server.http.get("/v1/projects/default/definitions/only-here").status_code == 404
-    job = server.http.post(
-        "/v1/projects/render-farm/jobs", json={"definition": "only-here"}
-    ).json()
+    job = server.http.post("/v1/projects/render-farm/jobs", json={"definition": "only-here"}).json()
     assert job["project"] == "render-farm"
     assert server.http.get(f"/v1/projects/default/jobs/{job['id']}").status_code == 404
 
