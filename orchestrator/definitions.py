@@ -28,29 +28,22 @@ from pydantic import (
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import DefinitionInvalid, NotFound
+from orchestrator.fields import (
+    MAX_INT,
+    NAME_PATTERN,
+    EnvName,
+    EnvValue,
+    Name,
+    ParameterName,
+    ParameterValue,
+    Text,
+    storable,
+)
 from orchestrator.models import Definition
-from orchestrator.templating import PARAMETER_NAME, ParameterValue
 from orchestrator.units import parse_duration, parse_size
 
-NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
-ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 RESERVED_ENV_PREFIX = "ORCH_"
 
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
-EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME_PATTERN)]
-ParameterName = Annotated[str, StringConstraints(pattern=f"^{PARAMETER_NAME}$")]
-
-
-def _scalar_to_text(value: Any) -> Any:
-    # YAML turns `PORT: 8080` into an int; env values are text, so render scalars as text.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return value
-
-
-EnvValue = Annotated[str, BeforeValidator(_scalar_to_text)]
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 
@@ -120,30 +113,30 @@ def _check_volume(volume: str) -> str:
     return volume
 
 
-Volume = Annotated[str, AfterValidator(_check_volume)]
+Volume = Annotated[Text, AfterValidator(_check_volume)]
 
 
 class DefinitionSpec(StrictModel):
     """What a job definition file holds."""
 
     name: Name
-    description: str = ""
-    image: Annotated[str, StringConstraints(min_length=1, pattern=r"^\S+$")]
-    command: list[str] | None = None
+    description: Text = ""
+    image: Annotated[Text, StringConstraints(min_length=1, pattern=r"^\S+$")]
+    command: list[Text] | None = None
     parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secrets: list[EnvName] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     timeout: Duration | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
-    working_dir: Annotated[str, StringConstraints(pattern=r"^/")] | None = None
-    user: Annotated[str, StringConstraints(min_length=1)] | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    network: Annotated[str, StringConstraints(min_length=1)] = "bridge"
+    working_dir: Annotated[Text, StringConstraints(pattern=r"^/")] | None = None
+    user: Annotated[Text, StringConstraints(min_length=1)] | None = None
+    labels: dict[Text, Text] = Field(default_factory=dict)
+    network: Annotated[Text, StringConstraints(min_length=1)] = "bridge"
     volumes: list[Volume] = Field(default_factory=list)
     privileged: bool = False
-    cap_add: list[str] = Field(default_factory=list)
-    devices: list[str] = Field(default_factory=list)
+    cap_add: list[Text] = Field(default_factory=list)
+    devices: list[Text] = Field(default_factory=list)
 
     @field_validator("env", "secrets")
     @classmethod
@@ -256,6 +249,8 @@ def load_yaml(text: str, source: str) -> list[DefinitionSpec]:
         raise DefinitionInvalid(f"{source}{line}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise DefinitionInvalid(f"{source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise DefinitionInvalid(f"{source}: nested too deeply") from None
     if not nodes:
         raise DefinitionInvalid(f"{source}: no definition found")
     specs = []
@@ -316,6 +311,9 @@ def parse_reference(reference: str) -> tuple[str, int | None]:
 
 def get(session: Session, project: str, name: str, version: int | None = None) -> Definition:
     """A definition version (the latest when ``version`` is None); NotFound names it."""
+    label = name if version is None else f"{name}:{version}"
+    if not storable(name) or (version is not None and not 1 <= version <= MAX_INT):
+        raise NotFound(f"definition '{label}' not found in project '{project}'", field="definition")
     if version is None:
         found = _latest(session, project, name)
     else:
@@ -327,7 +325,6 @@ def get(session: Session, project: str, name: str, version: int | None = None) -
             )
         ).first()
     if found is None:
-        label = name if version is None else f"{name}:{version}"
         raise NotFound(f"definition '{label}' not found in project '{project}'", field="definition")
     return found
 

@@ -21,6 +21,7 @@ from orchestrator import definitions, projects, queues
 from orchestrator.db import after_commit, serialize
 from orchestrator.definitions import RESERVED_ENV_PREFIX, RetryPolicy
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.fields import storable
 from orchestrator.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub, job_topic
 from orchestrator.schemas import JobCreate
@@ -212,7 +213,9 @@ def _check_name_free(session: Session, project: str, queue: str, name: str) -> N
 
 def get(session: Session, project: str, job_id: str) -> Job:
     """The job; NotFound names it."""
-    job = session.exec(select(Job).where(Job.id == job_id, Job.project == project)).first()
+    job = None
+    if storable(job_id):
+        job = session.exec(select(Job).where(Job.id == job_id, Job.project == project)).first()
     if job is None:
         raise NotFound(f"job '{job_id}' not found in project '{project}'", field="job")
     return job
@@ -224,9 +227,12 @@ def _encode_cursor(seq: int) -> str:
 
 def _decode_cursor(cursor: str) -> int:
     try:
-        return int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+        seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
     except ValueError:
-        raise InvalidRequest("cursor: not a cursor returned by this API", field="cursor") from None
+        seq = -1
+    if not 0 < seq < 2**62:
+        raise InvalidRequest("cursor: not a cursor returned by this API", field="cursor")
+    return seq
 
 
 def list_jobs(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from orchestrator.errors import Conflict, NotFound
+from orchestrator.fields import storable
 from orchestrator.models import Project, Queue
 
 DEFAULT = "default"
@@ -33,7 +34,7 @@ def ensure_default(session: Session) -> None:
 
 def get(session: Session, name: str) -> Project:
     """The project; NotFound names it."""
-    project = session.get(Project, name)
+    project = session.get(Project, name) if storable(name) else None
     if project is None:
         raise NotFound(f"project '{name}' not found", field="project")
     return project

@@ -6,7 +6,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator import definitions, projects
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.fields import storable
 from orchestrator.models import Job, Queue, utcnow
 from orchestrator.schemas import QueueCreate, QueueUpdate
 from orchestrator.states import ACTIVE, JobStatus
@@ -14,6 +15,8 @@ from orchestrator.states import ACTIVE, JobStatus
 
 def get(session: Session, project: str, name: str) -> Queue:
     """The queue; NotFound names it."""
+    if not storable(name):
+        raise NotFound(f"queue '{name}' not found in project '{project}'", field="queue")
     queue = session.exec(select(Queue).where(Queue.project == project, Queue.name == name)).first()
     if queue is None:
         raise NotFound(f"queue '{name}' not found in project '{project}'", field="queue")
@@ -51,11 +54,17 @@ def counts(session: Session, project: str) -> dict[str, tuple[int, int]]:
 
 def _check_default_definition(session: Session, project: str, reference: str | None) -> None:
     if reference is not None:
-        name, version = definitions.parse_reference(reference)
         try:
+            name, version = definitions.parse_reference(reference)
             definitions.get(session, project, name, version)
         except NotFound as exc:
-            raise NotFound(exc.message, field="default_definition") from None
+            raise NotFound(
+                f"default_definition: {exc.message}", field="default_definition"
+            ) from None
+        except InvalidRequest as exc:
+            raise InvalidRequest(
+                f"default_definition: {exc.message}", field="default_definition"
+            ) from None
 
 
 def create(session: Session, project: str, request: QueueCreate) -> Queue:

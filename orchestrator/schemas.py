@@ -10,20 +10,27 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
 )
 
-from orchestrator.definitions import EnvName, EnvValue, Name, ParameterName
+from orchestrator.fields import (
+    EnvName,
+    EnvValue,
+    JsonDocument,
+    Name,
+    ParameterName,
+    ParameterValue,
+    Text,
+)
 from orchestrator.models import Definition, Job, JobEvent, Project, Queue
 from orchestrator.secrets import MASK
 from orchestrator.states import JobStatus
-from orchestrator.templating import ParameterValue
 from orchestrator.units import parse_duration
 
 Item = TypeVar("Item")
@@ -40,19 +47,27 @@ def _parse_time(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be an RFC 3339 time or unix seconds")
     if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("is out of range") from None
     return value
 
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
 
 
 class ProjectCreate(Request):
     name: Name
-    description: str = ""
+    description: Annotated[Text, StringConstraints(max_length=4096)] = ""
 
 
 class ProjectPublic(BaseModel):
@@ -65,23 +80,29 @@ class ProjectPublic(BaseModel):
         return cls(name=row.name, description=row.description, create_time=row.create_time)
 
 
+DisplayName = Annotated[Text, StringConstraints(max_length=255)]
+Description = Annotated[Text, StringConstraints(max_length=4096)]
+Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+Concurrency = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
 class QueueCreate(Request):
     name: Name
-    display_name: str = Field(default="", max_length=255)
-    description: str = Field(default="", max_length=4096)
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
-    max_concurrency: int | None = Field(default=None, ge=1)
+    display_name: DisplayName = ""
+    description: Description = ""
+    priority: Priority = 0
+    max_concurrency: Concurrency | None = None
     paused: bool = False
-    default_definition: str | None = None
+    default_definition: Text | None = None
 
 
 class QueueUpdate(Request):
-    display_name: str | None = Field(default=None, max_length=255)
-    description: str | None = Field(default=None, max_length=4096)
-    priority: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    max_concurrency: int | None = Field(default=None, ge=1)
+    display_name: DisplayName | None = None
+    description: Description | None = None
+    priority: Priority | None = None
+    max_concurrency: Concurrency | None = None
     paused: bool | None = None
-    default_definition: str | None = None
+    default_definition: Text | None = None
 
 
 class QueuePublic(BaseModel):
@@ -137,24 +158,21 @@ class DefinitionPublic(BaseModel):
 
 
 class JobCreate(Request):
-    definition: str | None = None
+    definition: Text | None = None
     queue: Name = "default"
-    name: Annotated[str, StringConstraints(min_length=1, max_length=255)] | None = None
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=255)] | None = None
     parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
-    command: list[str] | None = None
+    command: list[Text] | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    secret_env: dict[EnvName, str] = Field(default_factory=dict)
-    input: Any = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    secret_env: dict[EnvName, Text] = Field(default_factory=dict)
+    input: JsonDocument = None
+    metadata: dict[Text, JsonDocument] = Field(default_factory=dict)
     webhook: AnyHttpUrl | None = None
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    priority: Priority = 0
     timeout: Annotated[float, BeforeValidator(parse_duration)] | None = None
-    schedule_at: Annotated[datetime, BeforeValidator(_parse_time)] | None = None
-
-    @field_validator("schedule_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return _aware(value)
+    schedule_at: Annotated[datetime, BeforeValidator(_parse_time), AfterValidator(_utc)] | None = (
+        None
+    )
 
 
 class JobPublic(BaseModel):

@@ -5,7 +5,11 @@ Pure functions; they raise ``ValueError`` with a message fit to show a user.
 
 from __future__ import annotations
 
+import math
 import re
+
+MAX_DURATION_SECONDS = 365 * 86400
+MAX_SIZE_BYTES = 1024**5
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -35,7 +39,7 @@ _SIZE_FACTOR = {
 
 def parse_duration(value: str | int | float) -> float:
     """Seconds from ``90``, ``"90"``, ``"30s"``, ``"10m"``, ``"2h"`` or ``"1h30m"``; must be > 0."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a duration such as 30s, 10m or 2h")
     if isinstance(value, int | float):
         seconds = float(value)
@@ -48,6 +52,8 @@ def parse_duration(value: str | int | float) -> float:
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(f"{value!r} is not a duration such as 30s, 10m or 2h")
             seconds = sum(float(n) * _DURATION_SECONDS[u] for n, u in parts)
+    if not math.isfinite(seconds) or seconds > MAX_DURATION_SECONDS:
+        raise ValueError("must be at most 365 days")
     if seconds <= 0:
         raise ValueError("must be greater than zero")
     return seconds
@@ -70,7 +76,7 @@ def format_duration(seconds: float) -> str:
 
 def parse_size(value: str | int) -> int:
     """Bytes from ``1048576``, ``"256Mi"``, ``"1G"``, ``"512MB"``; must be > 0."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValueError("must be a size such as 256Mi or 1G")
     if isinstance(value, int):
         size = value
@@ -81,4 +87,6 @@ def parse_size(value: str | int) -> int:
         size = int(float(match.group(1)) * _SIZE_FACTOR[match.group(2)])
     if size <= 0:
         raise ValueError("must be greater than zero")
+    if size > MAX_SIZE_BYTES:
+        raise ValueError("must be at most 1Pi")
     return size

@@ -103,7 +103,7 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
 # --- databases -----------------------------------------------------------------------------
 
 
-def _postgres_admin() -> psycopg.Connection[Any]:
+def postgres_admin() -> psycopg.Connection[Any]:
     url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
     return psycopg.connect(url, autocommit=True, connect_timeout=3)
 
@@ -117,7 +117,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'orchestrator.db'}"
         return
     try:
-        admin = _postgres_admin()
+        admin = postgres_admin()
     except psycopg.OperationalError:
         unavailable(f"PostgreSQL at {POSTGRES_URL}")
     name = f"orch_test_{uuid.uuid4().hex[:12]}"
@@ -131,7 +131,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 def drop_database(name: str, timeout: float = 30.0) -> None:
     """Drop a test database, waiting out an autovacuum worker (which only a superuser may end)."""
     deadline = time.monotonic() + timeout
-    with _postgres_admin() as admin:
+    with postgres_admin() as admin:
         while True:
             try:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -16,6 +16,24 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yam
 SOURCE = "request body"
 
 
+def _parse(raw: bytes) -> list[definitions.DefinitionSpec]:
+    """One spec from a JSON or YAML body; errors about the body as a whole name ``body``."""
+    try:
+        text = raw.decode()
+        # JSON is YAML too, so one loader gives line numbers for both.
+        specs = definitions.load_yaml(text, SOURCE)
+    except UnicodeDecodeError:
+        raise DefinitionInvalid(f"{SOURCE}: not UTF-8 text", field="body") from None
+    except DefinitionInvalid as exc:
+        exc.field = exc.field or "body"
+        raise
+    if len(specs) != 1:
+        raise DefinitionInvalid(
+            f"{SOURCE}: one definition per request, found {len(specs)}", field="body"
+        )
+    return specs
+
+
 @router.post(
     "",
     response_model=DefinitionPublic,
@@ -34,21 +52,13 @@ async def register_definition(
     project: str, request: Request, services: ServicesDep, response: Response
 ) -> DefinitionPublic:
     """Register a definition: 201 with a new version, or 200 when it equals the latest one."""
-    raw = await request.body()
-    try:
-        text = raw.decode()
-    except UnicodeDecodeError:
-        raise DefinitionInvalid(f"{SOURCE}: not UTF-8 text") from None
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
     if content_type not in (*YAML_TYPES, "application/json"):
         raise DefinitionInvalid(
             f"{SOURCE}: Content-Type must be application/json or application/yaml",
             field="content-type",
         )
-    # JSON is YAML too, so one loader gives line numbers for both.
-    specs = definitions.load_yaml(text, SOURCE)
-    if len(specs) != 1:
-        raise DefinitionInvalid(f"{SOURCE}: one definition per request, found {len(specs)}")
+    specs = _parse(await request.body())
 
     def store() -> definitions.Registered:
         with services.db.transaction() as session:

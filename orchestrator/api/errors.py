@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from orchestrator.errors import (
     Conflict,
@@ -24,6 +25,8 @@ from orchestrator.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
 
 STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     InvalidRequest: 400,
@@ -59,7 +62,6 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str]:
     first = None
     for error in exc.errors():
         field = _location(tuple(error.get("loc", ())))
-        first = first or field
         reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if error.get("type") == "extra_forbidden":
             reason = "unknown field"
@@ -68,8 +70,20 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str]:
             reason = f"invalid JSON ({error.get('ctx', {}).get('error', 'malformed')})"
         elif error.get("type") == "missing" and field == "body":
             reason = "a JSON body is required"
+        first = first or field
         messages.append(f"{field}: {reason}")
     return "; ".join(messages), first or "body"
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette's Allow names only the first route matching the path; a path served by several
+    # routes (GET and POST on /jobs) needs them all, so ask every route about every method.
+    allowed = []
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.routes):
+            allowed.append(method)
+    return allowed
 
 
 def install(app: FastAPI) -> None:
@@ -89,14 +103,29 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        if exc.status_code == 404:
+        status, field = exc.status_code, None
+        code = HTTP_CODES.get(status, "http_error")
+        message = str(exc.detail)
+        if status == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
-        else:
-            message = str(exc.detail)
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            exc.status_code, "http_error"
+        elif status == 405:
+            headers = {"Allow": ", ".join(_allowed_methods(request))}
+            return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+        elif status == 413:
+            field = "body"
+        elif status == 400:
+            # FastAPI's wording for a body it could not decode; say what was wrong with it.
+            code, field = "invalid_request", "body"
+            cause = exc.__cause__
+            if isinstance(cause, UnicodeDecodeError):
+                message = "body: not UTF-8 text"
+            elif isinstance(cause, RecursionError):
+                message = "body: nested too deeply"
+            else:
+                message = f"body: {message}"
+        return JSONResponse(
+            error_body(code, message, field), status_code=status, headers=exc.headers
         )
-        return JSONResponse(error_body(code, message), status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -121,7 +121,7 @@ async def get_logs(
     job_id: str,
     services: ServicesDep,
     follow: bool = False,
-    attempt: Annotated[int | None, Query(ge=1)] = None,
+    attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> Response:
     """The job's output as text (all attempts, or one); ``follow=true`` streams until it ends."""
     await run_in_threadpool(_job, services, project, job_id)
@@ -182,7 +182,7 @@ async def stream_job(
     project: str,
     job_id: str,
     services: ServicesDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=2**62)] = None,
 ) -> StreamingResponse:
     """Server-sent events: every event of the job as it happens, closing at a terminal state.
 

@@ -56,7 +56,7 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Any) -> None:
         body = json.dumps(
-            error_body("payload_too_large", too_large_message(self.max_bytes))
+            error_body("payload_too_large", too_large_message(self.max_bytes), "body")
         ).encode()
         await send(
             {
