@@ -133,15 +133,28 @@ class Attempt:
         def target() -> None:
             try:
                 self._run()
-            except Exception:
+            except Exception as exc:
                 logger.exception(
                     "attempt crashed", extra={"action": "attempt_crashed", "job_id": self.job_id}
                 )
+                self._give_up(exc)
             finally:
                 on_done(self)
 
         self._thread = threading.Thread(target=target, name=f"job-{self.job_id}", daemon=True)
         self._thread.start()
+
+    def _give_up(self, exc: Exception) -> None:
+        """After an unexpected error: end the attempt as failed rather than leave it running."""
+        error = f"the runner failed while running this attempt ({type(exc).__name__}); see its log"
+        try:
+            self._finish(jobs.AttemptResult(error=error))
+            self._remove()
+        except Exception:
+            logger.exception(
+                "could not record the crashed attempt; it is left for adoption",
+                extra={"action": "attempt_abandoned", "job_id": self.job_id},
+            )
 
     def cancel(self) -> None:
         """Stop the container (SIGTERM, grace, SIGKILL); the job ends ``cancelled``."""

@@ -359,6 +359,14 @@ def claim(session: Session, runner: str, hub: Hub | None = None) -> Job | None:
     return job
 
 
+def scheduled_due(session: Session) -> bool:
+    """Whether any scheduled job's time has come (a cheap read before ``promote_due``)."""
+    statement = select(Job.id).where(
+        Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow()
+    )
+    return session.exec(statement.limit(1)).first() is not None
+
+
 def promote_due(session: Session, hub: Hub | None = None) -> int:
     """Queue every scheduled job whose time has come; how many were queued."""
     due = session.exec(

@@ -138,8 +138,11 @@ class Runner:
         if not self._adopted:
             self._adopt()
             self._adopted = True
-        with self.db.transaction() as session:
-            jobs.promote_due(session, self.hub)
+        with self.db.read() as session:
+            due = jobs.scheduled_due(session)
+        if due:
+            with self.db.transaction() as session:
+                jobs.promote_due(session, self.hub)
         self._deliver_cancels()
         claimed = 0
         while not self._stop.is_set() and self._free_slots() > 0:

@@ -132,17 +132,24 @@ async def get_logs(
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    def read_all() -> str:
-        with services.db.read() as session:
-            parts: list[str] = []
-            after = 0
-            while batch := jobs.logs(session, job_id, after, attempt):
-                parts.extend(row.text for row in batch)
-                assert batch[-1].id is not None
-                after = batch[-1].id
-            return "".join(parts)
+    return StreamingResponse(
+        _stored_logs(services, job_id, attempt), media_type="text/plain; charset=utf-8"
+    )
 
-    return PlainTextResponse(await run_in_threadpool(read_all))
+
+async def _stored_logs(services: Services, job_id: str, attempt: int | None) -> AsyncIterator[str]:
+    """Every stored log batch, read a page at a time so a large log never sits in memory."""
+
+    def page(after: int) -> list[JobLog]:
+        with services.db.read() as session:
+            return jobs.logs(session, job_id, after, attempt)
+
+    after = 0
+    while rows := await run_in_threadpool(page, after):
+        for row in rows:
+            yield row.text
+        assert rows[-1].id is not None
+        after = rows[-1].id
 
 
 def _events_after(
