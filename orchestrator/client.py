@@ -42,12 +42,14 @@ class ApiError(ClientError):
 
 
 class Client:
-    """The API of one project on one server; use as a context manager."""
+    """The API of one project (or, with ``project=None``, the server-wide API); a context
+    manager."""
 
-    def __init__(self, base_url: str, project: str) -> None:
+    def __init__(self, base_url: str, project: str | None, token: str | None) -> None:
         self.base_url = base_url
-        self._prefix = f"/v1/projects/{quote(project, safe='')}"
-        self._http = httpx.Client(base_url=base_url, timeout=TIMEOUT_SECONDS)
+        self._prefix = "/v1" if project is None else f"/v1/projects/{quote(project, safe='')}"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=base_url, timeout=TIMEOUT_SECONDS, headers=headers)
 
     def __enter__(self) -> Client:
         return self

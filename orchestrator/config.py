@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     url: str = "http://127.0.0.1:8000"
+    token: SecretStr | None = None
 
     docker_host: str | None = None
     docker_timeout: float = Field(default=60.0, gt=0)
@@ -54,6 +55,15 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def api_token(self) -> str | None:
+        """The CLI's token: ``ORCH_TOKEN``, else the ``admin-token`` file in the data dir."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        try:
+            return (self.data_dir / "admin-token").read_text().strip() or None
+        except OSError:
+            return None
 
     def resolved_database_url(self) -> str:
         """The database URL; a SQLite file in the data dir unless ``ORCH_DATABASE_URL`` is set."""

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from sqlmodel import Session, col, select
 
+from orchestrator import tokens
 from orchestrator.errors import DefinitionInvalid, NotFound
 from orchestrator.fields import (
     MAX_INT,
@@ -40,6 +41,7 @@ from orchestrator.fields import (
     storable,
 )
 from orchestrator.models import Definition
+from orchestrator.tokens import Actor
 from orchestrator.units import parse_duration, parse_size
 
 RESERVED_ENV_PREFIX = "ORCH_"
@@ -269,7 +271,9 @@ class Registered:
     created: bool
 
 
-def register(session: Session, project: str, spec: DefinitionSpec) -> Registered:
+def register(
+    session: Session, project: str, spec: DefinitionSpec, actor: Actor | None = None
+) -> Registered:
     """Store ``spec`` as the next version, unless it equals the latest version."""
     canonical = spec.canonical()
     digest = spec_hash(canonical)
@@ -285,6 +289,9 @@ def register(session: Session, project: str, spec: DefinitionSpec) -> Registered
     )
     session.add(definition)
     session.flush()
+    if actor is not None:
+        resource = f"definition/{definition.name}:{definition.version}"
+        tokens.audit(session, actor, "definition_registered", resource, project)
     return Registered(definition, created=True)
 
 

@@ -70,3 +70,15 @@ class ContainerMissing(ContainerFailure):
     """The container (or image) Docker was asked about does not exist."""
 
     code = "container_missing"
+
+
+class Unauthorized(OrchestratorError):
+    """A valid API token is required: send 'Authorization: Bearer <token>'."""
+
+    code = "unauthorized"
+
+
+class Forbidden(OrchestratorError):
+    """The token is not allowed to do this."""
+
+    code = "forbidden"

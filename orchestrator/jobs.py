@@ -28,6 +28,7 @@ from orchestrator.schemas import JobCreate
 from orchestrator.secrets import SecretBox
 from orchestrator.states import ACTIVE, WAITING, EventType, JobStatus, can_transition
 from orchestrator.templating import substitute
+from orchestrator.tokens import SYSTEM, Actor
 
 CLAIM_LOCK = "orchestrator.claim"
 
@@ -117,7 +118,12 @@ def _check_env(request: JobCreate, declared_secrets: Sequence[str], definition: 
 
 
 def submit(
-    session: Session, box: SecretBox, hub: Hub | None, project: str, request: JobCreate
+    session: Session,
+    box: SecretBox,
+    hub: Hub | None,
+    project: str,
+    request: JobCreate,
+    actor: Actor = SYSTEM,
 ) -> Job:
     """Validate a submission against its definition and store it, queued or scheduled."""
     projects.get(session, project)
@@ -171,7 +177,12 @@ def submit(
             f"an unfinished job named '{request.name}' already exists in queue '{queue.name}'",
             field="name",
         ) from exc
-    record(session, job, EventType.CREATED, {"definition": reference, "queue": queue.name})
+    record(
+        session,
+        job,
+        EventType.CREATED,
+        {"definition": reference, "queue": queue.name, "actor": actor.record()},
+    )
     if scheduled:
         assert request.schedule_at is not None
         record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
@@ -280,18 +291,21 @@ def logs(
     return list(session.exec(statement.order_by(col(JobLog.id)).limit(limit)).all())
 
 
-def cancel(session: Session, hub: Hub | None, project: str, job_id: str) -> Job:
+def cancel(
+    session: Session, hub: Hub | None, project: str, job_id: str, actor: Actor = SYSTEM
+) -> Job:
     """Cancel a waiting job at once; ask the runner to stop a starting or running one."""
     job = _locked(session, get(session, project, job_id).id)
     if job.status.terminal:
         raise Conflict(f"job {job.id} is already {job.status}", field="status")
+    who = {"actor": actor.record()}
     if job.status in WAITING:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, hub=hub)
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, who, hub)
     elif not job.cancel_requested:
         job.cancel_requested = True
         job.update_time = utcnow()
         session.add(job)
-        record(session, job, EventType.CANCEL_REQUESTED, {"runner": job.runner}, hub)
+        record(session, job, EventType.CANCEL_REQUESTED, {"runner": job.runner, **who}, hub)
     return job
 
 

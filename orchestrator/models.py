@@ -173,3 +173,34 @@ class JobLog(SQLModel, table=True):
     attempt: int
     time: datetime = _time(default_factory=utcnow)
     text: str
+
+
+class Token(SQLModel, table=True):
+    """An API token: only its SHA-256 hash is stored; the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=255)
+    role: str = Field(max_length=16)
+    project: str | None = Field(default=None, max_length=63)
+    token_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    create_time: datetime = _time(default_factory=utcnow)
+    revoke_time: datetime | None = _time(default=None)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what outside a job's own events: registrations, queue and token changes."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_project", "project", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = _time(default_factory=utcnow)
+    project: str | None = Field(default=None, max_length=63)
+    action: str = Field(max_length=64)
+    resource: str = Field(max_length=255)
+    actor_id: str | None = Field(default=None, max_length=36)
+    actor_name: str | None = Field(default=None, max_length=255)
+    detail: dict[str, Any] = _json(default_factory=dict)

@@ -5,16 +5,24 @@ A project is created together with its ``default`` queue.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlmodel import Session, select
 
+from orchestrator import tokens
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.fields import storable
 from orchestrator.models import Project, Queue
 
+if TYPE_CHECKING:
+    from orchestrator.tokens import Actor
+
 DEFAULT = "default"
 
 
-def create(session: Session, name: str, description: str = "") -> Project:
+def create(
+    session: Session, name: str, description: str = "", actor: Actor | None = None
+) -> Project:
     """A new project with its ``default`` queue; Conflict when the name is taken."""
     if session.get(Project, name) is not None:
         raise Conflict(f"project '{name}' already exists", field="name")
@@ -23,6 +31,8 @@ def create(session: Session, name: str, description: str = "") -> Project:
     session.flush()
     session.add(Queue(project=name, name=DEFAULT, display_name="Default"))
     session.flush()
+    if actor is not None:
+        tokens.audit(session, actor, "project_created", f"project/{name}", name)
     return project
 
 

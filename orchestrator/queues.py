@@ -5,12 +5,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator import definitions, projects
+from orchestrator import definitions, projects, tokens
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.fields import storable
 from orchestrator.models import Job, Queue, utcnow
 from orchestrator.schemas import QueueCreate, QueueUpdate
 from orchestrator.states import ACTIVE, JobStatus
+from orchestrator.tokens import Actor
 
 
 def get(session: Session, project: str, name: str) -> Queue:
@@ -67,7 +68,7 @@ def _check_default_definition(session: Session, project: str, reference: str | N
             ) from None
 
 
-def create(session: Session, project: str, request: QueueCreate) -> Queue:
+def create(session: Session, project: str, request: QueueCreate, actor: Actor) -> Queue:
     """A new queue; Conflict when the name is taken."""
     projects.get(session, project)
     exists = session.exec(
@@ -81,10 +82,11 @@ def create(session: Session, project: str, request: QueueCreate) -> Queue:
     queue = Queue(project=project, **request.model_dump())
     session.add(queue)
     session.flush()
+    tokens.audit(session, actor, "queue_created", f"queue/{queue.name}", project)
     return queue
 
 
-def update(session: Session, project: str, name: str, request: QueueUpdate) -> Queue:
+def update(session: Session, project: str, name: str, request: QueueUpdate, actor: Actor) -> Queue:
     """Apply the fields present in ``request`` (``max_concurrency: null`` lifts the limit)."""
     queue = get(session, project, name)
     changes = request.model_dump(exclude_unset=True)
@@ -98,10 +100,11 @@ def update(session: Session, project: str, name: str, request: QueueUpdate) -> Q
     queue.update_time = utcnow()
     session.add(queue)
     session.flush()
+    tokens.audit(session, actor, "queue_updated", f"queue/{name}", project, changes)
     return queue
 
 
-def delete(session: Session, project: str, name: str) -> None:
+def delete(session: Session, project: str, name: str, actor: Actor) -> None:
     """Delete an idle queue; Conflict if jobs wait or run in it, or it is ``default``."""
     queue = get(session, project, name)
     if name == projects.DEFAULT:
@@ -119,3 +122,4 @@ def delete(session: Session, project: str, name: str) -> None:
         )
     session.delete(queue)
     session.flush()
+    tokens.audit(session, actor, "queue_deleted", f"queue/{name}", project)

@@ -28,9 +28,10 @@ from orchestrator.fields import (
     ParameterValue,
     Text,
 )
-from orchestrator.models import Definition, Job, JobEvent, Project, Queue
+from orchestrator.models import AuditEvent, Definition, Job, JobEvent, Project, Queue, Token
 from orchestrator.secrets import MASK
 from orchestrator.states import JobStatus
+from orchestrator.tokens import Role
 from orchestrator.units import parse_duration
 
 Item = TypeVar("Item")
@@ -272,3 +273,60 @@ class Health(BaseModel):
     docker_error: str | None = None
     docker_unavailable_since: datetime | None = None
     runner: str
+
+
+class TokenCreate(Request):
+    name: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+    role: Role
+    project: Name | None = None
+
+
+class TokenPublic(BaseModel):
+    id: str
+    name: str
+    role: Role
+    project: str | None
+    prefix: str
+    create_time: datetime
+    revoke_time: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Token) -> TokenPublic:
+        return cls(
+            id=row.id,
+            name=row.name,
+            role=Role(row.role),
+            project=row.project,
+            prefix=row.prefix,
+            create_time=row.create_time,
+            revoke_time=row.revoke_time,
+        )
+
+
+class TokenCreated(TokenPublic):
+    token: str = Field(description="The token itself: shown once, never again.")
+
+
+class AuditEventPublic(BaseModel):
+    id: int
+    time: datetime
+    project: str | None
+    action: str
+    resource: str
+    actor_id: str | None
+    actor_name: str | None
+    detail: dict[str, Any]
+
+    @classmethod
+    def from_row(cls, row: AuditEvent) -> AuditEventPublic:
+        assert row.id is not None
+        return cls(
+            id=row.id,
+            time=row.time,
+            project=row.project,
+            action=row.action,
+            resource=row.resource,
+            actor_id=row.actor_id,
+            actor_name=row.actor_name,
+            detail=row.detail,
+        )

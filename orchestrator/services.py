@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from orchestrator import projects
+from orchestrator import projects, tokens
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
@@ -35,6 +35,13 @@ class Services:
         db.create_schema()
         with db.transaction() as session:
             projects.ensure_default(session)
+            admin_token_file = tokens.ensure_admin_token(session, settings.data_dir)
+        if admin_token_file is not None:
+            logger.warning(
+                "created the first admin token; it is in %s (mode 0600)",
+                admin_token_file,
+                extra={"action": "admin_token_created"},
+            )
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = SecretBox(load_or_create_key(settings.data_dir, secret_key))
         hub = Hub()

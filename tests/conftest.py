@@ -211,6 +211,16 @@ class LiveServer:
         self.http.close()
 
 
+def admin_token(settings: Settings) -> str:
+    """The admin token the server wrote to its data dir on its first start."""
+    return (settings.data_dir / "admin-token").read_text().strip()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that presents ``token``."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def start_server(settings: Settings) -> LiveServer:
     app = create_app(settings)
     config = uvicorn.Config(
@@ -225,7 +235,7 @@ def start_server(settings: Settings) -> LiveServer:
         url=url,
         settings=settings,
         services=app.state.services,
-        http=httpx.Client(base_url=url, timeout=30),
+        http=httpx.Client(base_url=url, timeout=30, headers=bearer(admin_token(settings))),
         _server=server,
         _thread=thread,
     )

@@ -32,6 +32,8 @@ from .conftest import (
     TERMINAL,
     TEST_IMAGE,
     LiveServer,
+    admin_token,
+    bearer,
     free_port,
     postgres_admin,
     start_server,
@@ -78,11 +80,15 @@ class Api:
     means ``/v1/projects/{project}/jobs``.
     """
 
-    def __init__(self, url: str, project: str) -> None:
+    def __init__(self, url: str, project: str, token: str) -> None:
         self.url = url
         self.project = project
+        self.headers = bearer(token)
         self.http = httpx.Client(
-            base_url=url, timeout=30, event_hooks={"response": [_refuse_server_errors]}
+            base_url=url,
+            timeout=30,
+            headers=self.headers,
+            event_hooks={"response": [_refuse_server_errors]},
         )
 
     def __enter__(self) -> Api:
@@ -190,7 +196,9 @@ def setup_project(api: Api) -> Api:
 @pytest.fixture
 def api(shared_server: LiveServer) -> Iterator[Api]:
     """A fresh project of this test's own on the shared server, set up by ``setup_project``."""
-    with Api(shared_server.url, f"t-{uuid.uuid4().hex[:12]}") as client:
+    with Api(
+        shared_server.url, f"t-{uuid.uuid4().hex[:12]}", admin_token(shared_server.settings)
+    ) as client:
         client.created("/v1/projects", {"name": client.project})
         yield setup_project(client)
 
@@ -877,7 +885,7 @@ def _chunks(total: int) -> Iterator[bytes]:
 @pytest.mark.parametrize("streamed", [False, True], ids=["content-length", "chunked"])
 def test_body_over_the_limit_is_413(make_server: Any, path: str, streamed: bool) -> None:
     limited = make_server(max_body_bytes=LIMIT)
-    with Api(limited.url, "default") as api:
+    with Api(limited.url, "default", admin_token(limited.settings)) as api:
         check_limit(api, path, streamed)
 
 
@@ -899,7 +907,7 @@ def check_limit(api: Api, path: str, streamed: bool) -> None:
     # Nothing was stored, and the server still answers, on this client and on a fresh one.
     assert api.jobs() == []
     assert [d["name"] for d in api.get("definitions").json()["items"]] == ["noop"]
-    with httpx.Client(base_url=api.url, timeout=30) as fresh:
+    with httpx.Client(base_url=api.url, timeout=30, headers=api.headers) as fresh:
         assert fresh.get(api.path("definitions")).status_code == 200
 
 

@@ -21,18 +21,27 @@ SHIPPED = Path(__file__).resolve().parent.parent / "definitions"
 CANARY = "canary-Qw3rT9-value"
 
 
-def cli(url: str, *args: str) -> Result:
-    """Run the CLI in-process against the server at ``url``."""
-    return CliRunner().invoke(app, list(args), env={"ORCH_URL": url}, catch_exceptions=False)
+def client_env(target: LiveServer | str) -> dict[str, str]:
+    """The CLI's environment for a server: its URL, and its data dir, where the CLI finds the
+    admin token (a bare URL gets no token)."""
+    if isinstance(target, str):
+        return {"ORCH_URL": target, "ORCH_DATA_DIR": "/nonexistent"}
+    return {"ORCH_URL": target.url, "ORCH_DATA_DIR": str(target.settings.data_dir)}
 
 
-def run(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def cli(target: LiveServer | str, *args: str) -> Result:
+    """Run the CLI in-process against a server."""
+    env = client_env(target)
+    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+
+def run(target: LiveServer | str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m orchestrator`` as a real process: real exit codes, real streams."""
     return subprocess.run(
         [sys.executable, "-m", "orchestrator", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "ORCH_URL": url},
+        env={**os.environ, **client_env(target)},
         timeout=120,
     )
 
@@ -49,7 +58,7 @@ def as_json(result: Result) -> Any:
 
 def apply(server: LiveServer, *names: str) -> None:
     """Register shipped definitions through the CLI."""
-    ok(cli(server.url, "definitions", "apply", *(str(SHIPPED / f"{n}.yaml") for n in names)))
+    ok(cli(server, "definitions", "apply", *(str(SHIPPED / f"{n}.yaml") for n in names)))
 
 
 def sh(name: str, script: str) -> dict[str, Any]:
@@ -63,25 +72,25 @@ def test_apply_shipped_definitions_then_reapply_unchanged(
     shipped = {"hello", "word-count", "use-secret", "flaky"}
     assert shipped <= {p.stem for p in files}
 
-    lines = ok(cli(server.url, "definitions", "apply", str(SHIPPED))).splitlines()
+    lines = ok(cli(server, "definitions", "apply", str(SHIPPED))).splitlines()
     assert len(lines) == len(files)
     assert {f"{name}: version 1 (new)" for name in shipped} <= set(lines)
 
-    again = as_json(cli(server.url, "definitions", "apply", str(SHIPPED), "--json"))
+    again = as_json(cli(server, "definitions", "apply", str(SHIPPED), "--json"))
     assert len(again) == len(files)
     assert all(d["created"] is False and d["version"] == 1 for d in again)
-    lines = ok(cli(server.url, "definitions", "apply", str(SHIPPED / "hello.yaml"))).splitlines()
+    lines = ok(cli(server, "definitions", "apply", str(SHIPPED / "hello.yaml"))).splitlines()
     assert lines == ["hello: version 1 (unchanged)"]
 
     changed = tmp_path / "hello.yml"
     changed.write_text((SHIPPED / "hello.yaml").read_text() + "labels: {edited: 'yes'}\n")
-    out = ok(cli(server.url, "definitions", "apply", str(changed)))
+    out = ok(cli(server, "definitions", "apply", str(changed)))
     assert out == "hello: version 2 (new)\n"
 
-    table = ok(cli(server.url, "definitions", "ls")).splitlines()
+    table = ok(cli(server, "definitions", "ls")).splitlines()
     assert table[0].split() == ["NAME", "VERSION", "IMAGE", "DESCRIPTION"]
     assert ["hello", "2", TEST_IMAGE] in [row.split()[:3] for row in table]
-    listed = as_json(cli(server.url, "definitions", "ls", "--json"))["items"]
+    listed = as_json(cli(server, "definitions", "ls", "--json"))["items"]
     assert shipped <= {d["name"] for d in listed}
     assert server.http.get("/v1/projects/default/definitions/hello").json()["version"] == 2
 
@@ -93,7 +102,7 @@ def test_apply_with_an_invalid_file_names_it_and_registers_nothing(
     bad = tmp_path / "b-bad.yaml"
     bad.write_text(f"name: bad\nimage: {TEST_IMAGE}\ncommand: [echo]\ntimout: 1m\n")
 
-    result = cli(server.url, "definitions", "apply", str(tmp_path))
+    result = cli(server, "definitions", "apply", str(tmp_path))
 
     assert result.exit_code == 1
     assert result.stdout == ""
@@ -104,7 +113,7 @@ def test_apply_with_an_invalid_file_names_it_and_registers_nothing(
 def test_submit_follow_prints_the_logs_and_exits_zero(server: LiveServer) -> None:
     apply(server, "hello")
 
-    done = run(server.url, "submit", "hello", "-p", "who=cli", "--follow")
+    done = run(server, "submit", "hello", "-p", "who=cli", "--follow")
 
     assert done.returncode == 0, done.stderr
     assert done.stdout == "Hello, cli!\n"
@@ -118,13 +127,13 @@ def test_submit_follow_prints_the_logs_and_exits_zero(server: LiveServer) -> Non
 def test_follow_exits_with_the_exit_code_of_a_failing_job(server: LiveServer) -> None:
     server.register(sh("exit-seven", "echo before; exit 7"))
 
-    done = run(server.url, "submit", "exit-seven", "--follow")
+    done = run(server, "submit", "exit-seven", "--follow")
     assert done.returncode == 7
     assert done.stdout == "before\n"
     assert "error: the container exited with code 7" in done.stderr.splitlines()
 
     # --json --follow: stdout is the finished job, the logs went to stderr.
-    done = run(server.url, "submit", "exit-seven", "--follow", "--json")
+    done = run(server, "submit", "exit-seven", "--follow", "--json")
     assert done.returncode == 7
     job = json.loads(done.stdout)
     assert (job["status"], job["exit_code"]) == ("failed", 7)
@@ -136,7 +145,7 @@ def test_input_from_a_file_reaches_the_output(server: LiveServer, tmp_path: Path
     source = tmp_path / "input.json"
     source.write_text(json.dumps({"text": "one two three"}))
 
-    result = cli(server.url, "submit", "word-count", "--input", f"@{source}", "-f", "--json")
+    result = cli(server, "submit", "word-count", "--input", f"@{source}", "-f", "--json")
 
     job = as_json(result)
     assert job["status"] == "succeeded"
@@ -144,10 +153,10 @@ def test_input_from_a_file_reaches_the_output(server: LiveServer, tmp_path: Path
     assert job["output"] == {"words": 3, "chars": 13}
     assert "counted 3 words" in result.stderr
 
-    inline = as_json(cli(server.url, "submit", "word-count", "--input", "{}", "--json"))
+    inline = as_json(cli(server, "submit", "word-count", "--input", "{}", "--json"))
     assert inline["input"] == {}
     for bad, reason in (("{text", "not valid JSON"), (f"@{tmp_path}/none.json", "cannot read")):
-        result = cli(server.url, "submit", "word-count", "--input", bad)
+        result = cli(server, "submit", "word-count", "--input", bad)
         assert result.exit_code == 2
         assert reason in result.stderr
     assert len(server.http.get("/v1/projects/default/jobs").json()["items"]) == 2
@@ -157,18 +166,18 @@ def test_a_secret_value_is_never_printed(server: LiveServer) -> None:
     apply(server, "use-secret")
     secret = f"API_TOKEN={CANARY}"
 
-    followed = cli(server.url, "submit", "use-secret", "--secret", secret, "--follow")
+    followed = cli(server, "submit", "use-secret", "--secret", secret, "--follow")
     assert ok(followed) == "calling https://api.example.com with token ***\nok\n"
     job_id = followed.stderr.split()[0]
-    as_script = cli(server.url, "submit", "use-secret", "--secret", secret, "-f", "--json")
+    as_script = cli(server, "submit", "use-secret", "--secret", secret, "-f", "--json")
     assert as_json(as_script)["secret_env"] == {"API_TOKEN": "***"}
     outputs = [followed, as_script]
     for command in ("get", "logs", "events"):
         for extra in ((), ("--json",)):
-            outputs.append(cli(server.url, "jobs", command, job_id, *extra))
-    outputs.append(cli(server.url, "jobs", "ls", "--json"))
+            outputs.append(cli(server, "jobs", command, job_id, *extra))
+    outputs.append(cli(server, "jobs", "ls", "--json"))
     # A malformed --secret is refused without echoing it.
-    outputs.append(cli(server.url, "submit", "use-secret", "--secret", CANARY))
+    outputs.append(cli(server, "submit", "use-secret", "--secret", CANARY))
 
     assert [r.exit_code for r in outputs] == [0] * (len(outputs) - 1) + [2]
     assert 'secret_env:   {"API_TOKEN":"***"}' in outputs[2].stdout
@@ -184,7 +193,7 @@ def test_jobs_ls_get_cancel_logs_events(server: LiveServer) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "ORCH_URL": server.url},
+        env={**os.environ, **client_env(server)},
     )
     try:
         assert follower.stderr is not None
@@ -192,18 +201,18 @@ def test_jobs_ls_get_cancel_logs_events(server: LiveServer) -> None:
         server.wait_job(job_id, {"running"})
         wait_for(lambda: server.logs(job_id) == "started\n")
 
-        rows = [line.split() for line in ok(cli(server.url, "jobs", "ls")).splitlines()]
+        rows = [line.split() for line in ok(cli(server, "jobs", "ls")).splitlines()]
         assert rows[0][:3] == ["ID", "NAME", "DEFINITION"]
         assert rows[1][:7] == [job_id, "cli-slow", "slow:1", "default", "running", "1", "-"]
-        running = as_json(cli(server.url, "jobs", "ls", "--status", "running", "--json"))
+        running = as_json(cli(server, "jobs", "ls", "--status", "running", "--json"))
         assert [j["id"] for j in running["items"]] == [job_id]
-        assert as_json(cli(server.url, "jobs", "ls", "--queue", "other", "--json"))["items"] == []
-        assert cli(server.url, "jobs", "ls", "--status", "bogus").exit_code == 2
-        fields = ok(cli(server.url, "jobs", "get", job_id)).splitlines()
+        assert as_json(cli(server, "jobs", "ls", "--queue", "other", "--json"))["items"] == []
+        assert cli(server, "jobs", "ls", "--status", "bogus").exit_code == 2
+        fields = ok(cli(server, "jobs", "get", job_id)).splitlines()
         assert fields[0].split() == ["id:", job_id]
         assert ["status:", "running"] in [line.split() for line in fields]
 
-        cancelled = ok(cli(server.url, "jobs", "cancel", job_id))
+        cancelled = ok(cli(server, "jobs", "cancel", job_id))
         assert cancelled == f"{job_id} cancel requested (status: running)\n"
         stdout, _ = follower.communicate(timeout=60)
     finally:
@@ -212,29 +221,29 @@ def test_jobs_ls_get_cancel_logs_events(server: LiveServer) -> None:
     assert follower.returncode == 130
     assert stdout == "started\n"
 
-    assert ok(cli(server.url, "jobs", "logs", job_id)) == "started\n"
-    assert as_json(cli(server.url, "jobs", "logs", job_id, "-f", "--json"))["logs"] == "started\n"
-    types = [row.split()[1] for row in ok(cli(server.url, "jobs", "events", job_id)).splitlines()]
+    assert ok(cli(server, "jobs", "logs", job_id)) == "started\n"
+    assert as_json(cli(server, "jobs", "logs", job_id, "-f", "--json"))["logs"] == "started\n"
+    types = [row.split()[1] for row in ok(cli(server, "jobs", "events", job_id)).splitlines()]
     assert types[0] == "TYPE"
     assert types[-2:] == ["cancel_requested", "cancelled"]
-    again = cli(server.url, "jobs", "cancel", job_id)
+    again = cli(server, "jobs", "cancel", job_id)
     assert again.exit_code == 1
     assert again.stderr == f"error: job {job_id} is already cancelled\n"
-    missing = cli(server.url, "jobs", "get", "no-such-job")
+    missing = cli(server, "jobs", "get", "no-such-job")
     assert missing.exit_code == 1
     assert missing.stderr == "error: job 'no-such-job' not found in project 'default'\n"
 
 
 def test_queues_create_ls_pause_resume_delete(server: LiveServer) -> None:
     created = ok(
-        cli(server.url, "queues", "create", "batch", "--priority", "5", "--max-concurrency", "2")
+        cli(server, "queues", "create", "batch", "--priority", "5", "--max-concurrency", "2")
     ).splitlines()
     header = ["NAME", "PRIORITY", "MAX_CONCURRENCY", "PAUSED", "WAITING", "RUNNING"]
     assert created[0].split() == header
     assert created[1].split() == ["batch", "5", "2", "no", "0", "0"]
     held = as_json(
         cli(
-            server.url,
+            server,
             "queues",
             "create",
             "held",
@@ -247,26 +256,26 @@ def test_queues_create_ls_pause_resume_delete(server: LiveServer) -> None:
     assert (held["paused"], held["display_name"]) == (True, "On hold")
 
     def row(name: str) -> list[str]:
-        table = ok(cli(server.url, "queues", "ls")).splitlines()
+        table = ok(cli(server, "queues", "ls")).splitlines()
         return next(line.split() for line in table if line.split()[0] == name)
 
     assert row("default") == ["default", "0", "-", "no", "0", "0"]
-    assert ok(cli(server.url, "queues", "pause", "batch")).splitlines()[1].split()[3] == "yes"
+    assert ok(cli(server, "queues", "pause", "batch")).splitlines()[1].split()[3] == "yes"
     assert server.http.get("/v1/projects/default/queues/batch").json()["paused"] is True
     assert row("batch")[3] == "yes"
-    resumed = as_json(cli(server.url, "queues", "resume", "batch", "--json"))
+    resumed = as_json(cli(server, "queues", "resume", "batch", "--json"))
     assert resumed["paused"] is False
 
-    duplicate = cli(server.url, "queues", "create", "batch")
+    duplicate = cli(server, "queues", "create", "batch")
     assert duplicate.exit_code == 1
     assert duplicate.stderr.startswith("error: ") and duplicate.stderr.count("\n") == 1
-    assert ok(cli(server.url, "queues", "delete", "batch")) == "deleted queue batch\n"
-    names = [q["name"] for q in as_json(cli(server.url, "queues", "ls", "--json"))["items"]]
+    assert ok(cli(server, "queues", "delete", "batch")) == "deleted queue batch\n"
+    names = [q["name"] for q in as_json(cli(server, "queues", "ls", "--json"))["items"]]
     assert sorted(names) == ["default", "held"]
-    gone = cli(server.url, "queues", "delete", "batch", "--project", "default")
+    gone = cli(server, "queues", "delete", "batch", "--project", "default")
     assert gone.exit_code == 1
     assert "not found" in gone.stderr
-    other = cli(server.url, "queues", "ls", "--project", "elsewhere")
+    other = cli(server, "queues", "ls", "--project", "elsewhere")
     assert (other.exit_code, other.stderr) == (1, "error: project 'elsewhere' not found\n")
 
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import definitions, projects
-from orchestrator.api.deps import ServicesDep
+from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.errors import DefinitionInvalid
 from orchestrator.schemas import DefinitionPublic, Page
 
-router = APIRouter(prefix="/v1/projects/{project}/definitions", tags=["definitions"])
+router = APIRouter(
+    prefix="/v1/projects/{project}/definitions",
+    tags=["definitions"],
+    dependencies=[Depends(authorize_project)],
+)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 SOURCE = "request body"
@@ -49,7 +53,11 @@ def _parse(raw: bytes) -> list[definitions.DefinitionSpec]:
     },
 )
 async def register_definition(
-    project: str, request: Request, services: ServicesDep, response: Response
+    project: str,
+    request: Request,
+    services: ServicesDep,
+    actor: ProjectActorDep,
+    response: Response,
 ) -> DefinitionPublic:
     """Register a definition: 201 with a new version, or 200 when it equals the latest one."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
@@ -63,7 +71,7 @@ async def register_definition(
     def store() -> definitions.Registered:
         with services.db.transaction() as session:
             projects.get(session, project)
-            return definitions.register(session, project, specs[0])
+            return definitions.register(session, project, specs[0], actor)
 
     registered = await run_in_threadpool(store)
     definition = registered.definition

@@ -18,10 +18,12 @@ from starlette.routing import Match
 from orchestrator.errors import (
     Conflict,
     EngineUnavailable,
+    Forbidden,
     InvalidRequest,
     NotFound,
     OrchestratorError,
     PayloadTooLarge,
+    Unauthorized,
 )
 
 logger = logging.getLogger(__name__)
@@ -30,6 +32,8 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_lar
 
 STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     InvalidRequest: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
@@ -94,7 +98,10 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status == 500:
             logger.error("request failed: %s", exc.message, extra={"action": "request_failed"})
-        return JSONResponse(error_body(exc.code, exc.message, exc.field), status_code=status)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.field), status_code=status, headers=headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -6,30 +6,38 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator import jobs, projects
-from orchestrator.api.deps import ServicesDep
+from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.models import Job, JobEvent, JobLog
 from orchestrator.notify import job_topic
 from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
 from orchestrator.services import Services
 from orchestrator.states import JobStatus
 
-router = APIRouter(prefix="/v1/projects/{project}/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/v1/projects/{project}/jobs",
+    tags=["jobs"],
+    dependencies=[Depends(authorize_project)],
+)
 
 KEEPALIVE_SECONDS = 15.0
 
 
 @router.post("", status_code=201, response_model=JobPublic)
 def submit_job(
-    project: str, body: JobCreate, services: ServicesDep, response: Response
+    project: str,
+    body: JobCreate,
+    services: ServicesDep,
+    actor: ProjectActorDep,
+    response: Response,
 ) -> JobPublic:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
     with services.db.transaction() as session:
-        job = jobs.submit(session, services.box, services.hub, project, body)
+        job = jobs.submit(session, services.box, services.hub, project, body, actor)
     response.headers["Location"] = f"/v1/projects/{project}/jobs/{job.id}"
     return JobPublic.from_row(job)
 
@@ -60,11 +68,13 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
+def cancel_job(
+    project: str, job_id: str, services: ServicesDep, actor: ProjectActorDep
+) -> JobPublic:
     """Cancel: at once when waiting; a running job is stopped (SIGTERM, grace, SIGKILL)."""
     with services.db.transaction() as session:
         projects.get(session, project)
-        job = jobs.cancel(session, services.hub, project, job_id)
+        job = jobs.cancel(session, services.hub, project, job_id, actor)
     return JobPublic.from_row(job)
 
 

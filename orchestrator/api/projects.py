@@ -1,35 +1,56 @@
-"""``/v1/projects``: create, list and read projects."""
+"""``/v1/projects``: create (admin), list and read projects; a project's audit trail."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from orchestrator import projects
-from orchestrator.api.deps import ServicesDep
-from orchestrator.schemas import Page, ProjectCreate, ProjectPublic
+from fastapi import APIRouter, Query, Response
+
+from orchestrator import projects, tokens
+from orchestrator.api.deps import ActorDep, ServicesDep
+from orchestrator.schemas import AuditEventPublic, Page, ProjectCreate, ProjectPublic
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"])
 
 
 @router.post("", status_code=201, response_model=ProjectPublic)
-def create_project(body: ProjectCreate, services: ServicesDep, response: Response) -> ProjectPublic:
-    """Create a project and its ``default`` queue."""
+def create_project(
+    body: ProjectCreate, services: ServicesDep, actor: ActorDep, response: Response
+) -> ProjectPublic:
+    """Create a project and its ``default`` queue (admin tokens only)."""
+    actor.require_admin()
     with services.db.transaction() as session:
-        project = projects.create(session, body.name, body.description)
+        project = projects.create(session, body.name, body.description, actor)
     response.headers["Location"] = f"/v1/projects/{project.name}"
     return ProjectPublic.from_row(project)
 
 
 @router.get("", response_model=Page[ProjectPublic])
-def list_projects(services: ServicesDep) -> Page[ProjectPublic]:
-    """Every project."""
+def list_projects(services: ServicesDep, actor: ActorDep) -> Page[ProjectPublic]:
+    """The projects this token can see."""
     with services.db.read() as session:
         rows = projects.list_all(session)
-    return Page(items=[ProjectPublic.from_row(p) for p in rows])
+    return Page(items=[ProjectPublic.from_row(p) for p in rows if actor.can_see(p.name)])
 
 
 @router.get("/{project}", response_model=ProjectPublic)
-def get_project(project: str, services: ServicesDep) -> ProjectPublic:
+def get_project(project: str, services: ServicesDep, actor: ActorDep) -> ProjectPublic:
     """One project."""
+    actor.check(project, write=False)
     with services.db.read() as session:
         return ProjectPublic.from_row(projects.get(session, project))
+
+
+@router.get("/{project}/audit", response_model=Page[AuditEventPublic])
+def list_audit_events(
+    project: str,
+    services: ServicesDep,
+    actor: ActorDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[AuditEventPublic]:
+    """Who registered, created, changed or deleted what in the project, newest first."""
+    actor.check(project, write=False)
+    with services.db.read() as session:
+        projects.get(session, project)
+        rows = tokens.audit_events(session, project, limit)
+    return Page(items=[AuditEventPublic.from_row(e) for e in rows])

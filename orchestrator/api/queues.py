@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from sqlmodel import Session
 
 from orchestrator import projects, queues
-from orchestrator.api.deps import ServicesDep
+from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.models import Queue
 from orchestrator.notify import WORK
 from orchestrator.schemas import Page, QueueCreate, QueuePublic, QueueUpdate
 
-router = APIRouter(prefix="/v1/projects/{project}/queues", tags=["queues"])
+router = APIRouter(
+    prefix="/v1/projects/{project}/queues",
+    tags=["queues"],
+    dependencies=[Depends(authorize_project)],
+)
 
 
 def _public(session: Session, queue: Queue) -> QueuePublic:
@@ -21,11 +25,15 @@ def _public(session: Session, queue: Queue) -> QueuePublic:
 
 @router.post("", status_code=201, response_model=QueuePublic)
 def create_queue(
-    project: str, body: QueueCreate, services: ServicesDep, response: Response
+    project: str,
+    body: QueueCreate,
+    services: ServicesDep,
+    actor: ProjectActorDep,
+    response: Response,
 ) -> QueuePublic:
     """Create a queue."""
     with services.db.transaction() as session:
-        queue = queues.create(session, project, body)
+        queue = queues.create(session, project, body, actor)
         public = _public(session, queue)
     response.headers["Location"] = f"/v1/projects/{project}/queues/{queue.name}"
     return public
@@ -56,20 +64,24 @@ def get_queue(project: str, name: str, services: ServicesDep) -> QueuePublic:
 
 
 @router.patch("/{name}", response_model=QueuePublic)
-def update_queue(project: str, name: str, body: QueueUpdate, services: ServicesDep) -> QueuePublic:
+def update_queue(
+    project: str, name: str, body: QueueUpdate, services: ServicesDep, actor: ProjectActorDep
+) -> QueuePublic:
     """Change the given fields; resuming a paused queue wakes the runners."""
     with services.db.transaction() as session:
         projects.get(session, project)
-        queue = queues.update(session, project, name, body)
+        queue = queues.update(session, project, name, body, actor)
         public = _public(session, queue)
     services.hub.publish(WORK)
     return public
 
 
 @router.delete("/{name}", status_code=204)
-def delete_queue(project: str, name: str, services: ServicesDep) -> Response:
+def delete_queue(
+    project: str, name: str, services: ServicesDep, actor: ProjectActorDep
+) -> Response:
     """Delete a queue with no waiting or running jobs."""
     with services.db.transaction() as session:
         projects.get(session, project)
-        queues.delete(session, project, name)
+        queues.delete(session, project, name, actor)
     return Response(status_code=204)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from orchestrator.client import Client, ClientError
+from orchestrator.client import ApiError, Client, ClientError
 from orchestrator.config import Settings
 
 Project = Annotated[str, typer.Option("--project", help="The project to act in.")]
@@ -52,16 +52,21 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 @contextmanager
-def connect(project: str) -> Iterator[Client]:
-    """A client of the server at ``ORCH_URL``; any client error ends the command with exit 1."""
+def connect(project: str | None) -> Iterator[Client]:
+    """A client of the server at ``ORCH_URL`` with the token of ``ORCH_TOKEN`` (else the data
+    dir's ``admin-token``); any client error ends the command with exit 1."""
     try:
-        url = Settings().url
+        settings = Settings()
+        url, token = settings.url, settings.api_token()
     except ValidationError as exc:
         fields = ", ".join("ORCH_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
         fail(f"invalid setting in the environment: {fields}")
     try:
-        with Client(url, project) as client:
+        with Client(url, project, token) as client:
             yield client
+    except ApiError as exc:
+        hint = " (set ORCH_TOKEN, or ORCH_DATA_DIR to the server's data dir)"
+        fail(exc.message + (hint if exc.status == 401 else ""))
     except ClientError as exc:
         fail(exc.message)
 
