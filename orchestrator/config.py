@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def default_data_dir() -> Path:
@@ -49,7 +50,35 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
+    max_input_bytes: int = Field(default=262_144, ge=1024)
+    max_metadata_bytes: int = Field(default=16_384, ge=256)
+    max_parameters: int = Field(default=100, ge=1)
+    max_env: int = Field(default=100, ge=1)
+    max_log_bytes: int = Field(default=10_485_760, ge=4096)
     secret_key: SecretStr | None = None
+
+    # Container policy: what definitions and submissions may ask for. Everything risky is off.
+    policy_file: Path | None = None
+    policy_allow_privileged: bool = False
+    policy_allow_host_network: bool = False
+    policy_allow_host_pid: bool = False
+    policy_allow_host_ipc: bool = False
+    policy_allow_host_userns: bool = False
+    policy_allow_host_mounts: bool = False
+    policy_allow_docker_socket: bool = False
+    policy_allow_devices: bool = False
+    policy_allow_capabilities: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    policy_allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    default_memory: str = "1Gi"
+    default_pids: int = Field(default=1024, ge=1)
+
+    @field_validator("policy_allow_capabilities", "policy_allowed_images", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # ORCH_POLICY_ALLOWED_IMAGES=registry.example.com/,busybox: a comma-separated list.
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
     @field_validator("url")
     @classmethod
