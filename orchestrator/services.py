@@ -11,7 +11,7 @@ from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
 from orchestrator.notify import Hub
 from orchestrator.runner import Runner
-from orchestrator.secrets import SecretBox, load_or_create_key
+from orchestrator.secrets import SecretBox, open_box
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,9 @@ class Services:
     def build(cls, settings: Settings) -> Services:
         """Open the database (creating the schema and the default project) and the engine."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The key ring first: a bad ORCH_SECRET_KEY stops the start before the database is touched.
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        box = open_box(settings.data_dir, secret_key)
         db = Database(settings.resolved_database_url())
         db.create_schema()
         with db.transaction() as session:
@@ -42,8 +45,6 @@ class Services:
                 admin_token_file,
                 extra={"action": "admin_token_created"},
             )
-        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
-        box = SecretBox(load_or_create_key(settings.data_dir, secret_key))
         hub = Hub()
         engine = DockerEngine(
             settings.docker_host,

@@ -7,7 +7,7 @@ import logging
 import typer
 import uvicorn
 
-from orchestrator.cli import definitions, jobs, queues, tokens
+from orchestrator.cli import definitions, jobs, queues, secrets, tokens
 from orchestrator.config import Settings
 
 app = typer.Typer(help="Run container jobs on Docker.", no_args_is_help=True)
@@ -52,6 +52,7 @@ app.add_typer(definitions.app, name="definitions")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(queues.app, name="queues")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(secrets.app, name="secrets")
 app.command()(jobs.submit)
 
 
