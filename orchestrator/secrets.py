@@ -261,7 +261,24 @@ def open_box(data_dir: Path, configured: str | None) -> SecretBox:
 
 
 def mask(text: str, secret_values: Iterable[str]) -> str:
-    """``text`` with every occurrence of a secret value replaced by ``***``."""
-    for value in sorted({v for v in secret_values if v}, key=len, reverse=True):
-        text = text.replace(value, MASK)
+    """``text`` with every occurrence of a secret value replaced by ``***``.
+
+    Two more forms of a value are masked, as logs may carry it so. Each line of a multi-line
+    value (a PEM key): logs are masked a line at a time, so its lines may arrive apart (blank
+    lines are no secret and are left alone). And the value with one character damaged: Docker's
+    json-file log driver cuts a long line every 16 KiB, even inside a character, and stores each
+    byte of the cut character as U+FFFD.
+    """
+    forms: set[str] = set()
+    for value in secret_values:
+        for part in (value, *(line for line in value.splitlines() if line.strip())):
+            forms.add(part)
+            forms.update(
+                part[:at] + "\ufffd" * len(char.encode("utf-8", "surrogatepass")) + part[at + 1 :]
+                for at, char in enumerate(part)
+                if not char.isascii()
+            )
+    # Longest first, so a value that contains another is masked whole.
+    for form in sorted(forms - {""}, key=len, reverse=True):
+        text = text.replace(form, MASK)
     return text
