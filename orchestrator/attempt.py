@@ -91,15 +91,26 @@ def parse_output(raw: bytes | None, secrets: Iterable[str]) -> tuple[Any, str | 
     try:
         text = raw.decode()
         json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:
         return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
-    # Mask JSON-escaped forms too, so a value never survives inside a JSON string.
     values = list(secrets)
-    escaped = [json.dumps(v)[1:-1] for v in values]
     try:
-        return json.loads(mask(text, [*values, *escaped])), None
-    except ValueError:
+        # Masking the text catches a value written outside a string (a number); masking the
+        # decoded strings catches it however JSON escaped it ("\u0041" for "A").
+        return _mask_strings(json.loads(mask(text, values)), values), None
+    except (ValueError, RecursionError):
         return None, "the output was withheld: masking a secret value in it broke its JSON"
+
+
+def _mask_strings(value: Any, secrets: list[str]) -> Any:
+    """Decoded JSON with secret values masked in every string, object keys included."""
+    if isinstance(value, str):
+        return mask(value, secrets)
+    if isinstance(value, list):
+        return [_mask_strings(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {mask(key, secrets): _mask_strings(item, secrets) for key, item in value.items()}
+    return value
 
 
 class Attempt:
