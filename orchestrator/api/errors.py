@@ -65,9 +65,15 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str]:
     messages = []
     first = None
     for error in exc.errors():
-        field = _location(tuple(error.get("loc", ())))
+        loc = tuple(error.get("loc", ()))
+        field = _location(loc)
         reason = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        if error.get("type") == "extra_forbidden":
+        if "[key]" in loc and field.startswith("secret_env."):
+            # A bad secret name may be a value pasted in the wrong place ("TOKEN=s3cr3t"): the
+            # error names the mapping, never the text.
+            field = "secret_env"
+            reason = f"a name is invalid: {reason}"
+        elif error.get("type") == "extra_forbidden":
             reason = "unknown field"
         elif error.get("type") == "json_invalid":
             field = "body"
