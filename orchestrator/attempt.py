@@ -23,7 +23,7 @@ from orchestrator.errors import (
     ImageUnavailable,
     OrchestratorError,
 )
-from orchestrator.joblogs import LogPump
+from orchestrator.joblogs import LogBudget, LogPump
 from orchestrator.models import Job, utcnow
 from orchestrator.secrets import mask
 
@@ -279,9 +279,23 @@ class Attempt:
         started = time.monotonic()
         if self.job.start_time is not None:
             started -= (utcnow() - self.job.start_time).total_seconds()
-        self._supervise(since=since.timestamp() if since else None, started=started)
+        self._supervise(
+            since=since.timestamp() if since else None,
+            started=started,
+            stored=self._stored_log_bytes(),
+        )
 
-    def _supervise(self, since: float | None, started: float) -> None:
+    def _stored_log_bytes(self) -> int:
+        """Bytes of this attempt's log stored already, so an adopted attempt keeps its budget."""
+        total = after = 0
+        with self.runner.db.read() as session:
+            while rows := jobs.logs(session, self.job_id, after, self.number):
+                total += sum(len(row.text.encode()) for row in rows)
+                assert rows[-1].id is not None
+                after = rows[-1].id
+        return total
+
+    def _supervise(self, since: float | None, started: float, stored: int = 0) -> None:
         assert self.container_id is not None
         container_id = self.container_id
         exit_codes: list[int | None] = []
@@ -291,13 +305,20 @@ class Attempt:
         waiter.start()
         pump = LogPump(lambda: self._engine.logs(container_id, since), self._secrets.values())
         pump.start()
+        budget = LogBudget(self.runner.settings.max_log_bytes, stored)
         timeout = self.job.timeout
         timed_out = stopping = False
         interval = self.runner.settings.log_flush_interval
         while waiter.is_alive():
             waiter.join(interval)
-            self._store_logs(pump)
-            if self._detach.is_set():
+            detaching = self._detach.is_set()
+            # Leaving the container to a restarted runner: store the tail held in memory now, as
+            # the only copy of that output we can count on (Docker's log may be rotated, and if
+            # no runner adopts the attempt this is its whole log). The adopter resumes the stream
+            # after this batch and stores its own tail later, so each restart while cutting may
+            # add one more tail (half the budget) to the attempt's log; nothing is stored twice.
+            self._store_logs(pump, budget, ending=detaching)
+            if detaching:
                 return
             if not stopping and self._cancel.is_set():
                 stopping = True
@@ -306,7 +327,7 @@ class Attempt:
                 timed_out = stopping = True
                 self._stop_container(container_id)
         pump.join(LOG_DRAIN_SECONDS)
-        self._store_logs(pump)
+        self._store_logs(pump, budget, ending=True)
         exit_code = exit_codes[0] if exit_codes else None
         self._finish(self._collect(container_id, exit_code, timed_out))
         self._remove()
@@ -334,12 +355,16 @@ class Attempt:
 
         threading.Thread(target=stop, name=f"stop-{self.job_id}", daemon=True).start()
 
-    def _store_logs(self, pump: LogPump) -> None:
-        text = pump.take()
-        if text:
+    def _store_logs(self, pump: LogPump, budget: LogBudget, *, ending: bool) -> None:
+        """Store what the pump gathered, as far as the budget allows; ``ending``: the tail too."""
+        texts = budget.add(pump.take())
+        if ending:
+            texts += budget.flush()
+        if texts:
+            now = utcnow()
             with self.runner.db.transaction() as session:
                 jobs.append_logs(
-                    session, self.runner.hub, self.job_id, self.number, [(utcnow(), text)]
+                    session, self.runner.hub, self.job_id, self.number, [(now, t) for t in texts]
                 )
 
     def _collect(
