@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import jobs
+from orchestrator.config import Settings
 from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec, DockerEngine
 from orchestrator.errors import (
     ContainerFailure,
@@ -22,6 +23,7 @@ from orchestrator.errors import (
     EngineUnavailable,
     ImageUnavailable,
     OrchestratorError,
+    PolicyRefused,
 )
 from orchestrator.joblogs import LogBudget, LogPump
 from orchestrator.models import Job, utcnow
@@ -38,8 +40,13 @@ OUTPUT_PATH = f"{RUN_DIR}/output.json"
 LOG_DRAIN_SECONDS = 5.0
 
 
-def container_spec(job: Job, secrets: dict[str, str], runner: str) -> ContainerSpec:
-    """The container of ``job``'s current attempt: env, labels, resources and options."""
+def container_spec(
+    job: Job, secrets: dict[str, str], runner: str, settings: Settings
+) -> ContainerSpec:
+    """The container of ``job``'s current attempt: env, labels, resources and options.
+
+    A job whose definition sets no memory or pids limit gets the server's defaults.
+    """
     options = job.container
     resources = options["resources"]
     env = {
@@ -73,9 +80,12 @@ def container_spec(job: Job, secrets: dict[str, str], runner: str) -> ContainerS
         privileged=options["privileged"],
         cap_add=options["cap_add"],
         devices=options["devices"],
+        pid=options.get("pid"),
+        ipc=options.get("ipc"),
+        userns=options.get("userns"),
         cpus=resources["cpus"],
-        memory=resources["memory"],
-        pids=resources["pids"],
+        memory=resources["memory"] or settings.default_memory or None,
+        pids=resources["pids"] or settings.default_pids or None,
         shm_size=resources["shm_size"],
         gpus=resources["gpus"],
     )
@@ -214,7 +224,14 @@ class Attempt:
         if self.adopted:
             self._resume()
             return
-        spec = container_spec(self.job, self._secrets, self.runner.name)
+        try:
+            # This runner's policy may be stricter than the one that accepted the job.
+            self.runner.policy.check(self.job.container)
+        except PolicyRefused as exc:
+            error = f"this runner's container policy refuses the job: {exc.message}"
+            self._finish(jobs.AttemptResult(error=error, retryable=False))
+            return
+        spec = container_spec(self.job, self._secrets, self.runner.name, self.runner.settings)
         try:
             self._engine.ensure_image(spec.image)
             self.container_id = self._engine.create(spec)

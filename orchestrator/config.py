@@ -11,8 +11,10 @@ import socket
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from orchestrator.units import parse_size
 
 
 def default_data_dir() -> Path:
@@ -24,6 +26,13 @@ def default_data_dir() -> Path:
     if mac.is_dir():
         return mac / "orchestrator"
     return Path.home() / ".local" / "share" / "orchestrator"
+
+
+def _size_or_zero(value: object) -> object:
+    # ORCH_DEFAULT_MEMORY=512Mi, or 0 for no default limit.
+    if value in (0, "0"):
+        return 0
+    return parse_size(value)  # type: ignore[arg-type]
 
 
 class Settings(BaseSettings):
@@ -69,8 +78,9 @@ class Settings(BaseSettings):
     policy_allow_devices: bool = False
     policy_allow_capabilities: Annotated[list[str], NoDecode] = Field(default_factory=list)
     policy_allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    default_memory: str = "1Gi"
-    default_pids: int = Field(default=1024, ge=1)
+    # Limits of a container whose definition sets none; 0 leaves it unlimited.
+    default_memory: Annotated[int, BeforeValidator(_size_or_zero)] = 1024**3
+    default_pids: int = Field(default=1024, ge=0)
 
     @field_validator("policy_allow_capabilities", "policy_allowed_images", mode="before")
     @classmethod

@@ -28,6 +28,7 @@ from pydantic import (
 from sqlmodel import Session, col, select
 
 from orchestrator import tokens
+from orchestrator.db import serialize
 from orchestrator.errors import DefinitionInvalid, NotFound
 from orchestrator.fields import (
     MAX_INT,
@@ -40,11 +41,30 @@ from orchestrator.fields import (
     Text,
     storable,
 )
+from orchestrator.input_limits import InputLimits
 from orchestrator.models import Definition
+from orchestrator.policy import ContainerPolicy
 from orchestrator.tokens import Actor
 from orchestrator.units import parse_duration, parse_size
 
 RESERVED_ENV_PREFIX = "ORCH_"
+# The spec fields a job copies at submit: they shape its container and its retries.
+CONTAINER_FIELDS = (
+    "image",
+    "resources",
+    "retry",
+    "working_dir",
+    "user",
+    "labels",
+    "network",
+    "volumes",
+    "privileged",
+    "cap_add",
+    "devices",
+    "pid",
+    "ipc",
+    "userns",
+)
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -105,12 +125,21 @@ class RetryPolicy(StrictModel):
 
 
 VOLUME_PATTERN = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
+# Docker's rule for volume names; anything else that is not an absolute path is a mistake.
+VOLUME_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
 
 
 def _check_volume(volume: str) -> str:
-    if not VOLUME_PATTERN.match(volume):
+    match = VOLUME_PATTERN.match(volume)
+    if not match:
         raise ValueError(
             f"{volume!r} is not 'name:/container/path[:ro]' or '/host/path:/container/path[:ro]'"
+        )
+    source = match["source"]
+    if not source.startswith("/") and not VOLUME_NAME_PATTERN.match(source):
+        raise ValueError(
+            f"{source!r} is neither an absolute host path nor a volume name "
+            "(letters, digits, '_', '.' and '-')"
         )
     return volume
 
@@ -139,6 +168,9 @@ class DefinitionSpec(StrictModel):
     privileged: bool = False
     cap_add: list[Text] = Field(default_factory=list)
     devices: list[Text] = Field(default_factory=list)
+    pid: Literal["host"] | None = None
+    ipc: Literal["host"] | None = None
+    userns: Literal["host"] | None = None
 
     @field_validator("env", "secrets")
     @classmethod
@@ -162,6 +194,10 @@ class DefinitionSpec(StrictModel):
         if both:
             raise ValueError(f"{', '.join(both)} is both a secret and a plain env var")
         return self
+
+    def container_options(self) -> dict[str, Any]:
+        """The fields that shape the container, as the policy checks them."""
+        return self.model_dump(mode="json", include=set(CONTAINER_FIELDS))
 
     def canonical(self) -> dict[str, Any]:
         """The normalized spec as stored (durations in seconds, sizes in bytes)."""
@@ -272,13 +308,25 @@ class Registered:
 
 
 def register(
-    session: Session, project: str, spec: DefinitionSpec, actor: Actor | None = None
+    session: Session,
+    project: str,
+    spec: DefinitionSpec,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor | None = None,
 ) -> Registered:
-    """Store ``spec`` as the next version, unless it equals the latest version."""
+    """Store ``spec`` as the next version, unless it equals the latest version.
+
+    The spec must pass the container policy (403 naming the option) and the input limits.
+    """
+    policy.check(spec.container_options())
+    limits.check_counts(len(spec.parameters), len(spec.env) + len(spec.secrets))
     canonical = spec.canonical()
     digest = spec_hash(canonical)
+    serialize(session, f"definition:{project}:{spec.name}")
     latest = _latest(session, project, spec.name)
-    if latest is not None and latest.spec_hash == digest:
+    if latest is not None and _normalized_hash(latest) == digest:
         return Registered(latest, created=False)
     definition = Definition(
         project=project,
@@ -293,6 +341,20 @@ def register(
         resource = f"definition/{definition.name}:{definition.version}"
         tokens.audit(session, actor, "definition_registered", resource, project)
     return Registered(definition, created=True)
+
+
+def current_spec(definition: Definition) -> dict[str, Any]:
+    """A stored spec as today's model reads it: fields added since it was stored get their
+    defaults (a spec that no longer validates is returned as stored)."""
+    try:
+        return DefinitionSpec.model_validate(definition.spec).canonical()
+    except ValidationError:
+        return definition.spec
+
+
+def _normalized_hash(definition: Definition) -> str:
+    # An identical spec registered again stays the same version across upgrades of the model.
+    return spec_hash(current_spec(definition))
 
 
 def _latest(session: Session, project: str, name: str) -> Definition | None:

@@ -46,6 +46,9 @@ class ContainerSpec:
     privileged: bool = False
     cap_add: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)
+    pid: str | None = None
+    ipc: str | None = None
+    userns: str | None = None
     cpus: float | None = None
     memory: int | None = None
     pids: int | None = None
@@ -159,6 +162,12 @@ class DockerEngine:
             "privileged": spec.privileged,
             "cap_add": spec.cap_add or None,
             "devices": spec.devices or None,
+            "pid_mode": spec.pid,
+            "ipc_mode": spec.ipc,
+            "userns_mode": spec.userns,
+            # Whatever the image holds (setuid binaries, file capabilities), the job's processes
+            # cannot gain privileges beyond those they start with.
+            "security_opt": ["no-new-privileges"],
             "pids_limit": spec.pids,
             "shm_size": spec.shm_size,
             "mem_limit": spec.memory,

@@ -82,3 +82,15 @@ class Forbidden(OrchestratorError):
     """The token is not allowed to do this."""
 
     code = "forbidden"
+
+
+class PolicyRefused(Forbidden):
+    """The server's container policy does not allow this option."""
+
+    code = "policy_refused"
+
+
+class LimitExceeded(OrchestratorError):
+    """The request is over one of the server's limits."""
+
+    code = "limit_exceeded"

@@ -19,11 +19,13 @@ from sqlmodel import Session, col, select
 
 from orchestrator import definitions, projects, queues
 from orchestrator.db import after_commit, serialize
-from orchestrator.definitions import RESERVED_ENV_PREFIX, RetryPolicy
+from orchestrator.definitions import CONTAINER_FIELDS, RESERVED_ENV_PREFIX, RetryPolicy
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.fields import storable
+from orchestrator.input_limits import InputLimits
 from orchestrator.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub, job_topic
+from orchestrator.policy import ContainerPolicy
 from orchestrator.schemas import JobCreate
 from orchestrator.secrets import SecretBox
 from orchestrator.states import ACTIVE, WAITING, EventType, JobStatus, can_transition
@@ -123,17 +125,32 @@ def submit(
     hub: Hub | None,
     project: str,
     request: JobCreate,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
     actor: Actor = SYSTEM,
 ) -> Job:
-    """Validate a submission against its definition and store it, queued or scheduled."""
+    """Validate a submission against its definition and store it, queued or scheduled.
+
+    The definition is checked against today's container policy (it may have changed since the
+    definition was registered), and the submission against the input limits.
+    """
     projects.get(session, project)
     queue = queues.get(session, project, request.queue)
     definition = _resolve_definition(session, project, queue, request.definition)
-    spec = definition.spec
+    spec = definitions.current_spec(definition)
     reference = f"{definition.name}:{definition.version}"
+    container = {key: spec[key] for key in CONTAINER_FIELDS}
+    policy.check(container)
     _check_env(request, spec["secrets"], reference)
+    limits.check_document("input", request.input)
+    limits.check_document("metadata", request.metadata)
 
     parameters = {**spec["parameters"], **request.parameters}
+    env = {**spec["env"], **request.env}
+    limits.check_counts(
+        len(parameters), len(env) + len(request.secret_env), " with the definition's defaults"
+    )
     template = request.command if request.command is not None else spec["command"]
     command = None
     if template is not None:
@@ -157,12 +174,12 @@ def submit(
         max_attempts=spec["retry"]["attempts"],
         command=command,
         parameters=parameters,
-        env={**spec["env"], **request.env},
+        env=env,
         secret_env_keys=sorted(request.secret_env),
         secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
         input=request.input,
         job_metadata=request.metadata,
-        container={key: spec[key] for key in CONTAINER_FIELDS},
+        container=container,
         webhook=str(request.webhook) if request.webhook else None,
         timeout=request.timeout if request.timeout is not None else spec["timeout"],
         schedule_at=request.schedule_at,
@@ -189,21 +206,6 @@ def submit(
     else:
         record(session, job, EventType.QUEUED, hub=hub)
     return job
-
-
-CONTAINER_FIELDS = (
-    "image",
-    "resources",
-    "retry",
-    "working_dir",
-    "user",
-    "labels",
-    "network",
-    "volumes",
-    "privileged",
-    "cap_add",
-    "devices",
-)
 
 
 def _check_name_free(session: Session, project: str, queue: str, name: str) -> None:

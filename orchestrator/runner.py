@@ -21,6 +21,7 @@ from orchestrator.docker_engine import DockerEngine
 from orchestrator.errors import EngineUnavailable
 from orchestrator.models import utcnow
 from orchestrator.notify import CANCEL, WORK, Hub
+from orchestrator.policy import ContainerPolicy
 from orchestrator.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Runner:
         engine: DockerEngine,
         hub: Hub,
         box: SecretBox,
+        policy: ContainerPolicy,
         *,
         name: str | None = None,
         capacity: int | None = None,
@@ -56,6 +58,7 @@ class Runner:
         self.engine = engine
         self.hub = hub
         self.box = box
+        self.policy = policy
         self.name = name or settings.runner_name
         self.capacity = capacity or settings.runner_capacity
         self._attempts: dict[str, Attempt] = {}

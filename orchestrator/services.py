@@ -9,7 +9,9 @@ from orchestrator import projects, tokens
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
+from orchestrator.input_limits import InputLimits
 from orchestrator.notify import Hub
+from orchestrator.policy import ContainerPolicy
 from orchestrator.runner import Runner
 from orchestrator.secrets import SecretBox, open_box
 
@@ -25,6 +27,8 @@ class Services:
     hub: Hub
     box: SecretBox
     engine: DockerEngine
+    policy: ContainerPolicy
+    limits: InputLimits
     runner: Runner | None
 
     @classmethod
@@ -51,8 +55,18 @@ class Services:
             timeout=settings.docker_timeout,
             pool_size=settings.runner_capacity * 3 + 4,
         )
-        runner = Runner(settings, db, engine, hub, box) if settings.runner_enabled else None
-        return cls(settings=settings, db=db, hub=hub, box=box, engine=engine, runner=runner)
+        policy = ContainerPolicy.from_settings(settings)
+        runner = Runner(settings, db, engine, hub, box, policy) if settings.runner_enabled else None
+        return cls(
+            settings=settings,
+            db=db,
+            hub=hub,
+            box=box,
+            engine=engine,
+            policy=policy,
+            limits=InputLimits.from_settings(settings),
+            runner=runner,
+        )
 
     def start(self) -> None:
         """Start the background loops."""

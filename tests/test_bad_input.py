@@ -473,7 +473,7 @@ def test_submit_against_the_definition_is_400_naming_the_field(
         pytest.param({"TOKEN": None}, "secret_env.TOKEN", "string", id="value-null"),
         pytest.param(CANARY, "secret_env", "dictionary", id="whole-string"),
         pytest.param([CANARY], "secret_env", "dictionary", id="whole-list"),
-        pytest.param({"bad-name": CANARY}, "secret_env.bad-name", "pattern", id="bad-name"),
+        pytest.param({"bad-name": CANARY}, "secret_env", "pattern", id="bad-name"),
     ],
 )
 def test_bad_secret_env_is_400_and_never_echoes_the_value(

@@ -71,7 +71,14 @@ async def register_definition(
     def store() -> definitions.Registered:
         with services.db.transaction() as session:
             projects.get(session, project)
-            return definitions.register(session, project, specs[0], actor)
+            return definitions.register(
+                session,
+                project,
+                specs[0],
+                policy=services.policy,
+                limits=services.limits,
+                actor=actor,
+            )
 
     registered = await run_in_threadpool(store)
     definition = registered.definition

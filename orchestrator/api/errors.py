@@ -20,6 +20,7 @@ from orchestrator.errors import (
     EngineUnavailable,
     Forbidden,
     InvalidRequest,
+    LimitExceeded,
     NotFound,
     OrchestratorError,
     PayloadTooLarge,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     NotFound: 404,
     Conflict: 409,
     PayloadTooLarge: 413,
+    LimitExceeded: 422,
     EngineUnavailable: 503,
 }
 

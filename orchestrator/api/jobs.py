@@ -37,7 +37,16 @@ def submit_job(
 ) -> JobPublic:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
     with services.db.transaction() as session:
-        job = jobs.submit(session, services.box, services.hub, project, body, actor)
+        job = jobs.submit(
+            session,
+            services.box,
+            services.hub,
+            project,
+            body,
+            policy=services.policy,
+            limits=services.limits,
+            actor=actor,
+        )
     response.headers["Location"] = f"/v1/projects/{project}/jobs/{job.id}"
     return JobPublic.from_row(job)
 

@@ -6,11 +6,19 @@ import logging
 
 import typer
 import uvicorn
+from pydantic import ValidationError
 
 from orchestrator.cli import definitions, jobs, queues, secrets, tokens
+from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
+from orchestrator.errors import OrchestratorError
+from orchestrator.policy import ContainerPolicy
+from orchestrator.secrets import parse_setting
 
-app = typer.Typer(help="Run container jobs on Docker.", no_args_is_help=True)
+# A traceback's local variables could hold a token or a secret value: never print them.
+app = typer.Typer(
+    help="Run container jobs on Docker.", no_args_is_help=True, pretty_exceptions_show_locals=False
+)
 
 
 @app.callback()
@@ -34,7 +42,16 @@ def serve(
         overrides["port"] = port
     if not runner:
         overrides["runner_enabled"] = False
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+        # A bad policy or key should stop the start with one line, not a traceback.
+        ContainerPolicy.from_settings(settings)
+        if settings.secret_key is not None:
+            parse_setting(settings.secret_key.get_secret_value())
+    except ValidationError as exc:
+        fail(f"invalid setting: {setting_errors(exc)}", code=2)
+    except OrchestratorError as exc:
+        fail(exc.message, code=2)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

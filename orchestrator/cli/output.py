@@ -51,6 +51,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def setting_errors(exc: ValidationError) -> str:
+    """``ORCH_NAME: reason`` for each bad setting (never its value: it may be a secret)."""
+    return "; ".join(
+        f"ORCH_{str(e['loc'][0]).upper()}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors(include_input=False)
+        if e["loc"]
+    )
+
+
 @contextmanager
 def connect(project: str | None) -> Iterator[Client]:
     """A client of the server at ``ORCH_URL`` with the token of ``ORCH_TOKEN`` (else the data
@@ -59,8 +68,7 @@ def connect(project: str | None) -> Iterator[Client]:
         settings = Settings()
         url, token = settings.url, settings.api_token()
     except ValidationError as exc:
-        fields = ", ".join("ORCH_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-        fail(f"invalid setting in the environment: {fields}")
+        fail(f"invalid setting in the environment: {setting_errors(exc)}")
     try:
         with Client(url, project, token) as client:
             yield client

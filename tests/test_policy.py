@@ -1,0 +1,254 @@
+"""The container policy: risky options are refused (403 naming the option) at registration, at
+submit and by the runner, unless the server's policy allows them; containers are hardened."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.policy import (
+    ContainerPolicy,
+    PolicyError,
+    capability_name,
+    exposes_docker_socket,
+    full_image,
+)
+
+from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
+
+DEFINITIONS = "/v1/projects/default/definitions"
+
+
+def spec(**fields: Any) -> dict[str, Any]:
+    return {"name": "risky", "image": TEST_IMAGE, "command": ["true"], **fields}
+
+
+# (definition fields, the field named in the refusal, the setting that allows it, its value)
+REFUSED = [
+    ({"privileged": True}, "privileged", "ORCH_POLICY_ALLOW_PRIVILEGED", {}),
+    ({"network": "host"}, "network", "ORCH_POLICY_ALLOW_HOST_NETWORK", {}),
+    ({"network": "container:other"}, "network", "ORCH_POLICY_ALLOW_HOST_NETWORK", {}),
+    ({"pid": "host"}, "pid", "ORCH_POLICY_ALLOW_HOST_PID", {}),
+    ({"ipc": "host"}, "ipc", "ORCH_POLICY_ALLOW_HOST_IPC", {}),
+    ({"userns": "host"}, "userns", "ORCH_POLICY_ALLOW_HOST_USERNS", {}),
+    ({"volumes": ["cache:/c", "/etc:/host-etc:ro"]}, "volumes[1]", "HOST_MOUNTS", {}),
+    ({"volumes": ["/var/run/docker.sock:/s"]}, "volumes[0]", "HOST_MOUNTS", {}),
+    ({"cap_add": ["NET_ADMIN"]}, "cap_add[0]", "ORCH_POLICY_ALLOW_CAPABILITIES", {}),
+    ({"cap_add": ["CHOWN", "SYS_ADMIN"]}, "cap_add[1]", "CAPABILITIES", {"CHOWN"}),
+    ({"devices": ["/dev/null:/dev/x"]}, "devices", "ORCH_POLICY_ALLOW_DEVICES", {}),
+    ({"image": "evil.example.com/miner:1"}, "image", "ORCH_POLICY_ALLOWED_IMAGES", {"busybox:"}),
+]
+
+
+@pytest.mark.parametrize(("fields", "field", "setting", "allowed"), REFUSED)
+def test_policy_refuses_each_option_naming_it(
+    fields: dict[str, Any], field: str, setting: str, allowed: set[str]
+) -> None:
+    policy = ContainerPolicy(
+        allow_capabilities=sorted(allowed) if field.startswith("cap_add") else [],
+        allowed_images=sorted(allowed) if field == "image" else [],
+    )
+    with pytest.raises(Exception) as caught:
+        policy.check(spec(**fields))
+    error: Any = caught.value
+    assert error.code == "policy_refused"
+    assert error.field == field
+    assert setting in error.message
+    assert error.message.startswith(f"{field}: ")
+
+
+def test_the_docker_socket_needs_its_own_permission_even_with_host_mounts() -> None:
+    mounts = ContainerPolicy(allow_host_mounts=True)
+    mounts.check(spec(volumes=["/srv/data:/data:ro"]))
+    for source in ("/var/run/docker.sock", "/run/docker.sock", "/var/run", "/run/", "/", "/var"):
+        with pytest.raises(Exception, match="ORCH_POLICY_ALLOW_DOCKER_SOCKET"):
+            mounts.check(spec(volumes=[f"{source}:/mnt"]))
+    ContainerPolicy(allow_host_mounts=True, allow_docker_socket=True).check(
+        spec(volumes=["/var/run/docker.sock:/var/run/docker.sock"])
+    )
+
+
+def test_everything_is_allowed_when_the_policy_says_so() -> None:
+    ContainerPolicy(
+        allow_privileged=True,
+        allow_host_network=True,
+        allow_host_pid=True,
+        allow_host_ipc=True,
+        allow_host_userns=True,
+        allow_host_mounts=True,
+        allow_devices=True,
+        allow_capabilities=["all"],
+        allowed_images=["docker.io/library/"],
+    ).check(
+        spec(
+            privileged=True,
+            network="host",
+            pid="host",
+            ipc="host",
+            userns="host",
+            volumes=["/srv:/srv"],
+            devices=["/dev/fuse"],
+            cap_add=["cap_sys_admin"],
+        )
+    )
+
+
+def test_names_and_paths_are_normalized() -> None:
+    assert capability_name(" cap_net_admin ") == "NET_ADMIN"
+    assert full_image("busybox:1.36") == "docker.io/library/busybox:1.36"
+    assert full_image("bitnami/redis") == "docker.io/bitnami/redis"
+    assert full_image("ghcr.io/org/app:1") == "ghcr.io/org/app:1"
+    assert full_image("localhost:5000/app") == "localhost:5000/app"
+    assert exposes_docker_socket("/var/run/../run/docker.sock")
+    assert exposes_docker_socket("/run")
+    assert not exposes_docker_socket("/var/lib/data")
+    assert not exposes_docker_socket("/run2")
+
+
+def test_policy_file_overrides_settings_and_bad_files_are_clear(tmp_path: Path) -> None:
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("allow_privileged: true\nallow_capabilities: [net_admin]\n")
+    settings = Settings(policy_file=policy_file, policy_allow_host_network=True)
+    policy = ContainerPolicy.from_settings(settings)
+    assert policy.allow_privileged and policy.allow_host_network
+    assert policy.allow_capabilities == ["NET_ADMIN"]
+
+    policy_file.write_text("allow_priviledged: true\n")
+    with pytest.raises(PolicyError, match=r"unknown setting.*allow_priviledged"):
+        ContainerPolicy.from_settings(settings)
+    policy_file.write_text("allow_privileged: [\n")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        ContainerPolicy.from_settings(settings)
+    policy_file.write_text("allow_privileged: maybe\n")
+    with pytest.raises(PolicyError, match="allow_privileged"):
+        ContainerPolicy.from_settings(settings)
+    with pytest.raises(PolicyError, match="cannot read"):
+        ContainerPolicy.from_settings(Settings(policy_file=tmp_path / "missing.yaml"))
+
+
+def test_settings_take_comma_separated_lists() -> None:
+    settings = Settings(
+        policy_allow_capabilities="NET_ADMIN, sys_time", policy_allowed_images="busybox:,ghcr.io/"
+    )
+    policy = ContainerPolicy.from_settings(settings)
+    assert policy.allow_capabilities == ["NET_ADMIN", "SYS_TIME"]
+    assert policy.allowed_images == ["busybox:", "ghcr.io/"]
+
+
+# --- against a live server ------------------------------------------------------------------
+
+
+def test_registration_is_refused_with_403_naming_the_option(server: LiveServer) -> None:
+    for fields, field, setting, allowed in REFUSED:
+        if allowed:
+            continue  # these need a policy that allows part of the definition
+        response = server.http.post(DEFINITIONS, json=spec(**fields))
+        assert response.status_code == 403, response.text
+        body = response.json()
+        assert body["code"] == "policy_refused"
+        assert body["field"] == field
+        assert setting in body["message"]
+    yaml_body = "name: risky\nimage: busybox:1.36\nprivileged: true\n"
+    response = server.http.post(
+        DEFINITIONS, content=yaml_body, headers={"Content-Type": "application/yaml"}
+    )
+    assert response.status_code == 403
+    assert response.json()["field"] == "privileged"
+    assert server.http.get(f"{DEFINITIONS}/risky").status_code == 404
+
+
+def test_allowed_images_are_enforced_at_registration(make_server: Any) -> None:
+    server = make_server(policy_allowed_images="docker.io/library/busybox:")
+    assert server.http.post(DEFINITIONS, json=spec()).status_code == 201
+    response = server.http.post(DEFINITIONS, json=spec(name="other", image="alpine:3"))
+    assert response.status_code == 403
+    assert response.json()["field"] == "image"
+    assert "docker.io/library/busybox:" in response.json()["message"]
+
+
+def test_submit_rechecks_the_definition_against_todays_policy(
+    make_settings: Any, make_server: Any
+) -> None:
+    permissive = make_server(policy_allow_capabilities="NET_ADMIN")
+    permissive.register(spec(cap_add=["NET_ADMIN"]))
+    permissive.stop()
+    strict = make_server()
+    response = strict.http.post("/v1/projects/default/jobs", json={"definition": "risky"})
+    assert response.status_code == 403, response.text
+    assert response.json()["field"] == "cap_add[0]"
+    assert strict.http.get("/v1/projects/default/jobs").json()["items"] == []
+
+
+def test_a_runner_with_a_stricter_policy_fails_the_job_without_running_it(
+    make_server: Any, docker_client: docker.DockerClient
+) -> None:
+    api = make_server(runner_enabled=False, policy_allow_capabilities="NET_ADMIN")
+    runner = make_server()
+    api.register(spec(cap_add=["NET_ADMIN"]))
+    job = api.submit(definition="risky")
+    done = runner.wait_job(job["id"])
+    assert done["status"] == "failed"
+    assert "this runner's container policy refuses the job" in done["error"]
+    assert "cap_add[0]" in done["error"]
+    assert done["container_id"] is None
+    assert containers_of(docker_client, job["id"]) == []
+
+
+def test_an_allowed_option_reaches_the_container(
+    make_server: Any, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "in.txt").write_text("from the host\n")
+    server = make_server(policy_allow_host_mounts=True, policy_allow_capabilities="NET_ADMIN")
+    server.register(
+        spec(
+            command=["sh", "-c", "cat /in/in.txt; sleep 60"],
+            volumes=[f"{shared}:/in:ro"],
+            cap_add=["net_admin"],
+        )
+    )
+    job = server.submit(definition="risky")
+    wait_for(lambda: "from the host" in server.logs(job["id"]), timeout=30)
+    (container,) = containers_of(docker_client, job["id"])
+    assert container.attrs["HostConfig"]["CapAdd"] == ["net_admin"]
+    server.http.post(f"/v1/projects/default/jobs/{job['id']}/cancel")
+    assert server.wait_job(job["id"])["status"] == "cancelled"
+
+
+def test_containers_are_hardened_with_default_limits(
+    make_server: Any, docker_client: docker.DockerClient
+) -> None:
+    server = make_server(default_memory="256Mi", default_pids=200)
+    server.register(spec(name="plain", command=["sleep", "60"]))
+    server.register(spec(name="sized", command=["sleep", "60"], resources={"memory": "64Mi"}))
+    plain = server.submit(definition="plain")
+    sized = server.submit(definition="sized")
+    for job in (plain, sized):
+        server.wait_job(job["id"], {"running"})
+    (plain_container,) = containers_of(docker_client, plain["id"])
+    (sized_container,) = containers_of(docker_client, sized["id"])
+    host = plain_container.attrs["HostConfig"]
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Memory"] == 256 * 2**20
+    assert host["PidsLimit"] == 200
+    assert host["Privileged"] is False
+    assert host["Binds"] in (None, [])
+    sized_host = sized_container.attrs["HostConfig"]
+    assert sized_host["Memory"] == 64 * 2**20
+    assert sized_host["SecurityOpt"] == ["no-new-privileges"]
+    for job in (plain, sized):
+        server.http.post(f"/v1/projects/default/jobs/{job['id']}/cancel")
+        server.wait_job(job["id"])
+
+
+def test_the_kernel_sees_no_new_privileges_in_the_job(server: LiveServer) -> None:
+    # The flag that stops setuid binaries and file capabilities from raising privileges.
+    server.register(spec(name="nnp", command=["grep", "NoNewPrivs", "/proc/self/status"]))
+    job = server.submit(definition="nnp")
+    assert server.wait_job(job["id"])["status"] == "succeeded"
+    assert server.logs(job["id"]).split() == ["NoNewPrivs:", "1"]
