@@ -136,7 +136,7 @@ class Attempt:
         self._cancel = threading.Event()
         self._detach = threading.Event()
         self._thread: threading.Thread | None = None
-        self._secrets = jobs.secret_values(job, runner.box)
+        self._secrets: dict[str, str] = {}
 
     @classmethod
     def for_claimed(cls, runner: Runner, job: Job) -> Attempt:
@@ -221,6 +221,14 @@ class Attempt:
             )
 
     def _run(self) -> None:
+        try:
+            self._secrets = jobs.secret_values(self.job, self.runner.box)
+        except OrchestratorError as exc:
+            # No key of this runner opens the job's secrets (a pruned or foreign key): the job
+            # can never run here, so end it rather than leave it starting.
+            self._finish(jobs.AttemptResult(error=exc.message, retryable=False))
+            self._remove()
+            return
         if self.adopted:
             self._resume()
             return

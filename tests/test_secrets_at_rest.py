@@ -325,3 +325,20 @@ def test_bad_key_file_line_is_named_without_its_text(tmp_path: Path) -> None:
         SecretBox(key_file=path)
     assert f"{path}, line 3 is not a valid key" in str(caught.value)
     assert CANARY not in str(caught.value)
+
+
+def test_a_job_no_key_opens_fails_instead_of_hanging(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    # An API server and a runner that were given different keys: the runner cannot open the
+    # job's secrets, so the job fails saying so, and never stays "starting".
+    api = make_server(runner_enabled=False, secret_key=generate_key().decode())
+    runner = make_server(secret_key=generate_key().decode())
+    api.register(DIGEST)
+    job_id = submit_secret(api, CANARY)
+    done = runner.wait_job(job_id)
+    assert done["status"] == "failed", done
+    assert "cannot be decrypted" in done["error"]
+    assert done["attempt"] == 1
+    assert done["container_id"] is None
+    assert CANARY not in str(done)
