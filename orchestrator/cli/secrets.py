@@ -14,7 +14,7 @@ import typer
 from pydantic import ValidationError
 
 from orchestrator import key_rotation
-from orchestrator.cli.output import fail
+from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.errors import OrchestratorError
@@ -33,8 +33,7 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        names = ", ".join("ORCH_" + str(e["loc"][0]).upper() for e in exc.errors() if e["loc"])
-        fail(f"invalid setting in the environment: {names}")
+        fail(f"invalid setting in the environment: {setting_errors(exc)}")
 
 
 def _database(settings: Settings) -> Database:
