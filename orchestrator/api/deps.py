@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from orchestrator import tokens
 from orchestrator.errors import Unauthorized
@@ -23,17 +24,35 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def presented_token(request: Request) -> str | None:
+# Security schemes, so the OpenAPI document says how to present a token. They only read the
+# headers (auto_error off): the 401s, with the error body, are get_actor's.
+BEARER = HTTPBearer(
+    scheme_name="bearerToken",
+    auto_error=False,
+    description="An API token: `Authorization: Bearer <token>`.",
+)
+SALAD_API_KEY = APIKeyHeader(
+    name="Salad-Api-Key",
+    scheme_name="saladApiKey",
+    auto_error=False,
+    description="An API token, as SaladCloud clients send it.",
+)
+
+
+def presented_token(
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    salad_api_key: Annotated[str | None, Depends(SALAD_API_KEY)],
+) -> str | None:
     """The token of a request: ``Authorization: Bearer`` or (SaladCloud's) ``Salad-Api-Key``."""
-    scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.headers.get("salad-api-key", "").strip() or None
+    if bearer is not None and bearer.credentials.strip():
+        return bearer.credentials.strip()
+    return (salad_api_key or "").strip() or None
 
 
-def get_actor(request: Request, services: ServicesDep) -> Actor:
+def get_actor(
+    plain: Annotated[str | None, Depends(presented_token)], services: ServicesDep
+) -> Actor:
     """The token's actor; 401 when the token is missing, unknown or revoked."""
-    plain = presented_token(request)
     if plain is None:
         raise Unauthorized(
             "a token is required: send 'Authorization: Bearer <token>'", field="authorization"
