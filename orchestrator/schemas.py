@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 from orchestrator.fields import (
@@ -32,7 +33,7 @@ from orchestrator.models import AuditEvent, Definition, Job, JobEvent, Project, 
 from orchestrator.secrets import MASK
 from orchestrator.states import JobStatus
 from orchestrator.tokens import Role
-from orchestrator.units import parse_duration
+from orchestrator.units import MAX_DURATION_SECONDS, parse_duration
 
 Item = TypeVar("Item")
 
@@ -158,22 +159,55 @@ class DefinitionPublic(BaseModel):
         )
 
 
+# A dict keyed by a pattern is documented with `patternProperties`, which lets any other key
+# through; these dicts refuse keys that do not match, so the document says so.
+NAMED_KEYS_ONLY: dict[str, Any] = {"additionalProperties": False}
+
+# The OpenAPI document shows what the before-validators accept, not just the Python type.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS},
+                {"type": "string", "pattern": r"^([1-9]\d*(\.\d+)?|([1-9]\d*(ms|s|m|h|d))+)$"},
+            ],
+            "description": "Seconds, or a duration such as 30s, 10m or 1h30m.",
+        },
+        mode="validation",
+    ),
+]
+Time = Annotated[
+    datetime,
+    BeforeValidator(_parse_time),
+    AfterValidator(_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "An RFC 3339 time (UTC when it has no offset) or unix seconds.",
+        },
+        mode="validation",
+    ),
+]
+
+
 class JobCreate(Request):
     definition: Text | None = None
     queue: Name = "default"
     name: Annotated[Text, StringConstraints(min_length=1, max_length=255)] | None = None
-    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+    parameters: dict[ParameterName, ParameterValue] = Field(
+        default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY
+    )
     command: list[Text] | None = None
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
-    secret_env: dict[EnvName, Text] = Field(default_factory=dict)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY)
+    secret_env: dict[EnvName, Text] = Field(default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY)
     input: JsonDocument = None
     metadata: dict[Text, JsonDocument] = Field(default_factory=dict)
     webhook: AnyHttpUrl | None = None
     priority: Priority = 0
-    timeout: Annotated[float, BeforeValidator(parse_duration)] | None = None
-    schedule_at: Annotated[datetime, BeforeValidator(_parse_time), AfterValidator(_utc)] | None = (
-        None
-    )
+    timeout: Duration | None = None
+    schedule_at: Time | None = None
 
 
 class JobPublic(BaseModel):
@@ -259,6 +293,16 @@ class JobEventPublic(BaseModel):
             attempt=row.attempt,
             detail=row.detail,
         )
+
+
+class ErrorPublic(BaseModel):
+    """The body of every error response."""
+
+    code: str = Field(description="A stable error code, e.g. `invalid_request`, `not_found`.")
+    message: str = Field(description="What is wrong, in words; never echoes a secret value.")
+    field: str | None = Field(
+        description="The request part at fault (`body`, `name`, `parameters.frame`...), or null."
+    )
 
 
 class Page(BaseModel, Generic[Item]):

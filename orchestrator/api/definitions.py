@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator import definitions, projects
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
+from orchestrator.api.errors import responses
 from orchestrator.errors import DefinitionInvalid
 from orchestrator.schemas import DefinitionPublic, Page
 
@@ -14,6 +15,7 @@ router = APIRouter(
     prefix="/v1/projects/{project}/definitions",
     tags=["definitions"],
     dependencies=[Depends(authorize_project)],
+    responses=responses(401, 403, 404),
 )
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -40,14 +42,20 @@ def _parse(raw: bytes) -> list[definitions.DefinitionSpec]:
 
 @router.post(
     "",
+    status_code=201,
     response_model=DefinitionPublic,
-    responses={200: {"description": "identical to the latest version"}, 201: {}},
+    response_description="A new version",
+    responses={
+        200: {"model": DefinitionPublic, "description": "Identical to the latest version"},
+        **responses(400, 413, 422),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
             "content": {
                 "application/json": {"schema": {"type": "object"}},
-                "application/yaml": {"schema": {"type": "string"}},
+                # The YAML text of one definition: a mapping, like the JSON form.
+                "application/yaml": {"schema": {"type": "object"}},
             },
         }
     },
@@ -117,7 +125,7 @@ def list_definition_versions(
     return Page(items=[DefinitionPublic.from_row(d) for d in rows])
 
 
-@router.get("/{name}/versions/{version}", response_model=DefinitionPublic)
+@router.get("/{name}/versions/{version}", response_model=DefinitionPublic, responses=responses(400))
 def get_definition_version(
     project: str, name: str, version: int, services: ServicesDep
 ) -> DefinitionPublic:

@@ -26,6 +26,7 @@ from orchestrator.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
+from orchestrator.schemas import ErrorPublic
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,28 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     LimitExceeded: 422,
     EngineUnavailable: 503,
 }
+
+
+# What each documented error status means, for the OpenAPI document; the body is always
+# ``ErrorPublic``.
+ERROR_DESCRIPTIONS = {
+    400: "The request is not valid: `field` names the part at fault and `message` says why.",
+    401: "No token was sent, or it is unknown or revoked.",
+    403: "The token may not do this: it is read-only, for another project, or not an admin's; "
+    "or the container policy refuses an option.",
+    404: "The project, or the resource the path names, does not exist.",
+    409: "The request conflicts with the resource's current state.",
+    413: "The request body, or a part of it, is larger than the server's limit.",
+    422: "The request is over one of the server's limits (e.g. the number of parameters).",
+}
+
+
+def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for the error statuses an operation can answer."""
+    return {
+        status: {"model": ErrorPublic, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
 
 
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
@@ -98,8 +121,49 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _schema_name(body: dict[str, Any]) -> str:
+    """The component a documented body refers to ('' for an inline schema)."""
+    return str(body.get("schema", {}).get("$ref", "")).rpartition("/")[2]
+
+
+def correct_error_responses(document: dict[str, Any]) -> None:
+    """Make FastAPI's OpenAPI ``document`` true about error responses, in place.
+
+    FastAPI documents a 422 with its own validation body on every operation with parameters, but
+    this API answers bad input with a 400 and ``ErrorPublic``: drop what it never sends. And it
+    gives the extra responses of a text/plain operation (logs) the text/plain media type, but an
+    error body is always JSON.
+    """
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            answers = operation.get("responses", {})
+            for status, answer in list(answers.items()):
+                bodies = {_schema_name(body): body for body in answer.get("content", {}).values()}
+                if "HTTPValidationError" in bodies:
+                    del answers[status]
+                elif ErrorPublic.__name__ in bodies:
+                    answer["content"] = {"application/json": bodies[ErrorPublic.__name__]}
+    schemas = document.get("components", {}).get("schemas", {})
+    schemas.pop("HTTPValidationError", None)
+    schemas.pop("ValidationError", None)
+
+
+def _document_errors(app: FastAPI) -> None:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()  # FastAPI keeps it as app.openapi_schema, so this runs once
+        correct_error_responses(document)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
-    """Register the error handlers on ``app``."""
+    """Register the error handlers on ``app`` and document them in its OpenAPI document."""
+    _document_errors(app)
 
     @app.exception_handler(OrchestratorError)
     async def _domain(_request: Request, exc: OrchestratorError) -> JSONResponse:

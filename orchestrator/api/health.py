@@ -12,7 +12,11 @@ from orchestrator.schemas import Health
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz", response_model=Health)
+@router.get(
+    "/healthz",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database does not answer."}},
+)
 def healthz(services: ServicesDep, response: Response) -> Health:
     """200 while the database answers (Docker being down is reported, not fatal); else 503."""
     try:

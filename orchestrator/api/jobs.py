@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator import jobs, projects
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
+from orchestrator.api.errors import responses
 from orchestrator.models import Job, JobEvent, JobLog
 from orchestrator.notify import job_topic
 from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
@@ -22,12 +23,42 @@ router = APIRouter(
     prefix="/v1/projects/{project}/jobs",
     tags=["jobs"],
     dependencies=[Depends(authorize_project)],
+    responses=responses(401, 403, 404),
 )
 
 KEEPALIVE_SECONDS = 15.0
 
+# The stream's 200 in the OpenAPI document: each event's `data` is a JobEventPublic as JSON.
+EVENT_STREAM = {
+    "description": "Server-sent events, one per job event, until the job ends",
+    "content": {
+        "text/event-stream": {
+            "itemSchema": {
+                "type": "object",
+                "required": ["id", "event", "data"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "event": {"type": "string"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {
+                            "$ref": f"#/components/schemas/{JobEventPublic.__name__}"
+                        },
+                    },
+                },
+            }
+        }
+    },
+}
 
-@router.post("", status_code=201, response_model=JobPublic)
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobPublic,
+    responses=responses(400, 409, 413, 422),
+)
 def submit_job(
     project: str,
     body: JobCreate,
@@ -51,7 +82,7 @@ def submit_job(
     return JobPublic.from_row(job)
 
 
-@router.get("", response_model=Page[JobPublic])
+@router.get("", response_model=Page[JobPublic], responses=responses(400))
 def list_jobs(
     project: str,
     services: ServicesDep,
@@ -76,7 +107,7 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
         return JobPublic.from_row(jobs.get(session, project, job_id))
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(409))
 def cancel_job(
     project: str, job_id: str, services: ServicesDep, actor: ProjectActorDep
 ) -> JobPublic:
@@ -134,7 +165,7 @@ async def _follow_logs(
         await services.hub.wait_async(topic, seen, services.settings.poll_interval)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=responses(400))
 async def get_logs(
     project: str,
     job_id: str,
@@ -203,7 +234,12 @@ async def _follow_events(
             yield ": keepalive\n\n"
 
 
-@router.get("/{job_id}/stream")
+# StreamingResponse has no media type of its own, so FastAPI adds no schema to EVENT_STREAM.
+@router.get(
+    "/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: EVENT_STREAM, **responses(400)},
+)
 async def stream_job(
     project: str,
     job_id: str,

@@ -8,12 +8,18 @@ from fastapi import APIRouter, Query, Response
 
 from orchestrator import projects, tokens
 from orchestrator.api.deps import ActorDep, ServicesDep
+from orchestrator.api.errors import responses
 from orchestrator.schemas import AuditEventPublic, Page, ProjectCreate, ProjectPublic
 
-router = APIRouter(prefix="/v1/projects", tags=["projects"])
+router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=responses(401))
 
 
-@router.post("", status_code=201, response_model=ProjectPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=ProjectPublic,
+    responses=responses(400, 403, 409, 413),
+)
 def create_project(
     body: ProjectCreate, services: ServicesDep, actor: ActorDep, response: Response
 ) -> ProjectPublic:
@@ -33,7 +39,7 @@ def list_projects(services: ServicesDep, actor: ActorDep) -> Page[ProjectPublic]
     return Page(items=[ProjectPublic.from_row(p) for p in rows if actor.can_see(p.name)])
 
 
-@router.get("/{project}", response_model=ProjectPublic)
+@router.get("/{project}", response_model=ProjectPublic, responses=responses(403, 404))
 def get_project(project: str, services: ServicesDep, actor: ActorDep) -> ProjectPublic:
     """One project."""
     actor.check(project, write=False)
@@ -41,7 +47,11 @@ def get_project(project: str, services: ServicesDep, actor: ActorDep) -> Project
         return ProjectPublic.from_row(projects.get(session, project))
 
 
-@router.get("/{project}/audit", response_model=Page[AuditEventPublic])
+@router.get(
+    "/{project}/audit",
+    response_model=Page[AuditEventPublic],
+    responses=responses(400, 403, 404),
+)
 def list_audit_events(
     project: str,
     services: ServicesDep,

@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from orchestrator import projects, queues
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
+from orchestrator.api.errors import responses
 from orchestrator.models import Queue
 from orchestrator.notify import WORK
 from orchestrator.schemas import Page, QueueCreate, QueuePublic, QueueUpdate
@@ -15,6 +16,7 @@ router = APIRouter(
     prefix="/v1/projects/{project}/queues",
     tags=["queues"],
     dependencies=[Depends(authorize_project)],
+    responses=responses(401, 403, 404),
 )
 
 
@@ -23,7 +25,7 @@ def _public(session: Session, queue: Queue) -> QueuePublic:
     return QueuePublic.from_row(queue, waiting=waiting, running=running)
 
 
-@router.post("", status_code=201, response_model=QueuePublic)
+@router.post("", status_code=201, response_model=QueuePublic, responses=responses(400, 409, 413))
 def create_queue(
     project: str,
     body: QueueCreate,
@@ -63,7 +65,7 @@ def get_queue(project: str, name: str, services: ServicesDep) -> QueuePublic:
         return _public(session, queues.get(session, project, name))
 
 
-@router.patch("/{name}", response_model=QueuePublic)
+@router.patch("/{name}", response_model=QueuePublic, responses=responses(400, 413))
 def update_queue(
     project: str, name: str, body: QueueUpdate, services: ServicesDep, actor: ProjectActorDep
 ) -> QueuePublic:
@@ -76,7 +78,7 @@ def update_queue(
     return public
 
 
-@router.delete("/{name}", status_code=204)
+@router.delete("/{name}", status_code=204, responses=responses(409))
 def delete_queue(
     project: str, name: str, services: ServicesDep, actor: ProjectActorDep
 ) -> Response:

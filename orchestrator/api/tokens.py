@@ -6,12 +6,13 @@ from fastapi import APIRouter, Response
 
 from orchestrator import tokens
 from orchestrator.api.deps import ActorDep, ServicesDep
+from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, TokenCreate, TokenCreated, TokenPublic
 
-router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
+router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=responses(401, 403))
 
 
-@router.post("", status_code=201, response_model=TokenCreated)
+@router.post("", status_code=201, response_model=TokenCreated, responses=responses(400, 404, 413))
 def create_token(
     body: TokenCreate, services: ServicesDep, actor: ActorDep, response: Response
 ) -> TokenCreated:
@@ -32,7 +33,7 @@ def list_tokens(services: ServicesDep, actor: ActorDep) -> Page[TokenPublic]:
     return Page(items=[TokenPublic.from_row(t) for t in rows])
 
 
-@router.delete("/{token_id}", response_model=TokenPublic)
+@router.delete("/{token_id}", response_model=TokenPublic, responses=responses(404, 409))
 def revoke_token(token_id: str, services: ServicesDep, actor: ActorDep) -> TokenPublic:
     """Revoke a token: it stops working at once."""
     actor.require_admin()
