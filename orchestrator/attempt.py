@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import jobs
@@ -25,7 +26,7 @@ from orchestrator.errors import (
     OrchestratorError,
     PolicyRefused,
 )
-from orchestrator.joblogs import LogBudget, LogPump
+from orchestrator.joblogs import LogBudget, LogPump, resume_since
 from orchestrator.models import Job, utcnow
 from orchestrator.secrets import mask
 
@@ -300,14 +301,12 @@ class Attempt:
             )
             return
         with self.runner.db.read() as session:
-            since = jobs.last_log_time(session, self.job_id, self.number)
+            resume = jobs.last_log_time(session, self.job_id, self.number)
         started = time.monotonic()
         if self.job.start_time is not None:
             started -= (utcnow() - self.job.start_time).total_seconds()
         self._supervise(
-            since=since.timestamp() if since else None,
-            started=started,
-            stored=self._stored_log_bytes(),
+            since=resume_since(resume), started=started, stored=self._stored_log_bytes()
         )
 
     def _stored_log_bytes(self) -> int:
@@ -320,7 +319,12 @@ class Attempt:
                 after = rows[-1].id
         return total
 
-    def _supervise(self, since: float | None, started: float, stored: int = 0) -> None:
+    def _supervise(self, since: int | None, started: float, stored: int = 0) -> None:
+        """Store logs, enforce the timeout and carry out a cancel until the container exits.
+
+        ``since``: Docker's time (ns) to read the output from (an adopted attempt's resume
+        point); ``stored``: bytes of its log stored before.
+        """
         assert self.container_id is not None
         container_id = self.container_id
         exit_codes: list[int | None] = []
@@ -328,34 +332,51 @@ class Attempt:
             target=lambda: exit_codes.append(self._wait_for_exit(container_id)), daemon=True
         )
         waiter.start()
-        pump = LogPump(lambda: self._engine.logs(container_id, since), self._secrets.values())
+        pump = LogPump(partial(self._engine.logs, container_id), self._secrets.values(), since)
         pump.start()
-        budget = LogBudget(self.runner.settings.max_log_bytes, stored)
-        timeout = self.job.timeout
-        timed_out = stopping = False
-        interval = self.runner.settings.log_flush_interval
-        while waiter.is_alive():
-            waiter.join(interval)
-            detaching = self._detach.is_set()
-            # Leaving the container to a restarted runner: store the tail held in memory now, as
-            # the only copy of that output we can count on (Docker's log may be rotated, and if
-            # no runner adopts the attempt this is its whole log). The adopter resumes the stream
-            # after this batch and stores its own tail later, so each restart while cutting may
-            # add one more tail (half the budget) to the attempt's log; nothing is stored twice.
-            self._store_logs(pump, budget, ending=detaching)
-            if detaching:
-                return
-            if not stopping and self._cancel.is_set():
-                stopping = True
-                self._stop_container(container_id)
-            if not stopping and timeout is not None and time.monotonic() - started > timeout:
-                timed_out = stopping = True
-                self._stop_container(container_id)
-        pump.join(LOG_DRAIN_SECONDS)
-        self._store_logs(pump, budget, ending=True)
+        try:
+            budget = LogBudget(self.runner.settings.max_log_bytes, stored)
+            timeout = self.job.timeout
+            timed_out = stopping = False
+            interval = self.runner.settings.log_flush_interval
+            while waiter.is_alive():
+                waiter.join(interval)
+                detaching = self._detach.is_set()
+                # Leaving the container to a restarted runner: store the tail held in memory
+                # now, as the only copy of that output we can count on (Docker's log may be
+                # rotated, and if no runner adopts the attempt this is its whole log). The
+                # adopter reads on from the pump's resume point, stored with this batch, and
+                # stores its own tail later, so each restart while cutting may add one more
+                # tail (half the budget) to the attempt's log.
+                self._store_logs(pump, budget, ending=detaching)
+                if detaching:
+                    return
+                if not stopping and self._cancel.is_set():
+                    stopping = True
+                    self._stop_container(container_id)
+                if not stopping and timeout is not None and time.monotonic() - started > timeout:
+                    timed_out = stopping = True
+                    self._stop_container(container_id)
+            pump.container_exited()
+            self._drain(pump, budget)
+        finally:
+            pump.stop()
         exit_code = exit_codes[0] if exit_codes else None
         self._finish(self._collect(container_id, exit_code, timed_out))
         self._remove()
+
+    def _drain(self, pump: LogPump, budget: LogBudget) -> None:
+        """Store the rest of the output once the container has exited, then the tail.
+
+        The pump ends once it has read what Docker stored; it is given up on only after
+        ``LOG_DRAIN_SECONDS`` without output, so a large backlog is stored whole.
+        """
+        interval = self.runner.settings.log_flush_interval
+        deadline = time.monotonic() + LOG_DRAIN_SECONDS
+        while not pump.join(interval) and time.monotonic() < deadline:
+            if self._store_logs(pump, budget, ending=False):
+                deadline = time.monotonic() + LOG_DRAIN_SECONDS
+        self._store_logs(pump, budget, ending=True)
 
     def _wait_for_exit(self, container_id: str) -> int | None:
         """The exit code; keeps trying through engine outages; None if the container vanished."""
@@ -380,17 +401,25 @@ class Attempt:
 
         threading.Thread(target=stop, name=f"stop-{self.job_id}", daemon=True).start()
 
-    def _store_logs(self, pump: LogPump, budget: LogBudget, *, ending: bool) -> None:
-        """Store what the pump gathered, as far as the budget allows; ``ending``: the tail too."""
-        texts = budget.add(pump.take())
+    def _store_logs(self, pump: LogPump, budget: LogBudget, *, ending: bool) -> bool:
+        """Store what the pump gathered, as far as the budget allows; ``ending``: the tail too.
+
+        Each batch carries the pump's resume point, where an adopting runner reads on from.
+        True if the pump had gathered anything.
+        """
+        taken = pump.take()
+        texts = budget.add(taken)
         if ending:
             texts += budget.flush()
         if texts:
-            now = utcnow()
+            resume = pump.resume_time
+            # Text comes only from output read, which sets the resume point.
+            assert resume is not None
             with self.runner.db.transaction() as session:
                 jobs.append_logs(
-                    session, self.runner.hub, self.job_id, self.number, [(now, t) for t in texts]
+                    session, self.runner.hub, self.job_id, self.number, [(resume, t) for t in texts]
                 )
+        return bool(taken)
 
     def _collect(
         self, container_id: str, exit_code: int | None, timed_out: bool

@@ -8,12 +8,15 @@ The client is created lazily, so a server starts while its engine is down.
 from __future__ import annotations
 
 import io
+import struct
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
@@ -28,6 +31,11 @@ from orchestrator.errors import (
 )
 
 LABEL_PREFIX = "orchestrator."
+
+# The stream numbers of Docker's multiplexed output.
+STDOUT = 1
+STDERR = 2
+_FRAME_HEADER = struct.Struct(">BxxxL")  # stream, 3 bytes of padding, payload length
 
 
 @dataclass(frozen=True)
@@ -67,13 +75,85 @@ class ContainerState:
     labels: dict[str, str]
 
 
+@dataclass(frozen=True)
+class LogFrame:
+    """One message of a container's output as Docker's log driver stored it.
+
+    A message is one line with its newline, or a 16 KiB piece of a longer line, or what the
+    container wrote last without a newline; never more than one line. ``time`` is Docker's clock
+    in nanoseconds since the epoch: within one stream it never goes back, and every piece of a
+    long line carries the time of its first piece.
+    """
+
+    stream: int
+    time: int
+    data: bytes
+
+
+class FrameDecoder:
+    """Splits Docker's multiplexed stream into (stream, payload) frames, however it is chunked.
+
+    Each frame is an 8-byte header (stream number, 3 zero bytes, big-endian payload length)
+    followed by the payload. An incomplete frame is held until the rest of it arrives.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        """The frames completed by ``data``, in order."""
+        buffer = self._buffer + data
+        frames: list[tuple[int, bytes]] = []
+        at = 0
+        while len(buffer) - at >= _FRAME_HEADER.size:
+            kind, length = _FRAME_HEADER.unpack_from(buffer, at)
+            end = at + _FRAME_HEADER.size + length
+            if end > len(buffer):
+                break
+            frames.append((kind, buffer[at + _FRAME_HEADER.size : end]))
+            at = end
+        self._buffer = buffer[at:]
+        return frames
+
+
+def log_frame(kind: int, payload: bytes) -> LogFrame:
+    """The frame whose payload starts with Docker's timestamp (``timestamps=1``) and a space."""
+    if kind not in (STDOUT, STDERR):
+        raise ContainerFailure(f"container logs failed: a log frame of stream {kind}")
+    stamp, space, data = payload.partition(b" ")
+    try:
+        # RFC 3339 in UTC with up to nine decimals: 2024-05-01T12:00:00.123456789Z
+        text = stamp.decode("ascii")
+        if not space or not text.endswith("Z"):
+            raise ValueError(text)
+        whole, _, fraction = text[:-1].partition(".")
+        seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
+        nanoseconds = int(fraction.ljust(9, "0")) if fraction else 0
+        if not 0 <= nanoseconds < 1_000_000_000:
+            raise ValueError(text)
+    except ValueError as exc:
+        raise ContainerFailure("container logs failed: a log frame without a timestamp") from exc
+    return LogFrame(stream=kind, time=seconds * 1_000_000_000 + nanoseconds, data=data)
+
+
+def since_parameter(time_ns: int) -> str:
+    """``time_ns`` as the logs API's ``since`` ("seconds.nanoseconds"), to the nanosecond."""
+    seconds, nanoseconds = divmod(time_ns, 1_000_000_000)
+    return f"{seconds}.{nanoseconds:09d}"
+
+
 def _unavailable(exc: Exception) -> EngineUnavailable:
     return EngineUnavailable(f"the Docker engine cannot be reached: {type(exc).__name__}")
 
 
 def _is_connection_error(exc: Exception) -> bool:
+    # ChunkedEncodingError: the connection broke in the middle of a streamed response.
     return isinstance(
-        exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout | ConnectionError
+        exc,
+        requests.exceptions.ConnectionError
+        | requests.exceptions.Timeout
+        | requests.exceptions.ChunkedEncodingError
+        | ConnectionError,
     )
 
 
@@ -216,19 +296,54 @@ class DockerEngine:
         result = self._call("container wait", self._docker().api.wait, container_id, timeout=None)
         return int(result.get("StatusCode", -1))
 
-    def logs(self, container_id: str, since: float | None = None) -> Iterator[bytes]:
-        """The container's output (stdout and stderr) as it comes, until it exits."""
+    def logs(
+        self,
+        container_id: str,
+        *,
+        since: int | None = None,
+        follow: bool = True,
+        stream: int | None = None,
+    ) -> Iterator[LogFrame]:
+        """The container's output as Docker stored it, one frame (message) at a time.
+
+        ``since``: Docker's time in nanoseconds; frames stamped at or after it (Docker compares
+        inclusively). ``follow``: go on until the container exits, else end with what is stored
+        now. ``stream``: ``STDOUT`` or ``STDERR`` alone, else both, in the order Docker stored
+        them. Our containers have no TTY, so the output is always multiplexed with its stream.
+        """
         api = self._docker().api
-        kwargs: dict[str, Any] = {"stream": True, "follow": True}
-        if since:
-            kwargs["since"] = since
-        stream = self._call("container logs", api.logs, container_id, **kwargs)
+        params: dict[str, Any] = {
+            "stdout": int(stream in (None, STDOUT)),
+            "stderr": int(stream in (None, STDERR)),
+            "timestamps": 1,
+            "follow": int(follow),
+        }
+        if since is not None:
+            params["since"] = since_parameter(since)
+        url = f"{api.base_url}/v{api.api_version}/containers/{quote(container_id, safe='')}/logs"
+
+        def request() -> requests.Response:
+            # No read timeout: a followed container may print nothing for hours.
+            response = api.get(url, params=params, stream=True, timeout=(self.timeout, None))
+            try:
+                response.raise_for_status()
+            except requests.exceptions.HTTPError as exc:
+                response.close()
+                raise docker.errors.create_api_error_from_http_exception(exc) from exc
+            return response
+
+        response = self._call("container logs", request)
+        decoder = FrameDecoder()
         try:
-            yield from stream
+            for chunk in response.iter_content(chunk_size=None):
+                for kind, payload in decoder.feed(chunk):
+                    yield log_frame(kind, payload)
         except Exception as exc:
             if _is_connection_error(exc):
                 raise _unavailable(exc) from exc
             raise
+        finally:
+            response.close()
 
     def stop(self, container_id: str, grace: float) -> None:
         """SIGTERM, ``grace`` seconds, then SIGKILL. A container already gone is fine."""

@@ -573,7 +573,12 @@ def held_by(session: Session, runner: str) -> list[Job]:
 
 
 def last_log_time(session: Session, job_id: str, attempt: int) -> datetime | None:
-    """When the attempt's last stored log batch was written."""
-    return session.exec(
-        select(sa.func.max(JobLog.time)).where(JobLog.job_id == job_id, JobLog.attempt == attempt)
-    ).one()
+    """The time stored with the attempt's last log batch: the runner's resume point, where
+    Docker's output of the attempt is not stored yet (it may go back: see ``LogPump``)."""
+    statement = (
+        select(JobLog.time)
+        .where(JobLog.job_id == job_id, JobLog.attempt == attempt)
+        .order_by(col(JobLog.id).desc())
+        .limit(1)
+    )
+    return session.exec(statement).first()

@@ -268,7 +268,8 @@ def test_the_tail_survives_a_runner_restart(
     # holds whole lines, and the marker counts exactly what lies between head and tail.
     assert rest.startswith("[orchestrator: ")
     tail = rest.split("\n", 1)[1]
-    printed = numbered(1, int(tail.rsplit("line ", 1)[1][:5]))
+    k = int(tail.rsplit("line ", 1)[1][:5])
+    printed = numbered(1, k)
     assert tail.startswith("line ") and printed.endswith(tail)
     assert 0 < len(tail) <= HALF
     cut = printed[HALF : len(printed) - len(tail)]
@@ -279,9 +280,10 @@ def test_the_tail_survives_a_runner_restart(
     done = second.wait_job(job["id"], timeout=60)
     assert done["status"] == "succeeded", done
     after = second.logs(job["id"])
-    # What was stored before the restart stays; the adopter adds its own marker and tail.
+    # What was stored before the restart stays; the adopter reads on after line k (nothing
+    # dropped, nothing repeated) and adds its own marker and tail.
     assert after.startswith(before)
-    resumed = numbered(3001, 6000)
+    resumed = numbered(k + 1, 6000)
     tail2 = resumed[resumed.index("\n", len(resumed) - HALF - 1) + 1 :]
     cut2 = resumed[: -len(tail2)]
     second_cut = cut_marker(len(cut2), cut2.count("\n"))
