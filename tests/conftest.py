@@ -284,7 +284,11 @@ def make_server(
         server.stop()
     for server in started:
         label = f"orchestrator.runner={server.settings.runner_name}"
-        for container in docker_client.containers.list(all=True, filters={"label": label}):
+        # ignore_removed: the runner may remove a container between docker-py's list and inspect.
+        listed = docker_client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        )
+        for container in listed:
             container.remove(force=True)
 
 
@@ -297,5 +301,7 @@ def server(make_server: Callable[..., LiveServer]) -> LiveServer:
 def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:
     """Every container (running or not) labelled with the job's id."""
     return list(
-        client.containers.list(all=True, filters={"label": f"orchestrator.job-id={job_id}"})
+        client.containers.list(
+            all=True, filters={"label": f"orchestrator.job-id={job_id}"}, ignore_removed=True
+        )
     )

@@ -178,7 +178,9 @@ def shared_server(
     finally:
         server.stop()
         label = f"orchestrator.runner={settings.runner_name}"
-        for container in docker_client.containers.list(all=True, filters={"label": label}):
+        for container in docker_client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        ):
             container.remove(force=True)
         if database is not None:
             with postgres_admin() as admin:
