@@ -26,7 +26,8 @@ from orchestrator.errors import (
     OrchestratorError,
     PolicyRefused,
 )
-from orchestrator.joblogs import LogBudget, LogPump, resume_since
+from orchestrator.joblogs import LogPump, resume_since
+from orchestrator.logbudget import LogBudget
 from orchestrator.models import Job, utcnow
 from orchestrator.secrets import mask
 

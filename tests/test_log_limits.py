@@ -9,7 +9,8 @@ from typing import Any
 
 import docker
 
-from orchestrator.joblogs import MAX_PARTIAL_LINE, LogBudget, LogPump, cut_marker, cutting_marker
+from orchestrator.joblogs import MAX_PARTIAL_LINE, LogPump
+from orchestrator.logbudget import LogBudget, cut_marker, cutting_marker
 
 from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 

@@ -617,7 +617,9 @@ def served(
             process.kill()
             process.wait(30)
         label = f"orchestrator.runner={runner_name}"
-        for container in docker_client.containers.list(all=True, filters={"label": label}):
+        for container in docker_client.containers.list(
+            all=True, filters={"label": label}, ignore_removed=True
+        ):
             container.remove(force=True)
 
 
