@@ -110,6 +110,17 @@ def test_apply_with_an_invalid_file_names_it_and_registers_nothing(
     assert server.http.get("/v1/projects/default/definitions").json()["items"] == []
 
 
+def test_apply_names_the_file_the_server_refused(server: LiveServer, tmp_path: Path) -> None:
+    risky = tmp_path / "risky.yaml"
+    risky.write_text(f"name: risky\nimage: {TEST_IMAGE}\nprivileged: true\n")
+
+    result = cli(server, "definitions", "apply", str(risky))
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {risky}: privileged: privileged mode is not allowed")
+    assert "ORCH_POLICY_ALLOW_PRIVILEGED" in result.stderr
+
+
 def test_submit_follow_prints_the_logs_and_exits_zero(server: LiveServer) -> None:
     apply(server, "hello")
 

@@ -9,6 +9,7 @@ import typer
 
 from orchestrator import definitions
 from orchestrator.cli.output import AsJson, Project, connect, fail, print_json, table
+from orchestrator.client import ApiError
 from orchestrator.definitions import DefinitionSpec
 from orchestrator.errors import DefinitionInvalid
 
@@ -24,13 +25,15 @@ def _definition_files(path: Path) -> list[Path]:
     return files
 
 
-def _load_specs(paths: list[Path]) -> list[DefinitionSpec]:
-    """Every spec in the files, validated; on any error print them all and exit 1."""
-    specs: list[DefinitionSpec] = []
+def _load_specs(paths: list[Path]) -> list[tuple[Path, DefinitionSpec]]:
+    """Every spec in the files (with its file), validated; on any error print them all and
+    exit 1."""
+    specs: list[tuple[Path, DefinitionSpec]] = []
     errors: list[str] = []
     for file in (f for p in paths for f in _definition_files(p)):
         try:
-            specs += definitions.load_yaml(file.read_text(encoding="utf-8"), source=str(file))
+            text = file.read_text(encoding="utf-8")
+            specs += [(file, spec) for spec in definitions.load_yaml(text, source=str(file))]
         except DefinitionInvalid as exc:
             errors.append(exc.message)
         except (OSError, UnicodeDecodeError) as exc:
@@ -57,11 +60,15 @@ def definitions_apply(
     specs = _load_specs(paths)
     results = []
     with connect(project) as api:
-        for spec in specs:
+        for file, spec in specs:
             body = spec.model_dump(mode="json", exclude_unset=True)
-            response = api.request("POST", "definitions", json=body)
+            try:
+                response = api.request("POST", "definitions", json=body)
+                definition = api.json_body(response)
+            except ApiError as exc:
+                # The server refused it (its container policy, a limit): say which file.
+                raise ApiError(exc.status, exc.code, f"{file}: {exc.message}", exc.field) from None
             created = response.status_code == 201
-            definition = api.json_body(response)
             results.append({**definition, "created": created})
             if not as_json:
                 state = "new" if created else "unchanged"
