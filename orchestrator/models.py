@@ -124,6 +124,9 @@ class Job(SQLModel, table=True):
     status: JobStatus = _status()
     priority: int = 0
     attempt: int = 0
+    # Attempts ended by the infrastructure (runner lost, engine restarted), not by the job:
+    # they do not count against the retry policy's ``attempts``.
+    interrupted_attempts: int = 0
     max_attempts: int = 1
     command: list[str] | None = _json(default=None)
     parameters: dict[str, Any] = _json(default_factory=dict)
@@ -204,3 +207,28 @@ class AuditEvent(SQLModel, table=True):
     actor_id: str | None = Field(default=None, max_length=36)
     actor_name: str | None = Field(default=None, max_length=255)
     detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class RunnerRecord(SQLModel, table=True):
+    """A runner process: registered at its start, kept alive by its heartbeat.
+
+    ``state`` is what the runner (or a drain request) set: ``active``, ``draining`` or
+    ``stopped``; a runner whose heartbeat is older than the lease is reported ``lost``.
+    ``session`` identifies one run of the process, so two processes never share a name.
+    """
+
+    __tablename__ = "runners"
+
+    name: str = Field(primary_key=True, max_length=255)
+    session: str = Field(max_length=36)
+    hostname: str = Field(max_length=255)
+    pid: int
+    docker_host: str = Field(max_length=1024)
+    capacity: int
+    queues: list[str] | None = _json(default=None)
+    state: str = Field(max_length=16)
+    docker: str = Field(default="unknown", max_length=16)
+    docker_error: str | None = None
+    version: str = Field(max_length=32)
+    start_time: datetime = _time(default_factory=utcnow)
+    heartbeat_time: datetime = _time(default_factory=utcnow)
