@@ -8,6 +8,8 @@ run beside the writer).
 
 from __future__ import annotations
 
+import fcntl
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,12 +18,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
-from orchestrator import models  # noqa: F401  (registers the tables)
+from orchestrator import migrations, models  # noqa: F401  (models registers the tables)
+
+logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 AFTER_COMMIT = "orchestrator.after_commit"
+# Session advisory lock held by the process migrating a PostgreSQL database.
+MIGRATION_LOCK = "orchestrator.schema_migration"
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -73,9 +79,64 @@ class Database:
         """True when the database is PostgreSQL."""
         return self.dialect == "postgresql"
 
-    def create_schema(self) -> None:
-        """Create every table and index that does not exist yet."""
-        SQLModel.metadata.create_all(self.write_engine)
+    def upgrade_schema(self) -> migrations.Upgrade:
+        """Migrate the schema to the newest revision, one process at a time; what it did.
+
+        A database created before migrations existed is stamped at the baseline first.
+        """
+        with self._migration_connection() as connection:
+            result = migrations.upgrade(connection)
+        if result.stamped:
+            logger.info(
+                "schema created before migrations: stamped at revision %s",
+                migrations.BASELINE,
+                extra={"action": "schema_stamped", "revision": migrations.BASELINE},
+            )
+        for revision in result.applied:
+            logger.info(
+                "applied schema revision %s",
+                revision,
+                extra={"action": "schema_migrated", "revision": revision},
+            )
+        return result
+
+    def schema_revision(self) -> str | None:
+        """The schema's revision (None: empty, or created before migrations)."""
+        with self.read_engine.connect() as connection:
+            return migrations.current(connection)
+
+    @contextmanager
+    def _migration_connection(self) -> Iterator[sa.Connection]:
+        """A connection no other process migrates through until it is returned."""
+        if self.is_postgres:
+            with self.write_engine.connect() as connection:
+                # Session level, not transaction level: held across Alembic's commits.
+                lock = sa.text("SELECT pg_advisory_lock(hashtext(:key))")
+                connection.execute(lock, {"key": MIGRATION_LOCK})
+                connection.commit()
+                try:
+                    yield connection
+                finally:
+                    connection.rollback()
+                    unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:key))")
+                    connection.execute(unlock, {"key": MIGRATION_LOCK})
+                    connection.commit()
+            return
+        database = sa.engine.make_url(self.url).database
+        if not database or database == ":memory:":
+            # No other process can see this database.
+            with self.write_engine.connect() as connection:
+                yield connection
+            return
+        # Alembic checks the revision before its write transaction starts; the file lock makes
+        # check-and-migrate one step across processes.
+        with open(f"{database}.migrate-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                with self.write_engine.connect() as connection:
+                    yield connection
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

@@ -39,7 +39,7 @@ class Services:
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = open_box(settings.data_dir, secret_key)
         db = Database(settings.resolved_database_url())
-        db.create_schema()
+        db.upgrade_schema()
         with db.transaction() as session:
             projects.ensure_default(session)
             admin_token_file = tokens.ensure_admin_token(session, settings.data_dir)

@@ -8,7 +8,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from orchestrator.cli import definitions, jobs, queues, secrets, tokens
+from orchestrator.cli import db, definitions, jobs, queues, secrets, tokens
 from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -70,6 +70,7 @@ app.add_typer(jobs.app, name="jobs")
 app.add_typer(queues.app, name="queues")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(db.app, name="db")
 app.command()(jobs.submit)
 
 

@@ -1,0 +1,60 @@
+"""``orchestrator db``: apply and show the database schema's migrations (no server needed)."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+
+from orchestrator.cli.output import fail, setting_errors
+from orchestrator.config import Settings
+from orchestrator.db import Database
+
+app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
+
+
+def _open() -> Database:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        fail(f"invalid setting: {setting_errors(exc)}", code=2)
+    try:
+        return Database(settings.resolved_database_url())
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        # Never echo the URL: it may hold a password. ImportError: its driver is not installed.
+        fail(f"ORCH_DATABASE_URL is not a usable database URL ({type(exc).__name__})", code=2)
+
+
+def _unreachable(exc: DBAPIError) -> str:
+    # The driver's first line names the cause (refused, no such database, bad password).
+    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason given"
+    return f"cannot reach the database: {reason}"
+
+
+@app.command()
+def upgrade() -> None:
+    """Migrate the schema to the newest revision (servers also do this when they start)."""
+    database = _open()
+    try:
+        result = database.upgrade_schema()
+    except DBAPIError as exc:
+        fail(_unreachable(exc), code=2)
+    finally:
+        database.dispose()
+    if result.applied:
+        typer.echo(f"upgraded the schema from {result.before or 'empty'} to {result.after}")
+    else:
+        typer.echo(f"the schema is at {result.after}, the newest revision")
+
+
+@app.command()
+def current() -> None:
+    """Print the schema's revision ("none": empty, or created before migrations)."""
+    database = _open()
+    try:
+        revision = database.schema_revision()
+    except DBAPIError as exc:
+        fail(_unreachable(exc), code=2)
+    finally:
+        database.dispose()
+    typer.echo(revision or "none")

@@ -1,0 +1,319 @@
+"""Schema migrations on SQLite and PostgreSQL: an empty database reaches the models' schema
+exactly; a database at the previous revision, or made before migrations, keeps its data; two
+processes migrating at once; the ``db`` commands; a server starting on an old database."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from orchestrator import migrations
+from orchestrator.db import Database
+
+from .conftest import LiveServer, bearer
+
+HEAD = migrations.head()
+OLD_TOKEN = "orch_old-read-token"
+OLD_TIME = datetime(2026, 1, 2, 3, 4, 5)
+# status -> (name, attempt, output): one job in each state a job can be in.
+OLD_JOBS = {
+    "scheduled": ("nightly", 0, None),
+    "queued": ("next", 0, None),
+    "running": (None, 1, None),
+    "succeeded": ("done", 1, {"rows": 3}),
+    "failed": (None, 2, None),
+    "cancelled": (None, 0, None),
+}
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    db = Database(database_url)
+    yield db
+    db.dispose()
+
+
+def migrate_to(db: Database, revision: str) -> None:
+    """Upgrade the database to ``revision`` (not further), as an older release would have."""
+    with db.write_engine.connect() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(migrations.SCRIPT_LOCATION))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+
+def table_names(db: Database) -> set[str]:
+    with db.read_engine.connect() as connection:
+        return set(sa.inspect(connection).get_table_names())
+
+
+def seed(db: Database) -> None:
+    """Rows of every kind in a database at revision 0001, written as that release wrote them."""
+    with db.write_engine.begin() as connection:
+        meta = sa.MetaData()
+        meta.reflect(connection)
+        tables = meta.tables
+
+        def insert(table: str, **row: Any) -> None:
+            connection.execute(tables[table].insert().values(**row))
+
+        insert("projects", name="default", description="The default project", create_time=OLD_TIME)
+        insert(
+            "queues", project="default", name="default", display_name="Default", description="",
+            priority=0, max_concurrency=None, paused=False, default_definition=None,
+            create_time=OLD_TIME, update_time=OLD_TIME,
+        )  # fmt: skip
+        insert(
+            "definitions", project="default", name="etl", version=1,
+            spec={"image": "busybox:1.36", "command": ["echo", "Param::who"]},
+            spec_hash="a" * 64, create_time=OLD_TIME,
+        )  # fmt: skip
+        for status, (name, attempt, output) in OLD_JOBS.items():
+            job_id = f"00000000-0000-0000-0000-{status:0>12}"[:36]
+            insert(
+                "jobs", id=job_id, project="default", queue="default", definition_name="etl",
+                definition_version=1, name=name, status=status, priority=0, attempt=attempt,
+                max_attempts=3, command=["echo", "hi"], parameters={"who": "hi"}, env={},
+                secret_env_keys=[], secret_env_ciphertext=None, input={"n": 1}, metadata={},
+                container={}, output=output, exit_code=None, error=None, container_id=None,
+                runner=None, webhook=None, timeout=None, cancel_requested=False,
+                schedule_at=None, run_after=None, create_time=OLD_TIME, update_time=OLD_TIME,
+                start_time=None, finish_time=None,
+            )  # fmt: skip
+            insert(
+                "job_events", job_id=job_id, time=OLD_TIME, type="created", attempt=0,
+                status=status, detail={"by": "old release"},
+            )  # fmt: skip
+            insert("job_logs", job_id=job_id, attempt=1, time=OLD_TIME, text=f"log of {status}\n")
+        insert(
+            "tokens", id="11111111-1111-1111-1111-111111111111", name="old reader", role="read",
+            project="default", token_hash=hashlib.sha256(OLD_TOKEN.encode()).hexdigest(),
+            prefix=OLD_TOKEN[:9], create_time=OLD_TIME, revoke_time=None,
+        )  # fmt: skip
+
+
+def job_id_of(status: str) -> str:
+    return f"00000000-0000-0000-0000-{status:0>12}"[:36]
+
+
+def assert_seeded_data_intact(db: Database) -> None:
+    with db.read_engine.connect() as connection:
+        jobs = connection.execute(
+            sa.text(
+                "SELECT id, status, name, attempt, interrupted_attempts, parameters, output "
+                "FROM jobs ORDER BY seq"
+            )
+        ).all()
+        counts = {
+            table: connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            for table in ("projects", "queues", "definitions", "job_events", "job_logs", "tokens")
+        }
+    assert [job.status for job in jobs] == list(OLD_JOBS)
+    for job in jobs:
+        name, attempt, _ = OLD_JOBS[job.status]
+        assert (job.id, job.name, job.attempt) == (job_id_of(job.status), name, attempt)
+        assert job.interrupted_attempts == 0
+    assert counts == {
+        "projects": 1,
+        "queues": 1,
+        "definitions": 1,
+        "job_events": len(OLD_JOBS),
+        "job_logs": len(OLD_JOBS),
+        "tokens": 1,
+    }
+
+
+def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database) -> None:
+    result = database.upgrade_schema()
+
+    assert (result.before, result.after, result.stamped) == (None, HEAD, False)
+    assert [line.split(":")[0] for line in result.applied] == ["0001", "0002"]
+    with database.read_engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, SQLModel.metadata)
+    # A model change without its revision (or a revision unlike its model) fails here.
+    assert differences == []
+    assert database.schema_revision() == HEAD
+
+
+def test_the_unfinished_name_index_stays_partial(database: Database) -> None:
+    # compare_metadata does not compare an index's WHERE clause: check it here.
+    database.upgrade_schema()
+    model_index = next(
+        index for index in SQLModel.metadata.tables["jobs"].indexes
+        if index.name == "ux_jobs_unfinished_name"
+    )  # fmt: skip
+    with database.read_engine.connect() as connection:
+        if database.is_postgres:
+            where = str(model_index.dialect_options["postgresql"]["where"])
+            definition = connection.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                {"name": model_index.name},
+            ).scalar_one()
+            # PostgreSQL rewrites the clause (IN becomes = ANY); its parts remain.
+            assert "UNIQUE INDEX" in definition
+            assert "WHERE ((name IS NOT NULL) AND" in definition
+            for status in ("scheduled", "queued", "starting", "running"):
+                assert f"'{status}'" in definition and f"'{status}'" in where
+            assert "'succeeded'" not in definition
+        else:
+            where = str(model_index.dialect_options["sqlite"]["where"])
+            definition = connection.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                {"name": model_index.name},
+            ).scalar_one()
+            assert definition.startswith("CREATE UNIQUE INDEX")
+            assert definition.endswith(f"WHERE {where}")
+
+
+def test_upgrading_again_applies_nothing(database: Database) -> None:
+    database.upgrade_schema()
+
+    again = database.upgrade_schema()
+
+    assert (again.before, again.after, again.applied) == (HEAD, HEAD, [])
+
+
+def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    assert "runners" not in table_names(database)
+
+    result = database.upgrade_schema()
+
+    assert (result.before, result.after) == ("0001", HEAD)
+    assert [line.split(":")[0] for line in result.applied] == ["0002"]
+    assert "runners" in table_names(database)
+    assert_seeded_data_intact(database)
+
+
+def test_database_made_before_migrations_is_stamped_then_upgraded(database: Database) -> None:
+    # What create_all of the old models made: the baseline tables and no alembic_version.
+    migrate_to(database, "0001")
+    with database.write_engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE alembic_version"))
+    seed(database)
+    assert database.schema_revision() is None
+
+    result = database.upgrade_schema()
+
+    assert result.stamped
+    assert (result.before, result.after) == ("0001", HEAD)
+    assert_seeded_data_intact(database)
+
+
+def cli_env(database_url: str, data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    return {**env, "ORCH_DATABASE_URL": database_url, "ORCH_DATA_DIR": str(data_dir)}
+
+
+def db_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "db", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_two_processes_upgrading_together_do_not_race(
+    database: Database, database_url: str, tmp_path: Path
+) -> None:
+    env = cli_env(database_url, tmp_path)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "db", "upgrade"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=60) for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0], outputs
+    stdouts = sorted(out for out, _ in outputs)
+    # Exactly one of them migrated; the other found the schema already at the head.
+    assert stdouts == [
+        f"the schema is at {HEAD}, the newest revision\n",
+        f"upgraded the schema from empty to {HEAD}\n",
+    ]
+    assert database.schema_revision() == HEAD
+
+
+def test_db_commands_print_the_revisions(database_url: str, tmp_path: Path) -> None:
+    env = cli_env(database_url, tmp_path)
+
+    before = db_command(env, "current")
+    upgraded = db_command(env, "upgrade")
+    after = db_command(env, "current")
+
+    assert (before.returncode, before.stdout) == (0, "none\n"), before.stderr
+    assert (upgraded.returncode, upgraded.stdout) == (
+        0,
+        f"upgraded the schema from empty to {HEAD}\n",
+    )
+    assert (after.returncode, after.stdout) == (0, f"{HEAD}\n")
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("not a url", "error: ORCH_DATABASE_URL is not a usable database URL (ArgumentError)\n"),
+        (
+            "postgresql+psycopg://orch:hunter2@127.0.0.1:1/orch",
+            "error: cannot reach the database: connection failed:",
+        ),
+    ],
+)
+@pytest.mark.parametrize("subcommand", ["upgrade", "current"])
+def test_db_commands_say_why_a_database_is_unusable(
+    url: str, error: str, subcommand: str, tmp_path: Path
+) -> None:
+    result = db_command(cli_env(url, tmp_path), subcommand)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith(error), result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "hunter2" not in result.stderr
+
+
+def test_server_starts_on_a_database_at_0001_and_serves_its_data(
+    database_url: str, make_server: Callable[..., LiveServer]
+) -> None:
+    old = Database(database_url)
+    try:
+        migrate_to(old, "0001")
+        seed(old)
+    finally:
+        old.dispose()
+
+    # No runner: the old queued and running jobs stay as they were, for the assertions.
+    server = make_server(runner_enabled=False)
+
+    assert server.services.db.schema_revision() == HEAD
+    done = server.job(job_id_of("succeeded"))
+    assert (done["status"], done["name"], done["output"]) == ("succeeded", "done", {"rows": 3})
+    assert server.logs(job_id_of("succeeded")) == "log of succeeded\n"
+    assert [event["type"] for event in server.events(job_id_of("failed"))] == ["created"]
+    old_reader = server.http.get(
+        f"/v1/projects/default/jobs/{job_id_of('queued')}", headers=bearer(OLD_TOKEN)
+    )
+    assert old_reader.status_code == 200, old_reader.text
+    assert old_reader.json()["status"] == "queued"
