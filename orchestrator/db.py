@@ -13,14 +13,17 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from orchestrator import migrations, models  # noqa: F401  (models registers the tables)
+from orchestrator import models  # noqa: F401  (registers the tables)
+
+if TYPE_CHECKING:
+    from orchestrator import migrations
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +87,9 @@ class Database:
 
         A database created before migrations existed is stamped at the baseline first.
         """
+        # Imported here: Alembic costs every CLI command ~0.2 s to import, and few need it.
+        from orchestrator import migrations
+
         with self._migration_connection() as connection:
             result = migrations.upgrade(connection)
         if result.stamped:
@@ -102,6 +108,8 @@ class Database:
 
     def schema_revision(self) -> str | None:
         """The schema's revision (None: empty, or created before migrations)."""
+        from orchestrator import migrations
+
         with self.read_engine.connect() as connection:
             return migrations.current(connection)
 
