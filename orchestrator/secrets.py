@@ -249,13 +249,19 @@ class SecretBox:
             ) from None
 
 
-def open_box(data_dir: Path, configured: str | None) -> SecretBox:
+def open_box(data_dir: Path, configured: str | None, *, create: bool = True) -> SecretBox:
     """The process's box: over ``ORCH_SECRET_KEY`` if set, else over the data dir's key file
-    (created, 0600, on first use)."""
+    (created, 0600, on first use, unless ``create`` is False: a runner must use the key the
+    servers use, never make one of its own)."""
     if configured:
         return SecretBox(parse_setting(configured))
     path = data_dir / KEY_FILE
     if not path.exists():
+        if not create:
+            raise OrchestratorError(
+                f"no secret key: set ORCH_SECRET_KEY to the key the servers use (the "
+                f"'{KEY_FILE}' file in their data dir), or put that file at {path}"
+            )
         create_key_file(path)
     return SecretBox(key_file=path)
 
