@@ -1,9 +1,10 @@
-"""In-process wake-ups between the API, the runner and stream subscribers.
+"""Wake-ups between the API, the runner and stream subscribers.
 
 Each topic has a version counter. A waiter reads the version, checks the database, and then
 waits for the version to move: a publish between the check and the wait is never lost. Waiting
 always has a timeout, so the database stays the source of truth and a missed wake-up only costs
-one poll interval.
+one poll interval. The hub itself is in-process; a remote sender (``pgnotify.Relay`` on
+PostgreSQL) carries each publish to the other processes, which deliver it with ``publish_local``.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 
 WORK = "work"
 CANCEL = "cancel"
+
+RemoteSender = Callable[[Sequence[str]], None]
 
 
 def job_topic(job_id: str) -> str:
@@ -22,10 +26,11 @@ def job_topic(job_id: str) -> str:
 
 
 class Hub:
-    """Topic versions with blocking and async waits."""
+    """Topic versions with blocking and async waits, and an optional sender to other processes."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
+        self._remote: RemoteSender | None = None
         self._versions: dict[str, int] = defaultdict(int)
         self._async_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             defaultdict(set)
@@ -36,8 +41,19 @@ class Hub:
         with self._cond:
             return self._versions[topic]
 
+    def set_remote(self, sender: RemoteSender | None) -> None:
+        """Hand every later publish to ``sender`` too (it must not block); None stops that."""
+        self._remote = sender
+
     def publish(self, *topics: str) -> None:
-        """Move each topic's version and wake everyone waiting on it."""
+        """Wake everyone waiting on the topics, here and (through the remote sender) elsewhere."""
+        self.publish_local(*topics)
+        remote = self._remote
+        if remote is not None:
+            remote(topics)
+
+    def publish_local(self, *topics: str) -> None:
+        """Move each topic's version and wake this process's waiters; nothing is sent on."""
         with self._cond:
             waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
             for topic in topics:

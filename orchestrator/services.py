@@ -1,4 +1,5 @@
-"""Builds and owns the long-lived parts of a process: database, hub, secret box, engine, runner."""
+"""Builds and owns the long-lived parts of a process: database, hub (and its relay to other
+processes on PostgreSQL), secret box, engine, runner."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
 from orchestrator.input_limits import InputLimits
 from orchestrator.notify import Hub
+from orchestrator.pgnotify import Relay
 from orchestrator.policy import ContainerPolicy
 from orchestrator.runner import Runner
 from orchestrator.secrets import SecretBox, open_box
@@ -30,19 +32,25 @@ class Services:
     policy: ContainerPolicy
     limits: InputLimits
     runner: Runner | None
+    relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
-        """Open the database (creating the schema and the default project) and the engine."""
+    def build(cls, settings: Settings, *, api: bool = True) -> Services:
+        """Open the database (migrating the schema, making the default project) and the engine.
+
+        ``api`` False (a runner alone) makes no admin token and no secret key of its own.
+        """
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         # The key ring first: a bad ORCH_SECRET_KEY stops the start before the database is touched.
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
-        box = open_box(settings.data_dir, secret_key)
+        box = open_box(settings.data_dir, secret_key, create=api)
         db = Database(settings.resolved_database_url())
         db.upgrade_schema()
         with db.transaction() as session:
             projects.ensure_default(session)
-            admin_token_file = tokens.ensure_admin_token(session, settings.data_dir)
+            admin_token_file = (
+                tokens.ensure_admin_token(session, settings.data_dir) if api else None
+            )
         if admin_token_file is not None:
             logger.warning(
                 "created the first admin token; it is in %s (mode 0600)",
@@ -66,10 +74,14 @@ class Services:
             policy=policy,
             limits=InputLimits.from_settings(settings),
             runner=runner,
+            relay=Relay(hub, db.url) if db.is_postgres else None,
         )
 
     def start(self) -> None:
         """Start the background loops."""
+        # The relay first, so the runner's first wait already hears other processes' submits.
+        if self.relay is not None:
+            self.relay.start()
         if self.runner is not None:
             self.runner.start()
 
@@ -77,5 +89,7 @@ class Services:
         """Stop the loops and close connections; running containers are left for adoption."""
         if self.runner is not None:
             self.runner.stop()
+        if self.relay is not None:
+            self.relay.stop()
         self.engine.close()
         self.db.dispose()
