@@ -32,7 +32,10 @@ UNFINISHED_NAMED = "name IS NOT NULL AND status IN ('scheduled', 'queued', 'star
 
 
 def upgrade() -> None:
-    """Create every table as ``SQLModel.metadata.create_all`` did at commit 5d850ec."""
+    """Create every table as ``SQLModel.metadata.create_all`` did at commit 5d850ec.
+
+    Checked against it: the same ``pg_dump -s`` and the same SQLite ``sqlite_master`` text.
+    """
     op.create_table(
         "projects",
         sa.Column("name", sa.String(length=63), nullable=False),
@@ -53,9 +56,9 @@ def upgrade() -> None:
         sa.Column("default_definition", sa.String(), nullable=True),
         sa.Column("create_time", sa.DateTime(), nullable=False),
         sa.Column("update_time", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["project"], ["projects.name"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("project", "name"),
+        sa.ForeignKeyConstraint(["project"], ["projects.name"]),
     )
     op.create_table(
         "definitions",
@@ -66,9 +69,9 @@ def upgrade() -> None:
         sa.Column("spec", sa.JSON(), nullable=False),
         sa.Column("spec_hash", sa.String(length=64), nullable=False),
         sa.Column("create_time", sa.DateTime(), nullable=False),
-        sa.ForeignKeyConstraint(["project"], ["projects.name"]),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("project", "name", "version"),
+        sa.ForeignKeyConstraint(["project"], ["projects.name"]),
     )
     _create_jobs()
     op.create_table(
