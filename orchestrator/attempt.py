@@ -137,6 +137,10 @@ class Attempt:
         self.container_id: str | None = job.container_id if adopted else None
         self._cancel = threading.Event()
         self._detach = threading.Event()
+        self._abandon = threading.Event()
+        # Set when the engine stopped answering during the attempt: a container killed by the
+        # engine's restart is an interruption, not the job's failure.
+        self._engine_lost = False
         self._thread: threading.Thread | None = None
         self._secrets: dict[str, str] = {}
 
@@ -187,6 +191,11 @@ class Attempt:
         """Stop supervising but leave the container running (the runner is shutting down)."""
         self._detach.set()
 
+    def abandon(self) -> None:
+        """Kill and remove the container without recording anything: the attempt is no longer
+        this runner's (another runner took it back while this one was lost)."""
+        self._abandon.set()
+
     def join(self, timeout: float) -> None:
         """Wait for the attempt's thread to end."""
         if self._thread is not None:
@@ -201,7 +210,13 @@ class Attempt:
     def _finish(self, result: jobs.AttemptResult) -> None:
         with self.runner.db.transaction() as session:
             jobs.finish(
-                session, self.runner.hub, self.job_id, self.runner.name, self.number, result
+                session,
+                self.runner.hub,
+                self.job_id,
+                self.runner.name,
+                self.number,
+                result,
+                self.runner.settings.interruption_limit,
             )
 
     def _requeue(self, reason: str) -> None:
@@ -298,7 +313,10 @@ class Attempt:
             return
         if self._engine.state(self.container_id) is None:
             self._finish(
-                jobs.AttemptResult(error="the container disappeared while the runner was away")
+                jobs.AttemptResult(
+                    error="the container disappeared while the runner was away",
+                    interrupted="container_vanished",
+                )
             )
             return
         with self.runner.db.read() as session:
@@ -342,6 +360,9 @@ class Attempt:
             interval = self.runner.settings.log_flush_interval
             while waiter.is_alive():
                 waiter.join(interval)
+                if self._abandon.is_set():
+                    self._kill_abandoned(container_id)
+                    return
                 detaching = self._detach.is_set()
                 # Leaving the container to a restarted runner: store the tail held in memory
                 # now, as the only copy of that output we can count on (Docker's log may be
@@ -381,15 +402,27 @@ class Attempt:
 
     def _wait_for_exit(self, container_id: str) -> int | None:
         """The exit code; keeps trying through engine outages; None if the container vanished."""
-        while not self._detach.is_set():
+        while not self._detach.is_set() and not self._abandon.is_set():
             try:
                 return int(self._engine.wait(container_id))
             except ContainerMissing:
                 return None
             except EngineUnavailable as exc:
+                self._engine_lost = True
                 self.runner.engine_lost(exc.message)
                 time.sleep(self.runner.settings.engine_retry_interval)
         return None
+
+    def _kill_abandoned(self, container_id: str) -> None:
+        logger.warning(
+            "attempt %s is no longer this runner's; removing its container",
+            self.number,
+            extra={"action": "attempt_abandoned", "job_id": self.job_id},
+        )
+        try:
+            self._engine.remove(container_id)
+        except OrchestratorError as exc:
+            logger.warning("could not remove the container: %s", exc.message)
 
     def _stop_container(self, container_id: str) -> None:
         grace = self.runner.settings.stop_grace_period
@@ -440,7 +473,14 @@ class Attempt:
                     error = "the container ran out of memory and was killed"
         except OrchestratorError as exc:
             error = f"could not read the output: {exc.message}"
-        if timed_out:
+        interrupted = None
+        if self._engine_lost and exit_code != 0 and not timed_out and not self._cancel.is_set():
+            interrupted = "engine_unavailable"
+            error = (
+                f"the container exited with code {exit_code} while its Docker engine was "
+                "unavailable (an engine restart stops its containers)"
+            )
+        elif timed_out:
             error = f"timed out after {self.job.timeout:g}s"
         elif error is None and exit_code != 0 and not self._cancel.is_set():
             error = f"the container exited with code {exit_code}"
@@ -450,4 +490,5 @@ class Attempt:
             error=mask(error, self._secrets.values()) if error else None,
             timed_out=timed_out,
             cancelled=self._cancel.is_set(),
+            interrupted=interrupted,
         )

@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     runner_enabled: bool = True
     runner_name: str = Field(default_factory=socket.gethostname)
     runner_capacity: int = Field(default=4, ge=1, le=1024)
+    # Queues this runner takes jobs from (``name`` or ``project::name``); empty: every queue.
+    runner_queues: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # A runner whose heartbeat is older than this is lost, and its jobs are taken back.
+    runner_lease: float = Field(default=30.0, ge=1)
+    # How long a draining runner lets its running jobs finish before it leaves them.
+    drain_timeout: float = Field(default=60.0, ge=0)
+    # Attempts a job may lose to the infrastructure (runner lost, engine restart) beyond its
+    # retry policy's; 0 fails the job at the first interruption.
+    interruption_limit: int = Field(default=3, ge=0, le=100)
     poll_interval: float = Field(default=5.0, gt=0)
     engine_retry_interval: float = Field(default=2.0, gt=0)
     stop_grace_period: float = Field(default=10.0, ge=0)
@@ -82,7 +91,9 @@ class Settings(BaseSettings):
     default_memory: Annotated[int, BeforeValidator(_size_or_zero)] = 1024**3
     default_pids: int = Field(default=1024, ge=0)
 
-    @field_validator("policy_allow_capabilities", "policy_allowed_images", mode="before")
+    @field_validator(
+        "policy_allow_capabilities", "policy_allowed_images", "runner_queues", mode="before"
+    )
     @classmethod
     def _comma_list(cls, value: object) -> object:
         # ORCH_POLICY_ALLOWED_IMAGES=registry.example.com/,busybox: a comma-separated list.
@@ -94,6 +105,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a runner renews its lease: a third of it, so one late beat is no loss."""
+        return min(self.runner_lease / 3, 10.0)
 
     def api_token(self) -> str | None:
         """The CLI's token: ``ORCH_TOKEN``, else the ``admin-token`` file in the data dir."""

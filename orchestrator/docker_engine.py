@@ -403,6 +403,13 @@ class DockerEngine:
         )
         return [item["Id"] for item in found]
 
+    def find_labelled(self, label: str) -> dict[str, dict[str, str]]:
+        """Containers (running or not) carrying ``label`` with any value: id -> labels."""
+        found = self._call(
+            "container list", self._docker().api.containers, all=True, filters={"label": label}
+        )
+        return {item["Id"]: item.get("Labels") or {} for item in found}
+
     def close(self) -> None:
         """Close the client's connections."""
         with self._lock:

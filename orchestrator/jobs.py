@@ -321,11 +321,26 @@ def _locked(session: Session, job_id: str) -> Job:
 # --- runner side -------------------------------------------------------------------------
 
 
-def claim(session: Session, runner: str, hub: Hub | None = None) -> Job | None:
+def queue_filter(queues: Sequence[str]) -> sa.ColumnElement[bool]:
+    """The claim condition of a runner limited to ``queues``: ``name`` (in any project) or
+    ``project::name``."""
+    conditions = []
+    for entry in queues:
+        project, _, name = entry.rpartition("::")
+        if project:
+            conditions.append(sa.and_(col(Job.project) == project, col(Job.queue) == name))
+        else:
+            conditions.append(col(Job.queue) == name)
+    return sa.or_(*conditions)
+
+
+def claim(
+    session: Session, runner: str, hub: Hub | None = None, queues: Sequence[str] | None = None
+) -> Job | None:
     """Atomically take the next runnable job for ``runner`` and mark it ``starting``.
 
     Order: queue priority, job priority, then submit order. Paused queues and queues at their
-    ``max_concurrency`` are passed over.
+    ``max_concurrency`` are passed over; ``queues`` limits the claim to those queues.
     """
     serialize(session, CLAIM_LOCK)
     now = utcnow()
@@ -354,6 +369,8 @@ def claim(session: Session, runner: str, hub: Hub | None = None) -> Job | None:
         .order_by(sa.desc(col(Queue.priority)), sa.desc(col(Job.priority)), col(Job.seq))
         .limit(1)
     )
+    if queues:
+        statement = statement.where(queue_filter(queues))
     job = session.exec(statement).first()
     if job is None:
         return None
@@ -445,6 +462,8 @@ class AttemptResult:
     timed_out: bool = False
     cancelled: bool = False
     retryable: bool = True
+    # Why the infrastructure, not the job, ended the attempt (e.g. the engine restarted).
+    interrupted: str | None = None
 
 
 @dataclass(frozen=True)
@@ -453,12 +472,29 @@ class Outcome:
 
     status: JobStatus
     retry_delay: float | None = None
+    interrupted: bool = False
 
 
-def decide(result: AttemptResult, attempt: int, policy: RetryPolicy) -> Outcome:
-    """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled)."""
+def decide(
+    result: AttemptResult,
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    interrupted_attempts: int = 0,
+    interruption_limit: int = 0,
+) -> Outcome:
+    """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled).
+
+    Attempts the infrastructure interrupted do not count against ``policy.attempts``; a job
+    gets up to ``interruption_limit`` of them.
+    """
     if result.cancelled:
         return Outcome(JobStatus.CANCELLED)
+    if result.interrupted is not None:
+        if interrupted_attempts < interruption_limit:
+            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True)
+        return Outcome(JobStatus.FAILED)
+    attempt -= interrupted_attempts
     if result.exit_code == 0 and result.error is None and not result.timed_out:
         return Outcome(JobStatus.SUCCEEDED)
     # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
@@ -476,6 +512,7 @@ def finish(
     runner: str,
     attempt: int,
     result: AttemptResult,
+    interruption_limit: int = 0,
 ) -> Job | None:
     """Record a finished attempt and move the job on; None when the runner was fenced out."""
     job = held(session, job_id, runner, attempt)
@@ -483,14 +520,30 @@ def finish(
         return None
     if job.cancel_requested:
         result = AttemptResult(**{**result.__dict__, "cancelled": True})
-    outcome = decide(result, attempt, RetryPolicy.model_validate(job.container["retry"]))
+    outcome = decide(
+        result,
+        attempt,
+        RetryPolicy.model_validate(job.container["retry"]),
+        interrupted_attempts=job.interrupted_attempts,
+        interruption_limit=interruption_limit,
+    )
     detail: dict[str, Any] = {"exit_code": result.exit_code}
     if result.error:
         detail["error"] = result.error
     if result.timed_out:
         record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
     common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
-    if outcome.status is JobStatus.QUEUED:
+    if result.interrupted is not None and not result.cancelled:
+        interrupt(
+            session,
+            hub,
+            job,
+            EventType.INTERRUPTED,
+            {**detail, "reason": result.interrupted, "runner": runner},
+            requeue=outcome.status is JobStatus.QUEUED,
+            **common,
+        )
+    elif outcome.status is JobStatus.QUEUED:
         assert outcome.retry_delay is not None
         record(
             session,
@@ -542,6 +595,67 @@ def requeue(
         container_id=None,
     )
     return True
+
+
+def interrupt(
+    session: Session,
+    hub: Hub | None,
+    job: Job,
+    event: EventType,
+    detail: dict[str, Any],
+    *,
+    requeue: bool,
+    **changes: Any,
+) -> None:
+    """End an attempt the infrastructure interrupted: a new attempt that does not count, or
+    (``requeue`` False: the job had its share of interruptions) failed with the reason."""
+    record(session, job, event, detail, hub)
+    if job.cancel_requested:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, **changes)
+    elif requeue:
+        transition(
+            session,
+            job,
+            JobStatus.QUEUED,
+            EventType.QUEUED,
+            {"attempt": job.attempt + 1, "reason": detail["reason"]},
+            hub,
+            interrupted_attempts=job.interrupted_attempts + 1,
+            runner=None,
+            container_id=None,
+            run_after=None,
+            **changes,
+        )
+    else:
+        error = changes.pop("error", None) or f"the attempt was interrupted: {detail['reason']}"
+        error += f" (the job was interrupted {job.interrupted_attempts + 1} times; giving up)"
+        transition(
+            session, job, JobStatus.FAILED, EventType.FAILED, detail, hub, error=error, **changes
+        )
+
+
+def recover(
+    session: Session, hub: Hub | None, runner: str, reason: str, interruption_limit: int
+) -> list[str]:
+    """Take back every job the (lost) ``runner`` holds: a new attempt, or failed past the
+    interruption limit. The runner's own writes are fenced out from now on."""
+    jobs = session.exec(
+        select(Job)
+        .where(Job.runner == runner, col(Job.status).in_(ACTIVE))
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in jobs:
+        detail = {"reason": reason, "runner": runner, "lost_attempt": job.attempt}
+        interrupt(
+            session,
+            hub,
+            job,
+            EventType.RUNNER_LOST,
+            detail,
+            requeue=job.interrupted_attempts < interruption_limit,
+            error=f"the runner '{runner}' holding the attempt was lost",
+        )
+    return [job.id for job in jobs]
 
 
 def cancel_requested(session: Session, runner: str) -> list[str]:

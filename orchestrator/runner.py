@@ -2,7 +2,10 @@
 
 The claim loop wakes on submits, cancels and freed slots (``notify``), with a slow poll as a
 fallback, and never exceeds its capacity. Each attempt runs in its own thread (``attempt.py``).
-On start the runner adopts the attempts it held before a restart.
+Before it claims anything (at start, and again when its engine comes back after an outage) the
+runner reconciles its engine with the database: it adopts the attempts it holds and removes its
+containers that no attempt holds. A heartbeat thread renews its lease (``runners``), takes back
+the jobs of lost runners, and abandons attempts another runner has taken back from it.
 """
 
 from __future__ import annotations
@@ -10,19 +13,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator import jobs
+from orchestrator import __version__, jobs, runners
 from orchestrator.attempt import Attempt
 from orchestrator.config import Settings
 from orchestrator.db import Database
-from orchestrator.docker_engine import DockerEngine
-from orchestrator.errors import EngineUnavailable
+from orchestrator.docker_engine import LABEL_PREFIX, DockerEngine
+from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.models import utcnow
 from orchestrator.notify import CANCEL, WORK, Hub
 from orchestrator.policy import ContainerPolicy
 from orchestrator.secrets import SecretBox
+
+# The longest wait between two checks of an engine that does not answer.
+ENGINE_RETRY_MAX = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +59,7 @@ class Runner:
         *,
         name: str | None = None,
         capacity: int | None = None,
+        queues: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -61,42 +69,80 @@ class Runner:
         self.policy = policy
         self.name = name or settings.runner_name
         self.capacity = capacity or settings.runner_capacity
+        self.queues = queues if queues is not None else (settings.runner_queues or None)
+        self.identity = runners.Identity(
+            name=self.name,
+            session=str(uuid.uuid4()),
+            docker_host=settings.docker_host or "default (DOCKER_HOST or the local socket)",
+            capacity=self.capacity,
+            queues=self.queues,
+            version=__version__,
+        )
+        self.done = threading.Event()
         self._attempts: dict[str, Attempt] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._drain_deadline = 0.0
+        self._registered = threading.Event()
+        self._name_conflict: str | None = None
         self._topic = f"runner:{self.name}"
         self._engine_ok = False
         self._engine_error: str | None = "not checked yet"
         self._engine_down_since: datetime | None = utcnow()
-        self._adopted = False
+        self._engine_failures = 0
+        self._reconciled = False
         self._thread: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        """Run the claim loop in a background thread."""
+        """Run the claim loop and the heartbeat in background threads."""
         self._thread = threading.Thread(target=self.run, name=f"runner-{self.name}", daemon=True)
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name=f"heartbeat-{self.name}", daemon=True
+        )
         self._thread.start()
+        self._heartbeat.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming and return; running containers are left to be adopted on restart."""
         self._stop.set()
-        self.hub.publish(self._topic)
-        with self._lock:
-            attempts = list(self._attempts.values())
-        for attempt in attempts:
-            attempt.detach()
+        self.hub.publish(self._topic, runners.control_topic(self.name))
         if self._thread is not None:
             self._thread.join(timeout)
-        for attempt in attempts:
-            attempt.join(timeout)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running attempts finish for up to ``timeout`` (default: the
+        drain timeout setting), then stop, leaving what still runs to adoption or recovery."""
+        with self._lock:
+            if self._draining.is_set():
+                return
+            wait = self.settings.drain_timeout if timeout is None else timeout
+            self._drain_deadline = time.monotonic() + wait
+            self._draining.set()
+        logger.info(
+            "draining: no new jobs; waiting up to %g s for %d running",
+            wait,
+            len(self._attempts),
+            extra={"action": "runner_draining"},
+        )
+        self._write_state(runners.DRAINING)
+        self.hub.publish(self._topic)
 
     def status(self) -> RunnerStatus:
         """The runner's state, its engine's health and how many attempts it runs."""
         with self._lock:
             running = len(self._attempts)
-        if self._stop.is_set():
+        if self._stop.is_set() or self.done.is_set():
             state = "stopped"
+        elif self._draining.is_set():
+            state = "draining"
+        elif self._name_conflict is not None:
+            state = "waiting_for_name"
         elif not self._engine_ok:
             state = "waiting_for_engine"
         else:
@@ -110,21 +156,72 @@ class Runner:
         )
 
     def run(self) -> None:
-        """The claim loop: run_once, then wait for a wake-up, the next due time or the poll."""
-        while not self._stop.is_set():
-            versions = {t: self.hub.version(t) for t in (WORK, CANCEL, self._topic)}
-            try:
-                self.run_once()
-                timeout = self._next_wait()
-            except Exception:
-                logger.exception("runner loop failed; retrying", extra={"action": "runner_error"})
-                timeout = self.settings.engine_retry_interval
-            if not self._stop.is_set():
-                self.hub.wait(versions, timeout)
+        """The claim loop: run_once, then wait for a wake-up, the next due time or the poll;
+        until stopped, or drained."""
+        try:
+            while not self._stop.is_set() and not self._drained():
+                versions = {t: self.hub.version(t) for t in (WORK, CANCEL, self._topic)}
+                try:
+                    self.run_once()
+                    timeout = self._next_wait()
+                except Exception:
+                    logger.exception(
+                        "runner loop failed; retrying", extra={"action": "runner_error"}
+                    )
+                    timeout = self.settings.engine_retry_interval
+                if not self._stop.is_set() and not self._drained():
+                    self.hub.wait(versions, timeout)
+        finally:
+            self._leave()
+
+    def _drained(self) -> bool:
+        """Whether a drain is over: nothing runs any more, or its deadline has passed."""
+        if not self._draining.is_set():
+            return False
+        with self._lock:
+            running = len(self._attempts)
+        if running and time.monotonic() < self._drain_deadline:
+            return False
+        if running:
+            logger.warning(
+                "drain deadline passed; leaving %d running jobs to adoption or recovery",
+                running,
+                extra={"action": "runner_drain_deadline"},
+            )
+        return True
+
+    def _leave(self) -> None:
+        """Detach from what still runs (its containers keep running) and say so."""
+        self._stop.set()
+        self.hub.publish(runners.control_topic(self.name))
+        with self._lock:
+            attempts = list(self._attempts.values())
+        for attempt in attempts:
+            attempt.detach()
+        for attempt in attempts:
+            attempt.join(10.0)
+        if self._registered.is_set():
+            self._write_state(runners.STOPPED)
+        logger.info(
+            "runner stopped; %d running jobs left for adoption",
+            len(attempts),
+            extra={"action": "runner_stopped"},
+        )
+        self.done.set()
+
+    def _write_state(self, state: str) -> None:
+        try:
+            with self.db.transaction() as session:
+                runners.set_state(session, self.identity, state)
+        except Exception:
+            logger.exception("could not record the runner's state", extra={"action": state})
 
     def _next_wait(self) -> float:
+        if not self._registered.is_set():
+            return self.settings.heartbeat_interval
         if not self._engine_ok:
-            return self.settings.engine_retry_interval
+            backoff = self.settings.engine_retry_interval * 2 ** min(self._engine_failures, 8)
+            return min(backoff, max(ENGINE_RETRY_MAX, self.settings.engine_retry_interval))
         with self.db.read() as session:
             due = jobs.next_due(session)
         timeout = self.settings.poll_interval
@@ -132,15 +229,104 @@ class Runner:
             timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.01))
         return timeout
 
+    # --- registration and heartbeat -------------------------------------------------------
+
+    def _register(self) -> bool:
+        """Claim the runner's name in the registry; False while another process holds it."""
+        try:
+            with self.db.transaction() as session:
+                runners.register(session, self.identity, self.settings.runner_lease)
+        except Conflict as exc:
+            if self._name_conflict != exc.message:
+                logger.warning("%s", exc.message, extra={"action": "runner_name_in_use"})
+            self._name_conflict = exc.message
+            return False
+        self._name_conflict = None
+        self._registered.set()
+        logger.info(
+            "runner %s registered (capacity %d, queues %s)",
+            self.name,
+            self.capacity,
+            ",".join(self.queues) if self.queues else "all",
+            extra={"action": "runner_registered"},
+        )
+        return True
+
+    def _heartbeat_loop(self) -> None:
+        control = runners.control_topic(self.name)
+        while not self._stop.is_set():
+            seen = self.hub.version(control)
+            if self._registered.is_set():
+                try:
+                    self.beat()
+                except Exception:
+                    logger.exception(
+                        "heartbeat failed; retrying", extra={"action": "heartbeat_error"}
+                    )
+            self.hub.wait({control: seen}, self.settings.heartbeat_interval)
+
+    def beat(self) -> None:
+        """Renew the lease, take back lost runners' jobs, and let go of attempts that are no
+        longer this runner's."""
+        with self.db.transaction() as session:
+            state = runners.heartbeat(
+                session,
+                self.identity,
+                "ok" if self._engine_ok else "unavailable",
+                None if self._engine_ok else self._engine_error,
+            )
+        if state is None:
+            logger.error(
+                "another process has taken over the runner name %s; stopping",
+                self.name,
+                extra={"action": "runner_replaced"},
+            )
+            self._registered.clear()
+            self._stop.set()
+            self.hub.publish(self._topic)
+            return
+        if state == runners.DRAINING and not self._draining.is_set():
+            self.drain()
+        with self.db.transaction() as session:
+            recovered = runners.recover_lost(
+                session, self.hub, self.settings.runner_lease, self.settings.interruption_limit
+            )
+        for lost, job_ids in recovered.items():
+            logger.warning(
+                "runner %s is lost (no heartbeat for %g s); took back %d jobs",
+                lost,
+                self.settings.runner_lease,
+                len(job_ids),
+                extra={"action": "runner_lost"},
+            )
+        self._let_go()
+        if self._engine_ok and self._reconciled:
+            self._remove_strays()
+
+    def _let_go(self) -> None:
+        """Abandon the attempts this runner no longer holds (taken back while it was lost)."""
+        with self._lock:
+            attempts = list(self._attempts.values())
+        if not attempts:
+            return
+        with self.db.read() as session:
+            held = {(job.id, job.attempt) for job in jobs.held_by(session, self.name)}
+        for attempt in attempts:
+            if (attempt.job_id, attempt.number) not in held:
+                attempt.abandon()
+
     # --- one pass -------------------------------------------------------------------------
 
     def run_once(self) -> int:
-        """Check the engine, adopt, queue due jobs, pass on cancels, claim; how many claimed."""
+        """Register, check the engine, reconcile, queue due jobs, pass on cancels, claim; how
+        many were claimed."""
+        if not self._registered.is_set() and not self._register():
+            return 0
         if not self._check_engine():
             return 0
-        if not self._adopted:
-            self._adopt()
-            self._adopted = True
+        if not self._reconciled:
+            self._reconcile()
+            self._reconciled = True
         with self.db.read() as session:
             due = jobs.scheduled_due(session)
         if due:
@@ -148,9 +334,9 @@ class Runner:
                 jobs.promote_due(session, self.hub)
         self._deliver_cancels()
         claimed = 0
-        while not self._stop.is_set() and self._free_slots() > 0:
+        while not self._stop.is_set() and not self._draining.is_set() and self._free_slots() > 0:
             with self.db.transaction() as session:
-                job = jobs.claim(session, self.name, self.hub)
+                job = jobs.claim(session, self.name, self.hub, self.queues)
             if job is None:
                 break
             claimed += 1
@@ -168,9 +354,15 @@ class Runner:
                     extra={"action": "engine_unavailable"},
                 )
             self.engine_lost(exc.message)
+            self._engine_failures += 1
             return False
         if not self._engine_ok:
             logger.info("Docker engine available", extra={"action": "engine_available"})
+            # What ran, ended or vanished while the engine was away is looked at again.
+            self._reconciled = False
+            # A heartbeat now tells the registry the engine answers.
+            self.hub.publish(runners.control_topic(self.name))
+        self._engine_failures = 0
         self._engine_ok = True
         self._engine_error = None
         self._engine_down_since = None
@@ -180,6 +372,7 @@ class Runner:
         """Called when the engine does not answer: stop claiming until it is back."""
         if self._engine_ok or self._engine_down_since is None:
             self._engine_down_since = utcnow()
+            self.hub.publish(runners.control_topic(self.name))
         self._engine_ok = False
         self._engine_error = message
 
@@ -206,8 +399,10 @@ class Runner:
         for attempt in targets:
             attempt.cancel()
 
-    def _adopt(self) -> None:
-        """Pick up the attempts this runner held before it stopped."""
+    def _reconcile(self) -> None:
+        """Make the engine and the database agree before claiming: remove this runner's
+        containers no attempt holds, and adopt the attempts it holds."""
+        self._remove_strays()
         with self.db.read() as session:
             held = jobs.held_by(session, self.name)
         for job in held:
@@ -218,17 +413,36 @@ class Runner:
             )
             self._launch(Attempt.for_adopted(self, job))
 
-    # --- tests and the CLI ----------------------------------------------------------------
-
-    def run_until_idle(self, timeout: float = 60.0) -> None:
-        """Claim and run until nothing is runnable and no attempt is left (burst mode)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            claimed = self.run_once()
-            with self._lock:
-                attempts = list(self._attempts.values())
-            if not claimed and not attempts:
-                return
-            for attempt in attempts:
-                attempt.join(max(deadline - time.monotonic(), 0))
-        raise TimeoutError(f"runner not idle after {timeout} s")
+    def _remove_strays(self) -> None:
+        """Remove this runner's containers whose attempt it does not hold: their job ended,
+        or another runner took the attempt back while this one was lost."""
+        try:
+            containers = self.engine.find_labelled(f"{LABEL_PREFIX}job-id")
+        except EngineUnavailable:
+            return
+        ours = {
+            container_id: labels
+            for container_id, labels in containers.items()
+            if labels.get(f"{LABEL_PREFIX}runner") == self.name
+        }
+        if not ours:
+            return
+        with self._lock:
+            running = {(a.job_id, str(a.number)) for a in self._attempts.values()}
+        with self.db.read() as session:
+            held = {(job.id, str(job.attempt)) for job in jobs.held_by(session, self.name)}
+        for container_id, labels in ours.items():
+            key = (labels[f"{LABEL_PREFIX}job-id"], labels.get(f"{LABEL_PREFIX}attempt", ""))
+            if key in held or key in running:
+                continue
+            logger.info(
+                "removing container %s of job %s attempt %s: no attempt holds it",
+                container_id[:12],
+                key[0],
+                key[1],
+                extra={"action": "container_stray_removed", "job_id": key[0]},
+            )
+            try:
+                self.engine.remove(container_id)
+            except OrchestratorError as exc:
+                logger.warning("could not remove a stray container: %s", exc.message)

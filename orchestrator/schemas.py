@@ -7,7 +7,7 @@ no field to live in, so they cannot leak by accident.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -34,6 +34,9 @@ from orchestrator.secrets import MASK
 from orchestrator.states import JobStatus
 from orchestrator.tokens import Role
 from orchestrator.units import MAX_DURATION_SECONDS, parse_duration
+
+if TYPE_CHECKING:
+    from orchestrator.runners import RunnerView
 
 Item = TypeVar("Item")
 
@@ -220,6 +223,7 @@ class JobPublic(BaseModel):
     priority: int
     attempt: int
     max_attempts: int
+    interrupted_attempts: int
     command: list[str] | None
     parameters: dict[str, Any]
     env: dict[str, str]
@@ -251,6 +255,7 @@ class JobPublic(BaseModel):
             priority=row.priority,
             attempt=row.attempt,
             max_attempts=row.max_attempts,
+            interrupted_attempts=row.interrupted_attempts,
             command=row.command,
             parameters=row.parameters,
             env=row.env,
@@ -373,4 +378,39 @@ class AuditEventPublic(BaseModel):
             actor_id=row.actor_id,
             actor_name=row.actor_name,
             detail=row.detail,
+        )
+
+
+class RunnerPublic(BaseModel):
+    name: str
+    state: str
+    hostname: str
+    pid: int
+    docker_host: str
+    docker: str
+    docker_error: str | None
+    capacity: int
+    running: int
+    queues: list[str] | None
+    version: str
+    start_time: datetime
+    heartbeat_time: datetime
+
+    @classmethod
+    def from_view(cls, view: RunnerView) -> RunnerPublic:
+        row = view.record
+        return cls(
+            name=row.name,
+            state=view.state,
+            hostname=row.hostname,
+            pid=row.pid,
+            docker_host=row.docker_host,
+            docker=row.docker,
+            docker_error=row.docker_error,
+            capacity=row.capacity,
+            running=view.running,
+            queues=row.queues,
+            version=row.version,
+            start_time=row.start_time,
+            heartbeat_time=row.heartbeat_time,
         )

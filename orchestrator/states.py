@@ -43,6 +43,8 @@ class EventType(StrEnum):
     FAILED = "failed"
     RETRYING = "retrying"
     REQUEUED = "requeued"
+    INTERRUPTED = "interrupted"
+    RUNNER_LOST = "runner_lost"
     TIMED_OUT = "timed_out"
     CANCEL_REQUESTED = "cancel_requested"
     CANCELLED = "cancelled"

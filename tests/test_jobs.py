@@ -164,7 +164,8 @@ def test_timeout_kills_the_container(
     assert "timed_out" in types
     assert types[-1] == "failed"
     assert server.logs(job["id"]) == "started\n"
-    assert containers_of(docker_client, job["id"]) == []
+    # The container is removed once the outcome is committed, so just after it is visible.
+    wait_for(lambda: containers_of(docker_client, job["id"]) == [], timeout=10)
 
 
 def test_timeout_is_retried_when_the_policy_allows(server: LiveServer) -> None:

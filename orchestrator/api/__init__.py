@@ -8,7 +8,16 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from orchestrator import __version__
-from orchestrator.api import definitions, errors, health, jobs, projects, queues, tokens
+from orchestrator.api import (
+    definitions,
+    errors,
+    health,
+    jobs,
+    projects,
+    queues,
+    runners,
+    tokens,
+)
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
 from orchestrator.services import Services
@@ -35,6 +44,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, projects, queues, definitions, jobs, tokens):
+    for module in (health, projects, queues, definitions, jobs, tokens, runners):
         app.include_router(module.router)
     return app
