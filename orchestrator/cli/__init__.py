@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from orchestrator.cli import db, definitions, jobs, queues, secrets, tokens
 from orchestrator.cli.output import fail, setting_errors
+from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.policy import ContainerPolicy
@@ -72,6 +73,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(db.app, name="db")
 app.command()(jobs.submit)
+app.command(name="runner")(run_runner)
 
 
 def main() -> None:
