@@ -189,6 +189,10 @@ def api_and_runner(make_server: Callable[..., LiveServer]) -> tuple[LiveServer, 
         poll_interval=SLOW_POLL_SECONDS,
     )
     assert api.services.runner is None and api.services.relay is not None
+    # Until its engine answers, a runner retries every engine_retry_interval: wait that out, so
+    # only the 30 s poll remains besides a wake-up.
+    assert runner.services.runner is not None
+    wait_for(lambda: runner.services.runner.status().state == "active", timeout=10)
     return api, runner
 
 
