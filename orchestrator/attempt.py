@@ -40,6 +40,10 @@ RUN_DIR = "/run/orchestrator"
 INPUT_PATH = f"{RUN_DIR}/input.json"
 OUTPUT_PATH = f"{RUN_DIR}/output.json"
 LOG_DRAIN_SECONDS = 5.0
+# Exit codes of a container killed by SIGKILL or SIGTERM.
+SIGNAL_EXIT_CODES = frozenset({137, 143})
+# How long after such an exit an engine shutting down has stopped answering.
+ENGINE_SHUTDOWN_WINDOW = 5.0
 
 
 def container_spec(
@@ -424,6 +428,17 @@ class Attempt:
         except OrchestratorError as exc:
             logger.warning("could not remove the container: %s", exc.message)
 
+    def _engine_goes_away(self) -> bool:
+        """Whether the engine stops answering within ``ENGINE_SHUTDOWN_WINDOW`` seconds."""
+        deadline = time.monotonic() + ENGINE_SHUTDOWN_WINDOW
+        while time.monotonic() < deadline:
+            try:
+                self._engine.ping()
+            except EngineUnavailable:
+                return True
+            time.sleep(0.2)
+        return False
+
     def _stop_container(self, container_id: str) -> None:
         grace = self.runner.settings.stop_grace_period
 
@@ -462,6 +477,7 @@ class Attempt:
             return jobs.AttemptResult(error="the container disappeared before it exited")
         error = None
         output = None
+        oom_killed = False
         try:
             raw = self._engine.read_file(
                 container_id, OUTPUT_PATH, self.runner.settings.max_output_bytes
@@ -470,12 +486,23 @@ class Attempt:
             if exit_code != 0:
                 state = self._engine.state(container_id)
                 if state is not None and state.oom_killed:
+                    oom_killed = True
                     error = "the container ran out of memory and was killed"
+        except EngineUnavailable as exc:
+            self._engine_lost = True
+            error = f"could not read the output: {exc.message}"
         except OrchestratorError as exc:
             error = f"could not read the output: {exc.message}"
+        stopped_by_us = timed_out or self._cancel.is_set()
+        if exit_code in SIGNAL_EXIT_CODES and not (stopped_by_us or oom_killed):
+            # Killed by a signal nobody here sent: a stopping engine sends SIGTERM to every
+            # container before it goes away. Its exit code comes back before the engine stops
+            # answering, so look a moment longer.
+            self._engine_lost = self._engine_lost or self._engine_goes_away()
         interrupted = None
-        if self._engine_lost and exit_code != 0 and not timed_out and not self._cancel.is_set():
+        if self._engine_lost and exit_code != 0 and not stopped_by_us:
             interrupted = "engine_unavailable"
+            self.runner.engine_lost("the engine stopped answering as the container was killed")
             error = (
                 f"the container exited with code {exit_code} while its Docker engine was "
                 "unavailable (an engine restart stops its containers)"

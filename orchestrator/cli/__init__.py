@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 import uvicorn
 from pydantic import ValidationError
 
 from orchestrator.cli import db, definitions, jobs, queues, secrets, tokens
-from orchestrator.cli.output import fail, setting_errors
+from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -53,9 +51,7 @@ def serve(
         fail(f"invalid setting: {setting_errors(exc)}", code=2)
     except OrchestratorError as exc:
         fail(exc.message, code=2)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     typer.echo(f"data dir: {settings.data_dir}")
     uvicorn.run(
         create_app(settings),

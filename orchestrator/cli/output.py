@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -113,3 +114,12 @@ def fields(item: dict[str, Any]) -> None:
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
+
+
+def configure_logging() -> None:
+    """INFO lines with time and source for the long-running commands (serve, runner)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # Alembic announces its plugins at INFO when it is imported; only its warnings matter here.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

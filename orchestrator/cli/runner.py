@@ -10,7 +10,7 @@ from types import FrameType
 import typer
 from pydantic import ValidationError
 
-from orchestrator.cli.output import fail, setting_errors
+from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.policy import ContainerPolicy
@@ -58,9 +58,7 @@ def runner(
         fail(f"invalid setting: {setting_errors(exc)}", code=2)
     except OrchestratorError as exc:
         fail(exc.message, code=2)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging()
     from orchestrator.services import Services  # the engine and database: not for --help
 
     try:
