@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from orchestrator import jobs
 from orchestrator.config import Settings
 from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec, DockerEngine
@@ -142,6 +144,8 @@ class Attempt:
         self._cancel = threading.Event()
         self._detach = threading.Event()
         self._abandon = threading.Event()
+        # Set when the attempt ended without its outcome recorded: the runner adopts it again.
+        self.unrecorded = False
         # Set when the engine stopped answering during the attempt: a container killed by the
         # engine's restart is an interruption, not the job's failure.
         self._engine_lost = False
@@ -164,6 +168,15 @@ class Attempt:
         def target() -> None:
             try:
                 self._run()
+            except sa.exc.DBAPIError as exc:
+                # The database did not answer: record nothing now; the runner adopts the
+                # attempt again (its container is still there) once the database is back.
+                logger.warning(
+                    "could not record the attempt (%s); it will be adopted again",
+                    type(exc).__name__,
+                    extra={"action": "attempt_unrecorded", "job_id": self.job_id},
+                )
+                self.unrecorded = True
             except Exception as exc:
                 logger.exception(
                     "attempt crashed", extra={"action": "attempt_crashed", "job_id": self.job_id}
@@ -186,6 +199,7 @@ class Attempt:
                 "could not record the crashed attempt; it is left for adoption",
                 extra={"action": "attempt_abandoned", "job_id": self.job_id},
             )
+            self.unrecorded = True
 
     def cancel(self) -> None:
         """Stop the container (SIGTERM, grace, SIGKILL); the job ends ``cancelled``."""

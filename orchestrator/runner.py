@@ -164,6 +164,8 @@ class Runner:
                 try:
                     self.run_once()
                     timeout = self._next_wait()
+                    if self._draining.is_set():
+                        timeout = min(timeout, max(self._drain_deadline - time.monotonic(), 0.01))
                 except Exception:
                     logger.exception(
                         "runner loop failed; retrying", extra={"action": "runner_error"}
@@ -389,6 +391,8 @@ class Runner:
         with self._lock:
             if self._attempts.get(attempt.job_id) is attempt:
                 del self._attempts[attempt.job_id]
+        if attempt.unrecorded:
+            self._reconciled = False
         self.hub.publish(self._topic)
 
     def _deliver_cancels(self) -> None:

@@ -9,6 +9,10 @@ directory, so the test counts what really ran. Figures of the 2,000-job run are 
 from __future__ import annotations
 
 import os
+import select
+import socket
+import socketserver
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,6 +31,7 @@ from tests.conftest import (
     TEST_IMAGE,
     LiveServer,
     drop_database,
+    free_port,
     postgres_admin,
     unavailable,
     wait_for,
@@ -75,16 +80,24 @@ class Cluster:
         self._start = start
         self.second = second
 
-    def runner(self, name: str, engine: str, capacity: int, queues: list[str]) -> RunnerProcess:
-        """Start a runner process on the first or second engine."""
+    def runner(
+        self,
+        name: str,
+        engine: str,
+        capacity: int,
+        queues: list[str],
+        database_url: str | None = None,
+        **settings: str,
+    ) -> RunnerProcess:
+        """Start a runner process on the first or second engine (``settings``: more ORCH_*)."""
         process = self._start(
             docker_host=FIRST_ENGINE if engine == "first" else self.second.url,
             name=name,
-            database_url=self.api.settings.database_url,
+            database_url=database_url or self.api.settings.database_url,
             data_dir=self.api.settings.data_dir,
             capacity=capacity,
             queues=queues,
-            env=RUNNER_SETTINGS,
+            env={**RUNNER_SETTINGS, **settings},
         )
         wait_for(lambda: self.runner_view(name).get("state") == "active", timeout=60)
         return process
@@ -376,3 +389,109 @@ def test_a_drain_during_load_loses_nothing(cluster: Cluster) -> None:
     assert late_claims == []
     assert staying.alive
     assert "drain" in leaving.log_text()
+
+
+def test_a_drain_past_its_deadline_leaves_jobs_to_the_restarted_runner(cluster: Cluster) -> None:
+    cluster.queue("rolling")
+    cluster.define("long", 'echo begin; sleep 6; echo "{\\"ok\\": true}" > "$ORCH_OUTPUT"')
+    old = cluster.runner("host-2", "second", 2, ["rolling"], ORCH_DRAIN_TIMEOUT="1")
+    ids = [cluster.api.submit(definition="long", queue="rolling")["id"] for _ in range(2)]
+    wait_for(lambda: all(cluster.api.job(i)["status"] == "running" for i in ids), timeout=60)
+    old.terminate()
+    assert old.wait(timeout=30) == 0
+    assert "leaving 2 running jobs" in old.log_text()
+    assert {cluster.api.job(i)["status"] for i in ids} == {"running"}
+    # The upgraded runner starts under the same name and adopts what the old one left.
+    old.restart()
+    for job_id in ids:
+        done = cluster.api.wait_job(job_id, timeout=60)
+        assert done["status"] == "succeeded", done
+        assert (done["attempt"], done["interrupted_attempts"]) == (1, 0)
+        assert done["output"] == {"ok": True}
+        assert cluster.api.logs(job_id) == "begin\n"
+    wait_for(lambda: not cluster.containers("host-2"))
+
+
+def test_a_cancel_reaches_the_runner_on_the_other_host_at_once(cluster: Cluster) -> None:
+    cluster.queue("remote")
+    cluster.define("loop", "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    cluster.runner("host-2", "second", 1, ["remote"])
+    job_id = cluster.api.submit(definition="loop", queue="remote")["id"]
+    cluster.api.wait_job(job_id, {"running"}, timeout=30)
+    asked = time.monotonic()
+    response = cluster.api.http.post(f"/v1/projects/default/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+    assert cluster.api.wait_job(job_id, timeout=10)["status"] == "cancelled"
+    # The runner polls every 30 s: only the NOTIFY explains an end this soon.
+    assert time.monotonic() - asked < 5
+    wait_for(lambda: not cluster.containers("host-2"))
+
+
+class _ForwardToPostgres(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        upstream = socket.create_connection(self.server.upstream)  # type: ignore[attr-defined]
+        sockets = [self.request, upstream]
+        try:
+            while not getattr(self.server, "closing", False):
+                readable, _, _ = select.select(sockets, [], [], 0.5)
+                for sock in readable:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    (upstream if sock is self.request else self.request).sendall(data)
+        except OSError:
+            return
+        finally:
+            upstream.close()
+
+
+class DatabaseProxy:
+    """A TCP port forwarding to PostgreSQL while it is up: one runner's database outage."""
+
+    def __init__(self, database_url: str) -> None:
+        url = sa.engine.make_url(database_url)
+        self.upstream = (url.host or "127.0.0.1", url.port or 5432)
+        self.port = free_port()
+        self.url = url.set(host="127.0.0.1", port=self.port).render_as_string(hide_password=False)
+        self._server: socketserver.ThreadingTCPServer | None = None
+
+    def up(self) -> None:
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", self.port), _ForwardToPostgres)
+        server.daemon_threads = True
+        server.upstream = self.upstream  # type: ignore[attr-defined]
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self._server = server
+
+    def down(self) -> None:
+        if self._server is not None:
+            self._server.closing = True  # type: ignore[attr-defined]
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def test_an_attempt_that_ends_while_the_database_is_away_is_recorded_when_it_returns(
+    cluster: Cluster,
+) -> None:
+    proxy = DatabaseProxy(cluster.api.settings.database_url or "")
+    proxy.up()
+    try:
+        cluster.queue("dbless")
+        cluster.define("exit4", "echo out; sleep 3; exit 4")
+        runner = cluster.runner(
+            "host-2", "second", 1, ["dbless"], database_url=proxy.url, ORCH_RUNNER_LEASE="60"
+        )
+        job_id = cluster.api.submit(definition="exit4", queue="dbless")["id"]
+        cluster.api.wait_job(job_id, {"running"}, timeout=30)
+        proxy.down()
+        wait_for(lambda: "could not record the attempt" in runner.log_text(), timeout=30)
+        assert cluster.api.job(job_id)["status"] == "running"
+        proxy.up()
+        done = cluster.api.wait_job(job_id, timeout=60)
+        assert (done["status"], done["exit_code"], done["attempt"]) == ("failed", 4, 1)
+        assert done["error"] == "the container exited with code 4"
+        assert cluster.api.logs(job_id) == "out\n"
+        wait_for(lambda: not cluster.containers("host-2"))
+    finally:
+        proxy.down()
