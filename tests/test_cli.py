@@ -191,7 +191,11 @@ def test_a_secret_value_is_never_printed(server: LiveServer) -> None:
     outputs.append(cli(server, "submit", "use-secret", "--secret", CANARY))
 
     assert [r.exit_code for r in outputs] == [0] * (len(outputs) - 1) + [2]
-    assert 'secret_env:   {"API_TOKEN":"***"}' in outputs[2].stdout
+    shown = {
+        line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+        for line in outputs[2].stdout.splitlines()
+    }
+    assert shown["secret_env"] == '{"API_TOKEN":"***"}'
     assert "token ***" in outputs[4].stdout
     for result in outputs:
         assert CANARY not in result.stdout + result.stderr

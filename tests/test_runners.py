@@ -11,7 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import docker
+from typer.testing import CliRunner
 
+from orchestrator.cli import app
 from tests.conftest import TEST_IMAGE, LiveServer, bearer, containers_of, wait_for
 
 
@@ -156,3 +158,22 @@ def test_two_runners_never_share_a_name(make_server: Callable[..., LiveServer]) 
     # The first stops cleanly: the name is free at once.
     first.stop()
     wait_for(lambda: second.services.runner.status().state == "active", timeout=30)
+
+
+def test_the_cli_lists_and_drains_runners(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(runner_name="cli-runner", runner_capacity=2)
+    env = {"ORCH_URL": server.url, "ORCH_DATA_DIR": str(server.settings.data_dir)}
+    listed = CliRunner().invoke(app, ["runners", "ls"], env=env, catch_exceptions=False)
+    assert listed.exit_code == 0, listed.output
+    header, *rows = listed.output.splitlines()
+    assert header.split()[:3] == ["NAME", "STATE", "HOST"]
+    (row,) = [r for r in rows if r.startswith("cli-runner ")]
+    assert row.split()[1] == "active"
+    drained = CliRunner().invoke(
+        app, ["runners", "drain", "cli-runner"], env=env, catch_exceptions=False
+    )
+    assert drained.exit_code == 0, drained.output
+    assert drained.output.startswith("runner cli-runner is draining")
+    missing = CliRunner().invoke(app, ["runners", "drain", "nobody"], env=env)
+    assert missing.exit_code != 0
+    assert "runner 'nobody' not found" in missing.output
