@@ -27,6 +27,7 @@ JOB_COLUMNS = (
     ("status", "STATUS"),
     ("attempt", "ATTEMPT"),
     ("exit_code", "EXIT"),
+    ("runner", "RUNNER"),
     ("create_time", "CREATED"),
 )
 QUEUE_COLUMNS = (
