@@ -79,6 +79,8 @@ def register(session: Session, identity: Identity, lease: float) -> RunnerRecord
     ).first()
     if (
         row is not None
+        # A row without a session stands for a runner of an older release: the name is free.
+        and row.session
         and row.session != identity.session
         and row.state != STOPPED
         and not _stale(row, lease, now)

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from orchestrator import migrations
+from orchestrator import migrations, runners
 from orchestrator.db import Database
 
 from .conftest import LiveServer, bearer
@@ -317,3 +317,29 @@ def test_server_starts_on_a_database_at_0001_and_serves_its_data(
     )
     assert old_reader.status_code == 200, old_reader.text
     assert old_reader.json()["status"] == "queued"
+
+
+def test_runners_holding_jobs_before_0002_are_registered_and_can_be_recovered(
+    database: Database,
+) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    with database.write_engine.begin() as connection:
+        connection.execute(sa.text("UPDATE jobs SET runner = 'old-host' WHERE status = 'running'"))
+
+    database.upgrade_schema()
+
+    with database.read() as session:
+        (view,) = runners.list_runners(session, lease=3600)
+    assert (view.record.name, view.state, view.running) == ("old-host", "active", 1)
+    assert view.record.heartbeat_time > OLD_TIME.replace(tzinfo=UTC)
+    # Nobody comes back under that name: once the lease runs out the job is taken back.
+    with database.transaction() as session:
+        recovered = runners.recover_lost(session, None, lease=0.0, interruption_limit=3)
+    assert recovered == {"old-host": [job_id_of("running")]}
+    with database.read_engine.connect() as connection:
+        status, runner = connection.execute(
+            sa.text("SELECT status, runner FROM jobs WHERE id = :id"),
+            {"id": job_id_of("running")},
+        ).one()
+    assert (status, runner) == ("queued", None)

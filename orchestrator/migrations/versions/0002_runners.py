@@ -7,6 +7,8 @@ Create Date: 2026-11-23
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -17,7 +19,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Add ``runners`` and ``jobs.interrupted_attempts`` (0 on every existing job)."""
+    """Add ``runners`` (with a row for each runner holding jobs) and
+    ``jobs.interrupted_attempts`` (0 on every existing job)."""
     op.create_table(
         "runners",
         sa.Column("name", sa.String(length=255), nullable=False),
@@ -40,6 +43,20 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("interrupted_attempts", sa.Integer(), nullable=False, server_default="0")
         )
+    # Runners of the older release holding jobs get a row (with no session: any process may
+    # take the name) whose lease starts now: if none comes back under that name, another
+    # runner takes their jobs back once it runs out, instead of leaving them running forever.
+    now = datetime.now(UTC).replace(tzinfo=None)
+    op.get_bind().execute(
+        sa.text(
+            "INSERT INTO runners (name, session, hostname, pid, docker_host, capacity,"
+            " state, docker, version, start_time, heartbeat_time)"
+            " SELECT DISTINCT runner, '', '', 0, '', 0, 'active', 'unknown', '', :now, :now"
+            " FROM jobs"
+            " WHERE runner IS NOT NULL AND status IN ('starting', 'running')"
+        ),
+        {"now": now},
+    )
 
 
 def downgrade() -> None:
