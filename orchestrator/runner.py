@@ -91,6 +91,7 @@ class Runner:
         self._engine_error: str | None = "not checked yet"
         self._engine_down_since: datetime | None = utcnow()
         self._engine_failures = 0
+        self._engine_lost_at = -float("inf")
         self._reconciled = False
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
@@ -346,6 +347,11 @@ class Runner:
         return claimed
 
     def _check_engine(self) -> bool:
+        if not self._engine_ok and time.monotonic() - self._engine_lost_at < (
+            self.settings.engine_retry_interval
+        ):
+            # Just lost: an engine shutting down may still answer a ping between failed calls.
+            return False
         try:
             self.engine.ping()
         except EngineUnavailable as exc:
@@ -375,6 +381,10 @@ class Runner:
         if self._engine_ok or self._engine_down_since is None:
             self._engine_down_since = utcnow()
             self.hub.publish(runners.control_topic(self.name))
+            # A stopping engine still serves connections it had open: only a new one tells
+            # whether it is back.
+            self.engine.close()
+        self._engine_lost_at = time.monotonic()
         self._engine_ok = False
         self._engine_error = message
 
