@@ -66,6 +66,22 @@ class Settings(BaseSettings):
     stop_grace_period: float = Field(default=10.0, ge=0)
     log_flush_interval: float = Field(default=0.25, gt=0)
 
+    # Schedules: a tick fired later than this after its time was missed (the schedule's
+    # ``on_missed`` decides what happens then).
+    schedule_grace: float = Field(default=60.0, ge=1)
+    # HTTP targets of schedules: the request timeout when a schedule sets none, and how many
+    # requests one server sends at once.
+    http_timeout: float = Field(default=30.0, gt=0)
+    http_concurrency: int = Field(default=8, ge=1, le=256)
+    # Webhooks: per-request timeout; retries start at ``webhook_retry_base`` seconds, double
+    # (with jitter) up to ``webhook_retry_max``, and stop ``webhook_retry_for`` after the first
+    # attempt; ``webhook_concurrency`` deliveries are in flight at once per server.
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_retry_base: float = Field(default=5.0, gt=0)
+    webhook_retry_max: float = Field(default=3600.0, gt=0)
+    webhook_retry_for: float = Field(default=86400.0, ge=0)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
     max_input_bytes: int = Field(default=262_144, ge=1024)

@@ -61,6 +61,8 @@ class Project(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=63)
     description: str = ""
+    # The Standard Webhooks signing secret ("whsec_..."), encrypted; made on first use.
+    webhook_secret_ciphertext: str | None = None
     create_time: datetime = _time(default_factory=utcnow)
 
 
@@ -232,3 +234,109 @@ class RunnerRecord(SQLModel, table=True):
     version: str = Field(max_length=32)
     start_time: datetime = _time(default_factory=utcnow)
     heartbeat_time: datetime = _time(default_factory=utcnow)
+
+
+class Schedule(SQLModel, table=True):
+    """A cron expression (in a time zone) or a one-shot ``run_at`` whose target is a job
+    submission or an HTTP request.
+
+    ``target`` holds the target without its secrets (the names stay); the secret values
+    (``secret_env`` of a job target, ``secret_headers`` of an HTTP target) are in
+    ``secret_ciphertext``, encrypted. ``next_run_at`` is the next tick (UTC); the scheduler
+    claims a tick by moving it on in the same transaction that records the run.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        sa.UniqueConstraint("project", "name"),
+        sa.Index("ix_schedules_due", "status", "next_run_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    cron: str | None = Field(default=None, max_length=255)
+    run_at: datetime | None = _time(default=None)
+    timezone: str = Field(default="UTC", max_length=64)
+    target_kind: str = Field(max_length=8)
+    target: dict[str, Any] = _json(default_factory=dict)
+    secret_ciphertext: str | None = None
+    overlap: str = Field(default="allow", max_length=8)
+    on_missed: str = Field(default="skip", max_length=8)
+    missed_window: float = 3600.0
+    # Delays (seconds) before each retry of an HTTP target's request.
+    retry_delays: list[float] = _json(default_factory=list)
+    status: str = Field(default="active", max_length=16)
+    next_run_at: datetime | None = _time(default=None)
+    last_run_at: datetime | None = _time(default=None)
+    last_outcome: str | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One firing of a schedule (or a record that a tick was missed or skipped).
+
+    ``(schedule_id, tick)`` is unique: a tick fires once however many schedulers see it. A job
+    target's run points at its job; an HTTP target's run carries its attempts: ``status``
+    ``pending`` (an attempt is due at ``next_attempt_at``), ``running`` (an attempt is in
+    flight until ``lease_until``), then ``succeeded``, ``failed`` or ``replaced``.
+    """
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule_id", "tick"),
+        sa.Index("ix_schedule_runs_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_id: str = Field(index=True, max_length=36)
+    tick: datetime = _time()
+    trigger: str = Field(max_length=16)
+    fire_time: datetime = _time(default_factory=utcnow)
+    status: str = Field(max_length=16)
+    job_id: str | None = Field(default=None, max_length=36)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _time(default=None)
+    lease_until: datetime | None = _time(default=None)
+    status_code: int | None = None
+    duration_ms: float | None = None
+    response_body: str | None = None
+    error: str | None = None
+    attempt_log: list[dict[str, Any]] = _json(default_factory=list)
+    detail: dict[str, Any] = _json(default_factory=dict)
+    finish_time: datetime | None = _time(default=None)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One webhook message to send (an outbox row, written with the job's terminal state).
+
+    ``message_id`` is the ``webhook-id`` header: the same for every retry and redelivery of one
+    message, so receivers can drop duplicates. ``body`` is fixed when the row is written.
+    Retries stop ``webhook_retry_for`` seconds after ``create_time``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "number"),
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=36)
+    number: int
+    project: str = Field(max_length=63)
+    message_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=32)
+    url: str
+    body: str
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _time(default=None)
+    lease_until: datetime | None = _time(default=None)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempt_log: list[dict[str, Any]] = _json(default_factory=list)
+    redelivery_of: int | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    delivered_time: datetime | None = _time(default=None)

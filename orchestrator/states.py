@@ -48,6 +48,8 @@ class EventType(StrEnum):
     TIMED_OUT = "timed_out"
     CANCEL_REQUESTED = "cancel_requested"
     CANCELLED = "cancelled"
+    WEBHOOK_DELIVERED = "webhook_delivered"
+    WEBHOOK_FAILED = "webhook_failed"
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
