@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator import definitions, projects, queues
+from orchestrator import definitions, projects, queues, webhooks
 from orchestrator.db import after_commit, serialize
 from orchestrator.definitions import CONTAINER_FIELDS, RESERVED_ENV_PREFIX, RetryPolicy
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
@@ -44,9 +44,11 @@ def transition(
     hub: Hub | None = None,
     **changes: Any,
 ) -> None:
-    """Move ``job`` to ``status`` (checked against the life cycle) and append its event."""
+    """Move ``job`` to ``status`` (checked against the life cycle) and append its event; a
+    job with a webhook that ends here gets its webhook message in the same transaction."""
     if job.status != status and not can_transition(job.status, status):
         raise Conflict(f"job {job.id} cannot go from {job.status} to {status}", field="status")
+    ends = status.terminal and not job.status.terminal
     now = utcnow()
     job.status = status
     job.update_time = now
@@ -56,6 +58,8 @@ def transition(
         setattr(job, name, value)
     session.add(job)
     record(session, job, event, detail, hub)
+    if ends and job.webhook:
+        webhooks.enqueue(session, job, hub)
 
 
 def record(

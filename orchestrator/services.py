@@ -1,5 +1,5 @@
 """Builds and owns the long-lived parts of a process: database, hub (and its relay to other
-processes on PostgreSQL), secret box, engine, runner."""
+processes on PostgreSQL), secret box, engine, runner, webhook sender."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from orchestrator.pgnotify import Relay
 from orchestrator.policy import ContainerPolicy
 from orchestrator.runner import Runner
 from orchestrator.secrets import SecretBox, open_box
+from orchestrator.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Services:
     limits: InputLimits
     runner: Runner | None
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
+    webhooks: WebhookSender | None = None  # API servers only: runners alone send no webhooks
 
     @classmethod
     def build(cls, settings: Settings, *, api: bool = True) -> Services:
@@ -75,6 +77,7 @@ class Services:
             limits=InputLimits.from_settings(settings),
             runner=runner,
             relay=Relay(hub, db.url) if db.is_postgres else None,
+            webhooks=WebhookSender(settings, db, hub, box) if api else None,
         )
 
     def start(self) -> None:
@@ -84,11 +87,15 @@ class Services:
             self.relay.start()
         if self.runner is not None:
             self.runner.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     def close(self) -> None:
         """Stop the loops and close connections; running containers are left for adoption."""
         if self.runner is not None:
             self.runner.stop()
+        if self.webhooks is not None:
+            self.webhooks.stop()
         if self.relay is not None:
             self.relay.stop()
         self.engine.close()

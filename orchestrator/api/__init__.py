@@ -17,6 +17,7 @@ from orchestrator.api import (
     queues,
     runners,
     tokens,
+    webhooks,
 )
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
@@ -44,6 +45,6 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, projects, queues, definitions, jobs, tokens, runners):
+    for module in (health, projects, queues, definitions, jobs, tokens, runners, webhooks):
         app.include_router(module.router)
     return app

@@ -1,0 +1,435 @@
+"""Job webhooks: signed (Standard Webhooks), stored before sending, retried, recorded, listed
+and redelivered; received by a real HTTP server on localhost and verified with the
+``standardwebhooks`` and ``svix`` libraries that receivers use."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import standardwebhooks.webhooks
+import svix.webhooks
+
+from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
+
+JOBS = "/v1/projects/default/jobs"
+SECRET = "/v1/projects/default/webhook-secret"
+# Fast retries for tests: 0.2 s, 0.4 s, then every second or so.
+FAST_RETRIES = {"webhook_retry_base": 0.2, "webhook_retry_max": 1.0}
+
+
+# --- a real receiver ------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def job_id(self) -> str:
+        return str(json.loads(self.body)["id"])
+
+
+@dataclass
+class Behaviour:
+    """How the receiver answers on one path."""
+
+    status: int = 204
+    close: bool = False  # drop the connection without an answer
+    hold: threading.Event | None = None  # answer only once this is set
+    location: str | None = None
+
+
+@dataclass
+class Receiver:
+    """A threaded HTTP server on 127.0.0.1 that records every POST; it may be down (its port
+    closed) and brought up later on the same port."""
+
+    port: int = field(default_factory=free_port)
+    behaviours: dict[str, Behaviour] = field(default_factory=dict)
+    requests: list[Received] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> None:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.requests.append(Received(self.path, dict(self.headers), body))
+                behaviour = receiver.behaviours.get(self.path, Behaviour())
+                if behaviour.hold is not None:
+                    behaviour.hold.wait(60)
+                if behaviour.close:
+                    self.close_connection = True
+                    return
+                self.send_response(behaviour.status)
+                if behaviour.location:
+                    self.send_header("Location", behaviour.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass  # quiet
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def of(self, job_id: str) -> list[Received]:
+        """The requests about one job, in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.job_id == job_id]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A receiver that is up, answering 204 on every path unless told otherwise."""
+    receiver = Receiver()
+    receiver.start()
+    yield receiver
+    for behaviour in receiver.behaviours.values():
+        if behaviour.hold is not None:
+            behaviour.hold.set()
+    receiver.stop()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def sh(name: str, script: str) -> dict[str, Any]:
+    return {"name": name, "image": TEST_IMAGE, "command": ["sh", "-c", script]}
+
+
+def deliveries(server: LiveServer, job_id: str) -> list[dict[str, Any]]:
+    response = server.http.get(f"{JOBS}/{job_id}/deliveries")
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def wait_delivery(
+    server: LiveServer, job_id: str, status: str, number: int = 1, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Wait until delivery ``number`` of the job has ``status``; the delivery."""
+
+    def reached() -> dict[str, Any] | None:
+        for delivery in deliveries(server, job_id):
+            if delivery["number"] == number and delivery["status"] == status:
+                return delivery
+        return None
+
+    return dict(wait_for(reached, timeout))
+
+
+def webhook_events(server: LiveServer, job_id: str) -> list[dict[str, Any]]:
+    return [e for e in server.events(job_id) if e["type"].startswith("webhook_")]
+
+
+def secret(server: LiveServer) -> str:
+    response = server.http.get(SECRET)
+    assert response.status_code == 200, response.text
+    return str(response.json()["secret"])
+
+
+def verify(request: Received, key: str) -> None:
+    """Both receivers' libraries accept the request under ``key`` (or raise)."""
+    standardwebhooks.webhooks.Webhook(key).verify(request.body, request.headers)
+    svix.webhooks.Webhook(key).verify(request.body, request.headers)
+
+
+def rejected(request: Received, key: str) -> bool:
+    try:
+        standardwebhooks.webhooks.Webhook(key).verify(request.body, request.headers)
+    except standardwebhooks.webhooks.WebhookVerificationError:
+        return True
+    return False
+
+
+def paused_job(server: LiveServer, **body: Any) -> dict[str, Any]:
+    """A job submitted to the paused queue ``parked`` (it starts no container)."""
+    if server.http.get("/v1/projects/default/queues/parked").status_code == 404:
+        created = server.http.post(
+            "/v1/projects/default/queues", json={"name": "parked", "paused": True}
+        )
+        assert created.status_code == 201, created.text
+    return server.submit(definition="ok", queue="parked", **body)
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: Receiver) -> None:
+    server.register(sh("ok", 'echo hi; echo \'{"n": 1}\' > "$ORCH_OUTPUT"'))
+    server.register(sh("fails", "exit 3"))
+    ok = server.submit(definition="ok", webhook=receiver.url("/ok"))
+    failed = server.submit(definition="fails", webhook=receiver.url("/failed"))
+    cancelled = paused_job(server, webhook=receiver.url("/cancelled"))
+    assert server.http.post(f"{JOBS}/{cancelled['id']}/cancel").status_code == 200
+    key = secret(server)
+    assert key.startswith("whsec_")
+
+    expected = {ok["id"]: "succeeded", failed["id"]: "failed", cancelled["id"]: "cancelled"}
+    for job_id, status in expected.items():
+        delivery = wait_delivery(server, job_id, "delivered")
+        (request,) = receiver.of(job_id)
+        verify(request, key)
+        # The body is the job exactly as the API shows it.
+        shown = server.http.get(f"{JOBS}/{job_id}")
+        assert request.body == shown.content
+        assert json.loads(request.body)["status"] == status
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        assert headers["content-type"] == "application/json"
+        assert headers["user-agent"].startswith("orchestrator/")
+        assert headers["webhook-id"] == delivery["message_id"]
+        assert headers["webhook-id"].startswith("msg_")
+        assert headers["webhook-signature"].startswith("v1,")
+        assert delivery["event_type"] == f"job.{status}"
+        assert delivery["url"] == shown.json()["webhook"]
+        assert delivery["attempts"] == 1
+        assert delivery["last_status_code"] == 204
+        assert delivery["delivered_time"] is not None
+        assert delivery["redelivery_of"] is None
+        (attempt,) = delivery["attempt_log"]
+        assert attempt["status_code"] == 204 and attempt["error"] is None
+        (event,) = webhook_events(server, job_id)
+        assert event["type"] == "webhook_delivered"
+        assert event["detail"] == {"delivery": 1, "status_code": 204, "attempts": 1}
+    assert json.loads(receiver.of(ok["id"])[0].body)["output"] == {"n": 1}
+    # A job without a webhook has no delivery.
+    plain = server.submit(definition="ok")
+    server.wait_job(plain["id"])
+    assert deliveries(server, plain["id"]) == []
+
+
+def test_the_secret_endpoint_and_rotation(server: LiveServer, receiver: Receiver) -> None:
+    server.register(sh("ok", "true"))
+    first = secret(server)
+    assert secret(server) == first
+    before = server.submit(definition="ok", webhook=receiver.url())
+    wait_delivery(server, before["id"], "delivered")
+    (old_request,) = receiver.of(before["id"])
+    verify(old_request, first)
+
+    rotated = server.http.post(SECRET)
+    assert rotated.status_code == 200, rotated.text
+    second = rotated.json()["secret"]
+    assert second.startswith("whsec_") and second != first
+    assert secret(server) == second
+
+    after = server.submit(definition="ok", webhook=receiver.url())
+    wait_delivery(server, after["id"], "delivered")
+    (new_request,) = receiver.of(after["id"])
+    verify(new_request, second)
+    assert rejected(new_request, first)
+
+    # A redelivery of the old message is signed with the new secret.
+    again = server.http.post(f"{JOBS}/{before['id']}/deliveries/1/redeliver")
+    assert again.status_code == 202, again.text
+    wait_delivery(server, before["id"], "delivered", number=2)
+    resent = receiver.of(before["id"])[1]
+    verify(resent, second)
+    assert rejected(resent, first)
+    assert resent.headers["webhook-id"] == old_request.headers["webhook-id"]
+    assert resent.headers["webhook-signature"] != old_request.headers["webhook-signature"]
+
+    actions = [e["action"] for e in server.http.get("/v1/projects/default/audit").json()["items"]]
+    assert "webhook_secret_rotated" in actions and "webhook_secret_read" in actions
+    assert first not in server.http.get("/v1/projects/default/audit").text
+
+
+def test_redelivery(server: LiveServer, receiver: Receiver) -> None:
+    server.register(sh("ok", "true"))
+    job = server.submit(definition="ok", webhook=receiver.url())
+    first = wait_delivery(server, job["id"], "delivered")
+    response = server.http.post(f"{JOBS}/{job['id']}/deliveries/1/redeliver")
+    assert response.status_code == 202, response.text
+    created = response.json()
+    assert created["number"] == 2
+    assert created["redelivery_of"] == 1
+    assert created["message_id"] == first["message_id"]
+    assert created["status"] in ("pending", "sending", "delivered")
+    wait_delivery(server, job["id"], "delivered", number=2)
+    original, resent = receiver.of(job["id"])
+    assert resent.body == original.body
+    assert resent.headers["webhook-id"] == original.headers["webhook-id"]
+    verify(resent, secret(server))
+    events = webhook_events(server, job["id"])
+    assert [(e["type"], e["detail"]["delivery"]) for e in events] == [
+        ("webhook_delivered", 1),
+        ("webhook_delivered", 2),
+    ]
+    assert [d["number"] for d in deliveries(server, job["id"])] == [1, 2]
+
+
+def test_a_receiver_down_for_a_while_gets_it_when_it_recovers(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(**FAST_RETRIES, webhook_retry_for=120)
+    receiver = Receiver()  # not started: its port refuses connections
+    server.register(sh("ok", "true"))
+    job = server.submit(definition="ok", webhook=receiver.url())
+    server.wait_job(job["id"])
+
+    def failed_attempts() -> bool:
+        found = deliveries(server, job["id"])
+        return bool(found) and found[0]["attempts"] >= 3
+
+    wait_for(failed_attempts, timeout=60)
+    down = deliveries(server, job["id"])[0]
+    assert down["status"] in ("pending", "sending")
+    assert down["last_status_code"] is None
+    assert "ConnectError" in down["last_error"]
+    receiver.start()
+    try:
+        delivered = wait_delivery(server, job["id"], "delivered")
+    finally:
+        receiver.stop()
+    log = delivered["attempt_log"]
+    assert len(log) == delivered["attempts"] >= 4
+    assert all(entry["status_code"] is None and entry["error"] for entry in log[:-1])
+    assert log[-1]["status_code"] == 204 and log[-1]["error"] is None
+    (request,) = receiver.of(job["id"])
+    verify(request, secret(server))
+    events = webhook_events(server, job["id"])
+    assert [e["type"] for e in events] == ["webhook_delivered"]
+    assert events[0]["detail"]["attempts"] == delivered["attempts"]
+
+
+def test_a_receiver_that_always_fails_ends_failed(
+    make_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    server = make_server(**FAST_RETRIES, webhook_retry_for=2)
+    receiver.behaviours["/500"] = Behaviour(status=500)
+    receiver.behaviours["/close"] = Behaviour(close=True)
+    receiver.behaviours["/redirect"] = Behaviour(status=302, location=receiver.url("/elsewhere"))
+    server.register(sh("ok", "true"))
+    jobs = {
+        path: server.submit(definition="ok", webhook=receiver.url(path))["id"]
+        for path in ("/500", "/close", "/redirect")
+    }
+    for path, job_id in jobs.items():
+        failed = wait_delivery(server, job_id, "failed")
+        assert failed["attempts"] >= 2
+        assert failed["attempts"] == len(failed["attempt_log"]) == len(receiver.of(job_id))
+        assert failed["delivered_time"] is None
+        assert failed["next_attempt_at"] is None
+        (event,) = webhook_events(server, job_id)
+        assert event["type"] == "webhook_failed"
+        assert event["detail"] == {
+            "delivery": 1,
+            "attempts": failed["attempts"],
+            "last_status_code": failed["last_status_code"],
+            "last_error": failed["last_error"],
+        }
+        assert {r.path for r in receiver.of(job_id)} == {path}
+    assert deliveries(server, jobs["/500"])[0]["last_status_code"] == 500
+    assert "500" in deliveries(server, jobs["/500"])[0]["last_error"]
+    closed = deliveries(server, jobs["/close"])[0]
+    assert closed["last_status_code"] is None and "RemoteProtocolError" in closed["last_error"]
+    redirected = deliveries(server, jobs["/redirect"])[0]
+    assert redirected["last_status_code"] == 302
+    assert "redirects are not followed" in redirected["last_error"]
+    # The job's own outcome is untouched.
+    assert all(server.job(job_id)["status"] == "succeeded" for job_id in jobs.values())
+
+
+def test_a_slow_receiver_delays_neither_other_deliveries_nor_jobs(
+    make_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    server = make_server(webhook_timeout=60)
+    held = threading.Event()
+    receiver.behaviours["/slow"] = Behaviour(hold=held)
+    server.register(sh("ok", "true"))
+    slow = server.submit(definition="ok", webhook=receiver.url("/slow"))
+    wait_for(lambda: receiver.of(slow["id"]))  # its receiver now holds the request
+    fast = server.submit(definition="ok", webhook=receiver.url("/fast"))
+    plain = server.submit(definition="ok")
+    wait_delivery(server, fast["id"], "delivered")
+    assert server.wait_job(plain["id"])["status"] == "succeeded"
+    assert deliveries(server, slow["id"])[0]["status"] == "sending"
+    held.set()
+    delivered = wait_delivery(server, slow["id"], "delivered")
+    assert delivered["attempts"] == 1
+
+
+def test_a_stored_delivery_survives_a_restart(make_server: Callable[..., LiveServer]) -> None:
+    first = make_server(**FAST_RETRIES, webhook_retry_for=600)
+    receiver = Receiver()  # down until the restart
+    first.register(sh("ok", "true"))
+    job = first.submit(definition="ok", webhook=receiver.url())
+    first.wait_job(job["id"])
+    wait_for(lambda: (deliveries(first, job["id"]) or [{}])[0].get("attempts", 0) >= 1)
+    first.stop()
+    receiver.start()
+    try:
+        second = make_server(**FAST_RETRIES, webhook_retry_for=600)
+        delivered = wait_delivery(second, job["id"], "delivered")
+    finally:
+        receiver.stop()
+    assert delivered["attempt_log"][-1]["status_code"] == 204
+    (request,) = receiver.of(job["id"])
+    verify(request, secret(second))
+    assert [e["type"] for e in webhook_events(second, job["id"])] == ["webhook_delivered"]
+
+
+def test_refusals(server: LiveServer, receiver: Receiver) -> None:
+    server.register(sh("ok", "true"))
+    with_hook = paused_job(server, webhook=receiver.url())
+    without = paused_job(server)
+    for job in (with_hook, without):
+        assert server.http.post(f"{JOBS}/{job['id']}/cancel").status_code == 200
+    wait_delivery(server, with_hook["id"], "delivered")
+    redeliver = f"{JOBS}/{with_hook['id']}/deliveries"
+
+    def expect(response: httpx.Response, status: int, field: str | None) -> None:
+        assert response.status_code == status, response.text
+        assert response.json()["field"] == field, response.text
+
+    expect(server.http.get(f"{JOBS}/absent/deliveries"), 404, "job")
+    expect(server.http.post(f"{redeliver}/7/redeliver"), 404, "number")
+    expect(server.http.post(f"{redeliver}/0/redeliver"), 400, "number")
+    expect(server.http.post(f"{JOBS}/{without['id']}/deliveries/1/redeliver"), 409, "webhook")
+    expect(server.http.get("/v1/projects/nowhere/webhook-secret"), 404, "project")
+
+    def token(role: str, project: str) -> str:
+        body = {"name": role, "role": role, "project": project}
+        created = server.http.post("/v1/tokens", json=body)
+        assert created.status_code == 201, created.text
+        return str(created.json()["token"])
+
+    created = server.http.post("/v1/projects", json={"name": "other"})
+    assert created.status_code == 201, created.text
+    reader = bearer(token("read", "default"))
+    outsider = bearer(token("write", "other"))
+    writer = bearer(token("write", "default"))
+    expect(server.http.get(SECRET, headers=reader), 403, "token")
+    expect(server.http.post(SECRET, headers=reader), 403, "token")
+    expect(server.http.post(f"{redeliver}/1/redeliver", headers=reader), 403, "token")
+    assert server.http.get(redeliver, headers=reader).status_code == 200
+    expect(server.http.get(SECRET, headers=outsider), 404, "project")
+    expect(server.http.get(redeliver, headers=outsider), 404, "project")
+    assert server.http.get(SECRET, headers=writer).json()["secret"] == secret(server)
+    expect(server.http.get(SECRET, headers={"Authorization": ""}), 401, "authorization")
+    # Nothing was redelivered by the refused requests.
+    assert [d["number"] for d in deliveries(server, with_hook["id"])] == [1]
