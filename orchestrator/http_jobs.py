@@ -186,9 +186,32 @@ def send(client: httpx.Client, request: HttpRequest) -> Outcome:
             error=_error_text(exc, request),
         )
     duration_ms = round((time.monotonic() - started) * 1000, 1)
-    text = mask(bytes(kept).decode("utf-8", errors="replace"), request.secrets)
-    body = text.encode()[:BODY_LIMIT].decode("utf-8", errors="ignore")
+    body = keep_body(bytes(kept[:keep]), cut=len(kept) >= keep, secrets=request.secrets)
     return Outcome(started=started_at, status_code=status_code, duration_ms=duration_ms, body=body)
+
+
+def keep_body(head: bytes, *, cut: bool, secrets: Sequence[str]) -> str:
+    """The first ``BODY_LIMIT`` bytes of a body, as text, secret values masked.
+
+    ``head`` (the first bytes read) runs past the limit by the longest secret, so a secret the
+    limit cuts is masked whole. When ``head`` itself was cut short of the body, a tail that
+    begins a secret value is dropped first: masking shortens the text, and could draw that
+    fragment inside the limit.
+    """
+    text = head.decode("utf-8", errors="replace")
+    if cut:
+        text = _without_secret_start(text, secrets)
+    return mask(text, secrets).encode()[:BODY_LIMIT].decode("utf-8", errors="ignore")
+
+
+def _without_secret_start(text: str, secrets: Sequence[str]) -> str:
+    """``text`` less any tail that is the start of a secret value."""
+    for value in secrets:
+        for length in range(min(len(value) - 1, len(text)), 0, -1):
+            if text.endswith(value[:length]):
+                text = text[:-length]
+                break
+    return text
 
 
 class HttpTargetRunner:

@@ -365,6 +365,18 @@ def test_secret_headers_are_sent_and_never_stored(world: World, receiver: Receiv
         assert password not in str(world.schedule(schedule_id).last_outcome)
 
 
+def test_a_secret_cut_by_the_body_limit_is_masked(world: World, receiver: Receiver) -> None:
+    secret = uuid.uuid4().hex + uuid.uuid4().hex
+    # The second copy straddles the bytes read; masking the first draws it towards the limit.
+    body = b"a" * 10 + secret.encode() + b"b" * (1050 - 10 - len(secret)) + secret.encode()
+    url = receiver.plan("/leaky", Reply(200, body + b"c" * 4000))
+    _, run_id = world.add(url, secret_headers={"X-Api-Key": secret})
+    world.runner()
+    run = world.wait_run(run_id)
+    assert run.response_body is not None and run.response_body.startswith("a" * 10 + "***b")
+    assert secret[:4] not in run.response_body
+
+
 def test_an_expired_lease_counts_as_an_interrupted_attempt(
     world: World, receiver: Receiver
 ) -> None:
