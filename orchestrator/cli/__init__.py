@@ -6,7 +6,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from orchestrator.cli import db, definitions, jobs, queues, runners, secrets, tokens
+from orchestrator.cli import db, definitions, jobs, queues, runners, schedules, secrets, tokens
 from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
@@ -69,6 +69,7 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(db.app, name="db")
 app.add_typer(runners.app, name="runners")
+app.add_typer(schedules.app, name="schedules")
 app.command()(jobs.submit)
 app.command(name="runner")(run_runner)
 
