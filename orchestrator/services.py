@@ -1,5 +1,6 @@
 """Builds and owns the long-lived parts of a process: database, hub (and its relay to other
-processes on PostgreSQL), secret box, engine, runner, webhook sender."""
+processes on PostgreSQL), secret box, engine, runner, scheduler, HTTP-target sender, webhook
+sender."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from orchestrator import projects, tokens
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
+from orchestrator.http_jobs import HttpTargetRunner
 from orchestrator.input_limits import InputLimits
 from orchestrator.notify import Hub
 from orchestrator.pgnotify import Relay
 from orchestrator.policy import ContainerPolicy
 from orchestrator.runner import Runner
+from orchestrator.scheduler import Scheduler
+from orchestrator.schedules import Checks
 from orchestrator.secrets import SecretBox, open_box
 from orchestrator.webhooks import WebhookSender
 
@@ -34,7 +38,11 @@ class Services:
     limits: InputLimits
     runner: Runner | None
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
-    webhooks: WebhookSender | None = None  # API servers only: runners alone send no webhooks
+    # API servers only (``orchestrator serve``): a runner alone fires no schedules, sends no
+    # HTTP requests and no webhooks. Several servers share the work through the database.
+    scheduler: Scheduler | None = None
+    http_targets: HttpTargetRunner | None = None
+    webhooks: WebhookSender | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, api: bool = True) -> Services:
@@ -67,6 +75,8 @@ class Services:
         )
         policy = ContainerPolicy.from_settings(settings)
         runner = Runner(settings, db, engine, hub, box, policy) if settings.runner_enabled else None
+        limits = InputLimits.from_settings(settings)
+        checks = Checks(box=box, policy=policy, limits=limits)
         return cls(
             settings=settings,
             db=db,
@@ -74,9 +84,11 @@ class Services:
             box=box,
             engine=engine,
             policy=policy,
-            limits=InputLimits.from_settings(settings),
+            limits=limits,
             runner=runner,
             relay=Relay(hub, db.url) if db.is_postgres else None,
+            scheduler=Scheduler(settings, db, hub, checks) if api else None,
+            http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
             webhooks=WebhookSender(settings, db, hub, box) if api else None,
         )
 
@@ -87,15 +99,17 @@ class Services:
             self.relay.start()
         if self.runner is not None:
             self.runner.start()
-        if self.webhooks is not None:
-            self.webhooks.start()
+        for loop in (self.scheduler, self.http_targets, self.webhooks):
+            if loop is not None:
+                loop.start()
 
     def close(self) -> None:
         """Stop the loops and close connections; running containers are left for adoption."""
         if self.runner is not None:
             self.runner.stop()
-        if self.webhooks is not None:
-            self.webhooks.stop()
+        for loop in (self.scheduler, self.http_targets, self.webhooks):
+            if loop is not None:
+                loop.stop()
         if self.relay is not None:
             self.relay.stop()
         self.engine.close()

@@ -29,7 +29,7 @@ from orchestrator.api import create_app
 from orchestrator.config import Settings
 from orchestrator.services import Services
 
-pytest_plugins = ["tests.hosts"]
+pytest_plugins = ["tests.hosts", "tests.receiver"]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_IMAGE = "busybox:1.36"
 POSTGRES_URL = os.environ.get(

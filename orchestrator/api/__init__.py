@@ -16,6 +16,7 @@ from orchestrator.api import (
     projects,
     queues,
     runners,
+    schedules,
     tokens,
     webhooks,
 )
@@ -45,6 +46,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (health, projects, queues, definitions, jobs, tokens, runners, webhooks):
+    for module in (
+        health,
+        projects,
+        queues,
+        definitions,
+        jobs,
+        tokens,
+        runners,
+        schedules,
+        webhooks,
+    ):
         app.include_router(module.router)
     return app
