@@ -154,7 +154,7 @@ def _error_text(exc: Exception, request: HttpRequest) -> str:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return scrub(f"invalid URL: {exc}", request.secrets)
     if isinstance(exc, httpx.TransportError):
-        return scrub(f"network error: {exc or type(exc).__name__}", request.secrets)
+        return scrub(f"network error: {str(exc) or type(exc).__name__}", request.secrets)
     return f"request failed: {type(exc).__name__}"
 
 
