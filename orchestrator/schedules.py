@@ -90,6 +90,13 @@ def _store_job_target(
 
 
 def _store_http_target(target: HttpTarget) -> tuple[dict[str, Any], dict[str, str]]:
+    if target.url.username or target.url.password:
+        # A URL is shown as it is stored; credentials belong where they are kept secret.
+        raise InvalidRequest(
+            "target.http.url: must not carry credentials; send them in secret_headers "
+            "(e.g. Authorization)",
+            field="target.http.url",
+        )
     headers = dict(target.headers)
     both = {name.lower() for name in headers} & {name.lower() for name in target.secret_headers}
     if both:
@@ -239,6 +246,15 @@ def update(
         _apply_timing(schedule, expression, run_at, timezone)
     if request.target is not None:
         _apply_target(session, schedule, request.target, checks)
+        # HTTP runs still to send belong to the old target: they are not sent any more.
+        session.execute(
+            sa.update(ScheduleRun)
+            .where(
+                col(ScheduleRun.schedule_id) == schedule.id,
+                col(ScheduleRun.status) == "pending",
+            )
+            .values(status="replaced", next_attempt_at=None, finish_time=now)
+        )
     for field in ("overlap", "on_missed", "missed_window"):
         value = getattr(request, field)
         if value is not None:
