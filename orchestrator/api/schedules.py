@@ -134,7 +134,7 @@ def trigger_schedule(
         return public
 
 
-@router.get("/{name}/runs", response_model=Page[ScheduleRunPublic])
+@router.get("/{name}/runs", response_model=Page[ScheduleRunPublic], responses=responses(400))
 def list_runs(
     project: str,
     name: str,
@@ -153,7 +153,7 @@ def list_runs(
     return Page(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{name}/preview", response_model=SchedulePreview)
+@router.get("/{name}/preview", response_model=SchedulePreview, responses=responses(400))
 def preview_schedule(
     project: str,
     name: str,
