@@ -69,34 +69,44 @@ def _new_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
 
 
-def _locked_project(session: Session, project: str) -> Project:
-    row = session.get(Project, project, with_for_update=True)
+def _project(session: Session, project: str, *, lock: bool = False) -> Project:
+    # FOR NO KEY UPDATE on PostgreSQL: inserts that reference the project (its FK takes a key
+    # share lock) are not held up by a secret being made or rotated.
+    row = session.get(
+        Project,
+        project,
+        with_for_update={"key_share": True} if lock else None,
+        populate_existing=lock,
+    )
     if row is None:
         raise NotFound(f"project '{project}' not found", field="project")
     return row
 
 
-def project_secret(session: Session, box: SecretBox, project: str) -> str:
-    """The project's signing secret (``whsec_...``), made and stored encrypted on first use.
-
-    Call it in a write transaction: the project row is locked, so two first uses agree.
-    """
-    row = _locked_project(session, project)
-    if row.webhook_secret_ciphertext is not None:
-        return box.decrypt(row.webhook_secret_ciphertext)["secret"]
+def _store_new_secret(session: Session, box: SecretBox, row: Project) -> str:
     secret = _new_secret()
     row.webhook_secret_ciphertext = box.encrypt({"secret": secret})
     session.add(row)
     return secret
+
+
+def project_secret(session: Session, box: SecretBox, project: str) -> str:
+    """The project's signing secret (``whsec_...``), made and stored encrypted on first use.
+
+    Call it in a write transaction: making the secret locks the project row, so two first uses
+    agree on one secret.
+    """
+    row = _project(session, project)
+    if row.webhook_secret_ciphertext is None:
+        row = _project(session, project, lock=True)
+        if row.webhook_secret_ciphertext is None:
+            return _store_new_secret(session, box, row)
+    return box.decrypt(row.webhook_secret_ciphertext)["secret"]
 
 
 def rotate_secret(session: Session, box: SecretBox, project: str) -> str:
     """Replace the project's signing secret; deliveries sent from now on are signed with it."""
-    row = _locked_project(session, project)
-    secret = _new_secret()
-    row.webhook_secret_ciphertext = box.encrypt({"secret": secret})
-    session.add(row)
-    return secret
+    return _store_new_secret(session, box, _project(session, project, lock=True))
 
 
 def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:

@@ -2,8 +2,7 @@
 
 Each test submits its own canary as a secret value and then looks for it, as raw bytes, where it
 must never be: API responses (errors included), stored logs, events, job fields, the container's
-labels and name, CLI output and the server's own log. Webhook bodies are not covered: webhooks
-are not built yet.
+labels and name, CLI output, the server's own log, and the webhook bodies a receiver gets.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from .conftest import (
     free_port,
     wait_for,
 )
+from .test_webhooks import Receiver
 
 JOBS = "/v1/projects/default/jobs"
 # A registry that refuses connections at once, so a pull fails fast and offline.
@@ -472,6 +472,47 @@ def test_failure_timeout_and_cancel_while_printing_it(server: LiveServer, canary
         assert "out=***" in server.logs(ids[name])
     for job_id in ids.values():
         assert_job_clean(server.http, canary, job_id)
+
+
+# --- webhooks ------------------------------------------------------------------------------
+
+
+def test_webhook_bodies_and_deliveries_never_carry_it(server: LiveServer, canary: str) -> None:
+    receiver = Receiver()
+    receiver.start()
+    try:
+        echo = 'echo "out=$API_TOKEN"; echo "err=$API_TOKEN" >&2; '
+        output = 'printf \'{"echo": "%s"}\' "$API_TOKEN" > "$ORCH_OUTPUT"'
+        server.register(sh("hooked", echo + output))
+        server.register(sh("hooked-fails", f"{echo}{output}; exit 3"))
+        ids = []
+        for name in ("hooked", "hooked-fails"):
+            body = {
+                "definition": name,
+                "secret_env": {"API_TOKEN": canary},
+                "webhook": receiver.url(f"/{name}"),
+            }
+            response = server.http.post(JOBS, json=body)
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+
+        def delivered(job_id: str) -> bool:
+            found = server.http.get(f"{JOBS}/{job_id}/deliveries").json()["items"]
+            return bool(found) and found[0]["status"] == "delivered"
+
+        for job_id in ids:
+            wait_for(lambda job_id=job_id: delivered(job_id), timeout=60)
+            (request,) = receiver.of(job_id)
+            assert json.loads(request.body)["output"] == {"echo": "***"}
+            assert json.loads(request.body)["secret_env"] == {"API_TOKEN": "***"}
+            assert_absent(canary, "the webhook body", request.body)
+            assert_absent(canary, "the webhook headers", json.dumps(request.headers))
+            deliveries = server.http.get(f"{JOBS}/{job_id}/deliveries")
+            assert_absent(canary, "the delivery list", deliveries.content)
+            assert_job_clean(server.http, canary, job_id)
+        assert server.job(ids[1])["status"] == "failed"
+    finally:
+        receiver.stop()
 
 
 # --- the container -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -15,6 +16,10 @@ import httpx
 import pytest
 import standardwebhooks.webhooks
 import svix.webhooks
+from sqlmodel import select
+
+from orchestrator import key_rotation
+from orchestrator.models import WebhookDelivery, utcnow
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 
@@ -373,7 +378,10 @@ def test_a_slow_receiver_delays_neither_other_deliveries_nor_jobs(
     assert delivered["attempts"] == 1
 
 
-def test_a_stored_delivery_survives_a_restart(make_server: Callable[..., LiveServer]) -> None:
+@pytest.mark.parametrize("left", ["pending", "sending"])
+def test_a_stored_delivery_survives_a_restart(
+    make_server: Callable[..., LiveServer], left: str
+) -> None:
     first = make_server(**FAST_RETRIES, webhook_retry_for=600)
     receiver = Receiver()  # down until the restart
     first.register(sh("ok", "true"))
@@ -381,6 +389,16 @@ def test_a_stored_delivery_survives_a_restart(make_server: Callable[..., LiveSer
     first.wait_job(job["id"])
     wait_for(lambda: (deliveries(first, job["id"]) or [{}])[0].get("attempts", 0) >= 1)
     first.stop()
+    if left == "sending":
+        # As a process that died in the middle of a send leaves it: claimed, its lease over.
+        with first.services.db.transaction() as session:
+            (row,) = session.exec(
+                select(WebhookDelivery).where(WebhookDelivery.job_id == job["id"])
+            ).all()
+            row.status = "sending"
+            row.lease_until = utcnow() - timedelta(seconds=1)
+            session.add(row)
+        first.services.db.dispose()  # the connection this opened after the server closed
     receiver.start()
     try:
         second = make_server(**FAST_RETRIES, webhook_retry_for=600)
@@ -433,3 +451,19 @@ def test_refusals(server: LiveServer, receiver: Receiver) -> None:
     expect(server.http.get(SECRET, headers={"Authorization": ""}), 401, "authorization")
     # Nothing was redelivered by the refused requests.
     assert [d["number"] for d in deliveries(server, with_hook["id"])] == [1]
+
+
+def test_key_rotation_keeps_the_webhook_secret(server: LiveServer, receiver: Receiver) -> None:
+    key = secret(server)
+    path = server.settings.data_dir / "secret-key"
+    retired, tallies = key_rotation.rotate_key_file(server.services.db, path)
+    assert retired == 1
+    by_column = {tally.column: tally for tally in tallies}
+    assert by_column["projects.webhook_secret_ciphertext"].retired == 1
+    # The old key is gone: the secret is still readable only if it was re-encrypted.
+    assert key_rotation.prune_key_file(server.services.db, path) == 1
+    assert secret(server) == key
+    server.register(sh("ok", "true"))
+    job = server.submit(definition="ok", webhook=receiver.url())
+    wait_delivery(server, job["id"], "delivered")
+    verify(receiver.of(job["id"])[0], key)
