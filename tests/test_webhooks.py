@@ -4,11 +4,12 @@ and redelivered; received by a real HTTP server on localhost and verified with t
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,7 +19,7 @@ import standardwebhooks.webhooks
 import svix.webhooks
 from sqlmodel import select
 
-from orchestrator import key_rotation
+from orchestrator import key_rotation, webhooks
 from orchestrator.models import WebhookDelivery, utcnow
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
@@ -467,3 +468,31 @@ def test_key_rotation_keeps_the_webhook_secret(server: LiveServer, receiver: Rec
     job = server.submit(definition="ok", webhook=receiver.url())
     wait_delivery(server, job["id"], "delivered")
     verify(receiver.of(job["id"])[0], key)
+
+
+# --- pure parts ------------------------------------------------------------------------------
+
+
+def test_sign_matches_the_standard_library() -> None:
+    key = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    ours = webhooks.sign(key, "msg_1", 1_700_000_000, '{"a":"é"}')
+    theirs = standardwebhooks.webhooks.Webhook(key).sign(
+        "msg_1", datetime.fromtimestamp(1_700_000_000, UTC), '{"a":"é"}'
+    )
+    assert ours == theirs
+
+
+def test_backoff_doubles_up_to_the_maximum_with_jitter() -> None:
+    assert [webhooks.backoff(n, 1.0, 10.0, lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
+        1.0, 2.0, 4.0, 8.0, 10.0,
+    ]  # fmt: skip
+    assert webhooks.backoff(3, 1.0, 10.0, lambda: 0.0) == 2.0
+
+
+def test_urls_and_errors_never_show_userinfo() -> None:
+    url = "https://user:hunter2-pw@hooks.example.com/in?x=1"
+    assert webhooks.public_url(url) == "https://***@hooks.example.com/in?x=1"
+    assert webhooks.public_url("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"
+    error = webhooks.describe_error(httpx.ConnectError(f"cannot reach {url}"), url)
+    assert "hunter2-pw" not in error and "user:" not in error
+    assert error.startswith("ConnectError: ")
