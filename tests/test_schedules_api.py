@@ -317,6 +317,15 @@ def test_a_scheduled_job_survives_a_restart_before_its_time(
     assert datetime.fromisoformat(done["start_time"]).timestamp() >= at
 
 
+def test_a_scheduled_job_is_queued_within_a_second_of_its_time(server: LiveServer) -> None:
+    server.register(sh("later", "echo later"))
+    at = time.time() + 2
+    job = server.submit(definition="later", schedule_at=at)
+    server.wait_job(job["id"])
+    (queued,) = [e for e in server.events(job["id"]) if e["type"] == "queued"]
+    assert at <= datetime.fromisoformat(queued["time"]).timestamp() < at + 1.0
+
+
 def test_cancel_works_on_a_scheduled_job(server: LiveServer) -> None:
     server.register(sh("later", "echo later"))
     job = server.submit(definition="later", schedule_at=time.time() + 3600)
