@@ -30,7 +30,7 @@ from orchestrator.fields import (
     Text,
 )
 from orchestrator.models import AuditEvent, Definition, Job, JobEvent, Project, Queue, Token
-from orchestrator.secrets import MASK
+from orchestrator.secrets import MASK, public_url
 from orchestrator.states import JobStatus
 from orchestrator.tokens import Role
 from orchestrator.units import MAX_DURATION_SECONDS, parse_duration
@@ -267,7 +267,7 @@ class JobPublic(BaseModel):
             error=row.error,
             container_id=row.container_id,
             runner=row.runner,
-            webhook=row.webhook,
+            webhook=public_url(row.webhook) if row.webhook else None,
             timeout=row.timeout,
             schedule_at=row.schedule_at,
             create_time=row.create_time,

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -288,3 +289,12 @@ def mask(text: str, secret_values: Iterable[str]) -> str:
     for form in sorted(forms - {""}, key=len, reverse=True):
         text = text.replace(form, MASK)
     return text
+
+
+def public_url(url: str) -> str:
+    """``url`` with its userinfo (which may hold a password) masked."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))

@@ -20,7 +20,7 @@ from orchestrator.runner import Runner
 from orchestrator.scheduler import Scheduler
 from orchestrator.schedules import Checks
 from orchestrator.secrets import SecretBox, open_box
-from orchestrator.webhooks import WebhookSender
+from orchestrator.webhook_sender import WebhookSender
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ import standardwebhooks.webhooks
 import svix.webhooks
 from sqlmodel import select
 
-from orchestrator import key_rotation, webhooks
+from orchestrator import key_rotation, webhook_sender, webhooks
 from orchestrator.models import WebhookDelivery, utcnow
+from orchestrator.secrets import public_url
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 
@@ -226,6 +227,30 @@ def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: R
     plain = server.submit(definition="ok")
     server.wait_job(plain["id"])
     assert deliveries(server, plain["id"]) == []
+
+
+def test_credentials_in_a_webhook_url_are_used_but_never_shown(
+    server: LiveServer, receiver: Receiver
+) -> None:
+    server.register(sh("ok", "true"))
+    url = f"http://hook-user:pw-canary-51c2@127.0.0.1:{receiver.port}/basic"
+    job = server.submit(definition="ok", webhook=url)
+    masked = f"http://***@127.0.0.1:{receiver.port}/basic"
+    assert job["webhook"] == masked
+    wait_delivery(server, job["id"], "delivered")
+    (request,) = receiver.of(job["id"])
+    # The receiver gets the credentials as Basic authentication, as any HTTP client sends them.
+    sent = {k.lower(): v for k, v in request.headers.items()}["authorization"]
+    assert base64.b64decode(sent.removeprefix("Basic ")) == b"hook-user:pw-canary-51c2"
+    shown = [
+        request.body.decode(),
+        server.http.get(f"{JOBS}/{job['id']}").text,
+        server.http.get(f"{JOBS}/{job['id']}/deliveries").text,
+        server.http.get(f"{JOBS}/{job['id']}/events").text,
+        server.http.get(JOBS).text,
+    ]
+    assert all("pw-canary-51c2" not in text for text in shown)
+    assert json.loads(request.body)["webhook"] == masked
 
 
 def test_the_secret_endpoint_and_rotation(server: LiveServer, receiver: Receiver) -> None:
@@ -483,16 +508,16 @@ def test_sign_matches_the_standard_library() -> None:
 
 
 def test_backoff_doubles_up_to_the_maximum_with_jitter() -> None:
-    assert [webhooks.backoff(n, 1.0, 10.0, lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
+    assert [webhook_sender.backoff(n, 1.0, 10.0, lambda: 1.0) for n in (1, 2, 3, 4, 5)] == [
         1.0, 2.0, 4.0, 8.0, 10.0,
     ]  # fmt: skip
-    assert webhooks.backoff(3, 1.0, 10.0, lambda: 0.0) == 2.0
+    assert webhook_sender.backoff(3, 1.0, 10.0, lambda: 0.0) == 2.0
 
 
 def test_urls_and_errors_never_show_userinfo() -> None:
     url = "https://user:hunter2-pw@hooks.example.com/in?x=1"
-    assert webhooks.public_url(url) == "https://***@hooks.example.com/in?x=1"
-    assert webhooks.public_url("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"
-    error = webhooks.describe_error(httpx.ConnectError(f"cannot reach {url}"), url)
+    assert public_url(url) == "https://***@hooks.example.com/in?x=1"
+    assert public_url("http://127.0.0.1:9/hook") == "http://127.0.0.1:9/hook"
+    error = webhook_sender.describe_error(httpx.ConnectError(f"cannot reach {url}"), url)
     assert "hunter2-pw" not in error and "user:" not in error
     assert error.startswith("ConnectError: ")

@@ -16,6 +16,7 @@ from orchestrator.schemas import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
+from orchestrator.secrets import public_url
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
 
@@ -28,7 +29,7 @@ def _public(row: WebhookDelivery) -> WebhookDeliveryPublic:
         number=row.number,
         message_id=row.message_id,
         event_type=row.event_type,
-        url=webhooks.public_url(row.url),
+        url=public_url(row.url),
         status=row.status,
         attempts=row.attempts,
         last_status_code=row.last_status_code,
