@@ -265,7 +265,7 @@ def _walls_at_or_before(schedule: _Schedule, wall: datetime, first_day: date) ->
         day -= timedelta(days=1)
 
 
-def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
+def wall_to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     """The instant a naive wall time fires at in ``zone``.
 
     A repeated wall time maps to its first occurrence (fold=0); a skipped one to the end of the
@@ -309,7 +309,7 @@ def _fires_after(
         # ``after`` is in a repeated hour's second pass the rest of that hour maps earlier and
         # is skipped below, as are the later of several gap times that share one instant.
         for wall in _walls_after(schedule, _wall(after, zone), last_day):
-            instant = _to_utc(wall, zone)
+            instant = wall_to_utc(wall, zone)
             if instant > previous:
                 yield instant
                 previous = instant
@@ -360,7 +360,7 @@ def _last_fire(
             schedule, _wall(end, zone) + shift, _wall(start, zone).date() - timedelta(days=1)
         )
         for wall in walls:
-            instant = _to_utc(wall, zone)
+            instant = wall_to_utc(wall, zone)
             if instant < start:
                 return None
             if instant <= end:

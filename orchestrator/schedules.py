@@ -142,12 +142,15 @@ def _apply_target(
 def _apply_timing(
     schedule: Schedule, expression: str | None, run_at: datetime | None, timezone: str
 ) -> None:
-    cron.parse_timezone(timezone)
+    zone = cron.parse_timezone(timezone)
     schedule.timezone = timezone
     if expression is not None:
         # cron wins when both are given
         schedule.cron, schedule.run_at = cron.parse_cron(expression), None
     elif run_at is not None:
+        if run_at.tzinfo is None:
+            # A wall-clock time in the schedule's zone (a skipped one: the end of the gap).
+            run_at = cron.wall_to_utc(run_at, zone)
         schedule.cron, schedule.run_at = None, run_at
     else:
         raise InvalidRequest("cron: give a cron expression or a run_at time", field="cron")

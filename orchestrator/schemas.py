@@ -417,6 +417,27 @@ HttpMethod = Annotated[
 ]
 HeaderName = Annotated[str, StringConstraints(pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")]
 HeaderValue = Annotated[Text, StringConstraints(max_length=8192, pattern=r"^[^\r\n]*$")]
+
+
+def _aware_or_wall(value: datetime) -> datetime:
+    # A time with an offset is an instant (kept in UTC); one without is a wall-clock time in
+    # the schedule's time zone, converted by the service, which knows the zone.
+    return value if value.tzinfo is None else _utc(value)  # type: ignore[return-value]
+
+
+LocalTime = Annotated[
+    datetime,
+    BeforeValidator(_parse_time),
+    AfterValidator(_aware_or_wall),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "An RFC 3339 time; without an offset, a wall-clock time in the "
+            "schedule's timezone; or unix seconds.",
+        },
+        mode="validation",
+    ),
+]
 OverlapPolicy = Literal["allow", "skip", "replace"]
 MissedPolicy = Literal["skip", "run_once"]
 ScheduleStatus = Literal["active", "paused", "completed", "failed"]
@@ -454,7 +475,9 @@ class ScheduleCreate(Request):
     cron: Annotated[Text, StringConstraints(max_length=255)] | None = Field(
         default=None, description="5 fields, or @hourly, @daily, @weekly, @monthly, @yearly."
     )
-    run_at: Time | None = Field(default=None, description="A one-shot time; cron wins if both.")
+    run_at: LocalTime | None = Field(
+        default=None, description="A one-shot time; cron wins if both."
+    )
     timezone: Annotated[Text, StringConstraints(max_length=64)] = "UTC"
     target: ScheduleTarget
     overlap: OverlapPolicy = "allow"
@@ -468,7 +491,7 @@ class ScheduleUpdate(Request):
     one-shot."""
 
     cron: Annotated[Text, StringConstraints(max_length=255)] | None = None
-    run_at: Time | None = None
+    run_at: LocalTime | None = None
     timezone: Annotated[Text, StringConstraints(max_length=64)] | None = None
     target: ScheduleTarget | None = None
     overlap: OverlapPolicy | None = None

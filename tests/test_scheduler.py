@@ -283,6 +283,17 @@ def test_a_one_shot_missed_while_down_fails_saying_so(world: World) -> None:
     assert "missed" in (schedule.last_outcome or "")
 
 
+def test_a_run_at_without_offset_is_a_wall_time_in_the_schedules_zone(world: World) -> None:
+    made = world.create(name="berlin-once", run_at="2026-01-10T09:00:00", timezone="Europe/Berlin")
+    assert made.run_at == made.next_run_at == utc("2026-01-10T08:00:00Z")
+    # 02:30 does not exist in Berlin on 2026-03-29: the end of the gap, 03:00 CEST.
+    gap = world.create(name="gap-once", run_at="2026-03-29T02:30:00", timezone="Europe/Berlin")
+    assert gap.run_at == utc("2026-03-29T01:00:00Z")
+    # With an offset it is an instant, whatever the zone.
+    fixed = world.create(name="fixed", run_at="2026-01-10T09:00:00+00:00", timezone="Asia/Tokyo")
+    assert fixed.run_at == utc("2026-01-10T09:00:00Z")
+
+
 def test_cron_wins_over_run_at(world: World) -> None:
     made = world.create(name="both", cron="@hourly", run_at="2026-01-10T07:30:00Z")
     assert (made.cron, made.run_at) == ("@hourly", None)
