@@ -27,7 +27,7 @@ from orchestrator.units import parse_duration
 app = typer.Typer(help="List, inspect and cancel jobs; read logs and events.", no_args_is_help=True)
 
 
-def _pairs(values: list[str] | None, option: str, secret: bool = False) -> dict[str, str]:
+def key_value_pairs(values: list[str] | None, option: str, secret: bool = False) -> dict[str, str]:
     """``KEY=VALUE`` options as a dict; a secret's text is never echoed in the error."""
     pairs: dict[str, str] = {}
     for item in values or []:
@@ -39,7 +39,7 @@ def _pairs(values: list[str] | None, option: str, secret: bool = False) -> dict[
     return pairs
 
 
-def _input(text: str) -> Any:
+def input_option(text: str) -> Any:
     """The ``--input`` JSON, given inline or as ``@path``."""
     where = ""
     if text.startswith("@"):
@@ -140,16 +140,16 @@ def submit(
     given: dict[str, Any] = {
         "definition": definition,
         "queue": queue,
-        "parameters": _pairs(param, "--param") or None,
-        "env": _pairs(env, "--env") or None,
-        "secret_env": _pairs(secret, "--secret", secret=True) or None,
+        "parameters": key_value_pairs(param, "--param") or None,
+        "env": key_value_pairs(env, "--env") or None,
+        "secret_env": key_value_pairs(secret, "--secret", secret=True) or None,
         "name": name,
         "priority": priority,
         "timeout": _duration(timeout),
     }
     body = {key: value for key, value in given.items() if value is not None}
     if input_ is not None:
-        body["input"] = _input(input_)
+        body["input"] = input_option(input_)
     with connect(project) as api:
         job = api.call("POST", "jobs", json=body)
         if as_json and not follow:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from orchestrator.cli.jobs import _input, _pairs
+from orchestrator.cli.jobs import input_option, key_value_pairs
 from orchestrator.cli.output import AsJson, Project, cell, connect, print_json, table
 from orchestrator.client import ApiError
 from orchestrator.units import parse_duration
@@ -176,10 +176,10 @@ def _target(flags: dict[str, Any]) -> dict[str, Any]:
     submission = {
         "definition": flags["--definition"],
         "queue": flags["--queue"],
-        "parameters": _pairs(flags["--param"], "--param") or None,
-        "env": _pairs(flags["--env"], "--env") or None,
+        "parameters": key_value_pairs(flags["--param"], "--param") or None,
+        "env": key_value_pairs(flags["--env"], "--env") or None,
         "secret_env": _secret_env(flags["--secret-env"]) or None,
-        "input": _input(flags["--input"]) if flags["--input"] is not None else None,
+        "input": input_option(flags["--input"]) if flags["--input"] is not None else None,
         "timeout": timeout,
     }
     return {"job": {key: value for key, value in submission.items() if value is not None}}
