@@ -22,7 +22,7 @@ import schemathesis
 from .conftest import TEST_IMAGE, LiveServer
 
 SEED = 20240613
-MAX_EXAMPLES = 60  # per operation, for the fuzzing phase; the coverage phase adds its own cases
+MAX_EXAMPLES = 40  # per operation, for the fuzzing phase; the coverage phase adds its own cases
 # A request that gets no answer in time fails its case. The live streams (`/stream` and
 # `/logs?follow=true`) end at once here: the seeded jobs are finished, and the fuzzer cannot
 # know the ids of the queued jobs it submits.

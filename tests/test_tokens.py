@@ -15,7 +15,14 @@ from orchestrator.cli import app as cli_app
 
 from .conftest import TEST_IMAGE, LiveServer, admin_token, bearer
 
-DUMMY = {"project": "default", "name": "default", "job_id": "x", "token_id": "x", "version": "1"}
+DUMMY = {
+    "project": "default",
+    "name": "default",
+    "job_id": "x",
+    "token_id": "x",
+    "version": "1",
+    "number": "1",
+}
 
 
 def make_token(server: LiveServer, role: str, project: str | None = None) -> dict[str, Any]:
