@@ -133,11 +133,13 @@ def submit(
     policy: ContainerPolicy,
     limits: InputLimits,
     actor: Actor = SYSTEM,
+    job_id: str | None = None,
 ) -> Job:
     """Validate a submission against its definition and store it, queued or scheduled.
 
     The definition is checked against today's container policy (it may have changed since the
-    definition was registered), and the submission against the input limits.
+    definition was registered), and the submission against the input limits. ``job_id`` lets an
+    adapter choose the id (a drop-in API that puts it in the job's environment); else a UUID.
     """
     projects.get(session, project)
     queue = queues.get(session, project, request.queue)
@@ -167,7 +169,7 @@ def submit(
     now = utcnow()
     scheduled = request.schedule_at is not None and request.schedule_at > now
     job = Job(
-        id=str(uuid.uuid4()),
+        id=job_id or str(uuid.uuid4()),
         project=project,
         queue=queue.name,
         definition_name=definition.name,
