@@ -20,6 +20,7 @@ from orchestrator.api import (
     tokens,
     webhooks,
 )
+from orchestrator.api.compat import quedup
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
 from orchestrator.services import Services
@@ -56,6 +57,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         runners,
         schedules,
         webhooks,
+        quedup,
     ):
         app.include_router(module.router)
     return app
