@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -64,7 +65,14 @@ CONTAINER_FIELDS = (
     "pid",
     "ipc",
     "userns",
+    "worker",
 )
+# Replicas of one worker definition a runner keeps per queue, at most.
+MAX_WORKER_REPLICAS = 64
+# Attempts of a worker definition's job when its definition sets no retry (SaladCloud's 3 retries).
+WORKER_DEFAULT_ATTEMPTS = 4
+# Network modes in which a worker container has no address of its own for the runner to reach.
+UNREACHABLE_NETWORKS = ("none", "host")
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -147,6 +155,26 @@ def _check_volume(volume: str) -> str:
 Volume = Annotated[Text, AfterValidator(_check_volume)]
 
 
+def _check_url_path(path: str) -> str:
+    if not re.fullmatch(r"/[^\s#]*", path):
+        raise ValueError(f"{path!r} is not a URL path: it must start with '/' and have no spaces")
+    return path
+
+
+UrlPath = Annotated[Text, StringConstraints(max_length=2048), AfterValidator(_check_url_path)]
+
+
+class WorkerSpec(StrictModel):
+    """A long-running HTTP worker (SaladCloud's model): each job's input is POSTed to it."""
+
+    port: int = Field(ge=1, le=65535)
+    path: UrlPath = "/"
+    # GET this until it answers 2xx; without it, the port accepting connections means ready.
+    readiness_path: UrlPath | None = None
+    replicas: int = Field(default=1, ge=1, le=MAX_WORKER_REPLICAS)
+    idle_timeout: Duration = 300.0
+
+
 class DefinitionSpec(StrictModel):
     """What a job definition file holds."""
 
@@ -160,6 +188,8 @@ class DefinitionSpec(StrictModel):
     resources: Resources = Field(default_factory=Resources)
     timeout: Duration | None = None
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    # Declared before ``network``, whose validator looks at it.
+    worker: WorkerSpec | None = None
     working_dir: Annotated[Text, StringConstraints(pattern=r"^/")] | None = None
     user: Annotated[Text, StringConstraints(min_length=1)] | None = None
     labels: dict[Text, Text] = Field(default_factory=dict)
@@ -187,6 +217,23 @@ class DefinitionSpec(StrictModel):
             if key.startswith("orchestrator."):
                 raise ValueError(f"{key}: labels starting with 'orchestrator.' are reserved")
         return value
+
+    @field_validator("network")
+    @classmethod
+    def _reachable_worker(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("worker") is not None and (
+            value in UNREACHABLE_NETWORKS or value.startswith("container:")
+        ):
+            raise ValueError(
+                f"a worker must be reachable at its own address; network {value!r} gives it none"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _worker_retries(self) -> DefinitionSpec:
+        if self.worker is not None and "retry" not in self.model_fields_set:
+            self.retry = RetryPolicy(attempts=WORKER_DEFAULT_ATTEMPTS)
+        return self
 
     @model_validator(mode="after")
     def _secrets_not_plain(self) -> DefinitionSpec:
