@@ -1,0 +1,388 @@
+"""Daestro's drop-in client API under ``/v1/client``: submit, read and cancel jobs in Daestro's
+fields, states and ``{"ok": ..., ...}`` envelope, over the native job service.
+
+A Daestro ``job_definition`` (``project::name:version``) and ``job_queue`` (``project::queue``)
+name one project's definition and queue; ``container_env`` entries marked ``sensitive`` become
+the job's secret env (write-only), the others its plain env. The job's id is chosen before the
+submit so it can be in the container's environment as ``DAESTRO_JOB_ID``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import ValidationError as PydanticValidationError
+from sqlmodel import Session, select
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator import jobs
+from orchestrator.api.deps import ActorDep, ServicesDep
+from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for, validation_message
+from orchestrator.errors import InvalidRequest, NotFound, OrchestratorError
+from orchestrator.fields import (
+    NAME_PATTERN,
+    EnvName,
+    EnvValue,
+    ParameterName,
+    ParameterValue,
+    Text,
+    storable,
+)
+from orchestrator.models import Job, JobEvent
+from orchestrator.schemas import JobCreate, Time
+from orchestrator.schemas import Request as StrictRequest
+from orchestrator.states import EventType, JobStatus
+from orchestrator.tokens import Actor
+
+JOB_ID_ENV = "DAESTRO_JOB_ID"
+QUEUE_NAME_ENV = "DAESTRO_JOB_QUEUE_NAME"
+_NAME = NAME_PATTERN.removeprefix("^").removesuffix("$")
+DEFINITION_PATTERN = rf"^(?P<project>{_NAME})::(?P<name>{_NAME})(?::(?P<version>[0-9]{{1,10}}))?$"
+QUEUE_PATTERN = rf"^(?P<project>{_NAME})::(?P<name>{_NAME})$"
+
+DaestroState = Literal[
+    "submitted",
+    "pending",
+    "runnable",
+    "starting",
+    "running",
+    "cancelling",
+    "cancelled",
+    "timeout",
+    "completed",
+    "failed",
+    "error",
+]
+
+# The native fields, as Daestro's request names them (for the errors the services raise).
+_FIELDS = {
+    "definition": "job_definition",
+    "queue": "job_queue",
+    "name": "name",
+    "command": "container_cmd",
+    "parameters": "container_cmd_parameter",
+    "env": "container_env",
+    "secret_env": "container_env",
+    "schedule_at": "schedule_at",
+}
+_WORDS = (
+    (re.compile(r"\b(?:secret_)?env\."), "container_env."),
+    (re.compile(r"\bparameters\."), "container_cmd_parameter."),
+    (re.compile(r"'parameters'"), "'container_cmd_parameter'"),
+    (re.compile(r"^command uses"), "container_cmd uses"),
+)
+
+
+def parse_definition(text: str) -> tuple[str, str, int | None]:
+    """``project::name:version`` (or ``project::name``, the latest) -> (project, name, version)."""
+    match = re.fullmatch(DEFINITION_PATTERN, text)
+    if match is None:
+        raise InvalidRequest(
+            "job_definition: must be 'project_code::job_definition_name:version' "
+            "(e.g. 'my-project::hello-world:1')",
+            field="job_definition",
+        )
+    version = match.group("version")
+    return match.group("project"), match.group("name"), int(version) if version else None
+
+
+def parse_queue(text: str) -> tuple[str, str]:
+    """``project::queue`` -> (project, queue)."""
+    match = re.fullmatch(QUEUE_PATTERN, text)
+    if match is None:
+        raise InvalidRequest(
+            "job_queue: must be 'project_code::job_queue_name' "
+            "(e.g. 'my-project::first-job-queue')",
+            field="job_queue",
+        )
+    return match.group("project"), match.group("name")
+
+
+def _definition_text(text: str) -> str:
+    try:
+        parse_definition(text)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message.removeprefix("job_definition: ")) from None
+    return text
+
+
+def _queue_text(text: str) -> str:
+    try:
+        parse_queue(text)
+    except InvalidRequest as exc:
+        raise ValueError(exc.message.removeprefix("job_queue: ")) from None
+    return text
+
+
+DefinitionText = Annotated[
+    str,
+    AfterValidator(_definition_text),
+    Field(
+        json_schema_extra={"pattern": DEFINITION_PATTERN},
+        description="`project_code::job_definition_name:version` (no version: the latest).",
+    ),
+]
+QueueText = Annotated[
+    str,
+    AfterValidator(_queue_text),
+    Field(json_schema_extra={"pattern": QUEUE_PATTERN}, description="`project_code::queue_name`"),
+]
+JobName = Annotated[Text, StringConstraints(min_length=1, max_length=255)]
+
+
+class DaestroEnvValue(StrictRequest):
+    """One ``container_env`` entry: a sensitive value is stored encrypted and never shown."""
+
+    value: EnvValue
+    sensitive: bool = False
+
+
+class DaestroJobCreate(StrictRequest):
+    """Daestro's Job Submit body."""
+
+    job_definition: DefinitionText
+    job_queue: QueueText
+    name: JobName | None = Field(
+        default=None, description="Unique among the queue's unfinished jobs."
+    )
+    container_cmd: list[Text] | None = Field(
+        default=None, description="Replaces the definition's command; `Param::name` placeholders."
+    )
+    container_cmd_parameter: dict[ParameterName, ParameterValue] | None = None
+    container_env: dict[EnvName, DaestroEnvValue] | None = None
+    schedule_at: Time | None = None
+
+
+class DaestroError(BaseModel):
+    """Daestro's error envelope."""
+
+    ok: Literal[False] = False
+    message: str = Field(description="What was wrong, naming the field.")
+
+
+class DaestroJobId(BaseModel):
+    """The id of a submitted job."""
+
+    id: str
+
+
+class DaestroAccepted(BaseModel):
+    """Daestro's answer to a submit."""
+
+    ok: Literal[True] = True
+    data: DaestroJobId
+
+
+class DaestroJob(BaseModel):
+    """A job as Daestro shows it; ``system_note`` says why it failed (null otherwise)."""
+
+    id: str
+    name: str | None
+    state: DaestroState
+    system_note: str | None
+    schedule_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class DaestroJobResponse(BaseModel):
+    """Daestro's envelope around one job."""
+
+    ok: Literal[True] = True
+    data: DaestroJob
+
+
+def daestro_state(job: Job, events: Sequence[JobEvent] = ()) -> DaestroState:
+    """Pure: the Daestro state of ``job``. A failed job's ``events`` tell a timeout (``timeout``)
+    and an attempt whose container never started (``error``) from a failed run (``failed``)."""
+    if job.status in (JobStatus.STARTING, JobStatus.RUNNING) and job.cancel_requested:
+        return "cancelling"
+    if job.status is JobStatus.FAILED:
+        last = {event.type for event in events if event.attempt == job.attempt}
+        if EventType.TIMED_OUT in last:
+            return "timeout"
+        return "failed" if EventType.STARTED in last else "error"
+    states: dict[JobStatus, DaestroState] = {
+        JobStatus.SCHEDULED: "submitted",
+        JobStatus.QUEUED: "runnable",
+        JobStatus.STARTING: "starting",
+        JobStatus.RUNNING: "running",
+        JobStatus.SUCCEEDED: "completed",
+        JobStatus.CANCELLED: "cancelled",
+    }
+    return states[job.status]
+
+
+def _daestro_words(exc: OrchestratorError) -> str:
+    message = exc.message
+    for pattern, words in _WORDS:
+        message = pattern.sub(words, message)
+    field = _FIELDS.get((exc.field or "").partition(".")[0])
+    if field is not None and not message.startswith(tuple(_FIELDS.values())):
+        message = f"{field}: {message}"
+    return message
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"ok": False, "message": message}, status_code=status, headers=headers)
+
+
+def _status(exc: OrchestratorError) -> int:
+    # Daestro documents one error status for bad requests: a conflict (a name in use, a job
+    # already finished) and a request over a limit are bad requests to its clients.
+    status = status_for(exc)
+    return 400 if status in (409, 422) else status
+
+
+class DaestroRoute(APIRoute):
+    """A route answering errors in Daestro's shape, ``{"ok": false, "message": "..."}``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, wrapped to render errors Daestro's way."""
+        handler = super().get_route_handler()
+
+        async def daestro_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return _error(400, validation_message(exc)[0])
+            except PydanticValidationError as exc:
+                # A native request built from valid Daestro input refused it after all.
+                reasons = [
+                    f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+                    for error in exc.errors(include_url=False, include_input=False)
+                ]
+                return _error(400, "; ".join(reasons))
+            except OrchestratorError as exc:
+                return _error(_status(exc), _daestro_words(exc))
+            except StarletteHTTPException as exc:
+                if exc.status_code != 400:
+                    raise
+                return _error(400, f"body: {exc.detail}")
+
+        return daestro_handler
+
+
+def _daestro_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {"model": DaestroError, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+    # The body-size limit answers before the route, in the native error shape.
+    return {**documented, **responses(413)}
+
+
+router = APIRouter(
+    prefix="/v1/client",
+    tags=["compat: Daestro"],
+    route_class=DaestroRoute,
+    responses=_daestro_responses(400, 401, 403, 404),
+)
+
+
+def _native_request(body: DaestroJobCreate, job_id: str) -> JobCreate:
+    """The native submission: sensitive env to ``secret_env``, Daestro's variables added."""
+    _, name, version = parse_definition(body.job_definition)
+    _, queue = parse_queue(body.job_queue)
+    given = body.container_env or {}
+    for reserved in (JOB_ID_ENV, QUEUE_NAME_ENV):
+        if reserved in given:
+            raise InvalidRequest(
+                f"container_env.{reserved}: set by the server for every job",
+                field=f"container_env.{reserved}",
+            )
+    env = {key: entry.value for key, entry in given.items() if not entry.sensitive}
+    secret_env = {key: entry.value for key, entry in given.items() if entry.sensitive}
+    return JobCreate(
+        definition=name if version is None else f"{name}:{version}",
+        queue=queue,
+        name=body.name,
+        parameters=body.container_cmd_parameter or {},
+        command=body.container_cmd,
+        env={**env, JOB_ID_ENV: job_id, QUEUE_NAME_ENV: queue},
+        secret_env=secret_env,
+        schedule_at=body.schedule_at,
+    )
+
+
+def _find(session: Session, actor: Actor, job_id: str, *, write: bool) -> Job:
+    """The job with this id in any project the token may see (Daestro's paths name no project)."""
+    job = None
+    if storable(job_id):
+        job = session.exec(select(Job).where(Job.id == job_id)).first()
+    if job is None or not actor.can_see(job.project):
+        raise NotFound(f"job '{job_id[:80]}' not found", field="job")
+    actor.check(job.project, write=write)
+    return job
+
+
+def _public(session: Session, job: Job) -> DaestroJobResponse:
+    events = jobs.events(session, job.id) if job.status is JobStatus.FAILED else []
+    return DaestroJobResponse(
+        data=DaestroJob(
+            id=job.id,
+            name=job.name,
+            state=daestro_state(job, events),
+            system_note=job.error,
+            schedule_at=job.schedule_at,
+            created_at=job.create_time,
+            updated_at=job.update_time,
+        )
+    )
+
+
+@router.post("/job", status_code=202, response_model=DaestroAccepted)
+def submit_job(body: DaestroJobCreate, services: ServicesDep, actor: ActorDep) -> DaestroAccepted:
+    """Submit a job (Daestro's Job Submit): run now, or at ``schedule_at`` when it is in the
+    future. Its container also gets ``DAESTRO_JOB_ID`` and ``DAESTRO_JOB_QUEUE_NAME``."""
+    project, _, _ = parse_definition(body.job_definition)
+    queue_project, _ = parse_queue(body.job_queue)
+    if queue_project != project:
+        raise InvalidRequest(
+            f"job_queue: its project '{queue_project}' is not the job_definition's "
+            f"project '{project}'",
+            field="job_queue",
+        )
+    actor.check(project, write=True)
+    job_id = str(uuid.uuid4())
+    request = _native_request(body, job_id)
+    with services.db.transaction() as session:
+        job = jobs.submit(
+            session,
+            services.box,
+            services.hub,
+            project,
+            request,
+            policy=services.policy,
+            limits=services.limits,
+            actor=actor,
+            job_id=job_id,
+        )
+    return DaestroAccepted(data=DaestroJobId(id=job.id))
+
+
+@router.get("/job/{job_id}", response_model=DaestroJobResponse)
+def get_job(job_id: str, services: ServicesDep, actor: ActorDep) -> DaestroJobResponse:
+    """One job: its Daestro state, and in ``system_note`` why it failed."""
+    with services.db.read() as session:
+        return _public(session, _find(session, actor, job_id, write=False))
+
+
+@router.post("/job/{job_id}/cancel", response_model=DaestroJobResponse)
+def cancel_job(job_id: str, services: ServicesDep, actor: ActorDep) -> DaestroJobResponse:
+    """Cancel a job: at once when it waits (``cancelled``); a running one is stopped
+    (``cancelling`` until its container is gone). A finished job cannot be cancelled."""
+    with services.db.transaction() as session:
+        job = _find(session, actor, job_id, write=True)
+        job = jobs.cancel(session, services.hub, job.project, job.id, actor)
+        return _public(session, job)
