@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     webhook_retry_for: float = Field(default=86400.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
 
+    # SaladCloud's drop-in API: the one organisation name it answers to; unset, any name.
+    salad_organization: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
     max_input_bytes: int = Field(default=262_144, ge=1024)

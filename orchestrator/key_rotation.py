@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from orchestrator.db import Database
 from orchestrator.errors import Conflict, OrchestratorError
-from orchestrator.models import Job, Project, Schedule
+from orchestrator.models import ApiSecret, Job, Project, Schedule
 from orchestrator.secrets import (
     SecretBox,
     generate_key,
@@ -31,6 +31,7 @@ CIPHERTEXT_COLUMNS: tuple[sa.Column[Any], ...] = (
     sa.inspect(Job).columns["secret_env_ciphertext"],
     sa.inspect(Project).columns["webhook_secret_ciphertext"],
     sa.inspect(Schedule).columns["secret_ciphertext"],
+    sa.inspect(ApiSecret).columns["secret_ciphertext"],
 )
 BATCH_SIZE = 200  # rows read per query; each is then re-encrypted in its own transaction
 

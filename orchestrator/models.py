@@ -147,6 +147,9 @@ class Job(SQLModel, table=True):
     container_id: str | None = Field(default=None, max_length=64)
     runner: str | None = Field(default=None, max_length=255)
     webhook: str | None = None
+    # The drop-in API the job was submitted through (``salad``), whose shape its webhook
+    # carries; None for the native API.
+    api: str | None = Field(default=None, max_length=16)
     timeout: float | None = None
     cancel_requested: bool = False
     schedule_at: datetime | None = _time(default=None)
@@ -330,6 +333,8 @@ class WebhookDelivery(SQLModel, table=True):
     event_type: str = Field(max_length=32)
     url: str
     body: str
+    # Whose key signs it: a drop-in API's (``api_secrets.name``), or None for the project's.
+    signing_key: str | None = Field(default=None, max_length=16)
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
     next_attempt_at: datetime | None = _time(default=None)
@@ -340,3 +345,15 @@ class WebhookDelivery(SQLModel, table=True):
     redelivery_of: int | None = None
     create_time: datetime = _time(default_factory=utcnow)
     delivered_time: datetime | None = _time(default=None)
+
+
+class ApiSecret(SQLModel, table=True):
+    """A drop-in API's own secret, encrypted: SaladCloud's organisation webhook secret key
+    (``salad``), made on first use."""
+
+    __tablename__ = "api_secrets"
+
+    name: str = Field(primary_key=True, max_length=16)
+    secret_ciphertext: str
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)

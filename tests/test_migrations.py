@@ -141,7 +141,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
     result = database.upgrade_schema()
 
     assert (result.before, result.after, result.stamped) == (None, HEAD, False)
-    assert [line.split(":")[0] for line in result.applied] == ["0001", "0002", "0003"]
+    assert [line.split(":")[0] for line in result.applied] == ["0001", "0002", "0003", "0004"]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, SQLModel.metadata)
@@ -196,7 +196,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
     result = database.upgrade_schema()
 
     assert (result.before, result.after) == ("0001", HEAD)
-    assert [line.split(":")[0] for line in result.applied] == ["0002", "0003"]
+    assert [line.split(":")[0] for line in result.applied] == ["0002", "0003", "0004"]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
 
