@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     engine_retry_interval: float = Field(default=2.0, gt=0)
     stop_grace_period: float = Field(default=10.0, ge=0)
     log_flush_interval: float = Field(default=0.25, gt=0)
+    # How long a new HTTP worker container may take to answer before its attempt fails.
+    worker_ready_timeout: float = Field(default=60.0, gt=0)
 
     # Schedules: a tick fired later than this after its time was missed (the schedule's
     # ``on_missed`` decides what happens then).

@@ -386,6 +386,15 @@ class DockerEngine:
             labels=info["Config"].get("Labels") or {},
         )
 
+    def address(self, container_id: str, network: str) -> str | None:
+        """The container's IP address on ``network`` (else on any of its networks); None when
+        it has none (not running, or a network mode without an address of its own)."""
+        info = self._call("container inspect", self._docker().api.inspect_container, container_id)
+        networks: dict[str, Any] = info.get("NetworkSettings", {}).get("Networks") or {}
+        preferred = networks.get(network) or {}
+        addresses = [preferred.get("IPAddress")] + [n.get("IPAddress") for n in networks.values()]
+        return next((address for address in addresses if address), None)
+
     def remove(self, container_id: str) -> None:
         """Remove the container (forcefully). A container already gone is fine."""
         try:

@@ -23,10 +23,12 @@ from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import LABEL_PREFIX, DockerEngine
 from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
-from orchestrator.models import utcnow
+from orchestrator.models import Job, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub
 from orchestrator.policy import ContainerPolicy
 from orchestrator.secrets import SecretBox
+from orchestrator.worker_attempt import WorkerAttempt, is_worker_job
+from orchestrator.workers import WorkerPools
 
 # The longest wait between two checks of an engine that does not answer.
 ENGINE_RETRY_MAX = 10.0
@@ -95,6 +97,9 @@ class Runner:
         self._reconciled = False
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
+        # HTTP worker containers of this process; removed when it stops.
+        self.workers = WorkerPools(engine, self.name, self.identity.session)
+        self._reaper: threading.Thread | None = None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -104,8 +109,12 @@ class Runner:
         self._heartbeat = threading.Thread(
             target=self._heartbeat_loop, name=f"heartbeat-{self.name}", daemon=True
         )
+        self._reaper = threading.Thread(
+            target=self.workers.run, args=(self._stop,), name=f"workers-{self.name}", daemon=True
+        )
         self._thread.start()
         self._heartbeat.start()
+        self._reaper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming and return; running containers are left to be adopted on restart."""
@@ -115,6 +124,8 @@ class Runner:
             self._thread.join(timeout)
         if self._heartbeat is not None:
             self._heartbeat.join(timeout)
+        if self._reaper is not None:
+            self._reaper.join(timeout)
 
     def drain(self, timeout: float | None = None) -> None:
         """Stop claiming; let running attempts finish for up to ``timeout`` (default: the
@@ -203,6 +214,8 @@ class Runner:
             attempt.detach()
         for attempt in attempts:
             attempt.join(10.0)
+        # Worker containers do not outlive their runner process (their jobs were given back).
+        self.workers.close()
         if self._registered.is_set():
             self._write_state(runners.STOPPED)
         logger.info(
@@ -343,7 +356,7 @@ class Runner:
             if job is None:
                 break
             claimed += 1
-            self._launch(Attempt.for_claimed(self, job))
+            self._launch(self._attempt(job, adopted=False))
         return claimed
 
     def _check_engine(self) -> bool:
@@ -392,6 +405,11 @@ class Runner:
         with self._lock:
             return self.capacity - len(self._attempts)
 
+    def _attempt(self, job: Job, *, adopted: bool) -> Attempt:
+        """The attempt of a claimed or adopted job: its own container, or a worker's."""
+        kind = WorkerAttempt if is_worker_job(job.container) else Attempt
+        return kind.for_adopted(self, job) if adopted else kind.for_claimed(self, job)
+
     def _launch(self, attempt: Attempt) -> None:
         with self._lock:
             self._attempts[attempt.job_id] = attempt
@@ -417,6 +435,7 @@ class Runner:
         """Make the engine and the database agree before claiming: remove this runner's
         containers no attempt holds, and adopt the attempts it holds."""
         self._remove_strays()
+        self.workers.remove_leftovers()
         with self.db.read() as session:
             held = jobs.held_by(session, self.name)
         for job in held:
@@ -425,7 +444,7 @@ class Runner:
             logger.info(
                 "adopting job %s attempt %s", job.id, job.attempt, extra={"action": "job_adopted"}
             )
-            self._launch(Attempt.for_adopted(self, job))
+            self._launch(self._attempt(job, adopted=True))
 
     def _remove_strays(self) -> None:
         """Remove this runner's containers whose attempt it does not hold: their job ended,

@@ -7,7 +7,8 @@ serves on port ``WORKER_PORT``; ``WORKER_PATH`` takes a POST whose JSON body say
 - ``{"echo": ...}`` (or anything else): 200 with the request body itself as JSON,
 - ``{"status": 500}``: that status, with a JSON body,
 - ``{"sleep": 3}``: sleep that many seconds before answering,
-- ``{"die": true}``: kill the httpd (the container exits) without answering,
+- ``{"die": true}``: kill the httpd (the container exits) without answering; ``{"die": 1}``
+  only when serving attempt 1 (the ``X-Orch-Attempt`` header),
 - ``{"text": "hello"}``: 200 with the plain-text body ``hello``.
 
 Every request writes ``worker served: <body>`` to the container's stderr. ``READY_PATH`` is a
@@ -52,7 +53,8 @@ echo "worker served: $body" >&2
 field() { printf '%s' "$body" | sed -n "s/.*\\"$1\\": *\\"\\{0,1\\}\\([^\\",}]*\\).*/\\1/p"; }
 delay=$(field sleep)
 [ -n "$delay" ] && sleep "$delay"
-if [ "$(field die)" = "true" ]; then
+die=$(field die)
+if [ "$die" = "true" ] || [ "$die" = "${HTTP_X_ORCH_ATTEMPT:-}" ]; then
     kill -9 "$(cat /tmp/httpd.pid)"
     sleep 5
     exit 1
