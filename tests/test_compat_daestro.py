@@ -322,10 +322,14 @@ def test_bad_requests_get_a_400_in_daestros_shape(server: LiveServer) -> None:
         ({**good, "schedule_at": True}, ("schedule_at",)),
         ({**good, "schedule_at": "tomorrow"}, ("schedule_at",)),
         ({**good, "colour": "blue"}, ("colour", "unknown field")),
+        # A value pasted where a name goes is not echoed.
+        ({**good, "container_env": {"TOKEN=s3cr3t": {"value": "1"}}}, ("container_env", "name")),
     ]
     for body, words in cases:
         text = body if isinstance(body, str) else json.dumps(body)
-        assert_daestro_error(post_raw(server, text), 400, *words)
+        response = post_raw(server, text)
+        assert_daestro_error(response, 400, *words)
+        assert "s3cr3t" not in response.text
 
     named = {**good, "name": "once"}
     assert post_raw(server, json.dumps(named)).status_code == 202

@@ -232,6 +232,19 @@ def _daestro_words(exc: OrchestratorError) -> str:
     return message
 
 
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = []
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if "[key]" in loc:
+            # A bad name may be a value pasted in the wrong place ("TOKEN=s3cr3t"): the error
+            # names the mapping, never the text.
+            mapping = loc[: loc.index("[key]") - 1]
+            error = {**error, "loc": mapping, "msg": f"a name is invalid: {error.get('msg')}"}
+        errors.append(error)
+    return validation_message(RequestValidationError(errors))[0]
+
+
 def _error(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"ok": False, "message": message}, status_code=status, headers=headers)
@@ -255,7 +268,7 @@ class DaestroRoute(APIRoute):
             try:
                 return await handler(request)
             except RequestValidationError as exc:
-                return _error(400, validation_message(exc)[0])
+                return _error(400, _validation_message(exc))
             except PydanticValidationError as exc:
                 # A native request built from valid Daestro input refused it after all.
                 reasons = [
@@ -273,9 +286,19 @@ class DaestroRoute(APIRoute):
         return daestro_handler
 
 
+# Daestro answers every refused request with 400, conflicts included.
+_DESCRIPTIONS = {
+    400: "The request is not valid, or conflicts with the job's state (a name in use, a "
+    "finished job cancelled): `message` names the field and says why.",
+}
+
+
 def _daestro_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {
-        status: {"model": DaestroError, "description": ERROR_DESCRIPTIONS[status]}
+        status: {
+            "model": DaestroError,
+            "description": _DESCRIPTIONS.get(status, ERROR_DESCRIPTIONS[status]),
+        }
         for status in statuses
     }
     # The body-size limit answers before the route, in the native error shape.
