@@ -57,7 +57,9 @@ def test_worker_answers_become_output_and_one_container_serves_both_jobs(
 def test_two_replicas_serve_two_jobs_at_once(
     server: LiveServer, worker_image: str, docker_client: docker.DockerClient
 ) -> None:
-    server.register(worker_definition("pair", worker_image, replicas=2))
+    server.register(
+        worker_definition("pair", worker_image, replicas=2, readiness_path="/ready.txt")
+    )
     submitted = [server.submit(definition="pair", input={"sleep": 3, "i": i}) for i in range(2)]
 
     def both_running() -> bool:
@@ -100,12 +102,18 @@ def test_a_worker_that_dies_mid_job_is_replaced_for_the_retry(
     assert [w.id for w in workers_of(docker_client, server)] == [second]
 
 
-def test_an_idle_worker_is_stopped(
+def test_secret_values_are_masked_and_an_idle_worker_is_stopped(
     server: LiveServer, worker_image: str, docker_client: docker.DockerClient
 ) -> None:
-    server.register(worker_definition("brief", worker_image, idle_timeout="2s"))
-    job = server.wait_job(server.submit(definition="brief", input={"n": 1})["id"])
-    assert job["status"] == "succeeded"
+    spec = worker_definition("brief", worker_image, idle_timeout="2s")
+    server.register({**spec, "secrets": ["TOKEN"]})
+    secret = "s3cret-value-42"
+    job = server.submit(definition="brief", input={"echo": secret}, secret_env={"TOKEN": secret})
+    done = server.wait_job(job["id"])
+    assert done["status"] == "succeeded"
+    assert done["output"] == {"echo": "***"}
+    wait_for(lambda: 'worker served: {"echo": "***"}' in server.logs(job["id"]), timeout=10)
+    assert secret not in server.logs(job["id"])
     wait_for(lambda: workers_of(docker_client, server) == [], timeout=30)
 
 
