@@ -33,6 +33,9 @@ from orchestrator.templating import substitute
 from orchestrator.tokens import SYSTEM, Actor
 
 CLAIM_LOCK = "orchestrator.claim"
+# The definition columns of a job that waits for its queue's default definition.
+UNBOUND_NAME = ""
+UNBOUND_VERSION = 0
 
 
 def transition(
@@ -90,33 +93,81 @@ def record(
 
 def _resolve_definition(
     session: Session, project: str, queue: Queue, reference: str | None
-) -> Definition:
+) -> Definition | None:
+    """The definition a job of ``queue`` runs: ``reference``, else the queue's default; None
+    when neither is set. The one place a job's definition is chosen."""
     reference = reference or queue.default_definition
     if reference is None:
-        raise InvalidRequest(
-            f"definition is required: queue '{queue.name}' has no default definition",
-            field="definition",
-        )
+        return None
     name, version = definitions.parse_reference(reference)
     return definitions.get(session, project, name, version)
 
 
-def _check_env(request: JobCreate, declared_secrets: Sequence[str], definition: str) -> None:
-    for field, names in (("env", request.env), ("secret_env", request.secret_env)):
+def _no_definition(queue: Queue) -> InvalidRequest:
+    return InvalidRequest(
+        f"definition is required: queue '{queue.name}' has no default definition",
+        field="definition",
+    )
+
+
+def _binding(
+    definition: Definition,
+    *,
+    parameters: dict[str, Any],
+    env: dict[str, str],
+    secret_env: Sequence[str],
+    command: list[str] | None,
+    timeout: float | None,
+    limits: InputLimits | None,
+) -> dict[str, Any]:
+    """The job's columns that come from its definition, merged with the submission's own
+    values (checked: reserved and required env, counts, ``Param::`` substitution)."""
+    spec = definitions.current_spec(definition)
+    reference = f"{definition.name}:{definition.version}"
+    _check_env(env, secret_env, spec["secrets"], reference)
+    merged_parameters = {**spec["parameters"], **parameters}
+    merged_env = {**spec["env"], **env}
+    if limits is not None:
+        limits.check_counts(
+            len(merged_parameters),
+            len(merged_env) + len(secret_env),
+            " with the definition's defaults",
+        )
+    template = command if command is not None else spec["command"]
+    substituted = None
+    if template is not None:
+        field = "command" if command is not None else f"definition {reference} command"
+        substituted = substitute(template, merged_parameters, field=field)
+    return {
+        "definition_name": definition.name,
+        "definition_version": definition.version,
+        "max_attempts": spec["retry"]["attempts"],
+        "command": substituted,
+        "parameters": merged_parameters,
+        "env": merged_env,
+        "container": {key: spec[key] for key in CONTAINER_FIELDS},
+        "timeout": timeout if timeout is not None else spec["timeout"],
+    }
+
+
+def _check_env(
+    env: dict[str, str], secret_env: Sequence[str], declared_secrets: Sequence[str], definition: str
+) -> None:
+    for field, names in (("env", env), ("secret_env", secret_env)):
         for name in names:
             if name.upper().startswith(RESERVED_ENV_PREFIX):
                 raise InvalidRequest(
                     f"{field}.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved",
                     field=f"{field}.{name}",
                 )
-    for name in request.env:
-        if name in request.secret_env:
+    for name in env:
+        if name in secret_env:
             raise InvalidRequest(
                 f"env.{name}: also given in secret_env; give it in one of them",
                 field=f"env.{name}",
             )
     for name in declared_secrets:
-        if name not in request.secret_env:
+        if name not in secret_env:
             raise InvalidRequest(
                 f"secret_env.{name}: required by definition '{definition}'",
                 field=f"secret_env.{name}",
@@ -134,34 +185,54 @@ def submit(
     limits: InputLimits,
     actor: Actor = SYSTEM,
     job_id: str | None = None,
+    api: str | None = None,
+    wait_for_definition: bool = False,
 ) -> Job:
     """Validate a submission against its definition and store it, queued or scheduled.
 
     The definition is checked against today's container policy (it may have changed since the
     definition was registered), and the submission against the input limits. ``job_id`` lets an
     adapter choose the id (a drop-in API that puts it in the job's environment); else a UUID.
+    ``api`` marks a job submitted through a drop-in API (its webhook speaks that API). With
+    ``wait_for_definition``, a job whose queue has no default definition (and that names none)
+    is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
     """
     projects.get(session, project)
     queue = queues.get(session, project, request.queue)
     definition = _resolve_definition(session, project, queue, request.definition)
-    spec = definitions.current_spec(definition)
-    reference = f"{definition.name}:{definition.version}"
-    container = {key: spec[key] for key in CONTAINER_FIELDS}
-    policy.check(container)
-    _check_env(request, spec["secrets"], reference)
+    # An unbound job has no time of its own: the scheduler would queue it at that time.
+    if definition is None and (not wait_for_definition or request.schedule_at is not None):
+        raise _no_definition(queue)
+    if definition is not None:
+        # Today's container policy first: it may have changed since the registration.
+        spec = definitions.current_spec(definition)
+        policy.check({key: spec[key] for key in CONTAINER_FIELDS})
+        bound = _binding(
+            definition,
+            parameters=request.parameters,
+            env=request.env,
+            secret_env=sorted(request.secret_env),
+            command=request.command,
+            timeout=request.timeout,
+            limits=limits,
+        )
+        reference = f"{definition.name}:{definition.version}"
+    else:
+        # Unbound: the submission's own values, merged with the definition's when it is bound.
+        limits.check_counts(len(request.parameters), len(request.env) + len(request.secret_env))
+        bound = {
+            "definition_name": UNBOUND_NAME,
+            "definition_version": UNBOUND_VERSION,
+            "max_attempts": 1,
+            "command": request.command,
+            "parameters": request.parameters,
+            "env": request.env,
+            "container": {},
+            "timeout": request.timeout,
+        }
+        reference = None
     limits.check_document("input", request.input)
     limits.check_document("metadata", request.metadata)
-
-    parameters = {**spec["parameters"], **request.parameters}
-    env = {**spec["env"], **request.env}
-    limits.check_counts(
-        len(parameters), len(env) + len(request.secret_env), " with the definition's defaults"
-    )
-    template = request.command if request.command is not None else spec["command"]
-    command = None
-    if template is not None:
-        field = "command" if request.command is not None else f"definition {reference} command"
-        command = substitute(template, parameters, field=field)
 
     if request.name is not None:
         _check_name_free(session, project, queue.name, request.name)
@@ -172,25 +243,21 @@ def submit(
         id=job_id or str(uuid.uuid4()),
         project=project,
         queue=queue.name,
-        definition_name=definition.name,
-        definition_version=definition.version,
         name=request.name,
-        status=JobStatus.SCHEDULED if scheduled else JobStatus.QUEUED,
+        # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a
+        # claim ever takes it, so the claim query stays as it is.
+        status=JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED,
         priority=request.priority,
-        max_attempts=spec["retry"]["attempts"],
-        command=command,
-        parameters=parameters,
-        env=env,
         secret_env_keys=sorted(request.secret_env),
         secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
         input=request.input,
         job_metadata=request.metadata,
-        container=container,
         webhook=str(request.webhook) if request.webhook else None,
-        timeout=request.timeout if request.timeout is not None else spec["timeout"],
         schedule_at=request.schedule_at,
+        api=api,
         create_time=now,
         update_time=now,
+        **bound,
     )
     session.add(job)
     try:
@@ -206,12 +273,60 @@ def submit(
         EventType.CREATED,
         {"definition": reference, "queue": queue.name, "actor": actor.record()},
     )
-    if scheduled:
+    if definition is None:
+        detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
+        record(session, job, EventType.SCHEDULED, detail)
+    elif scheduled:
         assert request.schedule_at is not None
         record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
     else:
         record(session, job, EventType.QUEUED, hub=hub)
     return job
+
+
+def bind_waiting(session: Session, hub: Hub | None, queue: Queue) -> int:
+    """Give the queue's default definition to its unbound jobs, as ``submit`` would have, and
+    queue them; how many were bound.
+
+    A job the definition cannot take (a required secret it lacks, a parameter without a value)
+    is cancelled with the reason. Call it in the transaction that set the default definition.
+    """
+    definition = _resolve_definition(session, queue.project, queue, None)
+    if definition is None:
+        return 0
+    waiting = session.exec(
+        select(Job)
+        .where(
+            Job.project == queue.project,
+            Job.queue == queue.name,
+            Job.status == JobStatus.SCHEDULED,
+            Job.definition_version == UNBOUND_VERSION,
+        )
+        .order_by(col(Job.seq))
+        .with_for_update()
+    ).all()
+    reference = f"{definition.name}:{definition.version}"
+    for job in waiting:
+        try:
+            bound = _binding(
+                definition,
+                parameters=job.parameters,
+                env=job.env,
+                secret_env=job.secret_env_keys,
+                command=job.command,
+                timeout=job.timeout,
+                limits=None,
+            )
+        except InvalidRequest as exc:
+            detail = {"definition": reference, "reason": exc.message}
+            error = f"queue '{queue.name}' default definition {reference}: {exc.message}"
+            transition(
+                session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, error=error
+            )
+            continue
+        detail = {"definition": reference}
+        transition(session, job, JobStatus.QUEUED, EventType.QUEUED, detail, hub, **bound)
+    return len(waiting)
 
 
 def _check_name_free(session: Session, project: str, queue: str, name: str) -> None:

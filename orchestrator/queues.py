@@ -87,7 +87,11 @@ def create(session: Session, project: str, request: QueueCreate, actor: Actor) -
 
 
 def update(session: Session, project: str, name: str, request: QueueUpdate, actor: Actor) -> Queue:
-    """Apply the fields present in ``request`` (``max_concurrency: null`` lifts the limit)."""
+    """Apply the fields present in ``request`` (``max_concurrency: null`` lifts the limit).
+
+    A new default definition is given at once to the jobs that waited for one; the caller
+    wakes the runners after commit.
+    """
     queue = get(session, project, name)
     changes = request.model_dump(exclude_unset=True)
     for field in ("display_name", "description", "priority", "paused"):
@@ -101,6 +105,11 @@ def update(session: Session, project: str, name: str, request: QueueUpdate, acto
     session.add(queue)
     session.flush()
     tokens.audit(session, actor, "queue_updated", f"queue/{name}", project, changes)
+    if changes.get("default_definition") is not None:
+        # Here, not at the top: the job service imports this module.
+        from orchestrator import jobs
+
+        jobs.bind_waiting(session, None, queue)
     return queue
 
 
