@@ -33,6 +33,7 @@ from orchestrator.webhooks import (
     PENDING,
     SENDING,
     WEBHOOKS,
+    api_secret,
     project_secret,
     sign,
 )
@@ -215,11 +216,17 @@ class WebhookSender:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
-            project_secrets: dict[str, str] = {}
+            # Each delivery is signed with its key: a drop-in API's, else its project's.
+            keys: dict[tuple[str, str], str] = {}
             for row in rows:
                 assert row.id is not None
-                if row.project not in project_secrets:
-                    project_secrets[row.project] = project_secret(session, self.box, row.project)
+                key = ("api", row.signing_key) if row.signing_key else ("project", row.project)
+                if key not in keys:
+                    keys[key] = (
+                        api_secret(session, self.box, key[1])
+                        if key[0] == "api"
+                        else project_secret(session, self.box, key[1])
+                    )
                 row.status = SENDING
                 row.lease_until = lease_until
                 session.add(row)
@@ -231,7 +238,7 @@ class WebhookSender:
                         message_id=row.message_id,
                         url=row.url,
                         body=row.body,
-                        secret=project_secrets[row.project],
+                        secret=keys[key],
                         lease_until=lease_until,
                     )
                 )

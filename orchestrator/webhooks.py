@@ -19,9 +19,10 @@ import uuid
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from orchestrator import salad
 from orchestrator.db import after_commit
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.models import Job, Project, WebhookDelivery, utcnow
+from orchestrator.models import ApiSecret, Job, Project, WebhookDelivery, utcnow
 from orchestrator.notify import Hub
 from orchestrator.schemas import JobPublic
 from orchestrator.secrets import SecretBox
@@ -84,6 +85,41 @@ def rotate_secret(session: Session, box: SecretBox, project: str) -> str:
     return _store_new_secret(session, box, _project(session, project, lock=True))
 
 
+def _new_api_secret() -> str:
+    # SaladCloud's form: the base64 key alone (svix takes it with or without ``whsec_``).
+    return base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def api_secret(session: Session, box: SecretBox, name: str) -> str:
+    """A drop-in API's signing secret (``salad``: the organisation's webhook secret key), made
+    and stored encrypted on first use. Two first uses at once agree: the loser's insert fails
+    on the primary key inside a savepoint and it reads the winner's."""
+    row = session.get(ApiSecret, name)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = ApiSecret(
+                    name=name, secret_ciphertext=box.encrypt({"secret": _new_api_secret()})
+                )
+                session.add(row)
+        except sa.exc.IntegrityError:
+            row = session.get(ApiSecret, name, populate_existing=True)
+            assert row is not None
+    return str(box.decrypt(row.secret_ciphertext)["secret"])
+
+
+def rotate_api_secret(session: Session, box: SecretBox, name: str) -> str:
+    """Replace a drop-in API's signing secret; deliveries sent from now on are signed with it."""
+    secret = _new_api_secret()
+    row = session.get(ApiSecret, name, with_for_update=True, populate_existing=True)
+    if row is None:
+        row = ApiSecret(name=name, secret_ciphertext="")
+    row.secret_ciphertext = box.encrypt({"secret": secret})
+    row.update_time = utcnow()
+    session.add(row)
+    return secret
+
+
 def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
     """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``
     under the secret's key (the base64 text after ``whsec_``)."""
@@ -110,11 +146,17 @@ def _wake_after_commit(session: Session, hub: Hub | None) -> None:
 def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
     """Write the webhook message of the job's terminal state, in the caller's transaction.
 
-    The body is the job as the API shows it (secrets masked), fixed now; the sender is woken
+    The body is the job as the API it was submitted through shows it (secrets masked), fixed
+    now, and signed with that API's key (the project's for the native API); the sender is woken
     after commit.
     """
     assert job.webhook is not None
-    body = JobPublic.from_row(job).model_dump(mode="json")
+    signing_key = None
+    if job.api == salad.SALAD:
+        body = salad.job_json(session, job)
+        signing_key = salad.SALAD
+    else:
+        body = JobPublic.from_row(job).model_dump(mode="json")
     now = utcnow()
     session.add(
         WebhookDelivery(
@@ -124,6 +166,7 @@ def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
             message_id="msg_" + uuid.uuid4().hex,
             event_type=f"job.{job.status}",
             url=job.webhook,
+            signing_key=signing_key,
             # As the API writes JSON: compact, UTF-8.
             body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
             status=PENDING,
@@ -169,6 +212,7 @@ def redeliver(session: Session, job: Job, number: int, hub: Hub | None) -> Webho
         event_type=original.event_type,
         url=job.webhook,
         body=original.body,
+        signing_key=original.signing_key,
         status=PENDING,
         next_attempt_at=now,
         redelivery_of=number,
