@@ -122,6 +122,8 @@ class WorkerAttempt(Attempt):
         try:
             self._borrow_and_serve(pool, config)
         finally:
+            # Still borrowed only when something failed on the way: replace it.
+            self._return_worker(healthy=False)
             pool.leave()
 
     def _give_back(self) -> None:
@@ -172,7 +174,7 @@ class WorkerAttempt(Attempt):
                 worker.container_id,
             )
         if not held:
-            pool.release(worker, healthy=True)
+            self._return_worker(healthy=True)
             return
         logger.info(
             "worker %s serves job %s",
@@ -180,9 +182,9 @@ class WorkerAttempt(Attempt):
             self.job_id,
             extra={"action": "worker_serving", "job_id": self.job_id},
         )
-        self._serve(pool, worker, config)
+        self._serve(worker, config)
 
-    def _serve(self, pool: WorkerPool, worker: Worker, config: WorkerConfig) -> None:
+    def _serve(self, worker: Worker, config: WorkerConfig) -> None:
         """POST the input, store the worker's output meanwhile, enforce timeout and cancel."""
         answers: list[tuple[jobs.AttemptResult, bool]] = []
         request = threading.Thread(
@@ -200,7 +202,7 @@ class WorkerAttempt(Attempt):
             request.join(interval)
             self._store_logs(worker.pump, budget, ending=False)
             if self._abandon.is_set():
-                pool.release(worker, healthy=False)
+                self._return_worker(healthy=False)
                 return
             if self._detach.is_set():
                 result = jobs.AttemptResult(
@@ -218,9 +220,11 @@ class WorkerAttempt(Attempt):
         healthy = False
         if result is None:
             result, healthy = answers[0]
-        self._settle_logs(worker.pump, budget)
-        self._finish(result)
-        pool.release(worker, healthy=healthy)
+        try:
+            self._settle_logs(worker.pump, budget)
+            self._finish(result)
+        finally:
+            self._return_worker(healthy=healthy)
 
     def _settle_logs(self, pump: LogPump, budget: LogBudget) -> None:
         """Store what the worker wrote while serving; Docker passes on its last lines a moment
@@ -295,8 +299,12 @@ class WorkerAttempt(Attempt):
                 return state
             time.sleep(0.1)
 
+    def _return_worker(self, *, healthy: bool) -> None:
+        """Give the borrowed worker back to its pool, once."""
+        if self._pool is not None and self._worker is not None:
+            self._pool.release(self._worker, healthy=healthy)
+            self._worker = None
+
     def _remove(self) -> None:
         # After an unexpected error: the borrowed worker may be in any state; replace it.
-        if self._pool is not None and self._worker is not None:
-            self._pool.release(self._worker, healthy=False)
-            self._worker = None
+        self._return_worker(healthy=False)

@@ -146,12 +146,13 @@ class WorkerPool:
         spec = replace(self.spec, name=f"{self.spec.name}-{uuid.uuid4().hex[:8]}")
         self.engine.ensure_image(spec.image)
         container_id = self.engine.create(spec)
+        pump = LogPump(partial(self.engine.logs, container_id), self._secrets)
         try:
             self.engine.start(container_id)
-            pump = LogPump(partial(self.engine.logs, container_id), self._secrets)
             pump.start()
             url = self._wait_ready(container_id, spec.name, stop)
         except BaseException:
+            pump.stop()
             self._remove(container_id)
             raise
         if url is None:
