@@ -554,9 +554,16 @@ def held(session: Session, job_id: str, runner: str, attempt: int) -> Job | None
 
 
 def mark_running(
-    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, container_id: str
+    session: Session,
+    hub: Hub | None,
+    job_id: str,
+    runner: str,
+    attempt: int,
+    container_id: str,
+    detail: dict[str, Any] | None = None,
 ) -> bool:
-    """Record that the attempt's container started; False when the runner was fenced out."""
+    """Record that the attempt's container started (``detail``: more for the ``started``
+    event, e.g. which worker container serves it); False when the runner was fenced out."""
     job = held(session, job_id, runner, attempt)
     if job is None:
         return False
@@ -565,7 +572,7 @@ def mark_running(
         job,
         JobStatus.RUNNING,
         EventType.STARTED,
-        {"container_id": container_id, "runner": runner},
+        {**(detail or {}), "container_id": container_id, "runner": runner},
         hub,
         container_id=container_id,
         start_time=job.start_time or utcnow(),

@@ -172,6 +172,7 @@ class WorkerAttempt(Attempt):
                 self.runner.name,
                 self.number,
                 worker.container_id,
+                {"worker": worker.name},
             )
         if not held:
             self._return_worker(healthy=True)

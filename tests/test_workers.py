@@ -45,6 +45,8 @@ def test_worker_answers_become_output_and_one_container_serves_both_jobs(
     # One container served both, one job at a time, and it is still there for the next one.
     assert text["container_id"] == done["container_id"]
     assert started_containers(server, first["id"]) == [done["container_id"]]
+    started = next(e for e in server.events(text["id"]) if e["type"] == "started")
+    assert started["detail"]["worker"].startswith("orch-worker-echo-")
     (worker,) = workers_of(docker_client, server)
     assert worker.id == done["container_id"]
     assert worker.status == "running"
