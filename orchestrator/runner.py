@@ -5,7 +5,8 @@ fallback, and never exceeds its capacity. Each attempt runs in its own thread (`
 Before it claims anything (at start, and again when its engine comes back after an outage) the
 runner reconciles its engine with the database: it adopts the attempts it holds and removes its
 containers that no attempt holds. A heartbeat thread renews its lease (``runners``), takes back
-the jobs of lost runners, and abandons attempts another runner has taken back from it.
+the jobs of lost runners, and abandons attempts another runner has taken back from it. Jobs
+of HTTP worker definitions are served by the runner's worker pools (``workers``) instead.
 """
 
 from __future__ import annotations
@@ -117,7 +118,8 @@ class Runner:
         self._reaper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop claiming and return; running containers are left to be adopted on restart."""
+        """Stop claiming and return; running containers are left to be adopted on restart
+        (worker containers are removed, their jobs given back: see ``worker_attempt``)."""
         self._stop.set()
         self.hub.publish(self._topic, runners.control_topic(self.name))
         if self._thread is not None:
