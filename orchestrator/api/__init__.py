@@ -20,7 +20,7 @@ from orchestrator.api import (
     tokens,
     webhooks,
 )
-from orchestrator.api.compat import daestro, quedup
+from orchestrator.api.compat import daestro, quedup, salad
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
 from orchestrator.services import Services
@@ -59,6 +59,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         webhooks,
         quedup,
         daestro,
+        salad,
     ):
         app.include_router(module.router)
     return app

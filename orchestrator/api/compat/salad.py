@@ -1,0 +1,421 @@
+"""SaladCloud's Queue API, drop-in, under ``/api/public``: a client changes only its base URL.
+
+``{organization_name}`` is ``ORCH_SALAD_ORGANIZATION`` (any name when unset), ``{project_name}``
+our project, a queue our queue and a job our job (``orchestrator/salad.py`` maps them). Errors are
+RFC 7807 ``application/problem+json``; bad input is a 400. Once a job is stored the answer is
+never a 5xx: the official SDK sends a POST again on a 5xx, which would make a second job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError as PydanticValidationError
+from sqlmodel import Session
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator import jobs, projects, queues, salad, tokens, webhooks
+from orchestrator.api.deps import ActorDep, ServicesDep
+from orchestrator.api.errors import responses, status_for, validation_message
+from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
+from orchestrator.models import Job, Queue
+from orchestrator.salad import (
+    QueueCollection,
+    QueueJob,
+    QueueJobCollection,
+    QueueJobPrototype,
+    QueuePatch,
+    QueuePrototype,
+    SaladQueue,
+    WebhookSecretKey,
+)
+from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate
+from orchestrator.services import Services
+from orchestrator.tokens import Actor
+
+PROBLEM = "application/problem+json"
+MERGE_PATCH = "application/merge-patch+json"
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+DESCRIPTIONS = {
+    400: "The request is not valid: `detail` names the field and says why.",
+    401: "No `Salad-Api-Key` was sent, or it is not a valid token.",
+    403: "The token may not do this (read-only, another project, or not an admin's).",
+    404: "The organization, project, queue or job does not exist.",
+    409: "The request conflicts with the current state (a queue name taken, a busy queue).",
+}
+
+Name = Annotated[str, Path(min_length=2, max_length=63, pattern=NAME_PATTERN)]
+JobId = Annotated[str, Path(min_length=1, max_length=36)]
+
+
+def problem(status: int, detail: str) -> JSONResponse:
+    """An RFC 7807 problem response."""
+    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
+    body["detail"] = detail or TITLES.get(status, "Error")
+    headers = {"WWW-Authenticate": "Salad-Api-Key"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+class SaladRoute(APIRoute):
+    """A route answering errors as SaladCloud does: problem+json, bad input with 400."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """The route's handler, wrapped to render errors as problems."""
+        handler = super().get_route_handler()
+
+        async def salad_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                return problem(400, validation_message(exc)[0])
+            except PydanticValidationError as exc:
+                # A native request built from valid Salad input refused it after all.
+                reasons = [
+                    f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
+                    for error in exc.errors(include_url=False, include_input=False)
+                ]
+                return problem(400, "; ".join(reasons))
+            except LimitExceeded as exc:
+                return problem(400, exc.message)
+            except OrchestratorError as exc:
+                message = exc.message
+                if status_for(exc) == 401:
+                    message = message.replace("'Authorization: Bearer <token>'", "'Salad-Api-Key'")
+                return problem(status_for(exc), message)
+            except StarletteHTTPException as exc:
+                return problem(exc.status_code, str(exc.detail))
+
+        return salad_handler
+
+
+def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    documented: dict[int | str, dict[str, Any]] = {
+        status: {
+            "model": salad.ProblemDetails,
+            "description": DESCRIPTIONS[status],
+            "content": {PROBLEM: {}},
+        }
+        for status in statuses
+    }
+    # The body-size limit answers before the route, in the native error shape.
+    return {**documented, **responses(413)}
+
+
+def _created(example: str) -> dict[int | str, dict[str, Any]]:
+    location = {"description": f"Where it is, e.g. `{example}`", "schema": {"type": "string"}}
+    return {201: {"description": "Created", "headers": {"Location": location}}}
+
+
+router = APIRouter(
+    prefix="/api/public/organizations/{organization_name}",
+    tags=["compat: SaladCloud"],
+    route_class=SaladRoute,
+    responses=_documented(400, 401, 403, 404),
+)
+
+
+def _organization(services: Services, organization_name: str) -> None:
+    configured = services.settings.salad_organization
+    if configured is not None and organization_name != configured:
+        raise NotFound(f"organization '{organization_name}' not found", field="organization_name")
+
+
+def _queue(session: Session, project: str, name: str) -> Queue:
+    projects.get(session, project)
+    return queues.get(session, project, name)
+
+
+def _job(session: Session, queue: Queue, job_id: str) -> Job:
+    job = jobs.get(session, queue.project, job_id)
+    if job.queue != queue.name:
+        raise NotFound(f"job '{job_id}' not found in queue '{queue.name}'", field="job")
+    return job
+
+
+def _allowed(
+    services: Services, actor: Actor, organization: str, project: str, *, write: bool
+) -> None:
+    _organization(services, organization)
+    actor.check(project, write=write)
+
+
+@router.get(
+    "/projects/{project_name}/queues",
+    response_model=QueueCollection,
+    response_model_exclude_unset=True,
+)
+def list_queues(
+    organization_name: Name, project_name: Name, services: ServicesDep, actor: ActorDep
+) -> QueueCollection:
+    """The project's queues."""
+    _allowed(services, actor, organization_name, project_name, write=False)
+    with services.db.read() as session:
+        projects.get(session, project_name)
+        return QueueCollection(
+            items=[
+                salad.queue(session, row, organization_name)
+                for row in queues.list_all(session, project_name)
+            ]
+        )
+
+
+@router.post(
+    "/projects/{project_name}/queues",
+    response_model=SaladQueue,
+    response_model_exclude_unset=True,
+    status_code=201,
+    responses={
+        **_created("/organizations/acme-corp/projects/dev-env/queues/q1"),
+        **_documented(409),
+    },
+)
+def create_queue(
+    organization_name: Name,
+    project_name: Name,
+    body: QueuePrototype,
+    response: Response,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> SaladQueue:
+    """A new queue. It gets its default definition through the native API or CLI; until then
+    its jobs wait."""
+    _allowed(services, actor, organization_name, project_name, write=True)
+    request = QueueCreate(
+        name=body.name, display_name=body.display_name or "", description=body.description or ""
+    )
+    with services.db.transaction() as session:
+        projects.get(session, project_name)
+        row = queues.create(session, project_name, request, actor)
+        public = salad.queue(session, row, organization_name)
+    response.headers["Location"] = (
+        f"/organizations/{organization_name}/projects/{project_name}/queues/{row.name}"
+    )
+    return public
+
+
+@router.get(
+    "/projects/{project_name}/queues/{queue_name}",
+    response_model=SaladQueue,
+    response_model_exclude_unset=True,
+)
+def get_queue(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> SaladQueue:
+    """One queue, with its worker container groups and how many jobs wait in it."""
+    _allowed(services, actor, organization_name, project_name, write=False)
+    with services.db.read() as session:
+        return salad.queue(session, _queue(session, project_name, queue_name), organization_name)
+
+
+@router.patch(
+    "/projects/{project_name}/queues/{queue_name}",
+    response_model=SaladQueue,
+    response_model_exclude_unset=True,
+)
+def update_queue(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    body: Annotated[QueuePatch, Body(media_type=MERGE_PATCH)],
+    services: ServicesDep,
+    actor: ActorDep,
+) -> SaladQueue:
+    """Change the display name or description (a JSON merge patch: ``null`` clears)."""
+    _allowed(services, actor, organization_name, project_name, write=True)
+    # Merge patch: a field given as null is cleared; one not given is kept.
+    changes = {field: getattr(body, field) or "" for field in body.model_fields_set}
+    with services.db.transaction() as session:
+        _queue(session, project_name, queue_name)
+        request = QueueUpdate.model_validate(changes)
+        row = queues.update(session, project_name, queue_name, request, actor)
+        return salad.queue(session, row, organization_name)
+
+
+@router.delete(
+    "/projects/{project_name}/queues/{queue_name}",
+    status_code=202,
+    response_class=Response,
+    responses={202: {"description": "Accepted: the queue is deleted."}, **_documented(409)},
+)
+def delete_queue(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> Response:
+    """Delete a queue with no waiting or running jobs (409 otherwise: cancel them first)."""
+    _allowed(services, actor, organization_name, project_name, write=True)
+    with services.db.transaction() as session:
+        _queue(session, project_name, queue_name)
+        queues.delete(session, project_name, queue_name, actor)
+    return Response(status_code=202)
+
+
+@router.get(
+    "/projects/{project_name}/queues/{queue_name}/jobs",
+    response_model=QueueJobCollection,
+    response_model_exclude_unset=True,
+)
+def list_queue_jobs(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    services: ServicesDep,
+    actor: ActorDep,
+    page: Annotated[int, Query(ge=1, le=2147483647)] = 1,
+    page_size: Annotated[int, Query(ge=1, le=salad.MAX_PAGE_SIZE)] = salad.MAX_PAGE_SIZE,
+) -> QueueJobCollection:
+    """A page of the queue's jobs, newest first."""
+    _allowed(services, actor, organization_name, project_name, write=False)
+    with services.db.read() as session:
+        queue = _queue(session, project_name, queue_name)
+        rows = salad.page_of_jobs(session, queue, page, page_size)
+        return QueueJobCollection(items=[salad.job(session, row) for row in rows])
+
+
+@router.post(
+    "/projects/{project_name}/queues/{queue_name}/jobs",
+    response_model=QueueJob,
+    response_model_exclude_unset=True,
+    status_code=201,
+    responses=_created("/organizations/acme-corp/projects/dev-env/queues/q1/jobs/<id>"),
+)
+def create_queue_job(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    body: QueueJobPrototype,
+    response: Response,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> QueueJob:
+    """Submit a job: its ``input`` goes to the queue's default definition (an HTTP worker gets
+    it as the POST body; a run-to-completion container at ``$ORCH_INPUT``). In a queue with no
+    default definition yet, the job waits for one."""
+    _allowed(services, actor, organization_name, project_name, write=True)
+    request = JobCreate.model_validate(
+        {"queue": queue_name, "input": body.input, "metadata": body.metadata or {}}
+        | ({"webhook": str(body.webhook)} if body.webhook is not None else {})
+    )
+    with services.db.transaction() as session:
+        _queue(session, project_name, queue_name)
+        job = jobs.submit(
+            session,
+            services.box,
+            services.hub,
+            project_name,
+            request,
+            policy=services.policy,
+            limits=services.limits,
+            actor=actor,
+            api=salad.SALAD,
+            wait_for_definition=True,
+        )
+        # Made before the commit: after it, nothing may fail (the SDK would submit again).
+        public = salad.job(session, job)
+    response.headers["Location"] = (
+        f"/organizations/{organization_name}/projects/{project_name}"
+        f"/queues/{queue_name}/jobs/{public.id}"
+    )
+    return public
+
+
+@router.get(
+    "/projects/{project_name}/queues/{queue_name}/jobs/{queue_job_id}",
+    response_model=QueueJob,
+    response_model_exclude_unset=True,
+)
+def get_queue_job(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    queue_job_id: JobId,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> QueueJob:
+    """One job: status, events, and its output once it is done."""
+    _allowed(services, actor, organization_name, project_name, write=False)
+    with services.db.read() as session:
+        queue = _queue(session, project_name, queue_name)
+        return salad.job(session, _job(session, queue, queue_job_id))
+
+
+@router.delete(
+    "/projects/{project_name}/queues/{queue_name}/jobs/{queue_job_id}",
+    status_code=202,
+    response_class=Response,
+    responses={202: {"description": "Accepted: the job is cancelled, or being stopped."}},
+)
+def delete_queue_job(
+    organization_name: Name,
+    project_name: Name,
+    queue_name: Name,
+    queue_job_id: JobId,
+    services: ServicesDep,
+    actor: ActorDep,
+) -> Response:
+    """Cancel a job: a waiting one at once, a running one is stopped; a finished one stays as
+    it is."""
+    _allowed(services, actor, organization_name, project_name, write=True)
+    with services.db.transaction() as session:
+        queue = _queue(session, project_name, queue_name)
+        job = _job(session, queue, queue_job_id)
+        if not job.status.terminal:
+            try:
+                jobs.cancel(session, services.hub, project_name, job.id, actor)
+            except Conflict:
+                pass  # it finished meanwhile: nothing to cancel
+    return Response(status_code=202)
+
+
+def _key_access(services: Services, actor: Actor, organization: str) -> None:
+    _organization(services, organization)
+    # The key lets its holder forge the webhooks of every project: admins only.
+    actor.require_admin()
+
+
+@router.get("/webhook-secret-key", response_model=WebhookSecretKey)
+def get_webhook_secret_key(
+    organization_name: Name, services: ServicesDep, actor: ActorDep
+) -> WebhookSecretKey:
+    """The key that signs the webhooks of jobs submitted here (made on first use); verify
+    them with ``svix``. Needs an admin token."""
+    _key_access(services, actor, organization_name)
+    with services.db.transaction() as session:
+        key = webhooks.api_secret(session, services.box, salad.SALAD)
+        tokens.audit(session, actor, "salad_webhook_key_read", "salad/webhook-secret-key", None)
+    return WebhookSecretKey(secret_key=key)
+
+
+@router.post("/webhook-secret-key", response_model=WebhookSecretKey)
+def update_webhook_secret_key(
+    organization_name: Name, services: ServicesDep, actor: ActorDep
+) -> WebhookSecretKey:
+    """Replace the key; deliveries sent from now on are signed with the new one. Needs an admin
+    token."""
+    _key_access(services, actor, organization_name)
+    with services.db.transaction() as session:
+        key = webhooks.rotate_api_secret(session, services.box, salad.SALAD)
+        tokens.audit(session, actor, "salad_webhook_key_rotated", "salad/webhook-secret-key", None)
+    return WebhookSecretKey(secret_key=key)
