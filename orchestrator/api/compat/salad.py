@@ -39,6 +39,7 @@ from orchestrator.services import Services
 from orchestrator.tokens import Actor
 
 PROBLEM = "application/problem+json"
+PROBLEM_SCHEMA = "#/components/schemas/ProblemDetails"
 MERGE_PATCH = "application/merge-patch+json"
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
 TITLES = {
@@ -109,7 +110,8 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {
             "model": salad.ProblemDetails,
             "description": DESCRIPTIONS[status],
-            "content": {PROBLEM: {}},
+            # What is sent; FastAPI also lists the model under application/json.
+            "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA}}},
         }
         for status in statuses
     }
