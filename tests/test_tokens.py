@@ -64,6 +64,10 @@ def test_every_endpoint_but_healthz_needs_a_token(server: LiveServer) -> None:
             if path.startswith("/api/public/"):
                 # SaladCloud's shape: an RFC 7807 problem.
                 assert response.json()["status"] == 401, (method, path)
+            elif path.startswith("/v1/client/"):
+                assert response.json()["ok"] is False and response.json()["message"]
+            elif path.startswith("/jobs"):
+                assert set(response.json()) == {"error"} and response.json()["error"]
             else:
                 assert response.headers["www-authenticate"] == "Bearer"
                 assert response.json()["code"] == "unauthorized"

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
-from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session, select
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator import jobs
+from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for, validation_message
 from orchestrator.errors import InvalidRequest, NotFound, OrchestratorError
@@ -257,33 +255,20 @@ def _status(exc: OrchestratorError) -> int:
     return 400 if status in (409, 422) else status
 
 
-class DaestroRoute(APIRoute):
+class DaestroRoute(CompatRoute):
     """A route answering errors in Daestro's shape, ``{"ok": false, "message": "..."}``."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The route's handler, wrapped to render errors Daestro's way."""
-        handler = super().get_route_handler()
+    def render(self, status: int, message: str) -> Response:
+        """Daestro's error body."""
+        return _error(status, message)
 
-        async def daestro_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return _error(400, _validation_message(exc))
-            except PydanticValidationError as exc:
-                # A native request built from valid Daestro input refused it after all.
-                reasons = [
-                    f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
-                    for error in exc.errors(include_url=False, include_input=False)
-                ]
-                return _error(400, "; ".join(reasons))
-            except OrchestratorError as exc:
-                return _error(_status(exc), _daestro_words(exc))
-            except StarletteHTTPException as exc:
-                if exc.status_code != 400:
-                    raise
-                return _error(400, f"body: {exc.detail}")
+    def validation_text(self, exc: RequestValidationError) -> str:
+        """The refusal, naming a bad mapping key by its mapping only."""
+        return _validation_message(exc)
 
-        return daestro_handler
+    def domain_error(self, exc: OrchestratorError) -> tuple[int, str]:
+        """The native refusal, in Daestro's statuses and field names."""
+        return _status(exc), _daestro_words(exc)
 
 
 # Daestro answers every refused request with 400, conflicts included.

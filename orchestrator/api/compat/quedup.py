@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator import projects, schedules
+from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
-from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for, validation_message
+from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.fields import Text
 from orchestrator.models import Schedule
@@ -126,33 +123,20 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class QuedupRoute(APIRoute):
+class QuedupRoute(CompatRoute):
     """A route answering errors in Quedup's shape, ``{"error": "..."}``, bad input with 400."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The route's handler, wrapped to render errors Quedup's way."""
-        handler = super().get_route_handler()
+    def render(self, status: int, message: str) -> Response:
+        """Quedup's error body."""
+        return _error(status, message)
 
-        async def quedup_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return _error(400, validation_message(exc)[0])
-            except PydanticValidationError as exc:
-                # A native request built from valid Quedup input refused it after all.
-                reasons = [
-                    f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
-                    for error in exc.errors(include_url=False, include_input=False)
-                ]
-                return _error(400, _quedup_words("; ".join(reasons)))
-            except OrchestratorError as exc:
-                return _error(status_for(exc), _quedup_words(exc.message))
-            except StarletteHTTPException as exc:
-                if exc.status_code != 400:
-                    raise
-                return _error(400, f"body: {exc.detail}")
+    def refusal_text(self, exc: PydanticValidationError) -> str:
+        """The native refusal, in Quedup's field names."""
+        return _quedup_words(super().refusal_text(exc))
 
-        return quedup_handler
+    def domain_error(self, exc: OrchestratorError) -> tuple[int, str]:
+        """The native refusal, in Quedup's field names."""
+        return status_for(exc), _quedup_words(exc.message)
 
 
 def _quedup_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -8,20 +8,17 @@ never a 5xx: the official SDK sends a POST again on a 5xx, which would make a se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator import jobs, projects, queues, salad, tokens, webhooks
+from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
-from orchestrator.api.errors import responses, status_for, validation_message
+from orchestrator.api.errors import responses, status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.models import Job, Queue
 from orchestrator.salad import (
@@ -73,36 +70,26 @@ def problem(status: int, detail: str) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-class SaladRoute(APIRoute):
+class SaladRoute(CompatRoute):
     """A route answering errors as SaladCloud does: problem+json, bad input with 400."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """The route's handler, wrapped to render errors as problems."""
-        handler = super().get_route_handler()
+    def render(self, status: int, message: str) -> Response:
+        """An RFC 7807 problem."""
+        return problem(status, message)
 
-        async def salad_handler(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                return problem(400, validation_message(exc)[0])
-            except PydanticValidationError as exc:
-                # A native request built from valid Salad input refused it after all.
-                reasons = [
-                    f"{'.'.join(map(str, error['loc'])) or 'body'}: {error['msg']}"
-                    for error in exc.errors(include_url=False, include_input=False)
-                ]
-                return problem(400, "; ".join(reasons))
-            except LimitExceeded as exc:
-                return problem(400, exc.message)
-            except OrchestratorError as exc:
-                message = exc.message
-                if status_for(exc) == 401:
-                    message = message.replace("'Authorization: Bearer <token>'", "'Salad-Api-Key'")
-                return problem(status_for(exc), message)
-            except StarletteHTTPException as exc:
-                return problem(exc.status_code, str(exc.detail))
+    def domain_error(self, exc: OrchestratorError) -> tuple[int, str]:
+        """The native refusal; a limit exceeded is bad input, and a missing key is named as a
+        SaladCloud client sends it."""
+        if isinstance(exc, LimitExceeded):
+            return 400, exc.message
+        message = exc.message
+        if status_for(exc) == 401:
+            message = message.replace("'Authorization: Bearer <token>'", "'Salad-Api-Key'")
+        return status_for(exc), message
 
-        return salad_handler
+    def http_error(self, exc: StarletteHTTPException) -> Response | None:
+        """Every HTTP error as a problem."""
+        return problem(exc.status_code, str(exc.detail))
 
 
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
