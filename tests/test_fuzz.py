@@ -78,6 +78,13 @@ def _seed(server: LiveServer) -> dict[str, list[Any]]:
         "body.queue": ["default"],
         "body.default_definition": ["greeter"],
         "body.project": ["default"],
+        # The drop-in APIs' names for the same things.
+        "path.organization_name": ["acme-corp"],
+        "path.project_name": ["default"],
+        "path.queue_name": ["default"],
+        "path.queue_job_id": [finished["id"], cancelled["id"]],
+        "body.job_definition": ["default::greeter:1"],
+        "body.job_queue": ["default::default"],
     }
 
 
