@@ -1,0 +1,276 @@
+"""Issue 7, item 2a: end-to-end throughput of short jobs vs raw docker-SDK containers.
+
+N jobs (``true`` in busybox, network ``none``) submitted through the API and run by the
+server's runner at capacity 1, 4 and 16, against raw docker-SDK create/start/wait/remove of
+the same containers (network ``none``, the runner's default memory and pids limits,
+``no-new-privileges``, the same labels and env) at the same concurrency. Each capacity runs
+its rounds interleaved (raw, ours, raw, ours, ...) on one server. Also reports the server
+process's CPU during our batches, as a fraction of one core.
+
+    python bench/throughput.py [--jobs N] [--rounds R] [--smoke] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import Any
+
+# bench scripts run as files: their directory (bench/) is first on sys.path.
+import common
+
+from orchestrator.config import Settings
+
+NAME = "throughput"
+CAPACITIES = (1, 4, 16)
+DEFAULT_CAPACITY = 4
+DEFINITION = {
+    "name": "bench-true",
+    "description": "bench/throughput.py: the shortest job there is",
+    "image": common.IMAGE,
+    "command": ["true"],
+    "network": "none",
+    "timeout": "5m",
+}
+
+
+def raw_options(run_id: str) -> dict[str, Any]:
+    """Container options as the runner gives a job of DEFINITION (orchestrator/attempt.py
+    ``container_spec`` and docker_engine.py ``create``): the server's default memory and pids
+    limits, no-new-privileges, network none, labels and ORCH_* env of the same shape."""
+    defaults = Settings.model_fields
+    labels = {
+        common.BENCH_LABEL_KEY: "1",
+        "orchestrator.bench-run": run_id,
+        "orchestrator.job-id": "raw",
+        "orchestrator.attempt": "1",
+        "orchestrator.runner": f"raw-{run_id}",
+        "orchestrator.project": "default",
+        "orchestrator.queue": "default",
+    }
+    env = {
+        "ORCH_JOB_ID": "raw",
+        "ORCH_ATTEMPT": "1",
+        "ORCH_PROJECT": "default",
+        "ORCH_QUEUE": "default",
+        "ORCH_INPUT": "/run/orchestrator/input.json",
+        "ORCH_OUTPUT": "/run/orchestrator/output.json",
+    }
+    return {
+        "command": ["true"],
+        "environment": env,
+        "labels": labels,
+        "network_mode": "none",
+        "security_opt": ["no-new-privileges"],
+        "pids_limit": defaults["default_pids"].default,
+        "mem_limit": defaults["default_memory"].default,
+        "detach": True,
+    }
+
+
+def raw_batch(jobs: int, concurrency: int, run_id: str) -> float:
+    """Seconds to create/start/wait/remove ``jobs`` containers, ``concurrency`` at a time."""
+    client = common.docker_client(max_pool_size=concurrency * 3 + 4)
+    options = raw_options(run_id)
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                index = next(counter)
+            if index >= jobs:
+                return
+            container = client.containers.create(common.IMAGE, **options)
+            client.api.start(container.id)
+            client.api.wait(container.id, timeout=None)
+            client.api.remove_container(container.id, force=True)
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    elapsed = time.monotonic() - began
+    client.close()
+    return elapsed
+
+
+def ours_batch(server: common.Server, jobs: int, queue: str) -> tuple[float, float]:
+    """(seconds, server cores used): submit ``jobs`` jobs into a fresh queue, wait for all.
+
+    The time runs from just before the first submit to the last job's ``finish_time``;
+    then it waits for the runner to remove every container, so batches do not overlap.
+    """
+    server.http.post("/v1/projects/default/queues", json={"name": queue}).raise_for_status()
+    meter = common.CpuMeter(server.pid)
+    began_wall = time.time()
+    for _ in range(jobs):
+        server.submit(definition=DEFINITION["name"], queue=queue)
+
+    def drained() -> bool:
+        response = server.http.get(f"/v1/projects/default/queues/{queue}")
+        response.raise_for_status()
+        body = response.json()
+        return body["current_queue_length"] == 0 and body["running"] == 0
+
+    common.wait_until(drained, timeout=600, interval=0.1)
+    cores = meter.read()
+    listed = server.http.get(
+        "/v1/projects/default/jobs", params={"queue": queue, "limit": 500}
+    ).json()["items"]
+    statuses = {job["status"] for job in listed}
+    if len(listed) != jobs or statuses != {"succeeded"}:
+        raise RuntimeError(f"batch {queue}: {len(listed)} jobs, statuses {statuses}")
+    last = max(datetime.fromisoformat(job["finish_time"]).timestamp() for job in listed)
+    client = common.docker_client()
+    common.wait_until(
+        lambda: not client.containers.list(all=True, filters={"label": server.label}),
+        timeout=120,
+    )
+    client.close()
+    return last - began_wall, cores
+
+
+def measure(
+    capacity: int, jobs: int, rounds: int, database_url: str | None, run_id: str
+) -> dict[str, Any]:
+    """Interleaved raw and ours batches at one capacity; per-round figures and medians."""
+    raw_times: list[float] = []
+    ours_times: list[float] = []
+    cores: list[float] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-tp-") as tmp,
+        common.running_server(
+            tmp, runner_capacity=capacity, database_url=database_url, poll_interval=5
+        ) as server,
+    ):
+        server.register(DEFINITION)
+        warm = min(jobs, max(2, capacity))
+        raw_batch(warm, capacity, run_id)
+        ours_batch(server, warm, f"warm-{capacity}")
+        for number in range(rounds):
+            raw_times.append(raw_batch(jobs, capacity, run_id))
+            seconds, used = ours_batch(server, jobs, f"c{capacity}-r{number}")
+            ours_times.append(seconds)
+            cores.append(used)
+            print(
+                f"  capacity {capacity} round {number + 1}: raw {jobs / raw_times[-1]:.2f}/s, "
+                f"ours {jobs / seconds:.2f}/s, server {used:.2f} cores",
+                flush=True,
+            )
+    raw_rate = jobs * rounds / sum(raw_times)
+    ours_rate = jobs * rounds / sum(ours_times)
+    return {
+        "capacity": capacity,
+        "jobs": jobs,
+        "rounds": rounds,
+        "raw_per_s": raw_rate,
+        "ours_per_s": ours_rate,
+        "ratio": ours_rate / raw_rate,
+        "server_cores": common.percentile(cores, 50),
+        "server_cores_max": max(cores),
+        "raw_rounds_per_s": [jobs / t for t in raw_times],
+        "ours_rounds_per_s": [jobs / t for t in ours_times],
+    }
+
+
+def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The goal rows of issue 7 (a)."""
+    by_capacity = {row["capacity"]: row for row in rows}
+    out = []
+    if 1 in by_capacity:
+        one = by_capacity[1]
+        out.append(
+            common.summary_row(
+                "throughput, 1 at a time",
+                one["ours_per_s"],
+                unit="jobs/s",
+                baseline=one["raw_per_s"],
+                goal=">= 0.9x raw",
+                met=one["ratio"] >= 0.9,
+            )
+        )
+    if DEFAULT_CAPACITY in by_capacity:
+        default = by_capacity[DEFAULT_CAPACITY]
+        out.append(
+            common.summary_row(
+                f"throughput, capacity {DEFAULT_CAPACITY}",
+                default["ours_per_s"],
+                unit="jobs/s",
+                baseline=default["raw_per_s"],
+                goal=">= 0.85x raw",
+                met=default["ratio"] >= 0.85,
+            )
+        )
+    if 16 in by_capacity and DEFAULT_CAPACITY in by_capacity:
+        over = by_capacity[16]
+        out.append(
+            common.summary_row(
+                "throughput, capacity 16",
+                over["ours_per_s"],
+                unit="jobs/s",
+                baseline=over["raw_per_s"],
+                goal="no collapse (>= 0.85x raw)",
+                met=over["ratio"] >= 0.85,
+            )
+        )
+    saturated = max(rows, key=lambda row: row["capacity"])
+    out.append(
+        common.summary_row(
+            f"server CPU at capacity {saturated['capacity']}",
+            saturated["server_cores"],
+            unit="cores",
+            goal="<= 0.3 core",
+            met=saturated["server_cores"] <= 0.3,
+        )
+    )
+    return out
+
+
+def main() -> None:
+    """Run the benchmark, print its table and write bench/results/throughput.json."""
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=40, help="jobs per batch (default 40)")
+    parser.add_argument("--rounds", type=int, default=2, help="raw+ours pairs per capacity")
+    parser.add_argument(
+        "--capacities", default=",".join(map(str, CAPACITIES)), help="comma list (1,4,16)"
+    )
+    args = parser.parse_args()
+    if args.smoke:
+        args.jobs, args.rounds = 6, 1
+    capacities = [int(c) for c in args.capacities.split(",")]
+    info = common.machine()
+    common.busybox_image()
+    run_id = uuid.uuid4().hex[:8]
+    rows = []
+    try:
+        with common.postgres_database(args.postgres) as database_url:
+            for capacity in capacities:
+                rows.append(measure(capacity, args.jobs, args.rounds, database_url, run_id))
+    finally:
+        common.cleanup(common.BENCH_LABEL)
+    common.print_table(
+        f"Throughput: {args.jobs} x `true`, network none, {args.rounds} interleaved rounds "
+        f"({'PostgreSQL' if args.postgres else 'SQLite'}; load before {info['load_before']})",
+        rows,
+        ["capacity", "raw_per_s", "ours_per_s", "ratio", "server_cores", "server_cores_max"],
+    )
+    path = common.write_result(
+        NAME,
+        {
+            "database": "postgresql" if args.postgres else "sqlite",
+            "smoke": args.smoke,
+            "rows": rows,
+            "summary": summary(rows),
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
