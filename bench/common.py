@@ -141,15 +141,22 @@ def _cell(value: Any) -> str:
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     """Print ``rows`` (dicts) as an aligned text table of ``columns``, under ``title``."""
-    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    values = [[row.get(column) for column in columns] for row in rows]
+    cells = [[_cell(value) for value in line] for line in values]
     widths = [
         max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(columns)
     ]
     print(f"\n{title}")
     print("  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)))
     print("  ".join("-" * width for width in widths))
-    for line in cells:
-        print("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)))
+    for line, raw in zip(cells, values, strict=True):
+        # Numbers right-aligned, text left-aligned.
+        print(
+            "  ".join(
+                cell.rjust(width) if isinstance(value, int | float) else cell.ljust(width)
+                for cell, value, width in zip(line, raw, widths, strict=True)
+            )
+        )
     sys.stdout.flush()
 
 
