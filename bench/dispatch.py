@@ -32,15 +32,15 @@ GOAL_MS = 30.0
 
 
 class EventLog:
-    """Container ``start`` and ``die`` times (seconds since the epoch) from Docker's events,
-    keyed by container id and by the ``orchestrator.job-id`` label."""
+    """Container ``create``, ``start`` and ``die`` times (seconds since the epoch) from
+    Docker's events, keyed by container id and by the ``orchestrator.job-id`` label."""
 
     def __init__(self) -> None:
         self._client = common.docker_client()
         self._stream = self._client.events(
             decode=True,
             since=int(time.time()) - 1,
-            filters={"type": "container", "event": ["start", "die"]},
+            filters={"type": "container", "event": ["create", "start", "die"]},
         )
         self._times: dict[str, dict[str, float]] = {}
         self._condition = threading.Condition()
@@ -79,23 +79,26 @@ class EventLog:
         self._client.close()
 
 
-def raw_one(client: Any, events: EventLog, options: dict[str, Any]) -> tuple[float, float]:
-    """(create -> start, die -> wait returned) of one raw container, in milliseconds."""
+def raw_one(client: Any, events: EventLog, options: dict[str, Any]) -> tuple[float, float, float]:
+    """(create call -> start, die -> wait returned, create call -> create event) of one raw
+    container, in milliseconds."""
     began = time.time()
     container = client.containers.create(common.IMAGE, **options)
     client.api.start(container.id)
     client.api.wait(container.id, timeout=None)
     returned = time.time()
     client.api.remove_container(container.id, force=True)
+    created = events.wait(container.id, "create")
     start = events.wait(container.id, "start")
     die = events.wait(container.id, "die")
-    return (start - began) * 1000, (returned - die) * 1000
+    return (start - began) * 1000, (returned - die) * 1000, (created - began) * 1000
 
 
 def ours_one(
     server: common.Server, stream_client: httpx.Client, events: EventLog
-) -> tuple[float, float]:
-    """(submit response -> start, die -> terminal state on the SSE stream) of one job, in ms."""
+) -> tuple[float, float, float]:
+    """(submit response -> start, die -> terminal state on the SSE stream, submit response ->
+    create event) of one job, in ms."""
     job = server.submit(definition=DEFINITION["name"])
     answered = time.time()
     seen: dict[str, float] = {}
@@ -112,12 +115,13 @@ def ours_one(
     follower.join(120)
     if "terminal" not in seen:
         raise TimeoutError(f"job {job['id']} reached no terminal state on its stream")
+    created = events.wait(job["id"], "create")
     start = events.wait(job["id"], "start")
     die = events.wait(job["id"], "die")
     final = server.job(job["id"])
     if final["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} {final['status']}: {final['error']}")
-    return (start - answered) * 1000, (seen["terminal"] - die) * 1000
+    return (start - answered) * 1000, (seen["terminal"] - die) * 1000, (created - answered) * 1000
 
 
 def wait_removed(label: str) -> None:
@@ -137,6 +141,8 @@ def measure(jobs: int, database_url: str | None) -> dict[str, Any]:
         "ours_start": [],
         "raw_exit": [],
         "ours_exit": [],
+        "raw_create": [],
+        "ours_create": [],
     }
     client = common.docker_client()
     options = raw_options(uuid.uuid4().hex[:8])
@@ -152,13 +158,15 @@ def measure(jobs: int, database_url: str | None) -> dict[str, Any]:
             ours_one(server, sse, events)
             wait_removed(server.label)
             for _ in range(jobs):
-                raw_start, raw_exit = raw_one(client, events, options)
-                ours_start, ours_exit = ours_one(server, sse, events)
+                raw_start, raw_exit, raw_create = raw_one(client, events, options)
+                ours_start, ours_exit, ours_create = ours_one(server, sse, events)
                 wait_removed(server.label)
                 figures["raw_start"].append(raw_start)
                 figures["raw_exit"].append(raw_exit)
                 figures["ours_start"].append(ours_start)
                 figures["ours_exit"].append(ours_exit)
+                figures["raw_create"].append(raw_create)
+                figures["ours_create"].append(ours_create)
     finally:
         events.close()
         client.close()
@@ -197,10 +205,20 @@ def main() -> None:
         side_row("submit -> start", figures["raw_start"], figures["ours_start"]),
         side_row("exit -> terminal", figures["raw_exit"], figures["ours_exit"]),
     ]
+    # Where the start side's time goes: up to the container's create event (the claim and
+    # the wake-up, for ours), and from there to its start event (create, copy-in, start).
+    parts = [
+        side_row("  of which -> create", figures["raw_create"], figures["ours_create"]),
+        side_row(
+            "  of which create -> start",
+            [s - c for s, c in zip(figures["raw_start"], figures["raw_create"], strict=True)],
+            [s - c for s, c in zip(figures["ours_start"], figures["ours_create"], strict=True)],
+        ),
+    ]
     common.print_table(
         f"Dispatch: {args.jobs} jobs one at a time, paired with raw containers "
         f"({'PostgreSQL' if args.postgres else 'SQLite'}; load before {info['load_before']})",
-        rows,
+        [*rows, *parts],
         list(rows[0]),
     )
     summary = [
@@ -221,6 +239,7 @@ def main() -> None:
             "database": "postgresql" if args.postgres else "sqlite",
             "smoke": args.smoke,
             "rows": rows,
+            "start_breakdown": parts,
             "samples_ms": figures,
             "summary": summary,
         },
