@@ -1,0 +1,239 @@
+"""Queue depth (issue 7, item 2d): claim latency and submit latency with 1k, 100k and 1M
+waiting jobs; flat figures mean the claim walks an index instead of scanning the queue.
+
+Waiting jobs are bulk-loaded straight into the database as copies of one job submitted through
+the API (so every column is what ``jobs.submit`` writes), with one ``INSERT ... SELECT`` per
+step: a recursive CTE on SQLite, ``generate_series`` on PostgreSQL (followed by ``ANALYZE``, as
+autovacuum would after such a load). Their events are not copied: the claim never reads them.
+The claim is measured in-process, as the runner calls it (``jobs.claim`` in a write
+transaction); the submit over the API of an ``orchestrator serve`` whose runner is off.
+
+    python bench/queue_depth.py [--smoke] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from common import (
+    Server,
+    base_parser,
+    machine,
+    percentile,
+    postgres_database,
+    print_table,
+    running_server,
+    summary_row,
+    write_result,
+)
+from sqlmodel import Session
+
+from orchestrator import jobs
+from orchestrator.db import Database
+from orchestrator.models import Job
+
+DEFINITION = {"name": "bench-noop", "image": "busybox:1.36", "command": ["true"]}
+CLAIMER = "bench-claimer"
+TEMPLATE_QUEUE = "bench-template"
+GOAL_RATIO = 2.0
+
+
+def bulk_load(db: Database, template_seq: int, count: int) -> float:
+    """Add ``count`` copies of job ``template_seq`` (fresh ids, later seqs), queued in the
+    default queue; seconds taken."""
+    table = Job.__table__  # type: ignore[attr-defined]
+    columns = [c.name for c in table.columns if c.name not in ("seq", "id", "queue")]
+    names = ", ".join(f'"{name}"' for name in columns)
+    copied = ", ".join(f't."{name}"' for name in columns)
+    if db.is_postgres:
+        statement = (
+            f'INSERT INTO jobs ("id", "queue", {names}) '
+            f"SELECT gen_random_uuid()::text, 'default', {copied} "
+            "FROM generate_series(1, :count) AS n, jobs AS t WHERE t.seq = :template"
+        )
+    else:
+        statement = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+            f'INSERT INTO jobs ("id", "queue", {names}) '
+            f"SELECT lower(hex(randomblob(16))), 'default', {copied} "
+            "FROM n, jobs AS t WHERE t.seq = :template"
+        )
+    began = time.perf_counter()
+    with db.write_engine.begin() as connection:
+        connection.execute(sa.text(statement), {"count": count, "template": template_seq})
+    if db.is_postgres:
+        with db.write_engine.connect() as connection:
+            connection.execution_options(isolation_level="AUTOCOMMIT").execute(
+                sa.text("ANALYZE jobs")
+            )
+    return time.perf_counter() - began
+
+
+def waiting(db: Database) -> int:
+    """How many jobs are queued in the default queue."""
+    with db.write_engine.connect() as connection:
+        query = sa.text("SELECT count(*) FROM jobs WHERE status = 'queued' AND queue = 'default'")
+        return int(connection.execute(query).scalar_one())
+
+
+def time_claims(db: Database, count: int) -> list[float]:
+    """Claim ``count`` jobs one at a time as the runner does; each claim's seconds."""
+    latencies = []
+    for _ in range(count):
+        began = time.perf_counter()
+        with db.transaction() as session:
+            job = jobs.claim(session, CLAIMER)
+        latencies.append(time.perf_counter() - began)
+        if job is None:
+            raise RuntimeError("nothing to claim: the queue ran dry")
+    return latencies
+
+
+def claim_plan(db: Database) -> list[str]:
+    """The database's plan of the claim's SELECT, taken from one real claim (rolled back)."""
+    captured: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM jobs JOIN queues" in statement:
+            captured.append((statement, parameters))
+
+    sa.event.listen(db.write_engine, "before_cursor_execute", capture)
+    try:
+        with db.write_engine.connect() as connection:
+            with Session(bind=connection) as session:
+                jobs.claim(session, CLAIMER)
+                session.rollback()
+    finally:
+        sa.event.remove(db.write_engine, "before_cursor_execute", capture)
+    statement, parameters = captured[0]
+    explain = "EXPLAIN " if db.is_postgres else "EXPLAIN QUERY PLAN "
+    with db.write_engine.connect() as connection:
+        rows = connection.exec_driver_sql(explain + statement, parameters).all()
+        connection.rollback()
+    if db.is_postgres:
+        return [str(row[0]) for row in rows]
+    return [f"{row[1]:>3} {row[3]}" for row in rows]
+
+
+def time_submits(server: Server, count: int) -> list[float]:
+    """``count`` submits over the API, one after another (after a short warm-up)."""
+    latencies = []
+    for number in range(count + 10):
+        began = time.perf_counter()
+        server.submit(definition=DEFINITION["name"])
+        if number >= 10:
+            latencies.append(time.perf_counter() - began)
+    return latencies
+
+
+def main() -> None:
+    """Run the benchmark, print the table, write ``bench/results/queue_depth_<db>.json``."""
+    args = base_parser(__doc__.splitlines()[0]).parse_args()
+    record = machine()
+    depths = [1_000, 10_000] if args.smoke else [1_000, 100_000, 1_000_000]
+    claims, submits = (50, 30) if args.smoke else (200, 100)
+    kind = "postgres" if args.postgres else "sqlite"
+    rows: list[dict[str, Any]] = []
+    plans: dict[int, list[str]] = {}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-depth-") as tmpdir,
+        postgres_database(args.postgres) as database_url,
+        running_server(Path(tmpdir), database_url=database_url, runner_enabled="false") as server,
+    ):
+        server.register(DEFINITION)
+        # The template waits in a paused queue of its own: never claimed, so always queued.
+        server.http.post(
+            "/v1/projects/default/queues", json={"name": TEMPLATE_QUEUE, "paused": True}
+        ).raise_for_status()
+        template = server.submit(definition=DEFINITION["name"], queue=TEMPLATE_QUEUE)
+        db = Database(database_url or f"sqlite:///{server.data_dir / 'orchestrator.db'}")
+        try:
+            with db.write_engine.connect() as connection:
+                template_seq = connection.execute(
+                    sa.text("SELECT seq FROM jobs WHERE id = :id"), {"id": template["id"]}
+                ).scalar_one()
+            for depth in depths:
+                # Top up to ``depth`` waiting jobs (the previous step's claims and submits
+                # moved the count a little).
+                load_seconds = bulk_load(db, template_seq, max(depth - waiting(db), 0))
+                actual = waiting(db)
+                print(f"  {actual} waiting (loaded in {load_seconds:.1f} s)", flush=True)
+                plans[depth] = claim_plan(db)
+                time_claims(db, 5)  # warm-up: caches, statement compilation
+                claim = time_claims(db, claims)
+                submit = time_submits(server, submits)
+                rows.append(
+                    {
+                        "waiting": actual,
+                        "load_s": load_seconds,
+                        "claim_p50_ms": percentile(claim, 50) * 1000,
+                        "claim_p99_ms": percentile(claim, 99) * 1000,
+                        "submit_p50_ms": percentile(submit, 50) * 1000,
+                        "submit_p99_ms": percentile(submit, 99) * 1000,
+                    }
+                )
+        finally:
+            db.dispose()
+    first, last = rows[0], rows[-1]
+    claim_ratio = last["claim_p50_ms"] / first["claim_p50_ms"]
+    submit_ratio = last["submit_p50_ms"] / first["submit_p50_ms"]
+    for row in rows:
+        row["claim_x_1k"] = row["claim_p50_ms"] / first["claim_p50_ms"]
+        row["submit_x_1k"] = row["submit_p50_ms"] / first["submit_p50_ms"]
+    title = (
+        f"Queue depth on {kind}: {claims} claims and {submits} submits per depth "
+        f"(machine: {record['cores']} cores, load before {record['load_before']})"
+    )
+    columns = [
+        "waiting",
+        "load_s",
+        "claim_p50_ms",
+        "claim_p99_ms",
+        "claim_x_1k",
+        "submit_p50_ms",
+        "submit_p99_ms",
+        "submit_x_1k",
+    ]
+    print_table(title, rows, columns)
+    print(f"\nclaim plan at {rows[-1]['waiting']} waiting:")
+    for line in plans[depths[-1]]:
+        print(f"  {line}")
+    met = claim_ratio <= GOAL_RATIO
+    print(
+        f"\nclaim p50 at the largest depth / at 1k = {claim_ratio:.2f}x (goal <= {GOAL_RATIO}x: "
+        f"{'met' if met else 'MISSED'}); submit p50 = {submit_ratio:.2f}x"
+    )
+    path = write_result(
+        f"queue_depth_{kind}",
+        {
+            "database": kind,
+            "smoke": args.smoke,
+            "depths": rows,
+            "claim_plans": {str(depth): plan for depth, plan in plans.items()},
+            "summary": [
+                summary_row(
+                    f"claim p50 at {last['waiting']} waiting ({kind})",
+                    last["claim_p50_ms"],
+                    unit="ms",
+                    baseline=first["claim_p50_ms"],
+                    goal=f"<= {GOAL_RATIO}x at 1k",
+                    met=met,
+                ),
+                summary_row(
+                    f"submit p50 at {last['waiting']} waiting ({kind})",
+                    last["submit_p50_ms"],
+                    unit="ms",
+                    baseline=first["submit_p50_ms"],
+                ),
+            ],
+        },
+    )
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
