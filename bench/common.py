@@ -220,6 +220,24 @@ def busybox_image() -> str:
     return IMAGE
 
 
+def container_ids(label: str) -> list[str]:
+    """Ids of every container (running or not) carrying ``label``.
+
+    The low-level list: docker-py's ``containers.list`` inspects each one, which fails when
+    the runner removes a container in between."""
+    client = docker_client()
+    try:
+        return [c["Id"] for c in client.api.containers(all=True, filters={"label": label})]
+    finally:
+        client.close()
+
+
+def wait_removed(label: str, timeout: float = 120.0) -> None:
+    """Wait until no container carries ``label`` (the runner removes its containers after the
+    job's terminal state), so the next measurement does not overlap this one's removals."""
+    wait_until(lambda: not container_ids(label), timeout=timeout, interval=0.05)
+
+
 def cleanup(label: str = BENCH_LABEL) -> int:
     """Remove every container carrying ``label`` (``key=value`` or ``key``); how many."""
     client = docker_client()

@@ -124,16 +124,6 @@ def ours_one(
     return (start - answered) * 1000, (seen["terminal"] - die) * 1000, (created - answered) * 1000
 
 
-def wait_removed(label: str) -> None:
-    """Wait until no container carries ``label`` (the runner removes after the terminal
-    state), so the next measurement does not overlap this one's removal."""
-    client = common.docker_client()
-    common.wait_until(
-        lambda: not client.containers.list(all=True, filters={"label": label}), timeout=60
-    )
-    client.close()
-
-
 def measure(jobs: int, database_url: str | None) -> dict[str, Any]:
     """Paired raw and ours measurements of ``jobs`` containers; per-side lists in ms."""
     figures: dict[str, list[float]] = {
@@ -156,11 +146,11 @@ def measure(jobs: int, database_url: str | None) -> dict[str, Any]:
             server.register(DEFINITION)
             raw_one(client, events, options)  # warm-up, not recorded
             ours_one(server, sse, events)
-            wait_removed(server.label)
+            common.wait_removed(server.label)
             for _ in range(jobs):
                 raw_start, raw_exit, raw_create = raw_one(client, events, options)
                 ours_start, ours_exit, ours_create = ours_one(server, sse, events)
-                wait_removed(server.label)
+                common.wait_removed(server.label)
                 figures["raw_start"].append(raw_start)
                 figures["raw_exit"].append(raw_exit)
                 figures["ours_start"].append(ours_start)

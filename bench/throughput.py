@@ -127,12 +127,7 @@ def ours_batch(server: common.Server, jobs: int, queue: str) -> tuple[float, flo
     if len(listed) != jobs or statuses != {"succeeded"}:
         raise RuntimeError(f"batch {queue}: {len(listed)} jobs, statuses {statuses}")
     last = max(datetime.fromisoformat(job["finish_time"]).timestamp() for job in listed)
-    client = common.docker_client()
-    common.wait_until(
-        lambda: not client.containers.list(all=True, filters={"label": server.label}),
-        timeout=120,
-    )
-    client.close()
+    common.wait_removed(server.label)
     return last - began_wall, cores
 
 
