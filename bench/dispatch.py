@@ -12,6 +12,8 @@ bench/throughput.py). Times come from the Docker events API (the container's ``s
 Added milliseconds = ours - raw, paired job by job; p50/p95 reported.
 
     python bench/dispatch.py [--jobs N] [--smoke] [--postgres URL]
+
+Run as a file: its directory, bench/, is then first on sys.path, so ``import common`` works.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import time
 import uuid
 from typing import Any
 
-# bench scripts run as files: their directory (bench/) is first on sys.path.
 import common
 import httpx
 from throughput import DEFINITION, raw_options

@@ -4,15 +4,21 @@ N jobs (``true`` in busybox, network ``none``) submitted through the API and run
 server's runner at capacity 1, 4 and 16, against raw docker-SDK create/start/wait/remove of
 the same containers (network ``none``, the runner's default memory and pids limits,
 ``no-new-privileges``, the same labels and env) at the same concurrency. Each capacity runs
-its rounds interleaved (raw, ours, raw, ours, ...) on one server. Also reports the server
-process's CPU during our batches, as a fraction of one core.
+its rounds interleaved (raw, ours, raw + calls, raw, ours, ...) on one server. "raw + calls"
+is a diagnostic arm: raw plus the other Docker calls the runner makes per job (version, image
+inspect, copy in, logs, copy out), so the gap splits into Docker's share and ours. Also
+reports the server process's CPU during our batches, as a fraction of one core.
 
     python bench/throughput.py [--jobs N] [--rounds R] [--smoke] [--postgres URL]
+
+Run as a file: its directory, bench/, is then first on sys.path, so ``import common`` works.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
+import tarfile
 import tempfile
 import threading
 import time
@@ -21,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-# bench scripts run as files: their directory (bench/) is first on sys.path.
 import common
+import docker.errors
 
 from orchestrator.config import Settings
 
@@ -37,6 +43,23 @@ DEFINITION = {
     "network": "none",
     "timeout": "5m",
 }
+
+
+def _input_tar() -> bytes:
+    # What the runner copies in: run/orchestrator/input.json holding the job's input (null).
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for directory in ("run", "run/orchestrator"):
+            info = tarfile.TarInfo(directory)
+            info.type, info.mode = tarfile.DIRTYPE, 0o777
+            tar.addfile(info)
+        info = tarfile.TarInfo("run/orchestrator/input.json")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"null"))
+    return archive.getvalue()
+
+
+INPUT_TAR = _input_tar()
 
 
 def raw_options(run_id: str) -> dict[str, Any]:
@@ -73,8 +96,33 @@ def raw_options(run_id: str) -> dict[str, Any]:
     }
 
 
-def raw_batch(jobs: int, concurrency: int, run_id: str) -> float:
-    """Seconds to create/start/wait/remove ``jobs`` containers, ``concurrency`` at a time."""
+def one_container(client: Any, options: dict[str, Any], calls: bool) -> None:
+    """Create, start, wait for and remove one container.
+
+    ``calls``: also make the other Docker calls the runner makes per job (engine version on
+    each claim pass, image inspect, copy the input in, follow the logs, copy the output out),
+    to tell Docker's share of our overhead from our own."""
+    if calls:
+        client.version()
+        client.images.get(common.IMAGE)
+    container = client.containers.create(common.IMAGE, **options)
+    if calls:
+        client.api.put_archive(container.id, "/", INPUT_TAR)
+    client.api.start(container.id)
+    if calls:
+        for _ in client.api.logs(container.id, stream=True, follow=True, timestamps=True):
+            pass
+    client.api.wait(container.id, timeout=None)
+    if calls:
+        try:
+            client.api.get_archive(container.id, "/run/orchestrator/output.json")
+        except docker.errors.NotFound:
+            pass  # `true` writes no output: the usual case, as for the runner
+    client.api.remove_container(container.id, force=True)
+
+
+def raw_batch(jobs: int, concurrency: int, run_id: str, calls: bool = False) -> float:
+    """Seconds to run ``jobs`` containers with ``one_container``, ``concurrency`` at a time."""
     client = common.docker_client(max_pool_size=concurrency * 3 + 4)
     options = raw_options(run_id)
     counter = itertools.count()
@@ -86,10 +134,7 @@ def raw_batch(jobs: int, concurrency: int, run_id: str) -> float:
                 index = next(counter)
             if index >= jobs:
                 return
-            container = client.containers.create(common.IMAGE, **options)
-            client.api.start(container.id)
-            client.api.wait(container.id, timeout=None)
-            client.api.remove_container(container.id, force=True)
+            one_container(client, options, calls)
 
     began = time.monotonic()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -136,6 +181,7 @@ def measure(
 ) -> dict[str, Any]:
     """Interleaved raw and ours batches at one capacity; per-round figures and medians."""
     raw_times: list[float] = []
+    calls_times: list[float] = []
     ours_times: list[float] = []
     cores: list[float] = []
     with (
@@ -153,13 +199,16 @@ def measure(
             seconds, used = ours_batch(server, jobs, f"c{capacity}-r{number}")
             ours_times.append(seconds)
             cores.append(used)
+            calls_times.append(raw_batch(jobs, capacity, run_id, calls=True))
             print(
                 f"  capacity {capacity} round {number + 1}: raw {jobs / raw_times[-1]:.2f}/s, "
-                f"ours {jobs / seconds:.2f}/s, server {used:.2f} cores",
+                f"ours {jobs / seconds:.2f}/s, raw + our calls {jobs / calls_times[-1]:.2f}/s, "
+                f"server {used:.2f} cores",
                 flush=True,
             )
     raw_rate = jobs * rounds / sum(raw_times)
     ours_rate = jobs * rounds / sum(ours_times)
+    calls_rate = jobs * rounds / sum(calls_times)
     return {
         "capacity": capacity,
         "jobs": jobs,
@@ -167,10 +216,13 @@ def measure(
         "raw_per_s": raw_rate,
         "ours_per_s": ours_rate,
         "ratio": ours_rate / raw_rate,
+        "raw_calls_per_s": calls_rate,
+        "ours_vs_raw_calls": ours_rate / calls_rate,
         "server_cores": common.percentile(cores, 50),
         "server_cores_max": max(cores),
         "raw_rounds_per_s": [jobs / t for t in raw_times],
         "ours_rounds_per_s": [jobs / t for t in ours_times],
+        "raw_calls_rounds_per_s": [jobs / t for t in calls_times],
     }
 
 
@@ -230,7 +282,7 @@ def summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main() -> None:
     """Run the benchmark, print its table and write bench/results/throughput.json."""
     parser = common.base_parser(__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=40, help="jobs per batch (default 40)")
+    parser.add_argument("--jobs", type=int, default=30, help="jobs per batch (default 30)")
     parser.add_argument("--rounds", type=int, default=2, help="raw+ours pairs per capacity")
     parser.add_argument(
         "--capacities", default=",".join(map(str, CAPACITIES)), help="comma list (1,4,16)"
@@ -253,7 +305,16 @@ def main() -> None:
         f"Throughput: {args.jobs} x `true`, network none, {args.rounds} interleaved rounds "
         f"({'PostgreSQL' if args.postgres else 'SQLite'}; load before {info['load_before']})",
         rows,
-        ["capacity", "raw_per_s", "ours_per_s", "ratio", "server_cores", "server_cores_max"],
+        [
+            "capacity",
+            "raw_per_s",
+            "ours_per_s",
+            "ratio",
+            "raw_calls_per_s",
+            "ours_vs_raw_calls",
+            "server_cores",
+            "server_cores_max",
+        ],
     )
     path = common.write_result(
         NAME,
