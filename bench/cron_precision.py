@@ -102,7 +102,7 @@ def _stats(name: str, lateness: list[float]) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Run the benchmark, print the table, write ``bench/results/cron_precision_<db>.json``."""
+    """Run the benchmark, print the table, write ``bench/results/cron_precision.json``."""
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     record = machine()
     count = 15 if args.smoke else 60
@@ -151,7 +151,7 @@ def main() -> None:
         f"{'met' if met else 'MISSED'}); timer baseline p99 {rows[2]['p99_ms']:.1f} ms"
     )
     path = write_result(
-        f"cron_precision_{kind}",
+        "cron_precision",
         {
             "database": kind,
             "smoke": args.smoke,

@@ -138,7 +138,7 @@ def time_submits(server: Server, count: int) -> list[float]:
 
 
 def main() -> None:
-    """Run the benchmark, print the table, write ``bench/results/queue_depth_<db>.json``."""
+    """Run the benchmark, print the table, write ``bench/results/queue_depth.json``."""
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     record = machine()
     depths = [1_000, 10_000] if args.smoke else [1_000, 100_000, 1_000_000]
@@ -219,7 +219,7 @@ def main() -> None:
         f"{'met' if met else 'MISSED'}); submit p50 = {submit_ratio:.2f}x"
     )
     path = write_result(
-        f"queue_depth_{kind}",
+        "queue_depth",
         {
             "database": kind,
             "smoke": args.smoke,

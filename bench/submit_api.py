@@ -161,7 +161,7 @@ def measure(targets: list[Target], rounds: int, phase: float, warmup: float) -> 
 
 
 def main() -> None:
-    """Run the benchmark, print the table, write ``bench/results/submit_api[_pg].json``."""
+    """Run the benchmark, print the table, write ``bench/results/submit_api.json``."""
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     record = machine()
     rounds, phase, warmup = (1, 4.0, 1.0) if args.smoke else (3, 8.0, 3.0)
@@ -217,9 +217,8 @@ def main() -> None:
         f"\nours / raw-driver floor = {ratio_raw:.2f}x (goal >= {GOAL_RATIO}x: "
         f"{'met' if met else 'MISSED'}); ours / SQLModel floor = {ratio_orm:.2f}x"
     )
-    name = f"submit_api_{kind}"
     path = write_result(
-        name,
+        "submit_api",
         {
             "database": kind,
             "smoke": args.smoke,
