@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -443,16 +444,60 @@ def _locked(session: Session, job_id: str) -> Job:
 
 
 def queue_filter(queues: Sequence[str]) -> sa.ColumnElement[bool]:
-    """The claim condition of a runner limited to ``queues``: ``name`` (in any project) or
+    """Which queues a runner limited to ``queues`` claims from: ``name`` (in any project) or
     ``project::name``."""
     conditions = []
     for entry in queues:
         project, _, name = entry.rpartition("::")
         if project:
-            conditions.append(sa.and_(col(Job.project) == project, col(Job.queue) == name))
+            conditions.append(sa.and_(col(Queue.project) == project, col(Queue.name) == name))
         else:
-            conditions.append(col(Job.queue) == name)
+            conditions.append(col(Queue.name) == name)
     return sa.or_(*conditions)
+
+
+def _claimable_queues(session: Session, queues: Sequence[str] | None) -> list[Queue]:
+    """The queues a claim may take from, highest priority first: not paused, under their
+    ``max_concurrency``, and among ``queues`` when given."""
+    active = Job.__table__.alias("active")  # type: ignore[attr-defined]
+    running = (
+        select(sa.func.count())
+        .select_from(active)
+        .where(
+            active.c.project == Queue.project,
+            active.c.queue == Queue.name,
+            active.c.status.in_(sorted(ACTIVE)),
+        )
+        .scalar_subquery()
+    )
+    statement = (
+        select(Queue)
+        .where(
+            col(Queue.paused).is_(False),
+            sa.or_(col(Queue.max_concurrency).is_(None), running < col(Queue.max_concurrency)),
+        )
+        .order_by(sa.desc(col(Queue.priority)), col(Queue.id))
+    )
+    if queues:
+        statement = statement.where(queue_filter(queues))
+    return list(session.exec(statement).all())
+
+
+def _next_in_queue(session: Session, queue: Queue, now: datetime) -> Job | None:
+    """The queue's next runnable job: by job priority, then submit order (``ix_jobs_queue_claim``
+    gives this order, so it is one index probe however many jobs wait)."""
+    statement = (
+        select(Job)
+        .where(
+            Job.project == queue.project,
+            Job.queue == queue.name,
+            Job.status == JobStatus.QUEUED,
+            sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
+        )
+        .order_by(sa.desc(col(Job.priority)), col(Job.seq))
+        .limit(1)
+    )
+    return session.exec(statement).first()
 
 
 def claim(
@@ -465,34 +510,14 @@ def claim(
     """
     serialize(session, CLAIM_LOCK)
     now = utcnow()
-    running = (
-        select(sa.func.count())
-        .select_from(Job.__table__.alias("active"))  # type: ignore[attr-defined]
-        .where(
-            sa.text("active.project = queues.project"),
-            sa.text("active.queue = queues.name"),
-            sa.text("active.status IN ('starting', 'running')"),
-        )
-        .scalar_subquery()
-    )
-    statement = (
-        select(Job)
-        .join(
-            Queue,
-            sa.and_(col(Queue.project) == col(Job.project), col(Queue.name) == col(Job.queue)),
-        )
-        .where(
-            Job.status == JobStatus.QUEUED,
-            sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
-            col(Queue.paused).is_(False),
-            sa.or_(col(Queue.max_concurrency).is_(None), running < col(Queue.max_concurrency)),
-        )
-        .order_by(sa.desc(col(Queue.priority)), sa.desc(col(Job.priority)), col(Job.seq))
-        .limit(1)
-    )
-    if queues:
-        statement = statement.where(queue_filter(queues))
-    job = session.exec(statement).first()
+    job: Job | None = None
+    # Queues of equal priority compete on job priority and submit order: take each one's next
+    # job and keep the best. A higher-priority group with any runnable job wins outright.
+    for _, group in groupby(_claimable_queues(session, queues), key=lambda queue: queue.priority):
+        heads = [head for queue in group if (head := _next_in_queue(session, queue, now))]
+        if heads:
+            job = min(heads, key=lambda head: (-head.priority, head.seq or 0))
+            break
     if job is None:
         return None
     transition(

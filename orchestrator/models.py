@@ -102,9 +102,13 @@ _UNFINISHED = "status IN ('scheduled', 'queued', 'starting', 'running')"
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
-        # The claim walks this index: queued jobs by priority, then submit order.
-        sa.Index("ix_jobs_claim", "status", "priority", "seq"),
-        sa.Index("ix_jobs_project_queue_status", "project", "queue", "status"),
+        # When the next waiting job becomes runnable (``jobs.next_due``, ``jobs.promote_due``).
+        sa.Index("ix_jobs_status_run_after", "status", "run_after"),
+        sa.Index("ix_jobs_status_schedule_at", "status", "schedule_at"),
+        # The claim takes a queue's next job from this index: job priority, then submit order.
+        sa.Index(
+            "ix_jobs_queue_claim", "project", "queue", "status", sa.text("priority DESC"), "seq"
+        ),
         sa.Index(
             "ux_jobs_unfinished_name",
             "project",

@@ -141,13 +141,50 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
     result = database.upgrade_schema()
 
     assert (result.before, result.after, result.stamped) == (None, HEAD, False)
-    assert [line.split(":")[0] for line in result.applied] == ["0001", "0002", "0003", "0004"]
+    assert [line.split(":")[0] for line in result.applied] == [
+        "0001",
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+    ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, SQLModel.metadata)
+    # Alembic cannot compare an index with a DESC column: it reports it removed and re-added.
+    # test_the_claim_index_orders_priority_descending checks that one.
+    differences = [
+        difference
+        for difference in differences
+        if not (
+            difference[0] in ("add_index", "remove_index")
+            and difference[1].name == "ix_jobs_queue_claim"
+        )
+    ]
     # A model change without its revision (or a revision unlike its model) fails here.
     assert differences == []
     assert database.schema_revision() == HEAD
+
+
+def test_the_claim_index_orders_priority_descending(database: Database) -> None:
+    database.upgrade_schema()
+    with database.read_engine.connect() as connection:
+        if database.is_postgres:
+            definition = connection.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue_claim'")
+            ).scalar_one()
+            assert definition.endswith("(project, queue, status, priority DESC, seq)")
+        else:
+            rows = connection.execute(sa.text("PRAGMA index_xinfo(ix_jobs_queue_claim)")).all()
+            # (name, descending) of the key columns; the rowid entry has no name.
+            keys = [(row[2], row[3]) for row in rows if row[2] is not None]
+            assert keys == [
+                ("project", 0),
+                ("queue", 0),
+                ("status", 0),
+                ("priority", 1),
+                ("seq", 0),
+            ]
 
 
 def test_the_unfinished_name_index_stays_partial(database: Database) -> None:
@@ -196,7 +233,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
     result = database.upgrade_schema()
 
     assert (result.before, result.after) == ("0001", HEAD)
-    assert [line.split(":")[0] for line in result.applied] == ["0002", "0003", "0004"]
+    assert [line.split(":")[0] for line in result.applied] == ["0002", "0003", "0004", "0005"]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
 
