@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,18 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+# One lock per SQLite file, shared by every Database of this process that opens it.
+_sqlite_writer_locks: dict[str, threading.RLock] = {}
+_sqlite_writer_locks_guard = threading.Lock()
+
+
+def _sqlite_writer_lock(url: str) -> threading.RLock:
+    database = sa.engine.make_url(url).database or ":memory:"
+    key = database if database == ":memory:" else str(Path(database).resolve())
+    with _sqlite_writer_locks_guard:
+        return _sqlite_writer_locks.setdefault(key, threading.RLock())
+
+
 class Database:
     """Owns the engines; hands out read sessions and write transactions."""
 
@@ -71,11 +84,13 @@ class Database:
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
         else:
             self.write_engine = sa.create_engine(
                 url, pool_size=20, max_overflow=20, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
+            self._writer_lock = None
 
     @property
     def is_postgres(self) -> bool:
@@ -149,12 +164,30 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any exception."""
-        with Session(self.write_engine, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
-            callbacks = session.info.pop(AFTER_COMMIT, [])
+        with self._writer_turn():
+            with Session(self.write_engine, expire_on_commit=False) as session:
+                with session.begin():
+                    yield session
+                callbacks = session.info.pop(AFTER_COMMIT, [])
         for callback in callbacks:
             callback()
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """On SQLite, this process's writers take turns on a lock before ``BEGIN IMMEDIATE``.
+
+        SQLite admits one writer; the others wait in its busy handler, which sleeps up to
+        100 ms between tries, so under load the write lock sits free while every writer
+        sleeps. Queued on a thread lock, the next writer starts the moment the last commits.
+        Writers in other processes still meet at the busy handler. Reentrant, so a nested
+        transaction fails as before (SQLite's busy timeout) instead of hanging. PostgreSQL
+        needs no turn.
+        """
+        if self._writer_lock is None:
+            yield
+            return
+        with self._writer_lock:
+            yield
 
     @contextmanager
     def read(self) -> Iterator[Session]:
