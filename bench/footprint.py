@@ -4,12 +4,13 @@
 Two servers, so one phase's leftovers (freed but still mapped heap) do not count in the other:
 
 - Waiting: a server (runner on, default capacity) whose ``default`` queue is paused. The first
-  step's jobs are submitted over the API (4 clients); the rest are bulk-loaded straight into
-  the database as copies of one of them (``queue_depth.bulk_load``), as submitting 10k through
-  the API would take minutes. At each step the server does what it does with waiting jobs: it
-  serves a page of them and the queue's counts, and its runner and scheduler loops run for a
-  while; then the RSS is read. The growth from the first step to the last, per 1k jobs, is
-  the slope the goal asks to be flat.
+  100 and then 1k jobs are submitted over the API (4 clients): the first step warms the
+  submit path up, the second shows what each submitted job leaves in the process. Then the
+  queue is topped up to 10k by bulk-loading copies of one of them straight into the database
+  (``queue_depth.bulk_load``), as submitting 10k through the API would take minutes. At each
+  step the server does what it does with waiting jobs: it serves a page of them and the
+  queue's counts, and its runner and scheduler loops run for a while; then the RSS is read.
+  The growth from 1k to 10k, per 1k jobs, is the slope the goal asks to be flat.
 - Running: a server with runner capacity 50 runs 50 ``sleep`` jobs (busybox, network
   ``none``); the RSS once all 50 are running, then the jobs are cancelled.
 
@@ -149,42 +150,50 @@ def serve_waiting(server: Server, loops: float) -> None:
     time.sleep(loops)
 
 
+def submit_waiting(server: Server, count: int) -> list[dict[str, Any]]:
+    """Submit ``count`` jobs over the API from ``SUBMITTERS`` clients; the jobs."""
+    with ThreadPoolExecutor(SUBMITTERS) as pool:
+        return list(
+            pool.map(lambda _: server.submit(definition=WAITING_DEFINITION["name"]), range(count))
+        )
+
+
 def waiting_phase(
-    server: Server, database_url: str | None, steps: list[int], loops: float
+    server: Server, database_url: str | None, steps: list[tuple[int, str]], loops: float
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    """Idle, then each step of waiting jobs (the first submitted over the API, the rest
-    bulk-loaded); the rows and how long the loading took."""
+    """Idle, then each step of waiting jobs: ``(count, "api" or "bulk")`` tops the queue up to
+    ``count`` over the API or by bulk-loading; the rows and how long the loading took."""
     rows = [idle(server, "idle")]
     server.register(WAITING_DEFINITION)
     server.http.patch(
         "/v1/projects/default/queues/default", json={"paused": True}
     ).raise_for_status()
-    began = time.perf_counter()
-    with ThreadPoolExecutor(SUBMITTERS) as pool:
-        submitted = list(
-            pool.map(
-                lambda _: server.submit(definition=WAITING_DEFINITION["name"]), range(steps[0])
-            )
-        )
-    timing = {"api_submit_s": time.perf_counter() - began, "api_jobs": steps[0]}
-    timing["api_jobs_per_s"] = steps[0] / timing["api_submit_s"]
-    print(f"  {steps[0]} submitted over the API in {timing['api_submit_s']:.1f} s", flush=True)
+    # The first job is submitted alone: it is the template bulk_load copies.
+    template = submit_waiting(server, 1)[0]
+    timing = {"api_submit_s": 0.0, "api_jobs": 1.0, "bulk_load_s": 0.0}
     db = Database(database_url or f"sqlite:///{server.data_dir / 'orchestrator.db'}")
     try:
         with db.write_engine.connect() as connection:
             template_seq = connection.execute(
-                sa.text("SELECT seq FROM jobs WHERE id = :id"), {"id": submitted[0]["id"]}
+                sa.text("SELECT seq FROM jobs WHERE id = :id"), {"id": template["id"]}
             ).scalar_one()
-        timing["bulk_load_s"] = 0.0
-        for step in steps:
-            missing = step - waiting(db)
+        for count, how in steps:
             # Only when some are missing: on SQLite bulk_load's CTE makes one row for count 0.
-            if missing > 0:
+            missing = count - waiting(db)
+            began = time.perf_counter()
+            if missing > 0 and how == "api":
+                submit_waiting(server, missing)
+                timing["api_submit_s"] += time.perf_counter() - began
+                timing["api_jobs"] += missing
+            elif missing > 0:
                 timing["bulk_load_s"] += bulk_load(db, template_seq, missing)
+            print(f"  {missing} more by {how} in {time.perf_counter() - began:.1f} s", flush=True)
             serve_waiting(server, loops)
-            rows.append(sample(server, f"{waiting(db)} waiting", waiting=waiting(db), running=0))
+            now = waiting(db)
+            rows.append(sample(server, f"{now} waiting ({how})", waiting=now, running=0))
     finally:
         db.dispose()
+    timing["api_jobs_per_s"] = timing["api_jobs"] / max(timing["api_submit_s"], 1e-9)
     return rows, timing
 
 
@@ -220,7 +229,13 @@ def main() -> None:
     """Run the benchmark, print the table, write ``bench/results/footprint.json``."""
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     record = machine()
-    steps = [100, 1_000] if args.smoke else [1_000, 10_000]
+    # Two API steps (the first warms the submit path up, so the second shows what each
+    # submitted job leaves behind), then bulk-loading to the largest depth.
+    steps = (
+        [(50, "api"), (200, "api"), (1_000, "bulk")]
+        if args.smoke
+        else [(100, "api"), (1_000, "api"), (10_000, "bulk")]
+    )
     running = 5 if args.smoke else 50
     kind = "postgres" if args.postgres else "sqlite"
     busybox_image()
@@ -245,10 +260,12 @@ def main() -> None:
     seconds = time.monotonic() - began
 
     idle_mb = waiting_rows[0]["rss_mb"]
-    first, last = waiting_rows[1], waiting_rows[-1]
+    warm, first, last = waiting_rows[1], waiting_rows[2], waiting_rows[3]
     growth_mb = last["rss_mb"] - first["rss_mb"]
     per_1k_mb = growth_mb / ((last["waiting"] - first["waiting"]) / 1000)
-    api_per_1k_mb = (first["rss_mb"] - idle_mb) / (first["waiting"] / 1000)
+    api_per_1k_mb = (first["rss_mb"] - warm["rss_mb"]) / (
+        (first["waiting"] - warm["waiting"]) / 1000
+    )
     running_mb = running_rows[1]["rss_mb"]
     per_container_mb = (running_mb - running_rows[0]["rss_mb"]) / running
     idle_met = idle_mb <= IDLE_GOAL_MB
@@ -267,7 +284,8 @@ def main() -> None:
         f"\ngrowth {first['waiting']} -> {last['waiting']} waiting: {growth_mb:+.1f} MB, "
         f"{per_1k_mb:+.2f} MB per 1k (goal: flat, < {FLAT_LIMIT_MB:g} MB in all: "
         f"{'met' if flat_met else 'MISSED'})"
-        f"\nidle -> {first['waiting']} submitted over the API: {api_per_1k_mb:+.2f} MB per 1k"
+        f"\n{warm['waiting']} -> {first['waiting']} submitted over the API: "
+        f"{api_per_1k_mb:+.2f} MB per 1k"
         f"\n{running} running: {running_mb:.1f} MB, {per_container_mb:+.2f} MB per container"
         f"\n{seconds:.0f} s in all; API submits {waiting_timing['api_jobs_per_s']:.0f}/s",
         flush=True,
