@@ -276,7 +276,6 @@ class Attempt:
             return
         spec = container_spec(self.job, self._secrets, self.runner.name, self.runner.settings)
         try:
-            self._engine.ensure_image(spec.image)
             self.container_id = self._engine.create(spec)
             self._engine.put_file(
                 self.container_id, INPUT_PATH, json.dumps(self.job.input).encode()

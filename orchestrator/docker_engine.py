@@ -228,7 +228,15 @@ class DockerEngine:
             ) from exc
 
     def create(self, spec: ContainerSpec) -> str:
-        """Create (not start) the container; returns its id."""
+        """Create (not start) the container, pulling its image first when the engine lacks it
+        (as ``docker run`` does: no image check per container); returns its id."""
+        try:
+            return self._create(spec)
+        except ImageUnavailable:
+            self.ensure_image(spec.image)
+        return self._create(spec)
+
+    def _create(self, spec: ContainerSpec) -> str:
         client = self._docker()
         kwargs: dict[str, Any] = {
             "name": spec.name,
@@ -262,6 +270,9 @@ class DockerEngine:
                 "container create", client.containers.create, spec.image, **kwargs
             )
         except ContainerMissing as exc:
+            # Other missing things (a network, a container to join) are reported as they are.
+            if "no such image" not in exc.message.lower():
+                raise
             raise ImageUnavailable(f"image '{spec.image}' is not on the Docker engine") from exc
         return str(container.id)
 

@@ -33,6 +33,8 @@ from orchestrator.workers import WorkerPools
 
 # The longest wait between two checks of an engine that does not answer.
 ENGINE_RETRY_MAX = 10.0
+# How long an answered ping stands for the engine being up, before the next claim asks again.
+ENGINE_CHECK_INTERVAL = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,7 @@ class Runner:
         self._engine_down_since: datetime | None = utcnow()
         self._engine_failures = 0
         self._engine_lost_at = -float("inf")
+        self._engine_checked_at = -float("inf")
         self._reconciled = False
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
@@ -367,6 +370,10 @@ class Runner:
         ):
             # Just lost: an engine shutting down may still answer a ping between failed calls.
             return False
+        if self._engine_ok and time.monotonic() - self._engine_checked_at < ENGINE_CHECK_INTERVAL:
+            # Answered a moment ago: a wake-up per submitted job need not ask again. A call
+            # that fails in between reports the loss itself (``engine_lost``).
+            return True
         try:
             self.engine.ping()
         except EngineUnavailable as exc:
@@ -386,6 +393,7 @@ class Runner:
             # A heartbeat now tells the registry the engine answers.
             self.hub.publish(runners.control_topic(self.name))
         self._engine_failures = 0
+        self._engine_checked_at = time.monotonic()
         self._engine_ok = True
         self._engine_error = None
         self._engine_down_since = None

@@ -144,7 +144,6 @@ class WorkerPool:
     def _start(self, stop: Callable[[], bool]) -> Worker | None:
         """Create and start a container and wait until it is ready; registered busy."""
         spec = replace(self.spec, name=f"{self.spec.name}-{uuid.uuid4().hex[:8]}")
-        self.engine.ensure_image(spec.image)
         container_id = self.engine.create(spec)
         pump = LogPump(partial(self.engine.logs, container_id), self._secrets)
         try:
