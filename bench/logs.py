@@ -18,7 +18,9 @@ bytes each, so the whole output stays inside the first half of the default
 
 Every arm is timed from the container's ``start`` event (Docker's events API; same host, same
 clock) to its end, and its line count is checked against N. Lines/s = N / that time; medians
-over the rounds; ratios against the raw CLI follow of the same run.
+over the rounds; ratios against the raw CLI follow of the same run. ``after_exit_s`` is how long
+an arm went on after the container's ``die`` event: the reading pace, once the output is all
+written.
 
     python bench/logs.py [--lines N] [--rounds R] [--smoke] [--postgres URL]
 
@@ -77,6 +79,14 @@ def check_count(arm: str, counted: int, lines: int) -> None:
 
 
 RAW_TRIES = 5
+# (container start -> done, container exit -> done) of one arm, in seconds: the second is how
+# long the reading went on after the output was all written.
+Span = tuple[float, float]
+
+
+def span(events: EventLog, key: str, done: float) -> Span:
+    """``Span`` of the container with id or job id ``key``, done at ``done`` (epoch seconds)."""
+    return done - events.wait(key, "start"), done - events.wait(key, "die")
 
 
 def raw_follow(client: Any, container_id: str, sdk: bool) -> tuple[int, float]:
@@ -105,9 +115,9 @@ def raw_follow(client: Any, container_id: str, sdk: bool) -> tuple[int, float]:
 
 def raw_one(
     client: Any, events: EventLog, options: dict[str, Any], lines: int, sdk: bool
-) -> tuple[float, int]:
-    """(seconds from the start event to the last line, short follows retried) of one raw
-    container followed as ``raw_follow`` does.
+) -> tuple[Span, int]:
+    """(``Span`` to the last line, short follows retried) of one raw container followed as
+    ``raw_follow`` does.
 
     Docker 20.10 ends a followed log early, without an error, when the container exits
     before the follower has read the log file to its end (about half of the lines, most often
@@ -121,7 +131,7 @@ def raw_one(
         finally:
             client.api.remove_container(container.id, force=True)
         if counted == lines:
-            return last - events.wait(container.id, "start"), short
+            return span(events, container.id, last), short
         if counted > lines:
             check_count(arm, counted, lines)
     raise RuntimeError(f"{arm}: Docker ended the follow short {RAW_TRIES} times in a row")
@@ -154,20 +164,20 @@ def _wait_succeeded(server: common.Server, job_id: str) -> None:
         raise RuntimeError(f"job {job_id} {job['status']}: {job['error']}")
 
 
-def ours_stored(server: common.Server, events: EventLog, lines: int) -> float:
-    """Seconds from a job's container start event to its stored log being complete."""
+def ours_stored(server: common.Server, events: EventLog, lines: int) -> Span:
+    """``Span`` of a job to its stored log being complete (its terminal event)."""
     job = server.submit(definition="bench-logs")
     _wait_succeeded(server, job["id"])
     # Checked after the clock stops: reading 4 MB back is not part of the arm.
     check_count("ours, stored", _stored_lines(server, job["id"]), lines)
-    return _event_time(server, job["id"], "succeeded") - events.wait(job["id"], "start")
+    return span(events, job["id"], _event_time(server, job["id"], "succeeded"))
 
 
 def ours_follow(
     server: common.Server, follow_client: httpx.Client, events: EventLog, lines: int
-) -> float:
-    """Seconds from a job's container start event to the last line reaching a client that
-    follows its log over the API from just after submit."""
+) -> Span:
+    """``Span`` of a job to the last line reaching a client that follows its log over the
+    API from just after submit."""
     job = server.submit(definition="bench-logs")
     counted = 0
     last = 0.0
@@ -179,13 +189,15 @@ def ours_follow(
             last = time.time()
     _wait_succeeded(server, job["id"])
     check_count("ours, follow client", counted, lines)
-    return last - events.wait(job["id"], "start")
+    return span(events, job["id"], last)
 
 
 def measure(lines: int, rounds: int, database_url: str | None) -> dict[str, Any]:
-    """``rounds`` interleaved rounds of the four arms: seconds per arm, the server's CPU
-    (cores) during our two arms, and how many raw follows Docker ended short (run again)."""
+    """``rounds`` interleaved rounds of the four arms: seconds per arm from the container's
+    start and from its exit, the server's CPU (cores) during our two arms, and how many raw
+    follows Docker ended short (run again)."""
     seconds: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    after_exit: dict[str, list[float]] = {arm: [] for arm in ARMS}
     short = {"raw CLI follow": 0, "raw SDK follow": 0}
     server_cpu: list[float] = []
     client = common.docker_client()
@@ -203,24 +215,35 @@ def measure(lines: int, rounds: int, database_url: str | None) -> dict[str, Any]
             ours_stored(server, events, lines)
             common.wait_removed(server.label)
             for _ in range(rounds):
+                spans: dict[str, Span] = {}
                 for arm, sdk in (("raw CLI follow", False), ("raw SDK follow", True)):
-                    took, shorts = raw_one(client, events, options, lines, sdk)
-                    seconds[arm].append(took)
+                    spans[arm], shorts = raw_one(client, events, options, lines, sdk)
                     short[arm] += shorts
                 meter = common.CpuMeter(server.pid)
-                seconds["ours, stored"].append(ours_stored(server, events, lines))
+                spans["ours, stored"] = ours_stored(server, events, lines)
                 common.wait_removed(server.label)
-                seconds["ours, follow client"].append(ours_follow(server, follow, events, lines))
+                spans["ours, follow client"] = ours_follow(server, follow, events, lines)
                 common.wait_removed(server.label)
                 server_cpu.append(meter.read())
+                for arm, (from_start, from_exit) in spans.items():
+                    seconds[arm].append(from_start)
+                    after_exit[arm].append(from_exit)
     finally:
         events.close()
         client.close()
-    return {"seconds": seconds, "server_cpu": server_cpu, "raw_follows_short": short}
+    return {
+        "seconds": seconds,
+        "after_exit": after_exit,
+        "server_cpu": server_cpu,
+        "raw_follows_short": short,
+    }
 
 
-def rows(lines: int, seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
-    """Median and best lines/s of each arm, and its ratio to the raw CLI follow."""
+def rows(
+    lines: int, seconds: dict[str, list[float]], after_exit: dict[str, list[float]]
+) -> list[dict[str, Any]]:
+    """Median and best lines/s of each arm, its ratio to the raw CLI follow, and the median
+    seconds it went on after the container exited."""
     baseline = lines / statistics.median(seconds["raw CLI follow"])
     table = []
     for arm in ARMS:
@@ -230,6 +253,7 @@ def rows(lines: int, seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
             {
                 "arm": arm,
                 "median_s": statistics.median(seconds[arm]),
+                "after_exit_s": statistics.median(after_exit[arm]),
                 "lines_per_s": median,
                 "best_lines_per_s": max(rates),
                 "vs_raw_cli": median / baseline,
@@ -258,7 +282,7 @@ def main() -> None:
             figures = measure(args.lines, args.rounds, database_url)
     finally:
         common.cleanup(common.BENCH_LABEL)
-    table = rows(args.lines, figures["seconds"])
+    table = rows(args.lines, figures["seconds"], figures["after_exit"])
     database = "PostgreSQL" if args.postgres else "SQLite"
     common.print_table(
         f"Logs: {args.lines} lines of {LINE_BYTES} bytes, {args.rounds} interleaved rounds "
@@ -289,6 +313,7 @@ def main() -> None:
             "rounds": args.rounds,
             "rows": table,
             "samples_s": figures["seconds"],
+            "samples_after_exit_s": figures["after_exit"],
             "server_cpu": figures["server_cpu"],
             "raw_follows_short": figures["raw_follows_short"],
             "summary": summary,
