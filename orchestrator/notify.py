@@ -5,17 +5,24 @@ waits for the version to move: a publish between the check and the wait is never
 always has a timeout, so the database stays the source of truth and a missed wake-up only costs
 one poll interval. The hub itself is in-process; a remote sender (``pgnotify.Relay`` on
 PostgreSQL) carries each publish to the other processes, which deliver it with ``publish_local``.
+
+The hub remembers the last ``TOPIC_LIMIT`` topics published (a job's topic is published for
+each event, so a long-lived process would otherwise keep one entry per job ever run). A
+forgotten topic reads as version 0: a waiter that saw a higher version wakes once for nothing,
+and the database check absorbs that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 
 WORK = "work"
 CANCEL = "cancel"
+# How many topics' versions the hub keeps, most recently published first.
+TOPIC_LIMIT = 10_000
 
 RemoteSender = Callable[[Sequence[str]], None]
 
@@ -31,7 +38,7 @@ class Hub:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._remote: RemoteSender | None = None
-        self._versions: dict[str, int] = defaultdict(int)
+        self._versions: OrderedDict[str, int] = OrderedDict()
         self._async_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             defaultdict(set)
         )
@@ -39,7 +46,7 @@ class Hub:
     def version(self, topic: str) -> int:
         """The topic's current version."""
         with self._cond:
-            return self._versions[topic]
+            return self._versions.get(topic, 0)
 
     def set_remote(self, sender: RemoteSender | None) -> None:
         """Hand every later publish to ``sender`` too (it must not block); None stops that."""
@@ -57,8 +64,11 @@ class Hub:
         with self._cond:
             waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
             for topic in topics:
-                self._versions[topic] += 1
+                self._versions[topic] = self._versions.get(topic, 0) + 1
+                self._versions.move_to_end(topic)
                 waiters.extend(self._async_waiters.get(topic, ()))
+            while len(self._versions) > TOPIC_LIMIT:
+                self._versions.popitem(last=False)
             self._cond.notify_all()
         for loop, event in waiters:
             loop.call_soon_threadsafe(event.set)
@@ -67,7 +77,7 @@ class Hub:
         """Block until any topic moves past the given version, or ``timeout``; True if moved."""
         with self._cond:
             return self._cond.wait_for(
-                lambda: any(self._versions[t] != v for t, v in topics.items()), timeout
+                lambda: any(self._versions.get(t, 0) != v for t, v in topics.items()), timeout
             )
 
     async def wait_async(self, topic: str, seen: int, timeout: float) -> bool:
@@ -76,7 +86,7 @@ class Hub:
         event = asyncio.Event()
         waiter = (loop, event)
         with self._cond:
-            if self._versions[topic] != seen:
+            if self._versions.get(topic, 0) != seen:
                 return True
             self._async_waiters[topic].add(waiter)
         try:
