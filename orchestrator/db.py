@@ -14,17 +14,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from orchestrator import models  # noqa: F401  (registers the tables)
-
-if TYPE_CHECKING:
-    from orchestrator import migrations
+from orchestrator import migrations, models  # noqa: F401  (models registers the tables)
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +99,10 @@ class Database:
 
         A database created before migrations existed is stamped at the baseline first.
         """
-        # Imported here: Alembic costs every CLI command ~0.2 s to import, and few need it.
-        from orchestrator import migrations
-
+        with self.read_engine.connect() as connection:
+            revision = migrations.is_current(connection)
+        if revision is not None:
+            return migrations.Upgrade(before=revision, after=revision)
         with self._migration_connection() as connection:
             result = migrations.upgrade(connection)
         if result.stamped:
@@ -123,8 +121,6 @@ class Database:
 
     def schema_revision(self) -> str | None:
         """The schema's revision (None: empty, or created before migrations)."""
-        from orchestrator import migrations
-
         with self.read_engine.connect() as connection:
             return migrations.current(connection)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from orchestrator import projects, tokens
 from orchestrator.config import Settings
@@ -14,13 +15,15 @@ from orchestrator.docker_engine import DockerEngine
 from orchestrator.http_jobs import HttpTargetRunner
 from orchestrator.input_limits import InputLimits
 from orchestrator.notify import Hub
-from orchestrator.pgnotify import Relay
 from orchestrator.policy import ContainerPolicy
 from orchestrator.runner import Runner
 from orchestrator.scheduler import Scheduler
 from orchestrator.schedules import Checks
 from orchestrator.secrets import SecretBox, open_box
 from orchestrator.webhook_sender import WebhookSender
+
+if TYPE_CHECKING:
+    from orchestrator.pgnotify import Relay
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,13 @@ class Services:
         runner = Runner(settings, db, engine, hub, box, policy) if settings.runner_enabled else None
         limits = InputLimits.from_settings(settings)
         checks = Checks(box=box, policy=policy, limits=limits)
+        relay = None
+        if db.is_postgres:
+            # Imported here: psycopg is the optional ``postgres`` extra, and on SQLite it
+            # would cost every process about 10 MB for nothing.
+            from orchestrator.pgnotify import Relay
+
+            relay = Relay(hub, db.url)
         return cls(
             settings=settings,
             db=db,
@@ -86,7 +96,7 @@ class Services:
             policy=policy,
             limits=limits,
             runner=runner,
-            relay=Relay(hub, db.url) if db.is_postgres else None,
+            relay=relay,
             scheduler=Scheduler(settings, db, hub, checks) if api else None,
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
             webhooks=WebhookSender(settings, db, hub, box) if api else None,
