@@ -84,7 +84,7 @@ class Database:
             self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
         else:
             self.write_engine = sa.create_engine(
-                url, pool_size=20, max_overflow=20, pool_pre_ping=True
+                url, pool_size=40, max_overflow=10, pool_pre_ping=True
             )
             self.read_engine = self.write_engine
             self._writer_lock = None
