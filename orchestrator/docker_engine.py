@@ -7,6 +7,7 @@ The client is created lazily, so a server starts while its engine is down.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import tarfile
@@ -120,20 +121,27 @@ def log_frame(kind: int, payload: bytes) -> LogFrame:
     """The frame whose payload starts with Docker's timestamp (``timestamps=1``) and a space."""
     if kind not in (STDOUT, STDERR):
         raise ContainerFailure(f"container logs failed: a log frame of stream {kind}")
+    # RFC 3339 in UTC with up to nine decimals: 2024-05-01T12:00:00.123456789Z
     stamp, space, data = payload.partition(b" ")
+    whole, _, fraction = stamp[:-1].partition(b".")
     try:
-        # RFC 3339 in UTC with up to nine decimals: 2024-05-01T12:00:00.123456789Z
-        text = stamp.decode("ascii")
-        if not space or not text.endswith("Z"):
-            raise ValueError(text)
-        whole, _, fraction = text[:-1].partition(".")
-        seconds = int(datetime.fromisoformat(whole).replace(tzinfo=UTC).timestamp())
-        nanoseconds = int(fraction.ljust(9, "0")) if fraction else 0
-        if not 0 <= nanoseconds < 1_000_000_000:
-            raise ValueError(text)
+        if not space or not stamp.endswith(b"Z") or len(fraction) > 9:
+            raise ValueError(stamp)
+        # isdigit() of bytes is ASCII digits only: no sign, space or underscore as int() takes.
+        if fraction and not fraction.isdigit():
+            raise ValueError(stamp)
+        seconds = _epoch_seconds(whole)
     except ValueError as exc:
         raise ContainerFailure("container logs failed: a log frame without a timestamp") from exc
+    nanoseconds = int(fraction.ljust(9, b"0")) if fraction else 0
     return LogFrame(stream=kind, time=seconds * 1_000_000_000 + nanoseconds, data=data)
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_seconds(whole: bytes) -> int:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) as seconds since the epoch. Cached: consecutive frames
+    share their second, and parsing it costs most of reading a short frame."""
+    return int(datetime.fromisoformat(whole.decode("ascii")).replace(tzinfo=UTC).timestamp())
 
 
 def since_parameter(time_ns: int) -> str:

@@ -67,9 +67,15 @@ def test_a_frame_starts_with_dockers_time_to_the_nanosecond() -> None:
     # Fewer decimals (or none) are read as the same instant; the data may be empty.
     assert log_frame(STDOUT, b"2024-05-01T12:00:00.5Z ").time == start + 500_000_000
     assert log_frame(STDOUT, b"2024-05-01T12:00:00Z x").time == start
+    # The seconds are parsed once and remembered: the next second is still its own.
+    assert log_frame(STDOUT, b"2024-05-01T12:00:01.25Z y").time == start + 1_250_000_000
+    assert log_frame(STDOUT, b"2024-05-01T12:00:00.25Z z").time == start + 250_000_000
     # Docker reports an error reading its log in band, without a timestamp.
     bad = [b"Error grabbing logs: log message is too large\n", b"2024-05-01T12:00:00.5 x"]
-    for payload in [*bad, b"2024-05-01T12:00:00.5Z", b"2024-05-01T12:00:00.1234567890Z x"]:
+    bad += [b"2024-05-01T12:00:00.5Z", b"2024-05-01T12:00:00.1234567890Z x"]
+    # Only digits after the point, at most nine of them (int() would take a sign or a space).
+    bad += [b"2024-05-01T12:00:00.0123456789Z x", b"2024-05-01T12:00:00.+5Z x"]
+    for payload in [*bad, b"2024-05-01T12:00:00.-5Z x", b"2024-05-01T12:0x:00.5Z x"]:
         with pytest.raises(ContainerFailure):
             log_frame(STDERR, payload)
     with pytest.raises(ContainerFailure):
