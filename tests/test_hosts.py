@@ -198,16 +198,22 @@ def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
     return peak
 
 
-@pytest.mark.timeout(900)
-def test_two_thousand_jobs_run_exactly_once_across_two_hosts(cluster: Cluster) -> None:
-    total, limited, limit = 2000, 300, 3
+# The load run's size: 400 jobs by default (about two minutes); ORCH_TEST_HOSTS_JOBS=2000 is
+# the full run (about twelve minutes on two cores).
+HOSTS_JOBS = int(os.environ.get("ORCH_TEST_HOSTS_JOBS", "400"))
+
+
+@pytest.mark.timeout(max(900, HOSTS_JOBS))
+def test_many_jobs_run_exactly_once_across_two_hosts(cluster: Cluster) -> None:
+    total, limit = HOSTS_JOBS, 3
+    # Every sixth job of the first 90% goes to the limited queue: 15% of them.
+    limited = total * 15 // 100
     cluster.queue("limited", max_concurrency=limit)
     cluster.define("mark", "touch /markers/$ORCH_JOB_ID.$ORCH_ATTEMPT")
     cluster.runner("host-1", "first", capacity=6, queues=[])
     cluster.runner("host-2", "second", capacity=6, queues=[])
 
     def submit(index: int) -> str:
-        # Every sixth job of the first 1,800 goes to the limited queue.
         queue = "limited" if index % 6 == 0 and index < limited * 6 else "default"
         response = cluster.api.http.post(
             "/v1/projects/default/jobs", json={"definition": "mark", "queue": queue}
@@ -219,7 +225,7 @@ def test_two_thousand_jobs_run_exactly_once_across_two_hosts(cluster: Cluster) -
     with ThreadPoolExecutor(8) as pool:
         ids = list(pool.map(submit, range(total)))
     submitted = time.monotonic() - started
-    wait_all_done(cluster, total, timeout=800)
+    wait_all_done(cluster, total, timeout=max(800, total * 0.6))
     elapsed = time.monotonic() - started
 
     jobs = cluster.jobs()
