@@ -17,6 +17,7 @@ import pytest
 from orchestrator.docker_engine import (
     STDERR,
     STDOUT,
+    ChunkDecoder,
     FrameDecoder,
     LogFrame,
     log_frame,
@@ -58,6 +59,37 @@ def test_frames_are_split_out_however_the_stream_is_chunked() -> None:
     decoder = FrameDecoder()
     assert decoder.feed(data[:15]) == [(STDOUT, b"one\n")]
     assert decoder.feed(b"") == []
+
+
+def test_chunked_coding_is_undone_however_the_body_is_split() -> None:
+    # Docker sends each message as its own chunk; a size may carry an extension.
+    body = [wire(STDOUT, b"one\n"), b"", wire(STDERR, b"x" * 300)]
+    data = b"".join(
+        f"{len(piece):x}{';ext=1' if n == 2 else ''}\r\n".encode() + piece + b"\r\n"
+        for n, piece in enumerate(body)
+        if piece
+    )
+    data += b"0\r\n\r\nnot read"
+    for size in (1, 2, 3, 7, 100, len(data)):
+        chunks = ChunkDecoder()
+        got = b""
+        for start in range(0, len(data), size):
+            got += chunks.feed(data[start : start + size])
+        assert got == b"".join(body), size
+        assert chunks.done
+    for bad in (b"-5\r\nhello\r\n", b"1_0\r\n", b"3\r\nabcXY", b"z\r\n", b"f" * 5000):
+        with pytest.raises(ValueError):
+            ChunkDecoder().feed(bad)
+
+
+def test_a_large_frame_in_small_pieces_is_gathered_whole() -> None:
+    payload = b"2024-05-01T12:00:00Z " + b"y" * 100_000
+    data = wire(STDOUT, payload) + wire(STDERR, b"e")
+    decoder = FrameDecoder()
+    got = []
+    for start in range(0, len(data), 7):
+        got += decoder.feed(data[start : start + 7])
+    assert got == [(STDOUT, payload), (STDERR, b"e")]
 
 
 def test_a_frame_starts_with_dockers_time_to_the_nanosecond() -> None:
