@@ -436,13 +436,17 @@ class DockerEngine:
         since: int | None = None,
         follow: bool = True,
         stream: int | None = None,
+        tail: int | None = None,
     ) -> Iterator[LogFrame]:
         """The container's output as Docker stored it, one frame (message) at a time.
 
         ``since``: Docker's time in nanoseconds; frames stamped at or after it (Docker compares
         inclusively). ``follow``: go on until the container exits, else end with what is stored
         now. ``stream``: ``STDOUT`` or ``STDERR`` alone, else both, in the order Docker stored
-        them. Our containers have no TTY, so the output is always multiplexed with its stream.
+        them. ``tail``: only the last that many messages Docker stored (of both streams, before
+        ``stream`` and ``since`` filter them), found from the end of its log without reading
+        the rest. Our containers have no TTY, so the output is always multiplexed with its
+        stream.
         """
         api = self._docker().api
         params: dict[str, Any] = {
@@ -453,6 +457,8 @@ class DockerEngine:
         }
         if since is not None:
             params["since"] = since_parameter(since)
+        if tail is not None:
+            params["tail"] = str(tail)
         url = f"{api.base_url}/v{api.api_version}/containers/{quote(container_id, safe='')}/logs"
 
         def request() -> requests.Response:

@@ -17,7 +17,7 @@ import heapq
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -34,6 +34,10 @@ MAX_PARTIAL_LINE = 64 * 1024  # characters of one stream's line held before it i
 # meanwhile, and the container is never held up by it).
 MAX_READY = 1024 * 1024
 STREAMS = (STDOUT, STDERR)
+# Messages read back from the end of the log once the container has exited, to find there the
+# last frame the followed stream gave: Docker finds them from the log's end, while a read
+# ``since`` a time goes through the whole log (about 0.5 s per 100k lines, each stream).
+TAIL_FRAMES = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -41,7 +45,12 @@ class LogReader(Protocol):
     """Reads one container's log: ``DockerEngine.logs`` with the container given."""
 
     def __call__(
-        self, *, since: int | None, follow: bool, stream: int | None = None
+        self,
+        *,
+        since: int | None,
+        follow: bool,
+        stream: int | None = None,
+        tail: int | None = None,
     ) -> Iterator[LogFrame]: ...
 
 
@@ -98,6 +107,29 @@ class FrameCursor:
             if (run.time, run.count) > (taken.time, taken.count):
                 yield frame
 
+    def after(self, stream: int, frames: Sequence[LogFrame], whole: bool) -> int | None:
+        """Where, in ``frames``, the frames after the last of ``stream`` taken start.
+
+        ``frames``: the last of the log's frames (both streams) in the order Docker stored
+        them, or all of them (``whole``). None when they do not reach back to a frame of
+        ``stream`` stamped before the last taken (or do not hold it): which of them with its
+        time was taken last is then unknown.
+        """
+        taken = self._taken[stream]
+        run = 0 if whole else None  # frames seen with the last taken time, once it is known
+        for index, frame in enumerate(frames):
+            if frame.stream != stream:
+                continue
+            if frame.time < taken.time:
+                run = 0
+            elif frame.time > taken.time:
+                return None
+            elif run is not None:
+                run += 1
+                if run == taken.count:
+                    return index + 1
+        return None
+
     def last_time(self) -> int | None:
         """The latest time taken in any stream (None before the first frame)."""
         times = [taken.time for taken in self._taken.values() if taken.count]
@@ -131,6 +163,7 @@ class LogPump:
         self._keep_back = max((len(v.encode()) for v in self._secrets), default=1) - 1
         self._streams = {stream: _Stream() for stream in STREAMS}
         self._cursor = FrameCursor()
+        self._last: LogFrame | None = None  # the last frame taken, of either stream
         self._lock = threading.Condition()
         self._ready: deque[str] = deque()
         self._ready_size = 0
@@ -171,12 +204,38 @@ class LogPump:
         self._settled.wait()
         try:
             if self._exited and not self._stopped:
-                self._read(self._cursor.unseen(self._catch_up()))
+                rest = self._rest_from_tail()
+                self._read(self._cursor.unseen(self._catch_up()) if rest is None else rest)
         except OrchestratorError as exc:
             self._failed(exc)
         finally:
             for stream in STREAMS:
                 self.feed(b"", final=True, stream=stream)
+
+    def _rest_from_tail(self) -> list[LogFrame] | None:
+        """What the followed stream left out, when the log's last ``TAIL_FRAMES`` frames reach
+        back to the last frame it gave; else None (each stream is then read from its position).
+
+        The followed stream gives the log's frames in the order Docker stored them, so what
+        it left out is all that comes after the last frame taken. A failed read is no answer:
+        the reads from each stream's position decide.
+        """
+        try:
+            tail = list(self._logs(since=None, follow=False, tail=TAIL_FRAMES))
+        except OrchestratorError:
+            return None
+        whole = len(tail) < TAIL_FRAMES
+        last = self._last
+        if last is None:
+            start = 0 if whole else None
+        else:
+            start = self._cursor.after(last.stream, tail, whole)
+            # The frame found must be the one taken; anything else is left to the full reads.
+            if start is not None and tail[start - 1].data != last.data:
+                start = None
+        if start is None:
+            return None
+        return [f for f in tail[start:] if self._since is None or f.time >= self._since]
 
     def _catch_up(self) -> Iterator[LogFrame]:
         """What Docker stored from each stream's position on, in about the order it came.
@@ -207,6 +266,7 @@ class LogPump:
                 if self._stopped:
                     return
                 self._cursor.take(frame)
+                self._last = frame
                 self._add(frame.stream, frame.data, frame.time, final=False)
 
     def feed(self, data: bytes, final: bool = False, stream: int = STDOUT) -> None:

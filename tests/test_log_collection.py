@@ -24,7 +24,7 @@ from orchestrator.docker_engine import (
     since_parameter,
 )
 from orchestrator.errors import ContainerFailure
-from orchestrator.joblogs import MAX_READY, FrameCursor, LogPump, resume_since
+from orchestrator.joblogs import MAX_READY, TAIL_FRAMES, FrameCursor, LogPump, resume_since
 
 from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 from .test_engine_outage import EngineProxy
@@ -163,6 +163,28 @@ def test_reading_on_from_the_cursor_gives_each_frame_once() -> None:
             assert list(cursor.unseen(read(frames, stream, cursor.since(stream)))) == []
 
 
+def test_the_rest_is_found_in_the_logs_last_frames_or_not_at_all() -> None:
+    random = Random(12)
+    found = 0
+    for _ in range(1000):
+        frames = docker_log(random, random.choice([1, 5, 40]))
+        # Repeated data as well: pieces of one long line may be alike.
+        frames = [f if random.random() < 0.5 else frame(f.stream, f.time, "same") for f in frames]
+        followed = random.randint(1, len(frames))
+        cursor = FrameCursor()
+        for f in frames[:followed]:
+            cursor.take(f)
+        last = frames[followed - 1]
+        for size in (1, 3, 10, len(frames)):
+            tail = frames[-size:]
+            start = cursor.after(last.stream, tail, whole=size >= len(frames))
+            if start is not None:
+                found += 1
+                assert tail[start:] == frames[followed:]
+        assert cursor.after(last.stream, frames, whole=True) == followed
+    assert found > 2000  # most tails reach back far enough
+
+
 def test_the_boundary_time_shared_by_several_frames() -> None:
     # Three pieces of one long line share a time; the followed stream gave two of them.
     pieces = [frame(STDOUT, 7, "a" * 3), frame(STDOUT, 7, "b" * 3), frame(STDOUT, 7, "c\n")]
@@ -186,18 +208,26 @@ def test_the_boundary_time_shared_by_several_frames() -> None:
 class StoredLog:
     """A container's log as Docker's log driver keeps it: a followed read ends after
     ``followed`` frames (as Docker's often does when the container exits), a read that does not
-    follow gives all of them; each read lists the frames stamped since ``since``."""
+    follow gives all of them, or its last ``tail`` (of both streams); each read lists the
+    frames stamped since ``since``."""
 
     def __init__(self, frames: list[LogFrame], followed: int | None = None) -> None:
         self.frames = frames
         self.followed = len(frames) if followed is None else followed
-        self.reads: list[tuple[int | None, bool, int | None]] = []
+        self.reads: list[tuple[int | None, bool, int | None, int | None]] = []
 
     def __call__(
-        self, *, since: int | None, follow: bool, stream: int | None = None
+        self,
+        *,
+        since: int | None,
+        follow: bool,
+        stream: int | None = None,
+        tail: int | None = None,
     ) -> Iterator[LogFrame]:
-        self.reads.append((since, follow, stream))
+        self.reads.append((since, follow, stream, tail))
         frames = self.frames[: self.followed] if follow else self.frames
+        if tail is not None:
+            frames = frames[-tail:]
         return iter(
             [f for f in frames if stream in (None, f.stream) and (since is None or f.time >= since)]
         )
@@ -246,8 +276,15 @@ def test_what_the_followed_stream_left_out_is_read_once_it_has_exited() -> None:
     log = StoredLog(frames, followed=5)
     text = pump_all(log, [SECRET])
     assert text == "first\nerr\n" + "x" * 30 + "***\ne1\ne2\ne3\ndone"
-    # Each stream was read again from its own position, not from the start.
-    assert log.reads == [(None, True, None), (2, False, STDOUT), (5, False, STDERR)]
+    # The log's last frames held all it left out: nothing else was read.
+    assert log.reads == [(None, True, None, None), (None, False, None, TAIL_FRAMES)]
+    # In a log longer than that, each stream is read again from its own position instead.
+    late = [frame(STDOUT, 6, f"late {n}\n") for n in range(TAIL_FRAMES)]
+    log = StoredLog(frames[:-1] + late, followed=5)
+    text = pump_all(log, [SECRET])
+    late_text = "".join(f.data.decode() for f in late)
+    assert text == "first\nerr\n" + "x" * 30 + "***\ne1\ne2\ne3\n" + late_text
+    assert log.reads[2:] == [(2, False, STDOUT, None), (5, False, STDERR, None)]
 
 
 def test_unfinished_lines_of_both_streams_end_on_their_own_lines() -> None:
@@ -259,7 +296,7 @@ def test_an_adopted_attempt_reads_from_its_resume_point() -> None:
     frames = [frame(STDOUT, 5_000_001_500, "old\n"), frame(STDOUT, 5_000_002_000, "new\n")]
     log = StoredLog(frames)
     assert pump_all(log, [], since=5_000_002_000) == "new\n"
-    assert log.reads[0] == (5_000_002_000, True, None)
+    assert log.reads[0] == (5_000_002_000, True, None, None)
 
 
 def test_the_resume_point_never_skips_part_of_a_line() -> None:
@@ -267,7 +304,9 @@ def test_the_resume_point_never_skips_part_of_a_line() -> None:
     base = resume_since(started) or 0
     gate = threading.Event()  # the container writes the end of its long line
 
-    def logs(*, since: int | None, follow: bool, stream: int | None = None) -> Iterator[LogFrame]:
+    def logs(
+        *, since: int | None, follow: bool, stream: int | None = None, tail: int | None = None
+    ) -> Iterator[LogFrame]:
         if follow:
             yield frame(STDOUT, base + 1_500, "whole\n")
             # The first piece of a long line, then a line on stderr.
@@ -297,7 +336,9 @@ def test_the_pump_stops_reading_while_the_supervisor_is_behind() -> None:
     line = "y" * 99_999 + "\n"
     pulled: list[int] = []
 
-    def logs(*, since: int | None, follow: bool, stream: int | None = None) -> Iterator[LogFrame]:
+    def logs(
+        *, since: int | None, follow: bool, stream: int | None = None, tail: int | None = None
+    ) -> Iterator[LogFrame]:
         for n in range(100 if follow else 0):
             pulled.append(n)
             yield frame(STDOUT, n, line)

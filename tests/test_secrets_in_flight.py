@@ -348,7 +348,9 @@ def test_the_last_unterminated_line_is_masked(canary: str) -> None:
         LogFrame(STDOUT, 2, canary[13:].encode()),
     ]
 
-    def logs(*, since: int | None, follow: bool, stream: int | None = None) -> Iterator[LogFrame]:
+    def logs(
+        *, since: int | None, follow: bool, stream: int | None = None, tail: int | None = None
+    ) -> Iterator[LogFrame]:
         return iter([f for f in pieces if stream in (None, f.stream) and f.time >= (since or 0)])
 
     pump = LogPump(logs, [canary])
