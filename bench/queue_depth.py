@@ -101,11 +101,12 @@ def time_claims(db: Database, count: int, budget: float = CLAIM_BUDGET) -> list[
 
 
 def claim_plan(db: Database) -> list[str]:
-    """The database's plan of the claim's SELECT, taken from one real claim (rolled back)."""
+    """The database's plan of the claim's SELECT of the next job (the one that reads the
+    waiting jobs), taken from one real claim (rolled back)."""
     captured: list[tuple[str, Any]] = []
 
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "FROM jobs JOIN queues" in statement:
+        if "FROM jobs" in statement and "LIMIT" in statement and statement.startswith("SELECT"):
             captured.append((statement, parameters))
 
     sa.event.listen(db.write_engine, "before_cursor_execute", capture)
