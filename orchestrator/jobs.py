@@ -198,8 +198,12 @@ def submit(
     ``wait_for_definition``, a job whose queue has no default definition (and that names none)
     is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
     """
-    projects.get(session, project)
-    queue = queues.get(session, project, request.queue)
+    try:
+        queue = queues.get(session, project, request.queue)
+    except NotFound:
+        # A missing project is the error to report; looked up only now, a query saved per job.
+        projects.get(session, project)
+        raise
     definition = _resolve_definition(session, project, queue, request.definition)
     # An unbound job has no time of its own: the scheduler would queue it at that time.
     if definition is None and (not wait_for_definition or request.schedule_at is not None):
