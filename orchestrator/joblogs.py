@@ -107,16 +107,16 @@ class FrameCursor:
             if (run.time, run.count) > (taken.time, taken.count):
                 yield frame
 
-    def after(self, stream: int, frames: Sequence[LogFrame], whole: bool) -> int | None:
+    def after(self, stream: int, frames: Sequence[LogFrame]) -> int | None:
         """Where, in ``frames``, the frames after the last of ``stream`` taken start.
 
         ``frames``: the last of the log's frames (both streams) in the order Docker stored
-        them, or all of them (``whole``). None when they do not reach back to a frame of
-        ``stream`` stamped before the last taken (or do not hold it): which of them with its
-        time was taken last is then unknown.
+        them. None when they do not reach back to a frame of ``stream`` stamped before the last
+        taken (or do not hold it): which of those with its time was taken last is then unknown.
+        Whether they are the whole log is not asked: a tail of a rotated log could seem so.
         """
         taken = self._taken[stream]
-        run = 0 if whole else None  # frames seen with the last taken time, once it is known
+        run: int | None = None  # frames seen with the last taken time, once it is known
         for index, frame in enumerate(frames):
             if frame.stream != stream:
                 continue
@@ -224,16 +224,12 @@ class LogPump:
             tail = list(self._logs(since=None, follow=False, tail=TAIL_FRAMES))
         except OrchestratorError:
             return None
-        whole = len(tail) < TAIL_FRAMES
         last = self._last
         if last is None:
-            start = 0 if whole else None
-        else:
-            start = self._cursor.after(last.stream, tail, whole)
-            # The frame found must be the one taken; anything else is left to the full reads.
-            if start is not None and tail[start - 1].data != last.data:
-                start = None
-        if start is None:
+            return None
+        start = self._cursor.after(last.stream, tail)
+        # The frame found must be the one taken; anything else is left to the full reads.
+        if start is None or tail[start - 1].data != last.data:
             return None
         return [f for f in tail[start:] if self._since is None or f.time >= self._since]
 

@@ -177,12 +177,14 @@ def test_the_rest_is_found_in_the_logs_last_frames_or_not_at_all() -> None:
         last = frames[followed - 1]
         for size in (1, 3, 10, len(frames)):
             tail = frames[-size:]
-            start = cursor.after(last.stream, tail, whole=size >= len(frames))
+            start = cursor.after(last.stream, tail)
+            # Found exactly when the tail holds a frame of that stream stamped before it.
+            reaches = any(f.stream == last.stream and f.time < last.time for f in tail)
+            assert (start is not None) == reaches
             if start is not None:
                 found += 1
                 assert tail[start:] == frames[followed:]
-        assert cursor.after(last.stream, frames, whole=True) == followed
-    assert found > 2000  # most tails reach back far enough
+    assert found > 500  # the case is met often enough to be tested
 
 
 def test_the_boundary_time_shared_by_several_frames() -> None:
