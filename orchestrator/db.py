@@ -4,12 +4,17 @@ On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: it takes the 
 lock up front, so a transaction that reads and then writes never fails to upgrade its lock, and
 a claim is atomic. Reads use a second engine with ordinary deferred transactions (WAL lets them
 run beside the writer).
+
+On PostgreSQL every statement is a network round trip, so sessions spend none they can avoid:
+no ping when a connection is checked out (a dead one is told by its socket, see
+``_closed_by_server``), and reads run in autocommit, without ``BEGIN`` and ``ROLLBACK``.
 """
 
 from __future__ import annotations
 
 import fcntl
 import logging
+import select
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +31,9 @@ from orchestrator import migrations, models  # noqa: F401  (models registers the
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A PostgreSQL connection older than this is replaced at its next checkout (seconds): one that a
+# firewall or NAT dropped without a word (no FIN to see on its socket) lasts that long at most.
+POSTGRES_RECYCLE_SECONDS = 300
 AFTER_COMMIT = "orchestrator.after_commit"
 # Session advisory lock held by the process migrating a PostgreSQL database.
 MIGRATION_LOCK = "orchestrator.schema_migration"
@@ -57,6 +65,51 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     return engine
 
 
+def _closed_by_server(dbapi_connection: Any) -> bool:
+    """Whether PostgreSQL has closed (or is closing) this idle pooled connection.
+
+    An idle connection receives nothing unasked (the pool's connections never LISTEN), so a
+    readable socket means the server sent its last words: the FATAL it sends when it shuts down,
+    restarts, ends an idle session or is told to terminate the backend, then the end of the
+    stream. Checked with a poll of the socket, no round trip.
+    """
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _postgres_engine(url: str) -> Engine:
+    """The PostgreSQL engine; a connection the server has closed is never handed out.
+
+    Not ``pool_pre_ping``: its ``SELECT 1`` was a round trip on every checkout, and a request
+    checks out more than once. Nor a retry after the first statement fails: a transaction is a
+    ``with`` block whose body cannot be run again. Instead the checkout looks at the socket
+    (``_closed_by_server``), which catches what a ping catches (a restart, a terminated backend,
+    an idle timeout) at no cost; raising ``DisconnectionError`` there is the pool's documented
+    way to drop the connection and hand out a fresh one. Like a ping, it leaves the moment
+    between checkout and first statement: a server that dies then fails that request.
+    """
+    engine = sa.create_engine(
+        url, pool_size=40, max_overflow=10, pool_recycle=POSTGRES_RECYCLE_SECONDS
+    )
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if _closed_by_server(dbapi_connection):
+            logger.info(
+                "a pooled database connection was closed by the server: reconnecting",
+                extra={"action": "database_reconnected"},
+            )
+            raise sa.exc.DisconnectionError("closed by the server")
+
+    return engine
+
+
 # One lock per SQLite file, shared by every Database of this process that opens it.
 _sqlite_writer_locks: dict[str, threading.RLock] = {}
 _sqlite_writer_locks_guard = threading.Lock()
@@ -83,10 +136,11 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
         else:
-            self.write_engine = sa.create_engine(
-                url, pool_size=40, max_overflow=10, pool_pre_ping=True
-            )
-            self.read_engine = self.write_engine
+            self.write_engine = _postgres_engine(url)
+            # The same pool, in autocommit: a read is its statements alone. Under PostgreSQL's
+            # READ COMMITTED each statement takes its own snapshot inside a transaction too,
+            # so a read sees exactly what it saw in one.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self._writer_lock = None
 
     @property
@@ -194,7 +248,7 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.write_engine.dispose()
-        if self.read_engine is not self.write_engine:
+        if self.read_engine.pool is not self.write_engine.pool:
             self.read_engine.dispose()
 
 
