@@ -22,7 +22,7 @@ from orchestrator import definitions, projects, queues, webhooks
 from orchestrator.db import after_commit, serialize
 from orchestrator.definitions import CONTAINER_FIELDS, RESERVED_ENV_PREFIX, RetryPolicy
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
-from orchestrator.fields import storable
+from orchestrator.fields import MAX_INT, storable
 from orchestrator.input_limits import InputLimits
 from orchestrator.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub, job_topic
@@ -102,6 +102,64 @@ def _resolve_definition(
         return None
     name, version = definitions.parse_reference(reference)
     return definitions.get(session, project, name, version)
+
+
+def _queue(session: Session, project: str, name: str) -> Queue:
+    try:
+        return queues.get(session, project, name)
+    except NotFound:
+        # A missing project is the error to report; looked up only now, a query saved per job.
+        projects.get(session, project)
+        raise
+
+
+def _queue_and_definition(
+    session: Session, project: str, request: JobCreate
+) -> tuple[Queue, Definition | None]:
+    """A submission's queue and the definition its job runs (as ``_resolve_definition``).
+
+    When the submission names its definition (the usual case) both come from one query, the
+    definition joined to the queue; else, or when that query misses, they are looked up one
+    after the other, which also says what is missing: the project, the queue or the definition.
+    """
+    reference = _matchable_reference(request.definition)
+    if reference is None or not storable(request.queue):
+        queue = _queue(session, project, request.queue)
+        return queue, _resolve_definition(session, project, queue, request.definition)
+    name, version = reference
+    joined = sa.and_(col(Definition.project) == project, col(Definition.name) == name)
+    if version is not None:
+        joined = sa.and_(joined, col(Definition.version) == version)
+    row = session.exec(
+        select(Queue, Definition)
+        .outerjoin(Definition, joined)
+        .where(Queue.project == project, Queue.name == request.queue)
+        # The latest version, when the reference names none.
+        .order_by(sa.desc(col(Definition.version)))
+        .limit(1)
+    ).first()
+    if row is None:
+        queue = _queue(session, project, request.queue)
+        return queue, _resolve_definition(session, project, queue, request.definition)
+    queue, found = row
+    # An outer join's missing definition is None, whatever the row's type says.
+    definition: Definition | None = found
+    if definition is None:
+        definition = definitions.get(session, project, name, version)
+    return queue, definition
+
+
+def _matchable_reference(reference: str | None) -> tuple[str, int | None] | None:
+    """``reference`` as (name, version), when it is one a stored definition could have."""
+    if reference is None:
+        return None
+    try:
+        name, version = definitions.parse_reference(reference)
+    except InvalidRequest:
+        return None
+    if not storable(name) or (version is not None and not 1 <= version <= MAX_INT):
+        return None
+    return name, version
 
 
 def _no_definition(queue: Queue) -> InvalidRequest:
@@ -198,13 +256,7 @@ def submit(
     ``wait_for_definition``, a job whose queue has no default definition (and that names none)
     is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
     """
-    try:
-        queue = queues.get(session, project, request.queue)
-    except NotFound:
-        # A missing project is the error to report; looked up only now, a query saved per job.
-        projects.get(session, project)
-        raise
-    definition = _resolve_definition(session, project, queue, request.definition)
+    queue, definition = _queue_and_definition(session, project, request)
     # An unbound job has no time of its own: the scheduler would queue it at that time.
     if definition is None and (not wait_for_definition or request.schedule_at is not None):
         raise _no_definition(queue)

@@ -396,6 +396,44 @@ def test_queue_default_definition_lets_a_job_be_just_input(server: LiveServer) -
     assert server.wait_job(job["id"])["output"] == {"a": 1}
 
 
+def test_submit_finds_the_definition_version_and_names_what_is_missing(
+    server: LiveServer,
+) -> None:
+    server.register(sh("exit 0", name="pick"))
+    server.register(sh("exit 1", name="pick"))
+    assert server.submit(definition="pick")["definition"] == "pick:2"
+    assert server.submit(definition="pick:1")["definition"] == "pick:1"
+    # The queue's default definition when the submission names none.
+    created = server.http.post(
+        "/v1/projects/default/queues", json={"name": "picks", "default_definition": "pick:1"}
+    )
+    assert created.status_code == 201, created.text
+    assert server.submit(queue="picks")["definition"] == "pick:1"
+
+    def refused(project: str, body: dict[str, Any]) -> tuple[int, str | None, str]:
+        response = server.http.post(f"/v1/projects/{project}/jobs", json=body)
+        error = response.json()
+        return response.status_code, error["field"], error["message"]
+
+    missing = "not found in project 'default'"
+    assert refused("default", {"definition": "pick:3"}) == (
+        404, "definition", f"definition 'pick:3' {missing}"
+    )  # fmt: skip
+    assert refused("default", {"definition": "pick:0"}) == (
+        404, "definition", f"definition 'pick:0' {missing}"
+    )  # fmt: skip
+    assert refused("default", {"definition": "nope"}) == (
+        404, "definition", f"definition 'nope' {missing}"
+    )  # fmt: skip
+    # What is missing first is what is said: the project, then the queue, then the definition.
+    assert refused("default", {"definition": "nope", "queue": "nope"}) == (
+        404, "queue", f"queue 'nope' {missing}"
+    )  # fmt: skip
+    assert refused("default", {"definition": "Not A Name", "queue": "nope"})[:2] == (404, "queue")
+    assert refused("nope", {"definition": "pick"})[:2] == (404, "project")
+    assert refused("default", {"definition": "Not A Name"})[:2] == (400, "definition")
+
+
 def test_list_jobs_newest_first_with_filters_and_cursor(server: LiveServer) -> None:
     server.register(sh("exit 0", name="quick"))
     server.http.post("/v1/projects/default/queues", json={"name": "parked", "paused": True})
