@@ -1,4 +1,4 @@
-"""One attempt of one job: create, copy the input in, start, supervise, collect, remove.
+"""One attempt of one job: create, put the input in, start, supervise, collect, remove.
 
 Supervision runs on the attempt's own thread: it stores log batches, enforces the timeout and
 carries out a cancel (SIGTERM, grace period, SIGKILL) while a helper thread waits for the exit.
@@ -25,12 +25,14 @@ from orchestrator.errors import (
     ContainerMissing,
     EngineUnavailable,
     ImageUnavailable,
+    MountSourceMissing,
     OrchestratorError,
     PolicyRefused,
 )
 from orchestrator.joblogs import LogPump, resume_since
 from orchestrator.logbudget import LogBudget
 from orchestrator.models import Job, utcnow
+from orchestrator.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
 from orchestrator.secrets import mask
 
 if TYPE_CHECKING:
@@ -38,9 +40,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-RUN_DIR = "/run/orchestrator"
-INPUT_PATH = f"{RUN_DIR}/input.json"
-OUTPUT_PATH = f"{RUN_DIR}/output.json"
 LOG_DRAIN_SECONDS = 5.0
 # Exit codes of a container killed by SIGKILL or SIGTERM.
 SIGNAL_EXIT_CODES = frozenset({137, 143})
@@ -48,12 +47,22 @@ SIGNAL_EXIT_CODES = frozenset({137, 143})
 ENGINE_SHUTDOWN_WINDOW = 5.0
 
 
+def container_name(job: Job) -> str:
+    """The name of the container of ``job``'s current attempt."""
+    return f"orch-{job.id}-{job.attempt}"
+
+
 def container_spec(
-    job: Job, secrets: dict[str, str], runner: str, settings: Settings
+    job: Job,
+    secrets: dict[str, str],
+    runner: str,
+    settings: Settings,
+    run_dir: str | None = None,
 ) -> ContainerSpec:
     """The container of ``job``'s current attempt: env, labels, resources and options.
 
     A job whose definition sets no memory or pids limit gets the server's defaults.
+    ``run_dir``: the runner's directory to mount at ``/run/orchestrator``, if any.
     """
     options = job.container
     resources = options["resources"]
@@ -76,7 +85,7 @@ def container_spec(
         f"{LABEL_PREFIX}queue": job.queue,
     }
     return ContainerSpec(
-        name=f"orch-{job.id}-{job.attempt}",
+        name=container_name(job),
         image=options["image"],
         command=job.command,
         env=env,
@@ -96,6 +105,7 @@ def container_spec(
         pids=resources["pids"] or settings.default_pids or None,
         shm_size=resources["shm_size"],
         gpus=resources["gpus"],
+        mounts={RUN_DIR: run_dir} if run_dir else {},
     )
 
 
@@ -151,6 +161,7 @@ class Attempt:
         self._engine_lost = False
         self._thread: threading.Thread | None = None
         self._secrets: dict[str, str] = {}
+        self._on_done: Callable[[Attempt], None] | None = None
 
     @classmethod
     def for_claimed(cls, runner: Runner, job: Job) -> Attempt:
@@ -163,7 +174,9 @@ class Attempt:
         return cls(runner, job, adopted=True)
 
     def start(self, on_done: Callable[[Attempt], None]) -> None:
-        """Run in a background thread; ``on_done`` is called when it ends, whatever happens."""
+        """Run in a background thread; ``on_done`` is called once, when the outcome is recorded
+        (the container may still be being removed) or else when the thread ends."""
+        self._on_done = on_done
 
         def target() -> None:
             try:
@@ -183,7 +196,7 @@ class Attempt:
                 )
                 self._give_up(exc)
             finally:
-                on_done(self)
+                self._release()
 
         self._thread = threading.Thread(target=target, name=f"job-{self.job_id}", daemon=True)
         self._thread.start()
@@ -219,6 +232,17 @@ class Attempt:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the attempt's thread is still running."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _release(self) -> None:
+        """Give the runner its slot back, once."""
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
+
     # --- the attempt ----------------------------------------------------------------------
 
     @property
@@ -244,16 +268,17 @@ class Attempt:
             )
 
     def _remove(self) -> None:
-        if self.container_id is None:
-            return
-        try:
-            self._engine.remove(self.container_id)
-        except OrchestratorError as exc:
-            logger.warning(
-                "could not remove container: %s",
-                exc.message,
-                extra={"action": "container_remove_failed", "job_id": self.job_id},
-            )
+        """Remove the container, then the attempt's directory if it had one."""
+        if self.container_id is not None:
+            try:
+                self._engine.remove(self.container_id)
+            except OrchestratorError as exc:
+                logger.warning(
+                    "could not remove container: %s",
+                    exc.message,
+                    extra={"action": "container_remove_failed", "job_id": self.job_id},
+                )
+        self.runner.run_dirs.remove(container_name(self.job))
 
     def _run(self) -> None:
         try:
@@ -274,12 +299,8 @@ class Attempt:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(jobs.AttemptResult(error=error, retryable=False))
             return
-        spec = container_spec(self.job, self._secrets, self.runner.name, self.runner.settings)
         try:
-            self.container_id = self._engine.create(spec)
-            self._engine.put_file(
-                self.container_id, INPUT_PATH, json.dumps(self.job.input).encode()
-            )
+            self.container_id = self._create()
             if self._cancel.is_set():
                 self._remove()
                 self._finish(jobs.AttemptResult(cancelled=True))
@@ -309,6 +330,52 @@ class Attempt:
             self._remove()
             return
         self._supervise(since=None, started=time.monotonic())
+
+    def _create(self) -> str:
+        """Create the container with the job's input at ``INPUT_PATH``: in a mounted directory
+        of the runner's when the engine shares its disk, else copied in."""
+        settings = self.runner.settings
+        run_dirs = self.runner.run_dirs
+        name = container_name(self.job)
+        input_data = json.dumps(self.job.input).encode()
+        try:
+            mounting = run_dirs.worth_mounting(self._engine.may_share_files)
+        except ContainerFailure:
+            mounting = False  # Asked again at the next attempt; this one copies.
+        directory = self._make_run_dir(name, input_data) if mounting else None
+        if directory is not None:
+            spec = container_spec(self.job, self._secrets, self.runner.name, settings, directory)
+            try:
+                return self._engine.create(spec)
+            except MountSourceMissing:
+                if run_dirs.not_shared():
+                    logger.info(
+                        "the Docker engine does not see this runner's files; copying each "
+                        "job's input and output instead of mounting them",
+                        extra={"action": "run_dir_not_shared", "job_id": self.job_id},
+                    )
+            finally:
+                if not run_dirs.shared:
+                    run_dirs.remove(name)
+        container_id = self._engine.create(
+            container_spec(self.job, self._secrets, self.runner.name, settings)
+        )
+        self.container_id = container_id
+        self._engine.put_file(container_id, INPUT_PATH, input_data)
+        return container_id
+
+    def _make_run_dir(self, name: str, input_data: bytes) -> str | None:
+        """The attempt's directory holding its input; None if the runner's disk refuses it."""
+        try:
+            return str(self.runner.run_dirs.create(name, input_data))
+        except OSError as exc:
+            logger.warning(
+                "could not make the attempt's directory (%s); copying its input instead",
+                exc,
+                extra={"action": "run_dir_failed", "job_id": self.job_id},
+            )
+            self.runner.run_dirs.remove(name)
+            return None
 
     def _remove_quietly(self) -> None:
         try:
@@ -402,6 +469,8 @@ class Attempt:
             pump.stop()
         exit_code = exit_codes[0] if exit_codes else None
         self._finish(self._collect(container_id, exit_code, timed_out))
+        # The outcome is recorded: the next job need not wait for an exited container's removal.
+        self._release()
         self._remove()
 
     def _drain(self, pump: LogPump, budget: LogBudget) -> None:
@@ -440,6 +509,7 @@ class Attempt:
             self._engine.remove(container_id)
         except OrchestratorError as exc:
             logger.warning("could not remove the container: %s", exc.message)
+        self.runner.run_dirs.remove(container_name(self.job))
 
     def _engine_goes_away(self) -> bool:
         """Whether the engine stops answering within ``ENGINE_SHUTDOWN_WINDOW`` seconds."""
@@ -483,6 +553,18 @@ class Attempt:
                 )
         return bool(taken)
 
+    def _read_output(self, container_id: str) -> bytes | None:
+        """The bytes at ``$ORCH_OUTPUT``: from the attempt's directory when it has one."""
+        max_bytes = self.runner.settings.max_output_bytes
+        name = container_name(self.job)
+        if self.runner.run_dirs.path(name).is_dir():
+            try:
+                return self.runner.run_dirs.read_output(name, max_bytes)
+            except PermissionError:
+                # Written by a user of the container's that the runner's user may not read.
+                pass
+        return self._engine.read_file(container_id, OUTPUT_PATH, max_bytes)
+
     def _collect(
         self, container_id: str, exit_code: int | None, timed_out: bool
     ) -> jobs.AttemptResult:
@@ -492,9 +574,7 @@ class Attempt:
         output = None
         oom_killed = False
         try:
-            raw = self._engine.read_file(
-                container_id, OUTPUT_PATH, self.runner.settings.max_output_bytes
-            )
+            raw = self._read_output(container_id)
             output, error = parse_output(raw, self._secrets.values())
             if exit_code != 0:
                 state = self._engine.state(container_id)

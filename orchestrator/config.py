@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     engine_retry_interval: float = Field(default=2.0, gt=0)
     stop_grace_period: float = Field(default=10.0, ge=0)
     log_flush_interval: float = Field(default=0.25, gt=0)
+    # ``auto``: a job's /run/orchestrator is a directory of the runner's, bind-mounted, when
+    # the engine shares the runner's disk (found out at the first job), else copied in and out
+    # with Docker's archive API; ``off``: always copied.
+    run_dir_mount: Literal["auto", "off"] = "auto"
     # How long a new HTTP worker container may take to answer before its attempt fails.
     worker_ready_timeout: float = Field(default=60.0, gt=0)
 

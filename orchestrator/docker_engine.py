@@ -23,13 +23,14 @@ from urllib.parse import quote
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, Mount
 
 from orchestrator.errors import (
     ContainerFailure,
     ContainerMissing,
     EngineUnavailable,
     ImageUnavailable,
+    MountSourceMissing,
 )
 
 LABEL_PREFIX = "orchestrator."
@@ -67,6 +68,9 @@ class ContainerSpec:
     pids: int | None = None
     shm_size: int | None = None
     gpus: int | str | None = None
+    # The runner's own read-write bind mounts: path in the container -> path on the engine's
+    # host. Not the job's ``volumes``, which the policy rules.
+    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -387,6 +391,10 @@ class DockerEngine:
         if spec.gpus is not None:
             count = -1 if spec.gpus == "all" else int(spec.gpus)
             kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+        if spec.mounts:
+            kwargs["mounts"] = [
+                Mount(target, source, type="bind") for target, source in spec.mounts.items()
+            ]
         try:
             container = self._call(
                 "container create", client.containers.create, spec.image, **kwargs
@@ -396,7 +404,22 @@ class DockerEngine:
             if "no such image" not in exc.message.lower():
                 raise
             raise ImageUnavailable(f"image '{spec.image}' is not on the Docker engine") from exc
+        except ContainerFailure as exc:
+            if spec.mounts and "bind source path does not exist" in exc.message:
+                raise MountSourceMissing(exc.message) from exc
+            raise
         return str(container.id)
+
+    def may_share_files(self) -> bool:
+        """Whether the engine may see this process's files at their own paths: it is reached
+        by a local socket, and it does not label files for SELinux (which would deny a container
+        a bind mount nobody labelled). Only a bind mount tells for sure."""
+        client = self._docker()
+        # docker-py's base URL for a Unix socket, whatever the socket's path.
+        if client.api.base_url != "http+docker://localhost":
+            return False
+        info = self._call("engine info", client.api.info)
+        return not any("selinux" in option for option in info.get("SecurityOptions") or [])
 
     def put_file(self, container_id: str, path: str, data: bytes) -> None:
         """Copy ``data`` to the absolute ``path`` in a created container (parents made 0777)."""

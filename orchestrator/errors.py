@@ -72,6 +72,12 @@ class ContainerMissing(ContainerFailure):
     code = "container_missing"
 
 
+class MountSourceMissing(ContainerFailure):
+    """The engine does not have the source of a bind mount: it does not see our files."""
+
+    code = "mount_source_missing"
+
+
 class Unauthorized(OrchestratorError):
     """A valid API token is required: send 'Authorization: Bearer <token>'."""
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orchestrator import __version__, jobs, runners
-from orchestrator.attempt import Attempt
+from orchestrator.attempt import Attempt, container_name
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import LABEL_PREFIX, DockerEngine
@@ -27,6 +27,7 @@ from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.models import Job, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub
 from orchestrator.policy import ContainerPolicy
+from orchestrator.run_dirs import RunDirs
 from orchestrator.secrets import SecretBox
 from orchestrator.worker_attempt import WorkerAttempt, is_worker_job
 from orchestrator.workers import WorkerPools
@@ -85,6 +86,8 @@ class Runner:
         )
         self.done = threading.Event()
         self._attempts: dict[str, Attempt] = {}
+        # Attempts whose outcome is recorded and whose container is still being removed.
+        self._removing: list[Attempt] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._draining = threading.Event()
@@ -101,6 +104,9 @@ class Runner:
         self._reconciled = False
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
+        self.run_dirs = RunDirs(
+            settings.data_dir, self.name, enabled=settings.run_dir_mount == "auto"
+        )
         # HTTP worker containers of this process; removed when it stops.
         self.workers = WorkerPools(engine, self.name, self.identity.session)
         self._reaper: threading.Thread | None = None
@@ -131,6 +137,10 @@ class Runner:
             self._heartbeat.join(timeout)
         if self._reaper is not None:
             self._reaper.join(timeout)
+        with self._lock:
+            removing = list(self._removing)
+        for attempt in removing:
+            attempt.join(timeout)
 
     def drain(self, timeout: float | None = None) -> None:
         """Stop claiming; let running attempts finish for up to ``timeout`` (default: the
@@ -429,6 +439,8 @@ class Runner:
         with self._lock:
             if self._attempts.get(attempt.job_id) is attempt:
                 del self._attempts[attempt.job_id]
+            self._removing = [a for a in self._removing if a.alive]
+            self._removing.append(attempt)
         if attempt.unrecorded:
             self._reconciled = False
         self.hub.publish(self._topic)
@@ -448,6 +460,9 @@ class Runner:
         self.workers.remove_leftovers()
         with self.db.read() as session:
             held = jobs.held_by(session, self.name)
+        with self._lock:
+            running = [attempt.job for attempt in self._attempts.values()]
+        self.run_dirs.sweep({container_name(job) for job in [*held, *running]})
         for job in held:
             if job.id in self._attempts:
                 continue
@@ -471,7 +486,8 @@ class Runner:
         if not ours:
             return
         with self._lock:
-            running = {(a.job_id, str(a.number)) for a in self._attempts.values()}
+            attempts = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
+            running = {(a.job_id, str(a.number)) for a in attempts}
         with self.db.read() as session:
             held = {(job.id, str(job.attempt)) for job in jobs.held_by(session, self.name)}
         for container_id, labels in ours.items():
