@@ -57,6 +57,11 @@ def get_actor(
         raise Unauthorized(
             "a token is required: send 'Authorization: Bearer <token>'", field="authorization"
         )
+    # A read of its own, before the route's transaction: on PostgreSQL just the SELECT's round
+    # trip (reads run in autocommit: no BEGIN, no ROLLBACK), which reading the token inside a
+    # write route's transaction would cost as well. Opening that transaction here instead (a
+    # dependency with yield) would not do on SQLite: its writer turn is a thread lock, and the
+    # two halves of a sync dependency may run on different threads.
     with services.db.read() as session:
         actor = tokens.authenticate(session, plain)
     if actor is None:
