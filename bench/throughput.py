@@ -5,8 +5,8 @@ server's runner at capacity 1, 4 and 16, against raw docker-SDK create/start/wai
 the same containers (network ``none``, the runner's default memory and pids limits,
 ``no-new-privileges``, the same labels and env) at the same concurrency. Each capacity runs
 its rounds interleaved (raw, ours, raw + calls, raw, ours, ...) on one server. "raw + calls"
-is a diagnostic arm: raw plus the other Docker calls the runner makes per job (version, image
-inspect, copy in, logs, copy out), so the gap splits into Docker's share and ours. Also
+is a diagnostic arm: raw plus the other Docker work the runner does per job (the input in a
+bind-mounted directory, the logs followed), so the gap splits into Docker's share and ours. Also
 reports the server process's CPU during our batches, as a fraction of one core.
 
     python bench/throughput.py [--jobs N] [--rounds R] [--smoke] [--postgres URL]
@@ -16,9 +16,9 @@ Run as a file: its directory, bench/, is then first on sys.path, so ``import com
 
 from __future__ import annotations
 
-import io
 import itertools
-import tarfile
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 import common
-import docker.errors
+import docker.types
 
 from orchestrator.config import Settings
 
@@ -43,23 +43,6 @@ DEFINITION = {
     "network": "none",
     "timeout": "5m",
 }
-
-
-def _input_tar() -> bytes:
-    # What the runner copies in: run/orchestrator/input.json holding the job's input (null).
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for directory in ("run", "run/orchestrator"):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o777
-            tar.addfile(info)
-        info = tarfile.TarInfo("run/orchestrator/input.json")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"null"))
-    return archive.getvalue()
-
-
-INPUT_TAR = _input_tar()
 
 
 def raw_options(run_id: str) -> dict[str, Any]:
@@ -99,26 +82,31 @@ def raw_options(run_id: str) -> dict[str, Any]:
 def one_container(client: Any, options: dict[str, Any], calls: bool) -> None:
     """Create, start, wait for and remove one container.
 
-    ``calls``: also make the other Docker calls the runner makes per job (engine version on
-    each claim pass, image inspect, copy the input in, follow the logs, copy the output out),
-    to tell Docker's share of our overhead from our own."""
+    ``calls``: also do the other work the runner does with Docker per job (a directory of its
+    own holding the input, bind-mounted at /run/orchestrator; follow the logs; look for the
+    output), to tell Docker's share of our overhead from our own."""
+    run_dir = None
     if calls:
-        client.version()
-        client.images.get(common.IMAGE)
+        run_dir = tempfile.mkdtemp(prefix="bench-run-")
+        os.chmod(run_dir, 0o777)
+        with open(os.path.join(run_dir, "input.json"), "wb") as handle:
+            handle.write(b"null")
+        mount = docker.types.Mount("/run/orchestrator", run_dir, type="bind")
+        options = {**options, "mounts": [mount]}
     container = client.containers.create(common.IMAGE, **options)
-    if calls:
-        client.api.put_archive(container.id, "/", INPUT_TAR)
     client.api.start(container.id)
     if calls:
         for _ in client.api.logs(container.id, stream=True, follow=True, timestamps=True):
             pass
     client.api.wait(container.id, timeout=None)
-    if calls:
-        try:
-            client.api.get_archive(container.id, "/run/orchestrator/output.json")
-        except docker.errors.NotFound:
-            pass  # `true` writes no output: the usual case, as for the runner
+    if run_dir is not None:
+        output = os.path.join(run_dir, "output.json")
+        if os.path.exists(output):  # `true` writes none: the usual case, as for the runner
+            with open(output, "rb") as handle:
+                handle.read()
     client.api.remove_container(container.id, force=True)
+    if run_dir is not None:
+        shutil.rmtree(run_dir)
 
 
 def raw_batch(jobs: int, concurrency: int, run_id: str, calls: bool = False) -> float:
