@@ -267,28 +267,61 @@ def open_box(data_dir: Path, configured: str | None, *, create: bool = True) -> 
     return SecretBox(key_file=path)
 
 
-def mask(text: str, secret_values: Iterable[str]) -> str:
-    """``text`` with every occurrence of a secret value replaced by ``***``.
+def _forms(value: str) -> set[str]:
+    """The forms in which ``value`` may show in logs (see ``Masker``), the empty one included."""
+    forms: set[str] = set()
+    for part in (value, *(line for line in value.splitlines() if line.strip())):
+        forms.add(part)
+        forms.update(
+            part[:at] + "\ufffd" * len(char.encode("utf-8", "surrogatepass")) + part[at + 1 :]
+            for at, char in enumerate(part)
+            if not char.isascii()
+        )
+    return forms
+
+
+class Masker:
+    """Replaces every occurrence of some secret values in a text by ``***``; built once for a
+    set of values (a job's), then called on each piece of its output.
 
     Two more forms of a value are masked, as logs may carry it so. Each line of a multi-line
     value (a PEM key): logs are masked a line at a time, so its lines may arrive apart (blank
     lines are no secret and are left alone). And the value with one character damaged: Docker's
     json-file log driver cuts a long line every 16 KiB, even inside a character, and stores each
     byte of the cut character as U+FFFD.
+
+    The forms are worked out here once: building them costs a step per character of each value,
+    far more than looking for them in a line of output.
     """
-    forms: set[str] = set()
-    for value in secret_values:
-        for part in (value, *(line for line in value.splitlines() if line.strip())):
-            forms.add(part)
-            forms.update(
-                part[:at] + "\ufffd" * len(char.encode("utf-8", "surrogatepass")) + part[at + 1 :]
-                for at, char in enumerate(part)
-                if not char.isascii()
-            )
-    # Longest first, so a value that contains another is masked whole.
-    for form in sorted(forms - {""}, key=len, reverse=True):
-        text = text.replace(form, MASK)
-    return text
+
+    __slots__ = ("_forms",)
+
+    def __init__(self, secret_values: Iterable[str]) -> None:
+        """A masker of ``secret_values`` (empty ones mask nothing)."""
+        forms: set[str] = set()
+        for value in secret_values:
+            forms |= _forms(value)
+        forms.discard("")
+        # Longest first, so a value that contains another is masked whole; ties in a fixed order,
+        # so the same text is always masked the same way.
+        self._forms = tuple(sorted(forms, key=lambda form: (-len(form), form)))
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every form of every value replaced by ``***``."""
+        forms = self._forms
+        for first, form in enumerate(forms):
+            if form in text:
+                # The forms before this one are not in ``text``, and nothing was replaced yet.
+                for later in forms[first:]:
+                    text = text.replace(later, MASK)
+                return text
+        return text
+
+
+def mask(text: str, secret_values: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret value replaced by ``***`` (see ``Masker``;
+    for a one-off text: a masker used many times saves working out the values' forms)."""
+    return Masker(secret_values)(text)
 
 
 def public_url(url: str) -> str:
