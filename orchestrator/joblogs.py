@@ -24,7 +24,7 @@ from typing import Protocol
 
 from orchestrator.docker_engine import STDERR, STDOUT, LogFrame
 from orchestrator.errors import OrchestratorError
-from orchestrator.secrets import mask
+from orchestrator.secrets import Masker
 
 logger = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class LogPump:
         self._logs = logs
         self._since = since
         self._secrets = [v for v in secret_values if v]
+        self._mask = Masker(self._secrets)  # once per attempt: see Masker
         # A long line is let go in pieces; this many characters stay behind at each cut, since
         # they may begin a secret value that the next frame completes. UTF-8 bytes rather than
         # characters: a character Docker cut at 16 KiB comes back as one U+FFFD per byte.
@@ -164,7 +165,8 @@ class LogPump:
         self._streams = {stream: _Stream() for stream in STREAMS}
         self._cursor = FrameCursor()
         self._last: LogFrame | None = None  # the last frame taken, of either stream
-        self._lock = threading.Condition()
+        self._mutex = threading.Lock()
+        self._lock = threading.Condition(self._mutex)
         self._ready: deque[str] = deque()
         self._ready_size = 0
         self._open: int | None = None  # the stream whose line the text let go ends inside
@@ -255,7 +257,9 @@ class LogPump:
 
     def _read(self, frames: Iterable[LogFrame]) -> None:
         for frame in frames:
-            with self._lock:
+            # The condition's own lock: the same lock, without the condition's Python-level
+            # wrapper around taking it, once per frame.
+            with self._mutex:
                 # Hold the stream rather than the text while the supervisor is behind.
                 while self._ready_size > MAX_READY and not self._stopped:
                     self._lock.wait()
@@ -275,6 +279,10 @@ class LogPump:
         state = self._streams[stream]
         # PostgreSQL text cannot hold NUL; it becomes the replacement character, as bad UTF-8 does.
         text = state.decoder.decode(data, final=final).replace("\x00", "\ufffd")
+        if not state.partial and not final and text.endswith("\n"):
+            # The usual frame, one whole line, goes as it is (as below, without the copies).
+            self._let_go(stream, self._mask(text))
+            return
         if text and not state.partial and not final:
             state.held_since = time
         state.partial += text
@@ -283,10 +291,10 @@ class LogPump:
             cut = state.partial.rfind("\n") + 1
             if len(state.partial) - cut > MAX_PARTIAL_LINE:
                 # Mask the long line whole before cutting it, so no value straddles the cut.
-                state.partial = mask(state.partial, self._secrets)
+                state.partial = self._mask(state.partial)
                 cut = max(len(state.partial) - self._keep_back, 0)
         if cut:
-            self._let_go(stream, mask(state.partial[:cut], self._secrets))
+            self._let_go(stream, self._mask(state.partial[:cut]))
             state.partial = state.partial[cut:]
         if not state.partial:
             state.held_since = None
