@@ -114,3 +114,28 @@ def test_reads_and_transactions_reconnect_after_terminated_backends(database_url
             assert all(pool.map(write, range(PARALLEL)))
     finally:
         db.dispose()
+
+
+def test_a_database_refusing_connections_is_a_503_and_then_recovers(
+    make_server: Callable[..., LiveServer], database_url: str
+) -> None:
+    server = make_server(runner_enabled=False)
+    server.register({"name": "noop", "image": "busybox:1.36", "command": ["true"]})
+    database = database_name(database_url)
+    with postgres_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        terminate_backends(database)
+        response = server.http.post("/v1/projects/default/jobs", json={"definition": "noop"})
+        assert response.status_code == 503, response.text
+        assert response.headers["Retry-After"] == "1"
+        body = response.json()
+        assert body["code"] == "database_unavailable"
+        # Neither the driver's text nor the statement it ran comes back.
+        assert "INSERT" not in body["message"] and "SELECT" not in body["message"]
+        assert server.http.get("/v1/projects/default/jobs").status_code == 503
+    finally:
+        with postgres_admin() as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+    job = server.submit(definition="noop")
+    assert listed_ids(server) == {job["id"]}

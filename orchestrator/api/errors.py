@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -204,6 +205,21 @@ def install(app: FastAPI) -> None:
                 message = f"body: {message}"
         return JSONResponse(
             error_body(code, message, field), status_code=status, headers=exc.headers
+        )
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def _database(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        # The database refused or dropped the connection, or stayed locked: the request may be
+        # tried again. Its text holds the statement and its parameters, so it is not shown.
+        logger.warning(
+            "the database did not answer: %s",
+            type(exc.orig).__name__,
+            extra={"action": "database_unavailable"},
+        )
+        return JSONResponse(
+            error_body("database_unavailable", "the database did not answer; try again"),
+            status_code=503,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)
