@@ -33,7 +33,7 @@ from orchestrator.joblogs import LogPump, resume_since
 from orchestrator.logbudget import LogBudget
 from orchestrator.models import Job, utcnow
 from orchestrator.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
-from orchestrator.secrets import mask
+from orchestrator.secrets import Masker, mask
 
 if TYPE_CHECKING:
     from orchestrator.runner import Runner
@@ -121,23 +121,23 @@ def parse_output(raw: bytes | None, secrets: Iterable[str]) -> tuple[Any, str | 
         json.loads(text)
     except (ValueError, RecursionError) as exc:
         return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
-    values = list(secrets)
+    masker = Masker(secrets)
     try:
         # Masking the text catches a value written outside a string (a number); masking the
         # decoded strings catches it however JSON escaped it ("\u0041" for "A").
-        return _mask_strings(json.loads(mask(text, values)), values), None
+        return _mask_strings(json.loads(masker(text)), masker), None
     except (ValueError, RecursionError):
         return None, "the output was withheld: masking a secret value in it broke its JSON"
 
 
-def _mask_strings(value: Any, secrets: list[str]) -> Any:
+def _mask_strings(value: Any, masker: Masker) -> Any:
     """Decoded JSON with secret values masked in every string, object keys included."""
     if isinstance(value, str):
-        return mask(value, secrets)
+        return masker(value)
     if isinstance(value, list):
-        return [_mask_strings(item, secrets) for item in value]
+        return [_mask_strings(item, masker) for item in value]
     if isinstance(value, dict):
-        return {mask(key, secrets): _mask_strings(item, secrets) for key, item in value.items()}
+        return {masker(key): _mask_strings(item, masker) for key, item in value.items()}
     return value
 
 

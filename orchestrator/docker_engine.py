@@ -84,7 +84,7 @@ class ContainerState:
     labels: dict[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LogFrame:
     """One message of a container's output as Docker's log driver stored it.
 
