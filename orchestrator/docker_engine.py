@@ -23,6 +23,7 @@ from urllib.parse import quote
 import docker
 import docker.errors
 import requests.exceptions
+from docker.transport.unixconn import UnixHTTPAdapter
 from docker.types import DeviceRequest, Mount
 
 from orchestrator.errors import (
@@ -283,6 +284,34 @@ def _is_connection_error(exc: Exception) -> bool:
     )
 
 
+class _SocketAdapter(UnixHTTPAdapter):
+    """docker-py's Unix socket adapter with one connection pool for the socket.
+
+    docker-py keys its pools by the whole URL, so every call about another container got a
+    pool, and a connection, of its own, opened for that call and closed soon after. Every URL
+    leads to the same socket, so one pool serves them all.
+    """
+
+    def get_connection(self, url: str, proxies: Any = None) -> Any:
+        return super().get_connection("http+docker://localhost", proxies)
+
+
+def _pool_socket_connections(client: docker.DockerClient, pool_size: int) -> None:
+    """Give a client of a Unix socket one pool of ``pool_size`` connections for all its calls,
+    and spare it the proxy and ``.netrc`` lookups requests makes per request (no proxy or
+    password applies to a socket)."""
+    api = client.api
+    adapter = api.get_adapter(api.base_url)
+    if not isinstance(adapter, UnixHTTPAdapter):
+        return
+    pooled = _SocketAdapter(
+        f"http+unix://{adapter.socket_path}", timeout=adapter.timeout, max_pool_size=pool_size
+    )
+    api.mount("http+docker://", pooled)
+    adapter.close()
+    api.trust_env = False
+
+
 class DockerEngine:
     """One Docker engine, shared by a runner's attempts (the client is thread-safe)."""
 
@@ -309,6 +338,7 @@ class DockerEngine:
                         )
                 except docker.errors.DockerException as exc:
                     raise EngineUnavailable(f"the Docker engine cannot be reached: {exc}") from exc
+                _pool_socket_connections(self._client, self.pool_size)
             return self._client
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -363,16 +393,10 @@ class DockerEngine:
         return self._create(spec)
 
     def _create(self, spec: ContainerSpec) -> str:
-        client = self._docker()
-        kwargs: dict[str, Any] = {
-            "name": spec.name,
-            "command": spec.command,
-            "environment": spec.env,
-            "labels": spec.labels,
-            "working_dir": spec.working_dir,
-            "user": spec.user,
+        api = self._docker().api
+        host_config: dict[str, Any] = {
             "network_mode": spec.network,
-            "volumes": spec.volumes or None,
+            "binds": spec.volumes or None,
             "privileged": spec.privileged,
             "cap_add": spec.cap_add or None,
             "devices": spec.devices or None,
@@ -386,19 +410,31 @@ class DockerEngine:
             "shm_size": spec.shm_size,
             "mem_limit": spec.memory,
             "nano_cpus": int(spec.cpus * 1e9) if spec.cpus else None,
-            "detach": True,
         }
         if spec.gpus is not None:
             count = -1 if spec.gpus == "all" else int(spec.gpus)
-            kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+            host_config["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
         if spec.mounts:
-            kwargs["mounts"] = [
+            host_config["mounts"] = [
                 Mount(target, source, type="bind") for target, source in spec.mounts.items()
             ]
-        try:
-            container = self._call(
-                "container create", client.containers.create, spec.image, **kwargs
+
+        def create() -> Any:
+            # The low-level call: the high-level one inspects the container it just made.
+            return api.create_container(
+                spec.image,
+                spec.command,
+                name=spec.name,
+                environment=spec.env,
+                labels=spec.labels,
+                working_dir=spec.working_dir,
+                user=spec.user,
+                detach=True,
+                host_config=api.create_host_config(**host_config),
             )
+
+        try:
+            created = self._call("container create", create)
         except ContainerMissing as exc:
             # Other missing things (a network, a container to join) are reported as they are.
             if "no such image" not in exc.message.lower():
@@ -408,7 +444,7 @@ class DockerEngine:
             if spec.mounts and "bind source path does not exist" in exc.message:
                 raise MountSourceMissing(exc.message) from exc
             raise
-        return str(container.id)
+        return str(created["Id"])
 
     def may_share_files(self) -> bool:
         """Whether the engine may see this process's files at their own paths: it is reached
