@@ -393,6 +393,7 @@ class Attempt:
             }
             for container_id in self._engine.list_labelled(labels):
                 self._engine.remove(container_id)
+            self.runner.run_dirs.remove(container_name(self.job))
             self._requeue("the runner restarted before the container started")
             return
         if self._engine.state(self.container_id) is None:

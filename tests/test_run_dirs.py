@@ -15,6 +15,9 @@ from typing import Any
 import docker
 import pytest
 
+from orchestrator import jobs
+from orchestrator.attempt import container_name
+from orchestrator.db import Database
 from orchestrator.errors import ContainerFailure
 from orchestrator.run_dirs import RUN_DIR, RunDirs
 
@@ -167,6 +170,35 @@ def test_a_leftover_directory_is_swept_when_the_runner_starts(
     (dirs.create("orch-ended-while-away-1", b"{}") / "scratch").mkdir()
     make_server()
     wait_for(lambda: not dirs.path("orch-ended-while-away-1").exists())
+
+
+def test_an_attempt_claimed_but_never_started_leaves_nothing_behind(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """The runner stopped between making the attempt's directory and starting its container.
+    Restarted, it gives the attempt back and runs the job again; nothing the first directory
+    held (an output, say) reaches the job, and no directory is left."""
+    api = make_server(runner_enabled=False)
+    api.register(sh("no-output", 'cat "$ORCH_INPUT"'))
+    job_id = api.submit(definition="no-output", input={"n": 1})["id"]
+    name = f"gone-{uuid.uuid4().hex[:8]}"
+    db = Database(str(api.settings.database_url))
+    try:
+        with db.transaction() as session:
+            claimed = jobs.claim(session, name)
+            assert claimed is not None and claimed.id == job_id
+            first = container_name(claimed)
+    finally:
+        db.dispose()
+    dirs = RunDirs(api.settings.data_dir, name, enabled=True)
+    (dirs.create(first, b"{}") / "output.json").write_text('{"stale": true}')
+
+    make_server(runner_name=name)
+    done = api.wait_job(job_id)
+    assert done["status"] == "succeeded", done
+    assert done["output"] is None
+    assert api.logs(job_id) == '{"n": 1}'
+    wait_for(lambda: list(dirs.root.iterdir()) == [])
 
 
 def test_a_runner_whose_files_the_engine_cannot_see_copies_instead(
