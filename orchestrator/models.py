@@ -351,6 +351,16 @@ class WebhookDelivery(SQLModel, table=True):
     delivered_time: datetime | None = _time(default=None)
 
 
+class Installation(SQLModel, table=True):
+    """The one row naming this database's installation (made by migration 0006): every
+    container, HTTP worker and run dir the installation makes carries its id."""
+
+    __tablename__ = "installation"
+
+    id: str = Field(primary_key=True, max_length=32)
+    create_time: datetime = _time(default_factory=utcnow)
+
+
 class ApiSecret(SQLModel, table=True):
     """A drop-in API's own secret, encrypted: SaladCloud's organisation webhook secret key
     (``salad``), made on first use."""
