@@ -17,9 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from orchestrator import jobs
+from orchestrator import crash_points, jobs
 from orchestrator.config import Settings
-from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec, DockerEngine
+from orchestrator.docker_engine import (
+    INSTALLATION_LABEL,
+    LABEL_PREFIX,
+    ContainerSpec,
+    ContainerState,
+    DockerEngine,
+)
 from orchestrator.errors import (
     ContainerFailure,
     ContainerMissing,
@@ -47,9 +53,14 @@ SIGNAL_EXIT_CODES = frozenset({137, 143})
 ENGINE_SHUTDOWN_WINDOW = 5.0
 
 
+def attempt_name(job_id: str, attempt: int) -> str:
+    """The name of an attempt's container and of its run directory."""
+    return f"orch-{job_id}-{attempt}"
+
+
 def container_name(job: Job) -> str:
     """The name of the container of ``job``'s current attempt."""
-    return f"orch-{job.id}-{job.attempt}"
+    return attempt_name(job.id, job.attempt)
 
 
 def container_spec(
@@ -57,6 +68,7 @@ def container_spec(
     secrets: dict[str, str],
     runner: str,
     settings: Settings,
+    installation: str,
     run_dir: str | None = None,
 ) -> ContainerSpec:
     """The container of ``job``'s current attempt: env, labels, resources and options.
@@ -78,6 +90,7 @@ def container_spec(
     }
     labels = {
         **options["labels"],
+        INSTALLATION_LABEL: installation,
         f"{LABEL_PREFIX}job-id": job.id,
         f"{LABEL_PREFIX}attempt": str(job.attempt),
         f"{LABEL_PREFIX}runner": runner,
@@ -301,11 +314,13 @@ class Attempt:
             return
         try:
             self.container_id = self._create()
+            self._crash_point("created")
             if self._cancel.is_set():
                 self._remove()
                 self._finish(jobs.AttemptResult(cancelled=True))
                 return
             self._engine.start(self.container_id)
+            self._crash_point("started")
         except EngineUnavailable as exc:
             self.runner.engine_lost(exc.message)
             self._remove_quietly()
@@ -316,20 +331,25 @@ class Attempt:
             message = mask(exc.message, self._secrets.values())
             self._finish(jobs.AttemptResult(error=message, retryable=False))
             return
+        if self._record_running(self.container_id):
+            self._supervise(since=None, started=time.monotonic())
+
+    def _record_running(self, container_id: str) -> bool:
+        """Commit the container's id and ``running``; False (its container removed) when the
+        attempt is no longer this runner's."""
         with self.runner.db.transaction() as session:
             held = jobs.mark_running(
-                session,
-                self.runner.hub,
-                self.job_id,
-                self.runner.name,
-                self.number,
-                self.container_id,
+                session, self.runner.hub, self.job_id, self.runner.name, self.number, container_id
             )
         if not held:
-            self._engine.stop(self.container_id, 0)
+            self._engine.stop(container_id, 0)
             self._remove()
-            return
-        self._supervise(since=None, started=time.monotonic())
+            return False
+        self._crash_point("running_recorded")
+        return True
+
+    def _crash_point(self, point: crash_points.CrashPoint) -> None:
+        crash_points.reach(self.runner.settings.test_crash_point, point)
 
     def _create(self) -> str:
         """Create the container with the job's input at ``INPUT_PATH``: in a mounted directory
@@ -344,7 +364,14 @@ class Attempt:
             mounting = False  # Asked again at the next attempt; this one copies.
         directory = self._make_run_dir(name, input_data) if mounting else None
         if directory is not None:
-            spec = container_spec(self.job, self._secrets, self.runner.name, settings, directory)
+            spec = container_spec(
+                self.job,
+                self._secrets,
+                self.runner.name,
+                settings,
+                self.runner.installation,
+                directory,
+            )
             try:
                 return self._engine.create(spec)
             except MountSourceMissing:
@@ -358,7 +385,9 @@ class Attempt:
                 if not run_dirs.shared:
                     run_dirs.remove(name)
         container_id = self._engine.create(
-            container_spec(self.job, self._secrets, self.runner.name, settings)
+            container_spec(
+                self.job, self._secrets, self.runner.name, settings, self.runner.installation
+            )
         )
         self.container_id = container_id
         self._engine.put_file(container_id, INPUT_PATH, input_data)
@@ -386,15 +415,7 @@ class Attempt:
     def _resume(self) -> None:
         """Adopt the attempt after a restart: keep supervising, or collect what happened."""
         if self.container_id is None:
-            # Claimed but never started: any container it made carries its labels.
-            labels = {
-                f"{LABEL_PREFIX}job-id": self.job_id,
-                f"{LABEL_PREFIX}attempt": str(self.number),
-            }
-            for container_id in self._engine.list_labelled(labels):
-                self._engine.remove(container_id)
-            self.runner.run_dirs.remove(container_name(self.job))
-            self._requeue("the runner restarted before the container started")
+            self._resume_unrecorded()
             return
         if self._engine.state(self.container_id) is None:
             self._finish(
@@ -412,6 +433,43 @@ class Attempt:
         self._supervise(
             since=resume_since(resume), started=started, stored=self._stored_log_bytes()
         )
+
+    def _resume_unrecorded(self) -> None:
+        """Adopt an attempt whose container id was never recorded (the runner stopped between
+        the claim and that record). Its container, if it made one, carries its labels: one
+        that started (running or exited) is adopted and collected as after any crash; one
+        that never started is removed, and the attempt given back without counting."""
+        labels = {
+            f"{LABEL_PREFIX}job-id": self.job_id,
+            f"{LABEL_PREFIX}attempt": str(self.number),
+        }
+        started: ContainerState | None = None
+        for container_id in self._engine.list_labelled(labels):
+            state = self._engine.state(container_id)
+            if state is None:
+                continue
+            if state.labels.get(INSTALLATION_LABEL, self.runner.installation) != (
+                self.runner.installation
+            ):
+                continue
+            if state.never_started or started is not None:
+                self._engine.remove(container_id)
+            else:
+                started = state
+        if started is None:
+            self.runner.run_dirs.remove(container_name(self.job))
+            self._requeue("the runner restarted before the container started")
+            return
+        self.container_id = started.id
+        logger.info(
+            "adopting container %s, started before the runner stopped",
+            started.id[:12],
+            extra={"action": "container_adopted", "job_id": self.job_id},
+        )
+        if self._record_running(started.id):
+            started_at = started.started_at or utcnow()
+            elapsed = (utcnow() - started_at).total_seconds()
+            self._supervise(since=None, started=time.monotonic() - elapsed)
 
     def _stored_log_bytes(self) -> int:
         """Bytes of this attempt's log stored already, so an adopted attempt keeps its budget."""
@@ -465,14 +523,19 @@ class Attempt:
                     timed_out = stopping = True
                     self._stop_container(container_id)
             pump.container_exited()
+            self._crash_point("exit_seen")
             self._drain(pump, budget)
         finally:
             pump.stop()
         exit_code = exit_codes[0] if exit_codes else None
-        self._finish(self._collect(container_id, exit_code, timed_out))
+        result = self._collect(container_id, exit_code, timed_out)
+        self._crash_point("output_read")
+        self._finish(result)
+        self._crash_point("outcome_recorded")
         # The outcome is recorded: the next job need not wait for an exited container's removal.
         self._release()
         self._remove()
+        self._crash_point("removed")
 
     def _drain(self, pump: LogPump, budget: LogBudget) -> None:
         """Store the rest of the output once the container has exited, then the tail.
@@ -569,47 +632,85 @@ class Attempt:
     def _collect(
         self, container_id: str, exit_code: int | None, timed_out: bool
     ) -> jobs.AttemptResult:
-        if exit_code is None:
-            return jobs.AttemptResult(error="the container disappeared before it exited")
+        """What the attempt came to, from its exit code, its output and the engine.
+
+        A container removed or killed through the engine by someone else (``docker rm -f``,
+        ``docker kill``, ``docker stop``) interrupts the attempt, as an engine restart does:
+        the job gets a new attempt that does not count. Our own stops (a cancel, a timeout)
+        are not interruptions, nor is a job that kills itself (no kill request reaches the
+        engine then). The messages here are ours: they hold no secret value and are not
+        masked (masking a short value would garble them).
+        """
+        stopped_by_us = timed_out or self._cancel.is_set()
         error = None
         output = None
-        oom_killed = False
+        state: ContainerState | None = None
+        vanished = exit_code is None
         try:
             raw = self._read_output(container_id)
             output, error = parse_output(raw, self._secrets.values())
-            if exit_code != 0:
+            if exit_code != 0 and not vanished:
                 state = self._engine.state(container_id)
-                if state is not None and state.oom_killed:
-                    oom_killed = True
-                    error = "the container ran out of memory and was killed"
+                vanished = state is None
         except EngineUnavailable as exc:
             self._engine_lost = True
             error = f"could not read the output: {exc.message}"
+        except ContainerMissing:
+            vanished = True
         except OrchestratorError as exc:
             error = f"could not read the output: {exc.message}"
-        stopped_by_us = timed_out or self._cancel.is_set()
-        if exit_code in SIGNAL_EXIT_CODES and not (stopped_by_us or oom_killed):
+        oom_killed = state is not None and state.oom_killed
+        killed_by = None
+        if exit_code in SIGNAL_EXIT_CODES and not (stopped_by_us or oom_killed or vanished):
             # Killed by a signal nobody here sent: a stopping engine sends SIGTERM to every
             # container before it goes away. Its exit code comes back before the engine stops
             # answering, so look a moment longer.
             self._engine_lost = self._engine_lost or self._engine_goes_away()
+            if not self._engine_lost and state is not None:
+                killed_by = self._kill_request(container_id, state)
         interrupted = None
-        if self._engine_lost and exit_code != 0 and not stopped_by_us:
+        if vanished and not stopped_by_us:
+            interrupted = "container_vanished"
+            error = "the container was removed while it ran, not by this runner"
+        elif self._engine_lost and exit_code != 0 and not stopped_by_us:
             interrupted = "engine_unavailable"
             self.runner.engine_lost("the engine stopped answering as the container was killed")
             error = (
                 f"the container exited with code {exit_code} while its Docker engine was "
                 "unavailable (an engine restart stops its containers)"
             )
+        elif killed_by is not None:
+            interrupted = "container_killed"
+            error = (
+                f"the container was stopped from outside (signal {killed_by} sent through the "
+                "Docker engine, not by this runner)"
+            )
         elif timed_out:
             error = f"timed out after {self.job.timeout:g}s"
+        elif oom_killed:
+            error = "the container ran out of memory and was killed"
         elif error is None and exit_code != 0 and not self._cancel.is_set():
             error = f"the container exited with code {exit_code}"
         return jobs.AttemptResult(
             exit_code=exit_code,
             output=output,
-            error=mask(error, self._secrets.values()) if error else None,
+            error=error,
             timed_out=timed_out,
             cancelled=self._cancel.is_set(),
             interrupted=interrupted,
         )
+
+    def _kill_request(self, container_id: str, state: ContainerState) -> str | None:
+        """The signal of a kill request the engine received for the container since it
+        started (none of ours: we sent none), or None."""
+        since = (state.started_at or utcnow()).timestamp() - 1
+        try:
+            signals = self._engine.kill_signals(container_id, since)
+        except OrchestratorError as exc:
+            logger.warning(
+                "could not read the engine's events: %s",
+                exc.message,
+                extra={"action": "engine_events_failed", "job_id": self.job_id},
+            )
+            return None
+        return signals[-1] if signals else None

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from orchestrator.crash_points import CrashPoint
 from orchestrator.units import parse_size
 
 
@@ -50,7 +51,9 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     docker_timeout: float = Field(default=60.0, gt=0)
     runner_enabled: bool = True
-    runner_name: str = Field(default_factory=socket.gethostname)
+    # Unset: the name kept in ``<data dir>/runner-name``, made once from the host name (see
+    # ``resolved_runner_name``), so a restarted server or container keeps its jobs.
+    runner_name: str | None = Field(default=None, min_length=1, max_length=255)
     runner_capacity: int = Field(default=4, ge=1, le=1024)
     # Queues this runner takes jobs from (``name`` or ``project::name``); empty: every queue.
     runner_queues: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -99,6 +102,9 @@ class Settings(BaseSettings):
     max_env: int = Field(default=100, ge=1)
     max_log_bytes: int = Field(default=10_485_760, ge=4096)
     secret_key: SecretStr | None = None
+    # Tests only: the runner exits at once (as kill -9 would) the first time it reaches this
+    # point of an attempt (``crash_points.POINTS``), so a test can crash it anywhere.
+    test_crash_point: CrashPoint | None = None
 
     # Container policy: what definitions and submissions may ask for. Everything risky is off.
     policy_file: Path | None = None
@@ -144,6 +150,35 @@ class Settings(BaseSettings):
             return (self.data_dir / "admin-token").read_text().strip() or None
         except OSError:
             return None
+
+    def resolved_runner_name(self) -> str:
+        """The runner's name: ``ORCH_RUNNER_NAME``, else the one kept in the data dir.
+
+        Made once (the host name at the first start) and kept in ``<data dir>/runner-name``:
+        a server container gets a new host name at each restart, and its runner must keep
+        its name to adopt its running jobs.
+        """
+        if self.runner_name:
+            return self.runner_name
+        path = self.data_dir / "runner-name"
+        try:
+            kept = path.read_text().strip()
+        except FileNotFoundError:
+            kept = ""
+        if kept:
+            return kept
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        name = socket.gethostname() or "runner"
+        # Written whole or not at all: two processes starting together keep the same name.
+        partial = path.with_name(f".runner-name.{os.getpid()}")
+        partial.write_text(name + "\n")
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            name = path.read_text().strip() or name
+        finally:
+            partial.unlink()
+        return name
 
     def resolved_database_url(self) -> str:
         """The database URL; a SQLite file in the data dir unless ``ORCH_DATABASE_URL`` is set."""

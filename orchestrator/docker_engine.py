@@ -35,6 +35,9 @@ from orchestrator.errors import (
 )
 
 LABEL_PREFIX = "orchestrator."
+# Every container an installation makes carries its id (``installation`` table): nothing an
+# installation does touches another's containers, even on one engine under one runner name.
+INSTALLATION_LABEL = f"{LABEL_PREFIX}installation"
 
 # The stream numbers of Docker's multiplexed output.
 STDOUT = 1
@@ -83,6 +86,16 @@ class ContainerState:
     exit_code: int | None
     oom_killed: bool
     labels: dict[str, str]
+    # Docker's word: created (never started), running, paused, restarting, removing, exited
+    # or dead.
+    status: str = "unknown"
+    # When it last started; None if it never did.
+    started_at: datetime | None = None
+
+    @property
+    def never_started(self) -> bool:
+        """Whether the container was created and never started."""
+        return self.status == "created"
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,6 +595,8 @@ class DockerEngine:
             exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
             oom_killed=bool(state.get("OOMKilled")),
             labels=info["Config"].get("Labels") or {},
+            status=str(state.get("Status") or "unknown"),
+            started_at=_docker_time(state.get("StartedAt")),
         )
 
     def address(self, container_id: str, network: str) -> str | None:
@@ -601,6 +616,31 @@ class DockerEngine:
             )
         except ContainerMissing:
             return
+
+    def kill_signals(self, container_id: str, since: float) -> list[str]:
+        """The signals sent to the container through the engine's API (``docker kill``,
+        ``stop``, ``rm -f``) since ``since`` (unix seconds), from the engine's event log."""
+
+        def read() -> list[str]:
+            stream = self._docker().api.events(
+                since=int(since),
+                until=int(time.time()) + 1,
+                filters={"container": container_id, "event": "kill"},
+                decode=True,
+            )
+            try:
+                return [
+                    str(event.get("Actor", {}).get("Attributes", {}).get("signal", ""))
+                    for event in stream
+                ]
+            finally:
+                stream.close()
+
+        return list(self._call("events", read))
+
+    def engine_id(self) -> str:
+        """The engine's own id (``docker info``): the same engine under any URL."""
+        return str(self._call("info", self._docker().api.info)["ID"])
 
     def list_labelled(self, labels: dict[str, str]) -> list[str]:
         """Ids of all containers (running or not) carrying every given label."""
@@ -623,6 +663,19 @@ class DockerEngine:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def _docker_time(text: str | None) -> datetime | None:
+    """Docker's RFC 3339 time with nanoseconds ("2026-12-02T14:40:30.123456789Z"); None for
+    its zero time (never happened) or an unreadable one."""
+    if not text or text.startswith("0001-"):
+        return None
+    whole, _, rest = text.rstrip("Z").partition(".")
+    fraction = "".join(c for c in rest if c.isdigit())[:6].ljust(6, "0")
+    try:
+        return datetime.fromisoformat(f"{whole}.{fraction}").replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def _split_image(image: str) -> tuple[str, str | None]:

@@ -895,6 +895,21 @@ def held_by(session: Session, runner: str) -> list[Job]:
     return list(session.exec(statement).all())
 
 
+def active_attempts(session: Session) -> set[tuple[str, int]]:
+    """(job id, attempt) of every attempt some runner holds (starting or running): their
+    containers and directories are not strays, whichever runner made them."""
+    statement = select(Job.id, Job.attempt).where(col(Job.status).in_(ACTIVE))
+    return {(job_id, attempt) for job_id, attempt in session.exec(statement).all()}
+
+
+def existing(session: Session, job_ids: set[str]) -> set[str]:
+    """Which of ``job_ids`` are jobs of this database."""
+    if not job_ids:
+        return set()
+    statement = select(Job.id).where(col(Job.id).in_(job_ids))
+    return set(session.exec(statement).all())
+
+
 def last_log_time(session: Session, job_id: str, attempt: int) -> datetime | None:
     """The time stored with the attempt's last log batch: the runner's resume point, where
     Docker's output of the attempt is not stored yet (it may go back: see ``LogPump``)."""

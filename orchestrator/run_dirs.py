@@ -36,17 +36,18 @@ OUTPUT_PATH = f"{RUN_DIR}/{OUTPUT_NAME}"
 
 
 class RunDirs:
-    """One runner's attempt directories, under ``<data dir>/runs/<runner>``.
+    """An installation's attempt directories on this disk, under ``<data dir>/runs/<id>``
+    (shared by its runners here; another installation's are never touched).
 
     ``shared`` is whether the engine sees them: None until found out, then True or False for
     the runner's life.
     """
 
-    def __init__(self, data_dir: Path, runner: str, *, enabled: bool) -> None:
-        # A runner's name is free text; the directory keeps its readable part and a hash, so
-        # two names never share one.
-        digest = hashlib.sha256(runner.encode()).hexdigest()[:12]
-        readable = re.sub(r"[^A-Za-z0-9_.-]", "_", runner)[:40]
+    def __init__(self, data_dir: Path, installation: str, *, enabled: bool) -> None:
+        # Any text is safe: the directory keeps its readable part and a hash, so two ids never
+        # share one.
+        digest = hashlib.sha256(installation.encode()).hexdigest()[:12]
+        readable = re.sub(r"[^A-Za-z0-9_.-]", "_", installation)[:40]
         self.root = data_dir / "runs" / f"{readable}-{digest}"
         self.shared: bool | None = None if enabled else False
         self._lock = threading.Lock()
@@ -130,13 +131,15 @@ class RunDirs:
                 extra={"action": "run_dir_remove_failed"},
             )
 
-    def sweep(self, keep: set[str]) -> None:
-        """Delete the directories of attempts other than ``keep`` (names): those of attempts
-        that ended while the runner was stopped before it could clean up."""
+    def names(self) -> set[str]:
+        """The names of the directories there now."""
         try:
-            entries = list(self.root.iterdir())
+            return {entry.name for entry in self.root.iterdir()}
         except FileNotFoundError:
-            return
-        for entry in entries:
-            if entry.name not in keep:
-                self.remove(entry.name)
+            return set()
+
+    def sweep(self, names: set[str]) -> None:
+        """Delete the directories ``names``: those of attempts that ended while their runner
+        was stopped before it could clean up, or that were taken back from it."""
+        for name in names:
+            self.remove(name)

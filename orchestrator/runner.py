@@ -18,11 +18,11 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from orchestrator import __version__, jobs, runners
-from orchestrator.attempt import Attempt, container_name
+from orchestrator import __version__, crash_points, jobs, runners
+from orchestrator.attempt import Attempt, attempt_name
 from orchestrator.config import Settings
 from orchestrator.db import Database
-from orchestrator.docker_engine import LABEL_PREFIX, DockerEngine
+from orchestrator.docker_engine import INSTALLATION_LABEL, LABEL_PREFIX, DockerEngine
 from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.models import Job, utcnow
 from orchestrator.notify import CANCEL, WORK, Hub
@@ -63,6 +63,7 @@ class Runner:
         box: SecretBox,
         policy: ContainerPolicy,
         *,
+        installation: str,
         name: str | None = None,
         capacity: int | None = None,
         queues: list[str] | None = None,
@@ -73,7 +74,8 @@ class Runner:
         self.hub = hub
         self.box = box
         self.policy = policy
-        self.name = name or settings.runner_name
+        self.installation = installation
+        self.name = name or settings.resolved_runner_name()
         self.capacity = capacity or settings.runner_capacity
         self.queues = queues if queues is not None else (settings.runner_queues or None)
         self.identity = runners.Identity(
@@ -105,10 +107,10 @@ class Runner:
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
         self.run_dirs = RunDirs(
-            settings.data_dir, self.name, enabled=settings.run_dir_mount == "auto"
+            settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
         )
         # HTTP worker containers of this process; removed when it stops.
-        self.workers = WorkerPools(engine, self.name, self.identity.session)
+        self.workers = WorkerPools(engine, self.name, self.identity.session, installation)
         self._reaper: threading.Thread | None = None
 
     # --- life cycle -----------------------------------------------------------------------
@@ -371,6 +373,7 @@ class Runner:
             if job is None:
                 break
             claimed += 1
+            crash_points.reach(self.settings.test_crash_point, "claimed")
             self._launch(self._attempt(job, adopted=False))
         return claimed
 
@@ -454,15 +457,21 @@ class Runner:
             attempt.cancel()
 
     def _reconcile(self) -> None:
-        """Make the engine and the database agree before claiming: remove this runner's
-        containers no attempt holds, and adopt the attempts it holds."""
+        """Make the engine and the database agree before claiming: remove the installation's
+        containers no attempt holds, and adopt the attempts this runner holds."""
         self._remove_strays()
         self.workers.remove_leftovers()
+        # Listed before the database is read: a directory made after that read belongs to a
+        # claim committed before it, which the read sees.
+        directories = self.run_dirs.names()
         with self.db.read() as session:
             held = jobs.held_by(session, self.name)
+            active = jobs.active_attempts(session)
         with self._lock:
-            running = [attempt.job for attempt in self._attempts.values()]
-        self.run_dirs.sweep({container_name(job) for job in [*held, *running]})
+            running = {(attempt.job_id, attempt.number) for attempt in self._attempts.values()}
+        # Directories are the installation's, shared by its runners on this disk.
+        keep = {attempt_name(*key) for key in active | running}
+        self.run_dirs.sweep(directories - keep)
         for job in held:
             if job.id in self._attempts:
                 continue
@@ -472,27 +481,43 @@ class Runner:
             self._launch(self._attempt(job, adopted=True))
 
     def _remove_strays(self) -> None:
-        """Remove this runner's containers whose attempt it does not hold: their job ended,
-        or another runner took the attempt back while this one was lost."""
+        """Remove the installation's containers whose attempt nobody holds, whatever runner
+        started them: their job ended, or it was taken back from a runner that was lost (and
+        may have come back under another name). Other installations' containers are never
+        touched, nor are containers of attempts another runner still holds."""
         try:
             containers = self.engine.find_labelled(f"{LABEL_PREFIX}job-id")
         except EngineUnavailable:
             return
-        ours = {
-            container_id: labels
-            for container_id, labels in containers.items()
-            if labels.get(f"{LABEL_PREFIX}runner") == self.name
-        }
-        if not ours:
+        candidates: dict[str, tuple[str, int]] = {}
+        legacy: set[str] = set()
+        for container_id, labels in containers.items():
+            installation = labels.get(INSTALLATION_LABEL)
+            if installation is None:
+                # Made before installations were labelled: ours only if our database knows
+                # its job (checked below), and only where this runner made it.
+                if labels.get(f"{LABEL_PREFIX}runner") != self.name:
+                    continue
+                legacy.add(container_id)
+            elif installation != self.installation:
+                continue
+            try:
+                attempt = int(labels.get(f"{LABEL_PREFIX}attempt", ""))
+            except ValueError:
+                continue
+            candidates[container_id] = (labels[f"{LABEL_PREFIX}job-id"], attempt)
+        if not candidates:
             return
         with self._lock:
             attempts = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
-            running = {(a.job_id, str(a.number)) for a in attempts}
+            running = {(a.job_id, a.number) for a in attempts}
         with self.db.read() as session:
-            held = {(job.id, str(job.attempt)) for job in jobs.held_by(session, self.name)}
-        for container_id, labels in ours.items():
-            key = (labels[f"{LABEL_PREFIX}job-id"], labels.get(f"{LABEL_PREFIX}attempt", ""))
-            if key in held or key in running:
+            active = jobs.active_attempts(session)
+            known = jobs.existing(session, {candidates[c][0] for c in legacy})
+        for container_id, key in candidates.items():
+            if key in active or key in running:
+                continue
+            if container_id in legacy and key[0] not in known:
                 continue
             logger.info(
                 "removing container %s of job %s attempt %s: no attempt holds it",
@@ -505,3 +530,5 @@ class Runner:
                 self.engine.remove(container_id)
             except OrchestratorError as exc:
                 logger.warning("could not remove a stray container: %s", exc.message)
+                continue
+            self.run_dirs.remove(attempt_name(*key))

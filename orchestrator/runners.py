@@ -20,7 +20,7 @@ from orchestrator import jobs
 from orchestrator.db import after_commit
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.fields import storable
-from orchestrator.models import Job, RunnerRecord, utcnow
+from orchestrator.models import Installation, Job, RunnerRecord, utcnow
 from orchestrator.notify import Hub
 from orchestrator.states import ACTIVE
 
@@ -28,6 +28,11 @@ ACTIVE_STATE = "active"
 DRAINING = "draining"
 STOPPED = "stopped"
 LOST = "lost"
+
+
+def installation_id(session: Session) -> str:
+    """This database's installation id (made by its migration, never changed)."""
+    return session.exec(select(Installation.id)).one()
 
 
 def control_topic(name: str) -> str:

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator import projects, tokens
+from orchestrator import projects, runners, tokens
 from orchestrator.config import Settings
 from orchestrator.db import Database
 from orchestrator.docker_engine import DockerEngine
@@ -77,7 +77,11 @@ class Services:
             pool_size=settings.runner_capacity * 3 + 4,
         )
         policy = ContainerPolicy.from_settings(settings)
-        runner = Runner(settings, db, engine, hub, box, policy) if settings.runner_enabled else None
+        runner = None
+        if settings.runner_enabled:
+            with db.read() as session:
+                installation = runners.installation_id(session)
+            runner = Runner(settings, db, engine, hub, box, policy, installation=installation)
         limits = InputLimits.from_settings(settings)
         checks = Checks(box=box, policy=policy, limits=limits)
         relay = None

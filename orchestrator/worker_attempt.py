@@ -57,7 +57,7 @@ def is_worker_job(container: dict[str, object]) -> bool:
 def worker_spec(runner: Runner, job: Job, secrets: dict[str, str]) -> ContainerSpec:
     """The container of ``job``'s worker: the job's container without its per-job parts, with
     labels that make it this runner process's worker (no job-id: no attempt's sweep takes it)."""
-    base = container_spec(job, secrets, runner.name, runner.settings)
+    base = container_spec(job, secrets, runner.name, runner.settings, runner.installation)
     env = {name: value for name, value in base.env.items() if name not in PER_JOB_ENV}
     labels = {
         **job.container["labels"],

@@ -4,8 +4,9 @@ A pool holds up to ``replicas`` long-running containers of one worker configurat
 on demand, ready once they answer, lent to one job at a time, stopped after ``idle_timeout``
 without work, replaced when one dies. The pool owns the containers and nothing else: it never
 touches the database (``worker_attempt.py`` records what a job came to, through ``jobs``).
-Every container carries the runner's name and process session in its labels, so a restarted
-runner removes what its previous process left behind, and no other runner's sweep touches it.
+Every container carries the installation, the runner's name and its process session in its
+labels, so a restarted runner removes what its previous process left behind, and no other
+runner's or installation's sweep touches it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ from typing import Any
 
 import httpx
 
-from orchestrator.docker_engine import LABEL_PREFIX, ContainerSpec, DockerEngine
+from orchestrator.docker_engine import (
+    INSTALLATION_LABEL,
+    LABEL_PREFIX,
+    ContainerSpec,
+    DockerEngine,
+)
 from orchestrator.errors import ContainerFailure, EngineUnavailable, OrchestratorError
 from orchestrator.joblogs import LogPump
 
@@ -293,10 +299,11 @@ class WorkerPool:
 class WorkerPools:
     """A runner's worker pools by key, and the reaper that stops idle workers."""
 
-    def __init__(self, engine: DockerEngine, runner: str, session: str) -> None:
+    def __init__(self, engine: DockerEngine, runner: str, session: str, installation: str) -> None:
         self.engine = engine
         self.runner = runner
         self.session = session
+        self.installation = installation
         self._pools: dict[str, WorkerPool] = {}
         self._lock = threading.Lock()
 
@@ -312,7 +319,11 @@ class WorkerPools:
 
     def labels(self) -> dict[str, str]:
         """The labels that make a container one of this runner process's workers."""
-        return {f"{LABEL_PREFIX}runner": self.runner, SESSION_LABEL: self.session}
+        return {
+            INSTALLATION_LABEL: self.installation,
+            f"{LABEL_PREFIX}runner": self.runner,
+            SESSION_LABEL: self.session,
+        }
 
     def run_once(self) -> int:
         """Stop the idle workers and forget empty pools; how many workers were stopped."""
@@ -343,6 +354,9 @@ class WorkerPools:
             return 0
         removed = 0
         for container_id, labels in found.items():
+            # Made before installations were labelled: taken as ours where the runner is.
+            if labels.get(INSTALLATION_LABEL, self.installation) != self.installation:
+                continue
             if labels.get(f"{LABEL_PREFIX}runner") != self.runner:
                 continue
             if labels.get(SESSION_LABEL) == self.session:

@@ -25,8 +25,10 @@ import psycopg
 import pytest
 import uvicorn
 
+from orchestrator import runners
 from orchestrator.api import create_app
 from orchestrator.config import Settings
+from orchestrator.db import Database
 from orchestrator.services import Services
 
 pytest_plugins = ["tests.hosts", "tests.receiver"]
@@ -297,6 +299,16 @@ def make_server(
 def server(make_server: Callable[..., LiveServer]) -> LiveServer:
     """A live server with a runner (capacity 4) on the local engine."""
     return make_server()
+
+
+def installation_of(settings: Settings) -> str:
+    """The installation id of the database ``settings`` name (it must exist)."""
+    db = Database(settings.resolved_database_url())
+    try:
+        with db.read() as session:
+            return runners.installation_id(session)
+    finally:
+        db.dispose()
 
 
 def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:

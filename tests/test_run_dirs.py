@@ -21,7 +21,14 @@ from orchestrator.db import Database
 from orchestrator.errors import ContainerFailure
 from orchestrator.run_dirs import RUN_DIR, RunDirs
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, unavailable, wait_for
+from .conftest import (
+    TEST_IMAGE,
+    LiveServer,
+    containers_of,
+    installation_of,
+    unavailable,
+    wait_for,
+)
 from .hosts import RunnerProcess, runner_argv, runner_env
 
 ECHO_INPUT = (
@@ -97,12 +104,14 @@ def test_reading_the_output_follows_nothing_the_container_made(tmp_path: Path) -
     assert dirs.read_output("orch-a-1", 100) is None
 
 
-def test_sweep_keeps_only_the_named_directories(tmp_path: Path) -> None:
+def test_sweep_removes_only_the_named_directories(tmp_path: Path) -> None:
     dirs = RunDirs(tmp_path, "r", enabled=True)
-    dirs.sweep(set())  # no directory yet: nothing to do
+    assert dirs.names() == set()
+    dirs.sweep({"orch-a-1"})  # no directory yet: nothing to do
     for name in ("orch-a-1", "orch-b-2", "orch-c-1"):
         (dirs.create(name, b"{}") / "leftover").mkdir()
-    dirs.sweep({"orch-b-2"})
+    assert dirs.names() == {"orch-a-1", "orch-b-2", "orch-c-1"}
+    dirs.sweep(dirs.names() - {"orch-b-2"})
     assert sorted(p.name for p in dirs.root.iterdir()) == ["orch-b-2"]
     dirs.remove("orch-b-2")
     dirs.remove("orch-b-2")  # already gone: fine
@@ -166,7 +175,8 @@ def test_a_leftover_directory_is_swept_when_the_runner_starts(
     make_settings: Callable[..., Any], make_server: Callable[..., LiveServer]
 ) -> None:
     settings = make_settings()
-    dirs = RunDirs(settings.data_dir, settings.runner_name, enabled=True)
+    make_server(runner_enabled=False).stop()
+    dirs = RunDirs(settings.data_dir, installation_of(settings), enabled=True)
     (dirs.create("orch-ended-while-away-1", b"{}") / "scratch").mkdir()
     make_server()
     wait_for(lambda: not dirs.path("orch-ended-while-away-1").exists())
@@ -190,7 +200,7 @@ def test_an_attempt_claimed_but_never_started_leaves_nothing_behind(
             first = container_name(claimed)
     finally:
         db.dispose()
-    dirs = RunDirs(api.settings.data_dir, name, enabled=True)
+    dirs = RunDirs(api.settings.data_dir, installation_of(api.settings), enabled=True)
     (dirs.create(first, b"{}") / "output.json").write_text('{"stale": true}')
 
     make_server(runner_name=name)
@@ -220,7 +230,7 @@ def test_a_runner_whose_files_the_engine_cannot_see_copies_instead(
     server = make_server(runner_enabled=False)
     settings = server.settings
     name = f"private-{uuid.uuid4().hex[:8]}"
-    runs = RunDirs(settings.data_dir, name, enabled=True).root
+    runs = RunDirs(settings.data_dir, installation_of(settings), enabled=True).root
     runs.mkdir(parents=True)
     argv = [
         unshare, "--mount", "--propagation", "private",
