@@ -3,14 +3,21 @@
 Everything that weakens the wall between a job and its host is refused unless the server's
 policy allows it: privileged mode, the host's network, PID, IPC or user namespaces, bind mounts
 of host paths (the Docker socket above all), added capabilities and devices; images may be
-restricted to allowed prefixes. The check is pure: it raises ``PolicyRefused`` (403) naming the
-option and the setting that would allow it. It runs at registration, at submit and again in the
-runner, whose own policy may differ.
+restricted to allowed prefixes. A refusal is a ``PolicyRefused`` (403) naming the option and
+the setting that would allow it. The check runs at registration, at submit and again in the
+runner, whose own policy may differ. The socket rule is decided on the real file a host path
+leads to on this machine (symlinks, ``//``, ``..``, /proc and bind mounts seen through), so a
+check reads the filesystem when a definition has host paths; ``resolve_for_runner`` hands the
+runner the real paths it checked, to mount those.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import posixpath
+import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +28,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, PolicyRefused
 
-# Where Docker engines put their API socket; a host mount of one of these (or of a directory
-# holding one) hands the job the engine, which is root on the host.
-DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+# Where container engines put their API sockets; a host mount of one of these (or of a directory
+# holding one) hands the job the engine, which is root on the host. Refused as spelled even where
+# they do not exist: the server checking a definition may not be on the engine's host.
+ENGINE_SOCKETS = (
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+    "/run/containerd/containerd.sock",
+    "/var/run/containerd/containerd.sock",
+    "/run/docker/containerd/containerd.sock",
+    "/var/run/docker/containerd/containerd.sock",
+    "/run/podman/podman.sock",
+    "/var/run/podman/podman.sock",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+)
+# A listening Unix socket whose path holds one of these words is taken for an engine's (its
+# shims, plugins and rootless sockets live at paths no list can know).
+ENGINE_WORDS = ("docker", "containerd", "podman", "crio")
+SOCKET_SETTING = "ORCH_POLICY_ALLOW_DOCKER_SOCKET"
+PROC_REACH = "in /proc (where a job reaches every process's files, the engine's socket among them)"
 POLICY_FIELDS = (
     "allow_privileged",
     "allow_host_network",
@@ -59,6 +83,10 @@ class ContainerPolicy(BaseModel):
     allow_devices: bool = False
     allow_capabilities: list[str] = Field(default_factory=list)
     allowed_images: list[str] = Field(default_factory=list)
+    # Not a policy setting: the engine this process drives (``ORCH_DOCKER_HOST``, else
+    # ``DOCKER_HOST``; None is the local default socket). Its Unix socket is guarded like the
+    # known ones, and the files of an engine reached otherwise cannot be checked here.
+    docker_host: str | None = None
 
     @field_validator("allow_capabilities")
     @classmethod
@@ -73,6 +101,8 @@ class ContainerPolicy(BaseModel):
         }
         if settings.policy_file is not None:
             values.update(load_policy_file(settings.policy_file))
+        # docker-py reads DOCKER_HOST when ORCH_DOCKER_HOST is unset; so must the socket rule.
+        values["docker_host"] = settings.docker_host or os.environ.get("DOCKER_HOST") or None
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -83,7 +113,25 @@ class ContainerPolicy(BaseModel):
 
     def check(self, container: Mapping[str, Any]) -> None:
         """Refuse the first option of ``container`` (a definition's container fields) that this
-        policy does not allow; ``PolicyRefused`` names it and the setting that would allow it."""
+        policy does not allow; ``PolicyRefused`` names it and the setting that would allow it.
+
+        A host path that does not exist here passes: this server may not be on the runner's
+        host, and the runner checks again (``resolve_for_runner``)."""
+        self._checked(container, on_runner=False)
+
+    def resolve_for_runner(self, container: Mapping[str, Any]) -> dict[str, Any]:
+        """Every check of ``check``, as the runner must make them just before it creates the
+        container: ``container`` (the job's container options) with each host path of its
+        ``volumes`` replaced by the real path it leads to on this host, so the engine mounts the
+        file that was checked, not whatever a symlink points to by then.
+
+        Also refused here: a host path that does not exist on this host or cannot be resolved,
+        and any host path when the engine is not reached by a local Unix socket (its files are
+        not this host's). When the policy allows the Docker socket, volumes pass as written:
+        there is nothing left to guard."""
+        return self._checked(container, on_runner=True)
+
+    def _checked(self, container: Mapping[str, Any], *, on_runner: bool) -> dict[str, Any]:
         self._check_image(str(container["image"]))
         if container.get("privileged") and not self.allow_privileged:
             _refuse("privileged", "privileged mode", "ORCH_POLICY_ALLOW_PRIVILEGED")
@@ -105,8 +153,11 @@ class ContainerPolicy(BaseModel):
         ):
             if container.get(field) == "host" and not allowed:
                 _refuse(field, f"the host's {field} namespace ({field}: host)", setting)
-        for index, volume in enumerate(container.get("volumes") or []):
-            self._check_volume(index, str(volume))
+        host = _Host(self.docker_host)  # looked at only if a host path needs it
+        volumes = [
+            self._volume(index, str(volume), host, on_runner=on_runner)
+            for index, volume in enumerate(container.get("volumes") or [])
+        ]
         for index, capability in enumerate(container.get("cap_add") or []):
             name = capability_name(str(capability))
             if name not in self.allow_capabilities and "ALL" not in self.allow_capabilities:
@@ -117,6 +168,7 @@ class ContainerPolicy(BaseModel):
                 )
         if container.get("devices") and not self.allow_devices:
             _refuse("devices", "host devices", "ORCH_POLICY_ALLOW_DEVICES")
+        return {**container, "volumes": volumes} if "volumes" in container else dict(container)
 
     def _check_image(self, image: str) -> None:
         if not self.allowed_images:
@@ -129,22 +181,187 @@ class ContainerPolicy(BaseModel):
             field="image",
         )
 
-    def _check_volume(self, index: int, volume: str) -> None:
-        source = volume.split(":", 1)[0]
+    def _volume(self, index: int, volume: str, host: _Host, *, on_runner: bool) -> str:
+        """``volume`` as the engine should mount it, or ``PolicyRefused``."""
+        source, _, rest = volume.partition(":")
         if not source.startswith("/"):
-            return  # a named volume: Docker manages it, no host path is exposed
+            return volume  # a named volume: Docker manages it, no host path is exposed
+        field = f"volumes[{index}]"
         if not self.allow_host_mounts:
             _refuse(
-                f"volumes[{index}]",
-                f"a bind mount of the host path {source}",
-                "ORCH_POLICY_ALLOW_HOST_MOUNTS",
+                field, f"a bind mount of the host path {source}", "ORCH_POLICY_ALLOW_HOST_MOUNTS"
             )
-        if exposes_docker_socket(source) and not self.allow_docker_socket:
-            _refuse(
-                f"volumes[{index}]",
-                f"the Docker socket (a bind mount of {source})",
-                "ORCH_POLICY_ALLOW_DOCKER_SOCKET",
+        if self.allow_docker_socket:
+            return volume
+        if _under(_normalize(source), "/proc"):
+            _refuse(field, f"a bind mount of {source}, {PROC_REACH},", SOCKET_SETTING)
+        if on_runner and _socket_path(self.docker_host) is None:
+            raise PolicyRefused(
+                f"{field}: the host path {source} cannot be checked for the engine's socket: "
+                f"this runner's Docker engine is {self.docker_host}, whose files it cannot see "
+                f"({SOCKET_SETTING} mounts host paths unchecked)",
+                field=field,
             )
+        real = _resolve(field, source, strict=on_runner)
+        seen = f" ({real} on this host)" if real != source else ""
+        if _identity(source) != _identity(real):
+            # A magic link of /proc (another process's root or cwd) is not the path it reads as.
+            _refuse(field, f"a bind mount of {source}, which is not one path here,", SOCKET_SETTING)
+        reached = host.reach(real) or _spelled_reach(_normalize(source))
+        if reached is not None:
+            verb, found = reached
+            what = f"a bind mount of {source}{seen}, which {verb} the engine socket {found},"
+            _refuse(field, what, SOCKET_SETTING)
+        if host.in_proc(real):
+            _refuse(field, f"a bind mount of {source}{seen}, {PROC_REACH},", SOCKET_SETTING)
+        if on_runner and ":" in real:
+            raise PolicyRefused(
+                f"{field}: the host path {source} leads to {real}, which a bind mount cannot name "
+                "(it holds ':')",
+                field=field,
+            )
+        return f"{real}:{rest}"
+
+
+class _Host:
+    """What this host shows of its container engines, read at most once per check and only
+    when a host path needs it."""
+
+    def __init__(self, docker_host: str | None) -> None:
+        self._docker_host = docker_host
+
+    @functools.cached_property
+    def _guarded(self) -> dict[tuple[int, int], str]:
+        """The identity (device, inode) of each engine socket here, and of every directory above
+        it, to that socket's real path: identities, so a bind mount or hard link of the socket,
+        or a bind mount of a directory above it, is caught too."""
+        guarded: dict[tuple[int, int], str] = {}
+        walked: set[str] = set()  # a directory walked before: so was everything above it
+        for path in engine_sockets(self._docker_host):
+            try:
+                if not stat.S_ISSOCK(os.stat(path).st_mode):
+                    continue
+                real = os.path.realpath(path, strict=True)
+            except OSError:
+                continue  # not on this host
+            above = real
+            while above not in walked:
+                walked.add(above)
+                identity = _identity(above)
+                if identity is not None:
+                    guarded.setdefault(identity, real)
+                above = posixpath.dirname(above)
+        return guarded
+
+    @functools.cached_property
+    def _mounts(self) -> list[tuple[str, str]]:
+        """Each mount point here with its file system type (/proc/self/mountinfo)."""
+        try:
+            lines = Path("/proc/self/mountinfo").read_text().splitlines()
+        except OSError:
+            return []
+        mounts = []
+        for line in lines:
+            head, _, tail = line.partition(" - ")
+            fields = head.split(" ")
+            if len(fields) > 4 and tail:
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+                mounts.append((point, tail.split(" ", 1)[0]))
+        return mounts
+
+    def reach(self, real: str) -> tuple[str, str] | None:
+        """("is" or "holds", the engine socket) if a bind mount of the real path ``real`` would
+        hand a job an engine socket of this host; else None."""
+        # Docker binds recursively: what is mounted under the path is mounted too.
+        inside = [point for point, _ in self._mounts if _under(point, real)]
+        for path in (real, *inside):
+            try:
+                found = os.stat(path)
+            except OSError:
+                continue
+            engine_socket = self._guarded.get((found.st_dev, found.st_ino))
+            if engine_socket is not None:
+                return ("is" if stat.S_ISSOCK(found.st_mode) else "holds"), engine_socket
+        return _spelled_reach(real)
+
+    def in_proc(self, real: str) -> bool:
+        """Whether the real path ``real`` is in a procfs mount or holds one."""
+        points = {"/proc", *(point for point, kind in self._mounts if kind == "proc")}
+        return any(_under(real, point) or _under(point, real) for point in points)
+
+
+def engine_sockets(docker_host: str | None) -> list[str]:
+    """Paths of the container engines' sockets on this host: the configured engine's, the
+    known ones, and every listening Unix socket whose path names an engine."""
+    configured = _socket_path(docker_host)
+    paths = [configured] if configured else []
+    paths += ENGINE_SOCKETS
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        lines = []
+    for line in lines:
+        # Num RefCount Protocol Flags Type St Inode Path; abstract ones start with "@".
+        fields = line.split(maxsplit=7)
+        if len(fields) == 8 and fields[7].startswith("/"):
+            if any(word in fields[7] for word in ENGINE_WORDS):
+                paths.append(fields[7])
+    return list(dict.fromkeys(paths))
+
+
+def _socket_path(docker_host: str | None) -> str | None:
+    """The Unix socket of the engine at ``docker_host`` (docker-py's default when None); None if
+    the engine is reached otherwise (tcp://, ssh://)."""
+    if docker_host is None:
+        return "/var/run/docker.sock"
+    path = docker_host.removeprefix("unix://")
+    return path if path != docker_host and path.startswith("/") else None
+
+
+def _resolve(field: str, source: str, *, strict: bool) -> str:
+    """The real path of the host path ``source`` here; with ``strict``, refused unless it exists
+    and resolves (the runner's check), else resolved as far as it exists."""
+    try:
+        return os.path.realpath(source, strict=strict)
+    except FileNotFoundError:
+        raise PolicyRefused(
+            f"{field}: the host path {source} does not exist on this runner's host (it must exist "
+            "before a job mounts it; Docker would make it, as root)",
+            field=field,
+        ) from None
+    except OSError as exc:
+        raise PolicyRefused(
+            f"{field}: the host path {source} cannot be resolved on this runner's host: "
+            f"{exc.strerror}",
+            field=field,
+        ) from None
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of what ``path`` leads to as the kernel walks it; None if nothing."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _normalize(path: str) -> str:
+    """``path`` taken lexically as Linux reads it: POSIX keeps a leading ``//``, Linux does not."""
+    return "/" + posixpath.normpath(path).lstrip("/")
+
+
+def _under(path: str, top: str) -> bool:
+    """Whether ``path`` is ``top`` or lies below it (both normalized)."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _spelled_reach(path: str) -> tuple[str, str] | None:
+    """("is" or "holds", the known engine socket) that the normalized ``path`` names."""
+    for engine_socket in ENGINE_SOCKETS:
+        if _under(engine_socket, path):
+            return ("is" if engine_socket == path else "holds"), engine_socket
+    return None
 
 
 def _refuse(field: str, what: str, setting: str) -> None:
@@ -175,9 +392,8 @@ def full_image(image: str) -> str:
 
 
 def exposes_docker_socket(source: str) -> bool:
-    """Whether a bind mount of the host path ``source`` is, or contains, a Docker socket."""
-    path = posixpath.normpath(source)
-    return any(s == path or s.startswith(path.rstrip("/") + "/") for s in DOCKER_SOCKETS)
+    """Whether the host path ``source``, as spelled, is or contains a known engine socket."""
+    return _spelled_reach(_normalize(source)) is not None
 
 
 def load_policy_file(path: Path) -> dict[str, Any]:

@@ -3,6 +3,10 @@ submit and by the runner, unless the server's policy allows them; containers are
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +14,7 @@ import docker
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.errors import PolicyRefused
 from orchestrator.policy import (
     ContainerPolicy,
     PolicyError,
@@ -105,6 +110,8 @@ def test_names_and_paths_are_normalized() -> None:
     assert full_image("localhost:5000/app") == "localhost:5000/app"
     assert exposes_docker_socket("/var/run/../run/docker.sock")
     assert exposes_docker_socket("/run")
+    assert exposes_docker_socket("//run")  # POSIX keeps two leading slashes; Linux does not
+    assert exposes_docker_socket("//var/run/docker.sock")
     assert not exposes_docker_socket("/var/lib/data")
     assert not exposes_docker_socket("/run2")
 
@@ -252,3 +259,186 @@ def test_the_kernel_sees_no_new_privileges_in_the_job(server: LiveServer) -> Non
     job = server.submit(definition="nnp")
     assert server.wait_job(job["id"])["status"] == "succeeded"
     assert server.logs(job["id"]).split() == ["NoNewPrivs:", "1"]
+
+
+# --- the engine's socket, however its path is spelled ----------------------------------------
+
+
+@contextmanager
+def listening(path: Path) -> Iterator[Path]:
+    """A Unix socket listening at ``path`` while the block runs, as an engine's would."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+        server.listen()
+        yield path
+    path.unlink()
+
+
+def point(link: Path, target: str | Path) -> None:
+    """Make ``link`` a symlink to ``target`` in one step, as a job could in a shared directory."""
+    fresh = link.with_name(f".{link.name}.new")
+    fresh.symlink_to(target)
+    fresh.replace(link)
+
+
+def socket_spellings(tmp_path: Path) -> list[str]:
+    """Host paths that reach the engine's socket, none spelled as the rule knew it: doubled
+    slashes, symlinks to the socket and to /run (one job can make them in a directory the next
+    mounts) and the host's root as /proc shows it."""
+    links = tmp_path / "links"
+    links.mkdir()
+    point(links / "sock", "/run/docker.sock")
+    point(links / "run", "/run")
+    return [
+        "//run/docker.sock",
+        "//var/run/docker.sock",
+        "//run",
+        str(links / "sock"),
+        str(links / "run"),
+        "/proc/self/root/run/docker.sock",
+    ]
+
+
+def test_the_docker_socket_is_refused_however_its_path_is_spelled(
+    make_server: Any, tmp_path: Path
+) -> None:
+    sources = socket_spellings(tmp_path)
+    # Registered while the policy allowed the socket; submitted after it stopped allowing it.
+    permissive = make_server(
+        runner_enabled=False, policy_allow_host_mounts=True, policy_allow_docker_socket=True
+    )
+    for index, source in enumerate(sources):
+        permissive.register(spec(name=f"socket-{index}", volumes=["cache:/c", f"{source}:/s"]))
+    permissive.stop()
+    mounts_only = make_server(runner_enabled=False, policy_allow_host_mounts=True)
+    for index, source in enumerate(sources):
+        registration = mounts_only.http.post(
+            DEFINITIONS, json=spec(name=f"again-{index}", volumes=["cache:/c", f"{source}:/s"])
+        )
+        submission = mounts_only.http.post(
+            "/v1/projects/default/jobs", json={"definition": f"socket-{index}"}
+        )
+        for response in (registration, submission):
+            assert response.status_code == 403, (source, response.text)
+            body = response.json()
+            assert body["code"] == "policy_refused"
+            assert body["field"] == "volumes[1]"
+            assert body["message"].startswith(f"volumes[1]: a bind mount of {source}")
+            assert "ORCH_POLICY_ALLOW_DOCKER_SOCKET" in body["message"]
+    assert mounts_only.http.get("/v1/projects/default/jobs").json()["items"] == []
+
+
+def test_the_configured_engine_socket_is_guarded_too(make_server: Any, tmp_path: Path) -> None:
+    # A name no list knows: only ORCH_DOCKER_HOST says that it is an engine's.
+    with listening(tmp_path / "engine" / "api.sock") as engine:
+        server = make_server(
+            runner_enabled=False, docker_host=f"unix://{engine}", policy_allow_host_mounts=True
+        )
+        for source in (engine, engine.parent):
+            response = server.http.post(DEFINITIONS, json=spec(volumes=[f"{source}:/e"]))
+            assert response.status_code == 403, response.text
+            assert response.json()["field"] == "volumes[0]"
+            assert f"the engine socket {engine.resolve()}" in response.json()["message"]
+
+
+def test_engine_sockets_are_found_where_they_listen(tmp_path: Path) -> None:
+    policy = ContainerPolicy(allow_host_mounts=True)
+    with listening(tmp_path / "app" / "app.sock") as app:
+        # Any other socket is an ordinary host path...
+        assert policy.resolve_for_runner(spec(volumes=[f"{app}:/a"]))["volumes"] == [
+            f"{app.resolve()}:/a"
+        ]
+        # ...unless the runner's engine listens there.
+        with pytest.raises(PolicyRefused, match="ORCH_POLICY_ALLOW_DOCKER_SOCKET"):
+            ContainerPolicy(allow_host_mounts=True, docker_host=f"unix://{app}").check(
+                spec(volumes=[f"{app.parent}:/a"])
+            )
+    # A containerd socket in a directory no list names: the kernel lists it as listening.
+    with listening(tmp_path / "runtime" / "containerd.sock") as containerd:
+        # A hard link of it is the same socket under a name no one lists.
+        hard_link = tmp_path / "elsewhere" / "plain"
+        hard_link.parent.mkdir()
+        os.link(containerd, hard_link)
+        for source in (containerd, containerd.parent, tmp_path, hard_link):
+            with pytest.raises(PolicyRefused) as caught:
+                policy.check(spec(volumes=[f"{source}:/r"]))
+            assert f"the engine socket {containerd.resolve()}" in caught.value.message
+
+
+def test_the_runner_mounts_the_real_path_it_checked(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    point(tmp_path / "alias", data)
+    real = data.resolve()
+    policy = ContainerPolicy(allow_host_mounts=True)
+    container = spec(
+        volumes=["cache:/cache", f"{tmp_path}/alias/:/in:ro", f"/{data}/../data:/out"],
+        user="1000",
+    )
+    resolved = policy.resolve_for_runner(container)
+    assert resolved == {**container, "volumes": ["cache:/cache", f"{real}:/in:ro", f"{real}:/out"]}
+    assert container["volumes"][1] == f"{tmp_path}/alias/:/in:ro"  # the job's own, untouched
+    # Every other check runs too.
+    with pytest.raises(PolicyRefused, match="privileged"):
+        policy.resolve_for_runner(spec(privileged=True))
+
+
+def test_a_symlink_swapped_after_the_check_is_refused_at_the_runner(tmp_path: Path) -> None:
+    (tmp_path / "safe").mkdir()
+    link = tmp_path / "shared" / "out"
+    link.parent.mkdir()
+    point(link, tmp_path / "safe")
+    policy = ContainerPolicy(allow_host_mounts=True)
+    container = spec(volumes=[f"{link}:/data"])
+    policy.check(container)
+    point(link, "/run")
+    with pytest.raises(PolicyRefused) as caught:
+        policy.resolve_for_runner(container)
+    assert caught.value.field == "volumes[0]"
+    assert caught.value.message.startswith(f"volumes[0]: a bind mount of {link} (/run ")
+    assert "ORCH_POLICY_ALLOW_DOCKER_SOCKET" in caught.value.message
+
+
+def test_what_the_runner_cannot_see_it_refuses(tmp_path: Path) -> None:
+    policy = ContainerPolicy(allow_host_mounts=True)
+    # The API server may not be on the runner's host: only the runner knows what is missing.
+    missing = spec(volumes=[f"{tmp_path}/later:/data"])
+    policy.check(missing)
+    with pytest.raises(PolicyRefused, match=r"^volumes\[0\]: .*does not exist on this runner"):
+        policy.resolve_for_runner(missing)
+    # Another process's files, as /proc shows them, are not the ones their path names here.
+    for source in ("/proc/1/root", "/proc/self/cwd", "//proc/1/root/etc", "/proc"):
+        for check in (policy.check, policy.resolve_for_runner):
+            with pytest.raises(PolicyRefused, match="ORCH_POLICY_ALLOW_DOCKER_SOCKET"):
+                check(spec(volumes=[f"{source}:/p"]))
+    # An engine on another host: its files are not the runner's.
+    remote = ContainerPolicy(allow_host_mounts=True, docker_host="tcp://build-host:2376")
+    remote.check(spec(volumes=[f"{tmp_path}:/t"]))
+    with pytest.raises(PolicyRefused, match=r"^volumes\[0\]: .*tcp://build-host:2376"):
+        remote.resolve_for_runner(spec(volumes=[f"{tmp_path}:/t"]))
+
+
+def test_a_policy_that_allows_the_socket_mounts_volumes_as_written() -> None:
+    policy = ContainerPolicy(allow_host_mounts=True, allow_docker_socket=True)
+    container = spec(volumes=["//run/docker.sock:/var/run/docker.sock", "/proc/1/root:/h"])
+    assert policy.resolve_for_runner(container) == container
+
+
+def test_a_symlink_swapped_after_submit_fails_the_job_at_the_runner(
+    make_server: Any, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    (tmp_path / "safe").mkdir()
+    link = tmp_path / "link"
+    point(link, tmp_path / "safe")
+    api = make_server(runner_enabled=False, policy_allow_host_mounts=True)
+    api.register(spec(volumes=[f"{link}:/data"]))
+    job = api.submit(definition="risky")
+    point(link, "/run")  # what a job writing to a shared directory could do meanwhile
+    runner = make_server(policy_allow_host_mounts=True)
+    done = runner.wait_job(job["id"])
+    assert done["status"] == "failed"
+    assert "this runner's container policy refuses the job" in done["error"]
+    assert f"volumes[0]: a bind mount of {link} (/run " in done["error"]
+    assert done["container_id"] is None
+    assert containers_of(docker_client, job["id"]) == []
