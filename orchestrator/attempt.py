@@ -70,11 +70,13 @@ def container_spec(
     settings: Settings,
     installation: str,
     run_dir: str | None = None,
+    volumes: list[str] | None = None,
 ) -> ContainerSpec:
     """The container of ``job``'s current attempt: env, labels, resources and options.
 
     A job whose definition sets no memory or pids limit gets the server's defaults.
-    ``run_dir``: the runner's directory to mount at ``/run/orchestrator``, if any.
+    ``run_dir``: the runner's directory to mount at ``/run/orchestrator``, if any;
+    ``volumes``: the job's volumes as the runner's policy resolved them (real host paths).
     """
     options = job.container
     resources = options["resources"]
@@ -106,7 +108,7 @@ def container_spec(
         working_dir=options["working_dir"],
         user=options["user"],
         network=options["network"],
-        volumes=options["volumes"],
+        volumes=options["volumes"] if volumes is None else volumes,
         privileged=options["privileged"],
         cap_add=options["cap_add"],
         devices=options["devices"],
@@ -174,6 +176,8 @@ class Attempt:
         self._engine_lost = False
         self._thread: threading.Thread | None = None
         self._secrets: dict[str, str] = {}
+        # The job's volumes with each host path resolved by the runner's policy check.
+        self._volumes: list[str] | None = None
         self._on_done: Callable[[Attempt], None] | None = None
 
     @classmethod
@@ -307,7 +311,7 @@ class Attempt:
             return
         try:
             # This runner's policy may be stricter than the one that accepted the job.
-            self.runner.policy.check(self.job.container)
+            self._volumes = self.runner.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(jobs.AttemptResult(error=error, retryable=False))
@@ -371,6 +375,7 @@ class Attempt:
                 settings,
                 self.runner.installation,
                 directory,
+                self._volumes,
             )
             try:
                 return self._engine.create(spec)
@@ -386,7 +391,12 @@ class Attempt:
                     run_dirs.remove(name)
         container_id = self._engine.create(
             container_spec(
-                self.job, self._secrets, self.runner.name, settings, self.runner.installation
+                self.job,
+                self._secrets,
+                self.runner.name,
+                settings,
+                self.runner.installation,
+                volumes=self._volumes,
             )
         )
         self.container_id = container_id
@@ -666,7 +676,10 @@ class Attempt:
             # container before it goes away. Its exit code comes back before the engine stops
             # answering, so look a moment longer.
             self._engine_lost = self._engine_lost or self._engine_goes_away()
-            if not self._engine_lost and state is not None:
+            if not self._engine_lost:
+                # ``docker rm -f`` kills first: the container may have been on its way out.
+                vanished = self._engine.state(container_id) is None
+            if not (self._engine_lost or vanished) and state is not None:
                 killed_by = self._kill_request(container_id, state)
         interrupted = None
         if vanished and not stopped_by_us:

@@ -54,10 +54,14 @@ def is_worker_job(container: dict[str, object]) -> bool:
     return bool(container.get("worker"))
 
 
-def worker_spec(runner: Runner, job: Job, secrets: dict[str, str]) -> ContainerSpec:
+def worker_spec(
+    runner: Runner, job: Job, secrets: dict[str, str], volumes: list[str] | None = None
+) -> ContainerSpec:
     """The container of ``job``'s worker: the job's container without its per-job parts, with
     labels that make it this runner process's worker (no job-id: no attempt's sweep takes it)."""
-    base = container_spec(job, secrets, runner.name, runner.settings, runner.installation)
+    base = container_spec(
+        job, secrets, runner.name, runner.settings, runner.installation, volumes=volumes
+    )
     env = {name: value for name, value in base.env.items() if name not in PER_JOB_ENV}
     labels = {
         **job.container["labels"],
@@ -100,12 +104,12 @@ class WorkerAttempt(Attempt):
             self._give_back()
             return
         try:
-            self.runner.policy.check(self.job.container)
+            self._volumes = self.runner.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(jobs.AttemptResult(error=error, retryable=False))
             return
-        spec = worker_spec(self.runner, self.job, self._secrets)
+        spec = worker_spec(self.runner, self.job, self._secrets, self._volumes)
         config = WorkerConfig.from_section(self.job.container["worker"])
         settings = self.runner.settings
         pool = self.runner.workers.pool(

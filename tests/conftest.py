@@ -286,7 +286,9 @@ def make_server(
     for server in started:
         server.stop()
     for server in started:
-        label = f"orchestrator.runner={server.settings.runner_name}"
+        # Everything the installation made (runner processes of the test's included), and
+        # nothing else on the engine.
+        label = f"orchestrator.installation={installation_of(server.settings)}"
         # ignore_removed: the runner may remove a container between docker-py's list and inspect.
         listed = docker_client.containers.list(
             all=True, filters={"label": label}, ignore_removed=True
