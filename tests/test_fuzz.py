@@ -9,6 +9,9 @@ requests get past the 404s to the services; with no runner, the jobs the fuzzer 
 queued and start no containers.
 
 Bounded and repeatable: a fixed seed, derandomized generation, ``MAX_EXAMPLES`` per operation.
+Generated strings may hold NUL characters, except in path parameters, which schemathesis never
+fills with one: ``tests/test_bad_input.py`` puts a NUL in each path and query parameter of every
+operation, on both databases.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from orchestrator import __version__
 from orchestrator.api import (
@@ -21,6 +21,7 @@ from orchestrator.api import (
     webhooks,
 )
 from orchestrator.api.compat import daestro, quedup, salad
+from orchestrator.api.deps import refuse_nul_characters
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
 from orchestrator.services import Services
@@ -44,6 +45,12 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         version=__version__,
         description="Container jobs on your own Docker hosts.",
         lifespan=lifespan,
+        # Before any route's own dependencies, so no NUL reaches a lookup; a compat route
+        # renders the 400 in its product's shape like any refusal.
+        dependencies=[Depends(refuse_nul_characters)],
+        # /openapi.json, /docs and /redoc are public (the README says why); the OAuth2 redirect
+        # page would be a fourth, for a flow this API does not have.
+        swagger_ui_oauth2_redirect_url=None,
     )
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -8,7 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from orchestrator import tokens
-from orchestrator.errors import Unauthorized
+from orchestrator.errors import InvalidRequest, Unauthorized
 from orchestrator.services import Services
 from orchestrator.tokens import Actor
 
@@ -22,6 +22,21 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def refuse_nul_characters(request: Request) -> None:
+    """400 naming the path or query parameter whose value holds a NUL character.
+
+    Applied to every route by ``create_app``, before the route's own dependencies: no name or
+    id can hold a NUL, and PostgreSQL's text cannot even be compared with one (the lookup would
+    fail inside the database: a 500), so such a value is refused alike on both databases.
+    Header values never hold one (the HTTP server refuses them); in a body, text fields refuse
+    one by their type (``fields.Text``) and JSON documents (``input``, ``metadata``) keep it.
+    Async, so as not to cost every request a thread hop.
+    """
+    for name, value in (*request.path_params.items(), *request.query_params.multi_items()):
+        if "\x00" in str(value):
+            raise InvalidRequest(f"{name}: must not contain NUL characters", field=name)
 
 
 # Security schemes, so the OpenAPI document says how to present a token. They only read the

@@ -6,6 +6,7 @@ sent in a bad request cannot come back in the error.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -134,6 +135,8 @@ def correct_error_responses(document: dict[str, Any]) -> None:
     this API answers bad input with a 400 and ``ErrorPublic``: drop what it never sends. And it
     gives the extra responses of a text/plain operation (logs) the text/plain media type, but an
     error body is always JSON.
+    And an operation with a path or query parameter answers 400 to a NUL character in one
+    (``deps.refuse_nul_characters``), in the body of its other errors (a drop-in API's own).
     """
     for item in document.get("paths", {}).values():
         for operation in item.values():
@@ -144,9 +147,26 @@ def correct_error_responses(document: dict[str, Any]) -> None:
                     del answers[status]
                 elif ErrorPublic.__name__ in bodies:
                     answer["content"] = {"application/json": bodies[ErrorPublic.__name__]}
+            _document_bad_parameters(operation)
     schemas = document.get("components", {}).get("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
+
+
+def _document_bad_parameters(operation: dict[str, Any]) -> None:
+    answers = operation.get("responses", {})
+    parameters = operation.get("parameters", [])
+    if "400" in answers or not any(p.get("in") in ("path", "query") for p in parameters):
+        return
+    # The body its 401 shows is its error shape (a drop-in API's own); an operation open to
+    # all (none with parameters is, today) answers in the native one.
+    content = answers.get("401", {}).get("content") or {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorPublic.__name__}"}}
+    }
+    answers["400"] = {
+        "description": "A path or query parameter is not valid (it holds a NUL character).",
+        "content": copy.deepcopy(content),
+    }
 
 
 def _document_errors(app: FastAPI) -> None:
