@@ -8,6 +8,9 @@ run beside the writer).
 On PostgreSQL every statement is a network round trip, so sessions spend none they can avoid:
 no ping when a connection is checked out (a dead one is told by its socket, see
 ``_closed_by_server``), and reads run in autocommit, without ``BEGIN`` and ``ROLLBACK``.
+
+An outage of the database is logged by ``Outage``: one line when the first thread meets it,
+one when a statement succeeds again, whichever of the process's loops and requests see it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import fcntl
 import logging
 import select
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +41,101 @@ POSTGRES_RECYCLE_SECONDS = 300
 AFTER_COMMIT = "orchestrator.after_commit"
 # Session advisory lock held by the process migrating a PostgreSQL database.
 MIGRATION_LOCK = "orchestrator.schema_migration"
+# What an outage's line says, by a fragment of the driver's message (lower case). The message
+# itself is never logged: a statement's error may quote the statement and its data.
+OUTAGE_REASONS = (
+    ("connection refused", "connection refused"),
+    ("not currently accepting connections", "not accepting connections"),
+    ("the database system is", "the server is starting up or shutting down"),
+    ("terminating connection", "the server ended the connection"),
+    ("server closed the connection", "the server closed the connection"),
+    ("timeout expired", "connection timed out"),
+    ("could not translate host name", "host name not found"),
+    ("too many clients", "too many connections"),
+    ("authentication failed", "authentication failed"),
+    ("unable to open database file", "cannot open the database file"),
+)
+
+
+def outage_reason(error: BaseException) -> str:
+    """Why the database is unreachable, in a few words that quote nothing from ``error``
+    (a SQLAlchemy error or the driver's own)."""
+    driver_error = getattr(error, "orig", None) or error
+    message = str(driver_error).lower()
+    for fragment, reason in OUTAGE_REASONS:
+        if fragment in message:
+            return reason
+    return type(driver_error).__name__
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the database being unreachable rather than a bug: a connection
+    could not be made, or the one in use was lost (SQLite's ``OperationalError`` also stands
+    for "no such table" and the like, so the class alone does not tell)."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    # No statement: the error came from opening a connection. (A failed commit has none
+    # either; in our READ COMMITTED and BEGIN IMMEDIATE transactions an ``OperationalError``
+    # there is a lost connection too.)
+    return isinstance(error, sa.exc.OperationalError) and error.statement is None
+
+
+class Outage:
+    """Whether the database answers, as this process last found it; logs one line when an
+    outage starts and one when it ends, not one per failed pass of every loop. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None  # time.monotonic() of its start
+
+    @property
+    def active(self) -> bool:
+        """True from a connection failure until the next statement that succeeds."""
+        return self._since is not None
+
+    def seen(self, reason: str) -> None:
+        """A connection failed: log the outage's start, unless it is already under way."""
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+            # Logged under the lock, so the end of an outage is never logged before its start.
+            logger.warning(
+                "database unavailable: %s",
+                reason,
+                extra={"action": "database_unavailable", "reason": reason},
+            )
+
+    def over(self) -> None:
+        """A statement succeeded: log the end of the outage, if one was under way."""
+        if self._since is None:  # every statement passes here: no lock in the usual case
+            return
+        with self._lock:
+            if self._since is None:
+                return
+            seconds = round(time.monotonic() - self._since, 1)
+            self._since = None
+            logger.info(
+                "database available again after %.1f s",
+                seconds,
+                extra={"action": "database_available", "seconds": seconds},
+            )
+
+
+# One outage per database for the whole process: its Database objects and the notify relay
+# (which has connections of its own) meet the same outage, and it is logged once.
+_outages: dict[str, Outage] = {}
+_outages_guard = threading.Lock()
+
+
+def outage_of(url: str) -> Outage:
+    """The process's ``Outage`` of the database at ``url``."""
+    parsed = sa.engine.make_url(url)
+    key = parsed.set(drivername=parsed.get_backend_name()).render_as_string()
+    with _outages_guard:
+        return _outages.setdefault(key, Outage())
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
@@ -45,6 +144,8 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         pool_size=20,
         max_overflow=20,
+        # A bug's traceback still names the statement, but not the values (job data) it bound.
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "connect")
@@ -83,7 +184,7 @@ def _closed_by_server(dbapi_connection: Any) -> bool:
         return True
 
 
-def _postgres_engine(url: str) -> Engine:
+def _postgres_engine(url: str, outage: Outage) -> Engine:
     """The PostgreSQL engine; a connection the server has closed is never handed out.
 
     Not ``pool_pre_ping``: its ``SELECT 1`` was a round trip on every checkout, and a request
@@ -95,16 +196,23 @@ def _postgres_engine(url: str) -> Engine:
     between checkout and first statement: a server that dies then fails that request.
     """
     engine = sa.create_engine(
-        url, pool_size=40, max_overflow=10, pool_recycle=POSTGRES_RECYCLE_SECONDS
+        url,
+        pool_size=40,
+        max_overflow=10,
+        pool_recycle=POSTGRES_RECYCLE_SECONDS,
+        # A bug's traceback still names the statement, but not the values (job data) it bound.
+        hide_parameters=True,
     )
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
         if _closed_by_server(dbapi_connection):
-            logger.info(
-                "a pooled database connection was closed by the server: reconnecting",
-                extra={"action": "database_reconnected"},
-            )
+            # During an outage every pooled connection is found closed: its line said so.
+            if not outage.active:
+                logger.info(
+                    "a pooled database connection was closed by the server: reconnecting",
+                    extra={"action": "database_reconnected"},
+                )
             raise sa.exc.DisconnectionError("closed by the server")
 
     return engine
@@ -128,6 +236,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.dialect = sa.engine.make_url(url).get_backend_name()
+        self.outage = outage_of(url)
         if self.dialect == "sqlite":
             database = sa.engine.make_url(url).database
             if database and database != ":memory:":
@@ -136,17 +245,41 @@ class Database:
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
         else:
-            self.write_engine = _postgres_engine(url)
+            self.write_engine = _postgres_engine(url, self.outage)
             # The same pool, in autocommit: a read is its statements alone. Under PostgreSQL's
             # READ COMMITTED each statement takes its own snapshot inside a transaction too,
             # so a read sees exactly what it saw in one.
             self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
             self._writer_lock = None
+        # Every statement of the process passes here, whoever runs it: the first connection
+        # failure starts the outage, the first success after it ends it. (On PostgreSQL the
+        # read engine is the write engine with options: it shares these listeners.)
+        engines = [self.write_engine]
+        if self.read_engine.pool is not self.write_engine.pool:
+            engines.append(self.read_engine)
+        for engine in engines:
+            event.listen(engine, "handle_error", self._on_error)
+            event.listen(engine, "after_cursor_execute", self._on_success)
 
     @property
     def is_postgres(self) -> bool:
         """True when the database is PostgreSQL."""
         return self.dialect == "postgresql"
+
+    def outage_seen(self, error: BaseException) -> bool:
+        """Whether ``error`` is the database being unreachable (the outage is then noted, and
+        logged if it starts here), rather than a bug that deserves its traceback."""
+        if not is_connection_failure(error):
+            return False
+        self.outage.seen(outage_reason(error))
+        return True
+
+    def _on_error(self, context: sa.engine.ExceptionContext) -> None:
+        if context.sqlalchemy_exception is not None:
+            self.outage_seen(context.sqlalchemy_exception)
+
+    def _on_success(self, *_args: Any) -> None:
+        self.outage.over()
 
     def upgrade_schema(self) -> migrations.Upgrade:
         """Migrate the schema to the newest revision, one process at a time; what it did.

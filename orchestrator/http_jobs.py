@@ -267,8 +267,12 @@ class HttpTargetRunner:
                 wait = self.seconds_to_next()
                 if wait == 0 and claimed == 0:
                     wait = RECHECK
-            except Exception:  # the database away, most likely: try again shortly
-                logger.exception("HTTP target pass failed", extra={"action": "http_runs_failed"})
+            except Exception as exc:  # try again shortly
+                # An unreachable database is logged once for the process (``db.Outage``).
+                if not self.db.outage_seen(exc):
+                    logger.exception(
+                        "HTTP target pass failed", extra={"action": "http_runs_failed"}
+                    )
                 wait = self.settings.poll_interval
             if wait > 0 and not self._stop.is_set():
                 self.hub.wait(seen, wait)
@@ -397,11 +401,21 @@ class HttpTargetRunner:
             else:
                 outcome = send(client, request)
             self._record(claim, outcome)
-        except Exception:  # the lease runs out and the attempt counts as interrupted
-            logger.exception(
-                "recording an HTTP attempt failed",
-                extra={"action": "http_attempt_failed", "schedule_id": claim.schedule_id},
-            )
+        except Exception as exc:  # the lease runs out and the attempt counts as interrupted
+            if self.db.outage_seen(exc):
+                # No traceback: the outage has its own line (``db.Outage``).
+                logger.warning(
+                    "could not record attempt %d of schedule run %d (database unavailable); "
+                    "it counts as interrupted once its lease runs out",
+                    claim.attempt,
+                    claim.run_id,
+                    extra={"action": "http_attempt_unrecorded", "schedule_id": claim.schedule_id},
+                )
+            else:
+                logger.exception(
+                    "recording an HTTP attempt failed",
+                    extra={"action": "http_attempt_failed", "schedule_id": claim.schedule_id},
+                )
         finally:
             with self._lock:
                 self._in_flight -= 1

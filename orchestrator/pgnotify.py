@@ -21,6 +21,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from orchestrator.db import Outage, outage_of, outage_reason
 from orchestrator.notify import CANCEL, WORK, Hub
 
 logger = logging.getLogger(__name__)
@@ -87,35 +88,44 @@ def decode(payload: str) -> tuple[str, list[str]]:
     return origin, [t for t in topics if isinstance(t, str)]
 
 
-class _Outage:
-    """Logs a connection's outage once when it starts and once when it ends, not per retry."""
+class _Reconnects:
+    """One connection's failures in a row, for its backoff.
 
-    def __init__(self, role: str) -> None:
+    A connection lost while idle is replaced quietly, as the pool replaces one the server
+    closed; a connection that cannot be made is the database's outage, which the process's
+    ``Outage`` logs once for every loop. Other errors are bugs, logged with their traceback.
+    """
+
+    def __init__(self, role: str, outage: Outage) -> None:
         self.role = role
+        self.outage = outage
         self.failures = 0
 
-    def failed(self, exc: Exception) -> float:
-        """Note a failure; the seconds to wait before retrying."""
-        if self.failures == 0:
-            logger.warning(
-                "notify %s lost its database connection (%s); retrying",
+    def failed(self, exc: psycopg.Error, *, connecting: bool) -> float:
+        """Note a failure (``connecting``: of a new connection); the seconds to wait before
+        trying again."""
+        if not isinstance(exc, psycopg.OperationalError):
+            logger.error(
+                "notify %s failed; reconnecting",
                 self.role,
-                type(exc).__name__,
+                exc_info=exc,
+                extra={"action": "notify_error", "role": self.role},
+            )
+        elif connecting:
+            self.outage.seen(outage_reason(exc))
+        else:
+            logger.debug(
+                "notify %s lost its database connection; reconnecting",
+                self.role,
                 extra={"action": "notify_disconnected", "role": self.role},
             )
         self.failures += 1
         return backoff(self.failures)
 
     def recovered(self) -> None:
-        """Note a success, logging the end of an outage."""
-        if self.failures:
-            logger.info(
-                "notify %s reconnected after %d attempts",
-                self.role,
-                self.failures,
-                extra={"action": "notify_reconnected", "role": self.role},
-            )
+        """Note a success: the database answers."""
         self.failures = 0
+        self.outage.over()
 
 
 class Relay:
@@ -126,6 +136,7 @@ class Relay:
         self.channel = channel
         self.origin = uuid.uuid4().hex
         self._conninfo = conninfo(database_url)
+        self._outage = outage_of(database_url)
         self._stop = threading.Event()
         self._pending: dict[str, None] = {}  # ordered set of topics waiting to be sent
         self._cond = threading.Condition()
@@ -182,39 +193,43 @@ class Relay:
             return topics
 
     def _send_loop(self) -> None:
-        outage = _Outage("sender")
+        reconnects = _Reconnects("sender", self._outage)
         conn: psycopg.Connection[Any] | None = None
         statement = sql.SQL("SELECT pg_notify({}, %s)").format(sql.Literal(self.channel))
         while True:
             topics = self._take()
             if not topics and self._stop.is_set():
                 break
+            connecting = False
             try:
                 if conn is None or conn.closed:
+                    connecting = True
                     conn = self._connect()
                 for payload in encode(self.origin, topics):
                     conn.execute(statement, (payload,))
-                outage.recovered()
+                reconnects.recovered()
             except psycopg.Error as exc:
                 self._close(conn)
                 conn = None
                 if self._stop.is_set():
                     break
                 self._enqueue(topics)  # sent again once reconnected; duplicates are harmless
-                self._stop.wait(outage.failed(exc))
+                self._stop.wait(reconnects.failed(exc, connecting=connecting))
         self._close(conn)
 
     # --- listening -------------------------------------------------------------------------
 
     def _listen_loop(self) -> None:
-        outage = _Outage("listener")
+        reconnects = _Reconnects("listener", self._outage)
         subscribed_before = False
         while not self._stop.is_set():
             conn: psycopg.Connection[Any] | None = None
+            connecting = True
             try:
                 conn = self._connect()
                 conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                outage.recovered()
+                connecting = False
+                reconnects.recovered()
                 self._listening.set()
                 if subscribed_before:
                     # Notifications sent while we were away are lost: let the waiters look again.
@@ -225,7 +240,7 @@ class Relay:
                 self._listening.clear()
                 if not self._stop.is_set():
                     subscribed_before = True
-                    self._stop.wait(outage.failed(exc))
+                    self._stop.wait(reconnects.failed(exc, connecting=connecting))
             finally:
                 self._close(conn)
 

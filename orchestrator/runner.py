@@ -195,10 +195,12 @@ class Runner:
                     timeout = self._next_wait()
                     if self._draining.is_set():
                         timeout = min(timeout, max(self._drain_deadline - time.monotonic(), 0.01))
-                except Exception:
-                    logger.exception(
-                        "runner loop failed; retrying", extra={"action": "runner_error"}
-                    )
+                except Exception as exc:
+                    # An unreachable database is logged once for the process (``db.Outage``).
+                    if not self.db.outage_seen(exc):
+                        logger.exception(
+                            "runner loop failed; retrying", extra={"action": "runner_error"}
+                        )
                     timeout = self.settings.engine_retry_interval
                 if not self._stop.is_set() and not self._drained():
                     self.hub.wait(versions, timeout)
@@ -292,10 +294,11 @@ class Runner:
             if self._registered.is_set():
                 try:
                     self.beat()
-                except Exception:
-                    logger.exception(
-                        "heartbeat failed; retrying", extra={"action": "heartbeat_error"}
-                    )
+                except Exception as exc:
+                    if not self.db.outage_seen(exc):
+                        logger.exception(
+                            "heartbeat failed; retrying", extra={"action": "heartbeat_error"}
+                        )
             self.hub.wait({control: seen}, self.settings.heartbeat_interval)
 
     def beat(self) -> None:

@@ -347,8 +347,10 @@ class Scheduler:
             try:
                 self.fire_due()
                 wait = self.seconds_to_next()
-            except Exception:  # the database away, most likely: try again shortly
-                logger.exception("scheduler pass failed", extra={"action": "scheduler_failed"})
+            except Exception as exc:  # try again shortly
+                # An unreachable database is logged once for the process (``db.Outage``).
+                if not self.db.outage_seen(exc):
+                    logger.exception("scheduler pass failed", extra={"action": "scheduler_failed"})
                 wait = self.settings.poll_interval
             if wait > 0:
                 self.hub.wait({SCHEDULES: seen}, wait)

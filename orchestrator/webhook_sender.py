@@ -169,8 +169,12 @@ class WebhookSender:
             try:
                 self.run_once()
                 timeout = self._next_wait()
-            except Exception:
-                logger.exception("webhook loop failed; retrying", extra={"action": "webhook_error"})
+            except Exception as exc:
+                # An unreachable database is logged once for the process (``db.Outage``).
+                if not self.db.outage_seen(exc):
+                    logger.exception(
+                        "webhook loop failed; retrying", extra={"action": "webhook_error"}
+                    )
                 timeout = self.settings.poll_interval
             if not self._stop.is_set():
                 self.hub.wait(seen, timeout)
@@ -270,12 +274,22 @@ class WebhookSender:
         """One send and its record (on a pool thread)."""
         try:
             self._record(claim, self._send(claim))
-        except Exception:
+        except Exception as exc:
             # The row stays ``sending``: it is sent again once its lease runs out.
-            logger.exception(
-                "could not record a webhook attempt",
-                extra={"action": "webhook_error", "job_id": claim.job_id},
-            )
+            if self.db.outage_seen(exc):
+                # No traceback: the outage has its own line (``db.Outage``).
+                logger.warning(
+                    "could not record webhook delivery %d of job %s (database unavailable); "
+                    "it is sent again once its lease runs out",
+                    claim.number,
+                    claim.job_id,
+                    extra={"action": "webhook_unrecorded", "job_id": claim.job_id},
+                )
+            else:
+                logger.exception(
+                    "could not record a webhook attempt",
+                    extra={"action": "webhook_error", "job_id": claim.job_id},
+                )
         finally:
             with self._lock:
                 self._in_flight -= 1

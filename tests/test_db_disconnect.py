@@ -1,19 +1,25 @@
 """PostgreSQL closing the server's connections (a restart, a terminated backend) between two
 requests costs no request: the pool hands out no connection the server has closed, and nothing
-written before is lost."""
+written before is lost. A database that refuses connections for a while is one line in the log
+when that starts and one when it ends, not a traceback from every loop that meets it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import sqlalchemy as sa
 
 from orchestrator.db import Database
 
-from .conftest import LiveServer, postgres_admin, wait_for
+from .conftest import LiveServer, containers_of, postgres_admin, wait_for
 
 # PostgreSQL only: SQLite has no server to close a connection.
 pytestmark = [
@@ -33,8 +39,9 @@ def pooled_backends(database: str) -> int:
     """The backends of ``database`` that serve its pools (not the notify relay's, nor ours)."""
     with postgres_admin() as admin:
         row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s"
-            " AND pid <> pg_backend_pid() AND application_name NOT LIKE 'orchestrator-notify-%%'",
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend'"
+            " AND application_name NOT LIKE 'orchestrator-notify-%%'",
             (database,),
         ).fetchone()
     assert row is not None
@@ -47,8 +54,9 @@ def terminate_backends(database: str) -> int:
     before = pooled_backends(database)
     with postgres_admin() as admin:
         admin.execute(
+            # Client backends only: an autovacuum worker is a superuser's, which we may not end.
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            " WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
             (database,),
         )
     wait_for(lambda: pooled_backends(database) == 0, timeout=10)
@@ -70,6 +78,20 @@ def listed_ids(server: LiveServer) -> set[str]:
     response = server.http.get("/v1/projects/default/jobs", params={"limit": 500})
     assert response.status_code == 200, response.text
     return {job["id"] for job in response.json()["items"]}
+
+
+@contextmanager
+def refusing_connections(database: str) -> Iterator[None]:
+    """PostgreSQL refuses every connection to ``database`` (the ones it had are ended) until
+    the block ends."""
+    with postgres_admin() as admin:
+        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+    try:
+        terminate_backends(database)
+        yield
+    finally:
+        with postgres_admin() as admin:
+            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
 
 
 def test_requests_after_every_connection_was_terminated_succeed(
@@ -121,11 +143,7 @@ def test_a_database_refusing_connections_is_a_503_and_then_recovers(
 ) -> None:
     server = make_server(runner_enabled=False)
     server.register({"name": "noop", "image": "busybox:1.36", "command": ["true"]})
-    database = database_name(database_url)
-    with postgres_admin() as admin:
-        admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
-    try:
-        terminate_backends(database)
+    with refusing_connections(database_name(database_url)):
         response = server.http.post("/v1/projects/default/jobs", json={"definition": "noop"})
         assert response.status_code == 503, response.text
         assert response.headers["Retry-After"] == "1"
@@ -134,8 +152,97 @@ def test_a_database_refusing_connections_is_a_503_and_then_recovers(
         # Neither the driver's text nor the statement it ran comes back.
         assert "INSERT" not in body["message"] and "SELECT" not in body["message"]
         assert server.http.get("/v1/projects/default/jobs").status_code == 503
-    finally:
-        with postgres_admin() as admin:
-            admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
     job = server.submit(definition="noop")
     assert listed_ids(server) == {job["id"]}
+
+
+# Long enough for every loop (claim loop, heartbeat, scheduler, HTTP targets, webhooks, notify
+# relay) to meet the outage: the poll interval is 0.5 s, the heartbeat 2 s (a lease of 6 s).
+OUTAGE_SECONDS = 4.0
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
+    make_server: Callable[..., LiveServer],
+    database_url: str,
+    docker_client: docker.DockerClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    server = make_server(runner_capacity=2, poll_interval=0.5, runner_lease=6.0)
+    server.register({"name": "nap", "image": "busybox:1.36", "command": ["sh", "-c", "sleep 1"]})
+    running = [server.submit(definition="nap")["id"] for _ in range(2)]
+    for job_id in running:
+        server.wait_job(job_id, {"running"})
+    # Claimed once the database is back: the runner has room for two only.
+    queued = [server.submit(definition="nap")["id"] for _ in range(2)]
+
+    def exited() -> bool:
+        containers = [c for j in running for c in containers_of(docker_client, j)]
+        return len(containers) == len(running) and all(c.status == "exited" for c in containers)
+
+    with refusing_connections(database_name(database_url)):
+        started = time.monotonic()
+        # No request meanwhile: only the background loops and the attempts meet the outage.
+        # The running jobs end during it, so their attempts cannot record their outcome.
+        wait_for(lambda: exited() and time.monotonic() - started >= OUTAGE_SECONDS, 30)
+    for job_id in [*running, *queued]:
+        assert server.wait_job(job_id)["status"] == "succeeded"
+
+    def logged(action: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if getattr(r, "action", None) == action]
+
+    # The requests that saw the jobs succeed ended the outage.
+    [down] = logged("database_unavailable")
+    [up] = logged("database_available")
+    # A statement under way when its backend was ended, or a new connection refused.
+    reasons = {"not accepting connections", "the server ended the connection"}
+    assert down.getMessage() in {f"database unavailable: {reason}" for reason in reasons}
+    assert up.getMessage().startswith("database available again after ")
+    assert up.created > down.created
+    # In between, only each attempt that could not record its outcome says so.
+    during = [r for r in caplog.records if down.created < r.created < up.created]
+    assert {getattr(r, "action", None) for r in during if r.name.startswith("orchestrator")} <= {
+        "attempt_unrecorded"
+    }
+    # Not one traceback, nor a statement, for the loops that met the outage.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert [r.getMessage() for r in caplog.records if "SELECT" in r.getMessage()] == []
+
+
+def test_a_bug_is_no_outage_and_refused_connections_are_one(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="orchestrator.db")
+    sqlite = Database(f"sqlite:///{tmp_path / 'bug.db'}")
+    db = Database(database_url)
+    try:
+        # SQLite says OperationalError for a missing table too: a bug all the same.
+        for bugged in (sqlite, db):
+            with pytest.raises(sa.exc.DBAPIError) as bug, bugged.read() as session:
+                session.execute(sa.text("SELECT * FROM no_such_table"))
+            assert not bugged.outage_seen(bug.value)
+        with db.read() as session:
+            session.execute(NOW)
+        with refusing_connections(database_name(database_url)):
+            for _ in range(3):
+                with pytest.raises(sa.exc.OperationalError) as refused, db.read() as session:
+                    session.execute(NOW)
+                assert db.outage_seen(refused.value)
+            assert db.outage.active
+        with db.transaction() as session:
+            session.execute(NOW)
+        assert not db.outage.active
+    finally:
+        sqlite.dispose()
+        db.dispose()
+    outage = {"database_unavailable", "database_available"}
+    lines = [
+        (r.levelno, r.getMessage().partition(" after ")[0])
+        for r in caplog.records
+        if getattr(r, "action", None) in outage
+    ]
+    assert lines == [
+        (logging.WARNING, "database unavailable: not accepting connections"),
+        (logging.INFO, "database available again"),
+    ]
+    assert not any(r.exc_info for r in caplog.records)
