@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from orchestrator import crash_points, jobs
 from orchestrator.config import Settings
 from orchestrator.docker_engine import (
@@ -198,7 +196,14 @@ class Attempt:
         def target() -> None:
             try:
                 self._run()
-            except sa.exc.DBAPIError as exc:
+            except Exception as exc:
+                if not self.runner.db.outage_seen(exc):
+                    logger.exception(
+                        "attempt crashed",
+                        extra={"action": "attempt_crashed", "job_id": self.job_id},
+                    )
+                    self._give_up(exc)
+                    return
                 # The database did not answer: record nothing now; the runner adopts the
                 # attempt again (its container is still there) once the database is back.
                 logger.warning(
@@ -207,11 +212,6 @@ class Attempt:
                     extra={"action": "attempt_unrecorded", "job_id": self.job_id},
                 )
                 self.unrecorded = True
-            except Exception as exc:
-                logger.exception(
-                    "attempt crashed", extra={"action": "attempt_crashed", "job_id": self.job_id}
-                )
-                self._give_up(exc)
             finally:
                 self._release()
 

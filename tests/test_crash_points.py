@@ -23,6 +23,8 @@ from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wa
 from .hosts import RunnerProcess
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
+# A runner process on SQLite hears of submits only by polling: poll often.
+FAST = {"ORCH_POLL_INTERVAL": "0.2", "ORCH_LOG_FLUSH_INTERVAL": "0.1"}
 
 
 def container_starts(client: docker.DockerClient, since: float, job_ids: set[str]) -> Counter[str]:
@@ -78,7 +80,7 @@ def test_a_runner_crashed_at_any_point_runs_each_job_once_with_its_true_outcome(
         database_url=str(settings.database_url),
         data_dir=settings.data_dir,
         capacity=3,
-        env={"ORCH_TEST_CRASH_POINT": point},
+        env={**FAST, "ORCH_TEST_CRASH_POINT": point},
     )
     assert runner.wait(timeout=60) == CRASH_EXIT_CODE, runner.log_tail()
     assert f"crash point {point} reached" in runner.log_text()
@@ -120,7 +122,7 @@ def test_a_container_created_but_never_started_is_removed_and_the_attempt_retrie
         name=f"crashy-{uuid.uuid4().hex[:8]}",
         database_url=str(settings.database_url),
         data_dir=settings.data_dir,
-        env={"ORCH_TEST_CRASH_POINT": "created"},
+        env={**FAST, "ORCH_TEST_CRASH_POINT": "created"},
     )
     assert runner.wait(timeout=60) == CRASH_EXIT_CODE, runner.log_tail()
     (left,) = containers_of(docker_client, job_id)

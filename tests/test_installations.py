@@ -22,7 +22,7 @@ from orchestrator.run_dirs import RunDirs
 from . import workers
 from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
 from .hosts import RunnerProcess
-from .test_crash_points import LOCAL_ENGINE, container_starts
+from .test_crash_points import FAST, LOCAL_ENGINE, container_starts
 from .workers import worker_definition
 
 worker_image = workers.worker_image
@@ -144,7 +144,7 @@ def test_the_containers_of_attempts_taken_back_are_removed_whatever_name_the_run
         "docker_host": LOCAL_ENGINE,
         "database_url": str(settings.database_url),
         "data_dir": settings.data_dir,
-        "env": {"ORCH_RUNNER_LEASE": "2"},
+        "env": {**FAST, "ORCH_RUNNER_LEASE": "2"},
     }
     gone = runner_processes(name=f"gone-{uuid.uuid4().hex[:8]}", **common)
     wait_for(lambda: "attempt 1" in api.logs(job_id), timeout=60)
