@@ -248,8 +248,9 @@ class Runner:
         try:
             with self.db.transaction() as session:
                 runners.set_state(session, self.identity, state)
-        except Exception:
-            logger.exception("could not record the runner's state", extra={"action": state})
+        except Exception as exc:
+            if not self.db.outage_seen(exc):
+                logger.exception("could not record the runner's state", extra={"action": state})
 
     def _next_wait(self) -> float:
         if not self._registered.is_set():

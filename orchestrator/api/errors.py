@@ -228,13 +228,16 @@ def install(app: FastAPI) -> None:
         )
 
     @app.exception_handler(sa.exc.OperationalError)
-    async def _database(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+    async def _database(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
         # The database refused or dropped the connection, or stayed locked: the request may be
         # tried again. Its text holds the statement and its parameters, so it is not shown.
-        logger.warning(
+        # An outage is logged once for the process (``db.Outage``), not once per request.
+        outage = request.app.state.services.db.outage_seen(exc)
+        logger.log(
+            logging.DEBUG if outage else logging.WARNING,
             "the database did not answer: %s",
             type(exc.orig).__name__,
-            extra={"action": "database_unavailable"},
+            extra={"action": "request_database_unavailable"},
         )
         return JSONResponse(
             error_body("database_unavailable", "the database did not answer; try again"),
