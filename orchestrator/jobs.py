@@ -296,6 +296,9 @@ def submit(
 
     now = utcnow()
     scheduled = request.schedule_at is not None and request.schedule_at > now
+    webhook, webhook_auth = webhooks.seal_url(
+        box, str(request.webhook) if request.webhook else None
+    )
     job = Job(
         id=job_id or str(uuid.uuid4()),
         project=project,
@@ -309,7 +312,8 @@ def submit(
         secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
         input=request.input,
         job_metadata=request.metadata,
-        webhook=str(request.webhook) if request.webhook else None,
+        webhook=webhook,
+        webhook_auth_ciphertext=webhook_auth,
         schedule_at=request.schedule_at,
         api=api,
         create_time=now,

@@ -150,7 +150,10 @@ class Job(SQLModel, table=True):
     error: str | None = None
     container_id: str | None = Field(default=None, max_length=64)
     runner: str | None = Field(default=None, max_length=255)
+    # The webhook URL as it is shown, its userinfo (user and password) replaced by ``***``; the
+    # userinfo itself is encrypted in ``webhook_auth_ciphertext`` (``webhooks.seal_url``).
     webhook: str | None = None
+    webhook_auth_ciphertext: str | None = None
     # The drop-in API the job was submitted through (``salad``), whose shape its webhook
     # carries; None for the native API.
     api: str | None = Field(default=None, max_length=16)
@@ -268,6 +271,8 @@ class Schedule(SQLModel, table=True):
     target_kind: str = Field(max_length=8)
     target: dict[str, Any] = _json(default_factory=dict)
     secret_ciphertext: str | None = None
+    # The userinfo of a job target's webhook URL, encrypted (the target shows it as ``***``).
+    webhook_auth_ciphertext: str | None = None
     overlap: str = Field(default="allow", max_length=8)
     on_missed: str = Field(default="skip", max_length=8)
     missed_window: float = 3600.0
@@ -349,6 +354,19 @@ class WebhookDelivery(SQLModel, table=True):
     redelivery_of: int | None = None
     create_time: datetime = _time(default_factory=utcnow)
     delivered_time: datetime | None = _time(default=None)
+
+
+class UnsealedWebhookCredentials(SQLModel, table=True):
+    """The userinfo of a webhook URL that migration 0007 took out of a row written before it,
+    still in the clear (a migration has no key). An API server encrypts it into its job's or
+    schedule's ``webhook_auth_ciphertext`` as it starts, and deletes the row."""
+
+    __tablename__ = "unsealed_webhook_credentials"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str | None = Field(default=None, max_length=36)
+    schedule_id: str | None = Field(default=None, max_length=36)
+    userinfo: str
 
 
 class Installation(SQLModel, table=True):

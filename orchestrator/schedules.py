@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator import cron, jobs, projects
+from orchestrator import cron, jobs, projects, webhooks
 from orchestrator.db import after_commit
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.fields import storable
@@ -135,6 +135,10 @@ def _apply_target(
         delays = target.http.retry_delays
         schedule.target_kind = HTTP
         schedule.retry_delays = list(DEFAULT_RETRY_DELAYS if delays is None else delays)
+    # A job target's webhook URL is stored with ``***`` for its userinfo, kept apart, encrypted.
+    webhook, schedule.webhook_auth_ciphertext = webhooks.seal_url(checks.box, stored.get("webhook"))
+    if webhook is not None:
+        stored["webhook"] = webhook
     schedule.target = stored
     schedule.secret_ciphertext = checks.box.encrypt(secrets) if secrets else None
 
@@ -330,6 +334,10 @@ def secrets_of(schedule: Schedule, box: SecretBox) -> dict[str, str]:
 def job_request(schedule: Schedule, box: SecretBox) -> JobCreate:
     """The job submission a tick of a job target makes, secrets included."""
     stored = {key: value for key, value in schedule.target.items() if key != "secret_env"}
+    if stored.get("webhook"):
+        stored["webhook"] = webhooks.unseal_url(
+            box, stored["webhook"], schedule.webhook_auth_ciphertext
+        )
     return JobCreate.model_validate({**stored, "secret_env": secrets_of(schedule, box)})
 
 

@@ -9,16 +9,16 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote
 
 import httpx
 import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from orchestrator import __version__, jobs
 from orchestrator.config import Settings
@@ -34,8 +34,12 @@ from orchestrator.webhooks import (
     SENDING,
     WEBHOOKS,
     api_secret,
+    open_userinfo,
     project_secret,
+    seal_migrated_credentials,
     sign,
+    userinfo_of,
+    with_userinfo,
 )
 
 logger = logging.getLogger(__name__)
@@ -75,14 +79,24 @@ def next_attempt(
     return at
 
 
-def describe_error(exc: Exception, url: str) -> str:
-    """What went wrong with a send, without the URL's userinfo and never with a header."""
+def describe_error(exc: Exception, url: str, userinfo: str | None = None) -> str:
+    """What went wrong with a send, without the URL's userinfo (in ``url`` or given apart) and
+    never with a header."""
     text = str(exc) or type(exc).__name__
-    parts = urlsplit(url)
-    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    userinfo = userinfo or userinfo_of(url) or ""
+    password = userinfo.partition(":")[2]
     text = text.replace(url, public_url(url))
-    text = mask(text, [v for v in (userinfo, parts.password or "") if v])
+    text = mask(text, [v for v in (userinfo, password, unquote(password)) if v])
     return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
+
+
+def basic_auth(userinfo: str | None) -> tuple[str, str] | None:
+    """The Basic credentials in a URL's userinfo, decoded as HTTP clients take them from a URL
+    (a user alone has an empty password); None without userinfo."""
+    if userinfo is None:
+        return None
+    user, _, password = userinfo.partition(":")
+    return unquote(user), unquote(password)
 
 
 # --- the sender ----------------------------------------------------------------------------
@@ -96,10 +110,11 @@ class _Claim:
     number: int
     job_id: str
     message_id: str
-    url: str
+    url: str  # without userinfo: the HTTP client logs the URL it sends to
     body: str
     secret: str
     lease_until: datetime
+    userinfo: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -124,6 +139,16 @@ class WebhookSender:
         self.box = box
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # Before anything is sent (and before the scheduler, started later, submits a job
+        # target's webhook): credentials an upgrade moved out of older rows get encrypted.
+        with db.transaction() as session:
+            sealed = seal_migrated_credentials(session, box)
+        if sealed:
+            logger.info(
+                "encrypted %d webhook URL credential(s) taken out of their URLs by an upgrade",
+                sealed,
+                extra={"action": "webhook_credentials_sealed"},
+            )
         self._in_flight = 0
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "webhook")
@@ -222,6 +247,7 @@ class WebhookSender:
             ).all()
             # Each delivery is signed with its key: a drop-in API's, else its project's.
             keys: dict[tuple[str, str], str] = {}
+            userinfo = self._userinfo(session, rows)
             for row in rows:
                 assert row.id is not None
                 key = ("api", row.signing_key) if row.signing_key else ("project", row.project)
@@ -240,13 +266,26 @@ class WebhookSender:
                         number=row.number,
                         job_id=row.job_id,
                         message_id=row.message_id,
-                        url=row.url,
+                        url=with_userinfo(row.url, None),
                         body=row.body,
                         secret=keys[key],
                         lease_until=lease_until,
+                        userinfo=userinfo.get(row.job_id),
                     )
                 )
         return claims
+
+    def _userinfo(self, session: Session, rows: Sequence[WebhookDelivery]) -> dict[str, str]:
+        """The webhook userinfo of the rows' jobs that have one (stored as ``***`` in their
+        URLs), decrypted, by job id."""
+        job_ids = {row.job_id for row in rows if userinfo_of(row.url)}
+        if not job_ids:
+            return {}
+        found = session.exec(
+            select(Job.id, Job.webhook_auth_ciphertext).where(col(Job.id).in_(job_ids))
+        ).all()
+        opened = {job_id: open_userinfo(self.box, ciphertext) for job_id, ciphertext in found}
+        return {job_id: userinfo for job_id, userinfo in opened.items() if userinfo}
 
     def _next_wait(self) -> float:
         """Seconds until the next delivery falls due (a retry, or a lease running out), at most
@@ -310,11 +349,15 @@ class WebhookSender:
             # Streamed and closed unread: only the status matters, and a large or slow
             # answer body must not hold the slot.
             with self._client.stream(
-                "POST", claim.url, content=claim.body.encode(), headers=headers
+                "POST",
+                claim.url,
+                content=claim.body.encode(),
+                headers=headers,
+                auth=basic_auth(claim.userinfo),
             ) as response:
                 status_code = response.status_code
         except Exception as exc:
-            error = describe_error(exc, claim.url)
+            error = describe_error(exc, claim.url, claim.userinfo)
         if status_code is not None and not 200 <= status_code < 300:
             error = f"the receiver answered HTTP {status_code}"
             if 300 <= status_code < 400:

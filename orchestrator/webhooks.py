@@ -3,7 +3,8 @@ deliveries (``webhook_sender.py`` sends them).
 
 A delivery row is written in the same transaction as the job's terminal state (``enqueue``), so
 a committed end always has its message and a restart loses none. Nothing here writes a secret
-(the signing secret, a URL's password, a header) to a row, an event or a log.
+(the signing secret, a URL's password, a header) to a row, an event or a log: a webhook URL is
+stored with ``***`` for its userinfo, which is kept apart, encrypted (``seal_url``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import secrets
 import uuid
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -22,10 +24,18 @@ from sqlmodel import Session, col, select
 from orchestrator import salad
 from orchestrator.db import after_commit
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.models import ApiSecret, Job, Project, WebhookDelivery, utcnow
+from orchestrator.models import (
+    ApiSecret,
+    Job,
+    Project,
+    Schedule,
+    UnsealedWebhookCredentials,
+    WebhookDelivery,
+    utcnow,
+)
 from orchestrator.notify import Hub
 from orchestrator.schemas import JobPublic
-from orchestrator.secrets import SecretBox
+from orchestrator.secrets import SecretBox, public_url
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +136,77 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
     key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
     digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
+
+
+# --- credentials in a webhook URL ------------------------------------------------------------
+
+USERINFO = "userinfo"  # the key of the encrypted mapping
+
+
+def userinfo_of(url: str) -> str | None:
+    """The userinfo of ``url`` (``user:password``, as written: percent-encoded); None without."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    return userinfo if at and userinfo else None
+
+
+def with_userinfo(url: str, userinfo: str | None) -> str:
+    """``url`` with its userinfo replaced by ``userinfo`` (None: removed); the rest exactly as
+    written."""
+    netloc = urlsplit(url).netloc
+    host = netloc.rpartition("@")[2]
+    return url.replace(f"//{netloc}", f"//{userinfo}@{host}" if userinfo else f"//{host}", 1)
+
+
+def seal_url(box: SecretBox, url: str | None) -> tuple[str | None, str | None]:
+    """``url`` as stored and shown, its userinfo replaced by ``***``, and that userinfo
+    encrypted (None when it has none); ``unseal_url`` puts it back."""
+    userinfo = userinfo_of(url) if url else None
+    if url is None or userinfo is None:
+        return url, None
+    return public_url(url), box.encrypt({USERINFO: userinfo})
+
+
+def open_userinfo(box: SecretBox, ciphertext: str | None) -> str | None:
+    """The userinfo ``seal_url`` encrypted; None for no ciphertext."""
+    return box.decrypt(ciphertext)[USERINFO] if ciphertext else None
+
+
+def unseal_url(box: SecretBox, url: str, ciphertext: str | None) -> str:
+    """The URL as it was given: ``url`` as ``seal_url`` stored it, with its userinfo back."""
+    userinfo = open_userinfo(box, ciphertext)
+    return url if userinfo is None else with_userinfo(url, userinfo)
+
+
+def seal_migrated_credentials(session: Session, box: SecretBox) -> int:
+    """Encrypt the webhook userinfo migration 0007 took out of older rows (it has no key) into
+    their job's or schedule's ``webhook_auth_ciphertext``, and delete the clear rows; how many.
+
+    Call it in a write transaction as a server starts. The rows are locked, so servers starting
+    together seal each once.
+    """
+    rows = session.exec(select(UnsealedWebhookCredentials).with_for_update()).all()
+    if not rows:
+        return 0
+    connection = session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Deleted on SQLite, a row's bytes stay in the file until reused: overwrite them.
+        previous = connection.exec_driver_sql("PRAGMA secure_delete").scalar_one()
+        connection.exec_driver_sql("PRAGMA secure_delete = ON")
+    for row in rows:
+        ciphertext = box.encrypt({USERINFO: row.userinfo})
+        if row.job_id is not None:
+            owner: sa.Update = sa.update(Job).where(col(Job.id) == row.job_id)
+        else:
+            owner = sa.update(Schedule).where(col(Schedule.id) == row.schedule_id)
+        session.execute(owner.values(webhook_auth_ciphertext=ciphertext))
+    ids = [row.id for row in rows]
+    session.execute(
+        sa.delete(UnsealedWebhookCredentials).where(col(UnsealedWebhookCredentials.id).in_(ids))
+    )
+    if sqlite:
+        connection.exec_driver_sql(f"PRAGMA secure_delete = {int(previous)}")
+    return len(rows)
 
 
 # --- the outbox ----------------------------------------------------------------------------

@@ -1,9 +1,11 @@
 """Schema migrations on SQLite and PostgreSQL: an empty database reaches the models' schema
 exactly; a database at the previous revision, or made before migrations, keeps its data; two
-processes migrating at once; the ``db`` commands; a server starting on an old database."""
+processes migrating at once; the ``db`` commands; a server starting on an old database; webhook
+URL credentials taken out of the clear columns (0007)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import subprocess
@@ -24,7 +26,9 @@ from sqlmodel import SQLModel
 from orchestrator import migrations, runners
 from orchestrator.db import Database
 
-from .conftest import LiveServer, bearer
+from .conftest import TEST_IMAGE, LiveServer, bearer
+from .receiver import Receiver
+from .test_secrets_at_rest import database_bytes
 
 HEAD = migrations.head()
 OLD_TOKEN = "orch_old-read-token"
@@ -147,6 +151,8 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0003",
         "0004",
         "0005",
+        "0006",
+        "0007",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -240,7 +246,14 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
     result = database.upgrade_schema()
 
     assert (result.before, result.after) == ("0001", HEAD)
-    assert [line.split(":")[0] for line in result.applied] == ["0002", "0003", "0004", "0005"]
+    assert [line.split(":")[0] for line in result.applied] == [
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+    ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
 
@@ -387,3 +400,159 @@ def test_runners_holding_jobs_before_0002_are_registered_and_can_be_recovered(
             {"id": job_id_of("running")},
         ).one()
     assert (status, runner) == ("queued", None)
+
+
+# --- 0007: webhook URL credentials out of the clear columns ----------------------------------
+
+OLD_USERINFO = "old-user:old-pw-canary-9f1"
+OLD_SCHEDULE = "22222222-2222-2222-2222-222222222222"
+
+
+def migrate_down_to(db: Database, revision: str) -> None:
+    with db.write_engine.connect() as connection:
+        config = Config()
+        config.set_main_option("script_location", str(migrations.SCRIPT_LOCATION))
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def seed_webhooks(db: Database, hook: str) -> None:
+    """At revision 0006, over ``seed``: webhook URLs with credentials, as releases before 0007
+    stored them (a queued job's, a finished job's and its delivery, a schedule's job target)."""
+    with db.write_engine.begin() as connection:
+        tables = sa.MetaData()
+        tables.reflect(connection)
+        jobs = tables.tables["jobs"]
+        for status in ("queued", "succeeded"):
+            update = jobs.update().where(jobs.c.id == job_id_of(status))
+            connection.execute(update.values(webhook=f"{hook}/{status}"))
+        connection.execute(
+            tables.tables["webhook_deliveries"].insert().values(
+                job_id=job_id_of("succeeded"), number=1, project="default",
+                message_id="msg_old", event_type="job.succeeded", url=f"{hook}/succeeded",
+                body="{}", signing_key=None, status="delivered", attempts=1,
+                next_attempt_at=None, lease_until=None, last_status_code=204, last_error=None,
+                attempt_log=[], redelivery_of=None, create_time=OLD_TIME,
+                delivered_time=OLD_TIME,
+            )
+        )  # fmt: skip
+        connection.execute(
+            tables.tables["schedules"].insert().values(
+                id=OLD_SCHEDULE, project="default", name="hooked", cron="0 0 1 1 *",
+                run_at=None, timezone="UTC", target_kind="job",
+                target={"definition": "etl", "webhook": f"{hook}/scheduled", "secret_env": []},
+                secret_ciphertext=None, overlap="allow", on_missed="skip", missed_window=3600.0,
+                retry_delays=[], status="active", next_run_at=datetime(2099, 1, 1),
+                last_run_at=None, last_outcome=None, create_time=OLD_TIME, update_time=OLD_TIME,
+            )
+        )  # fmt: skip
+
+
+def stored_webhooks(db: Database) -> dict[str, Any]:
+    """The webhook URLs as stored, and the rows of ``unsealed_webhook_credentials``."""
+    with db.write_engine.connect() as connection:
+        webhooks = connection.execute(
+            sa.text("SELECT id, webhook FROM jobs WHERE webhook IS NOT NULL ORDER BY id")
+        ).all()
+        urls = connection.execute(sa.text("SELECT url FROM webhook_deliveries")).scalars().all()
+        schedules = sa.table("schedules", sa.column("target", sa.JSON))
+        (target,) = connection.execute(sa.select(schedules.c.target)).scalars().all()
+        unsealed = []
+        if sa.inspect(connection).has_table("unsealed_webhook_credentials"):
+            unsealed = connection.execute(
+                sa.text(
+                    "SELECT job_id, schedule_id, userinfo FROM unsealed_webhook_credentials "
+                    "ORDER BY id"
+                )
+            ).all()
+    return {
+        "jobs": [tuple(row) for row in webhooks],
+        "deliveries": list(urls),
+        "schedule": target["webhook"],
+        "unsealed": [tuple(row) for row in unsealed],
+    }
+
+
+def basic_credentials(request: Any) -> bytes:
+    return base64.b64decode(request.headers["authorization"].removeprefix("Basic "))
+
+
+def test_0007_takes_webhook_credentials_out_of_the_urls_and_a_server_encrypts_them(
+    database_url: str, make_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    hook = receiver.url.replace("://", f"://{OLD_USERINFO}@")
+    masked = receiver.url.replace("://", "://***@")
+    old = Database(database_url)
+    try:
+        migrate_to(old, "0001")
+        seed(old)
+        migrate_to(old, "0006")
+        seed_webhooks(old, hook)
+
+        result = old.upgrade_schema()
+
+        assert [line.split(":")[0] for line in result.applied] == ["0007"]
+        assert stored_webhooks(old) == {
+            "jobs": [
+                (job_id_of("queued"), f"{masked}/queued"),
+                (job_id_of("succeeded"), f"{masked}/succeeded"),
+            ],
+            "deliveries": [f"{masked}/succeeded"],
+            "schedule": f"{masked}/scheduled",
+            # In the clear until a server, which holds the key, encrypts them.
+            "unsealed": [
+                (job_id_of("queued"), None, OLD_USERINFO),
+                (job_id_of("succeeded"), None, OLD_USERINFO),
+                (None, OLD_SCHEDULE, OLD_USERINFO),
+            ],
+        }
+        assert_seeded_data_intact(old)
+    finally:
+        old.dispose()
+
+    # No runner: the old queued job stays queued until it is cancelled.
+    server = make_server(runner_enabled=False)
+
+    assert stored_webhooks(server.services.db)["unsealed"] == []
+    box = server.services.box
+    with server.services.db.read() as session:
+        jobs = sa.text("SELECT webhook_auth_ciphertext FROM jobs WHERE webhook IS NOT NULL")
+        schedules = sa.text("SELECT webhook_auth_ciphertext FROM schedules")
+        sealed = [*session.execute(jobs).scalars(), *session.execute(schedules).scalars()]
+    assert [box.decrypt(text) for text in sealed] == [{"userinfo": OLD_USERINFO}] * 3
+    assert server.job(job_id_of("queued"))["webhook"] == f"{masked}/queued"
+    shown = server.http.get("/v1/projects/default/schedules/hooked").json()
+    assert shown["target"]["job"]["webhook"] == f"{masked}/scheduled"
+
+    # The credentials still reach the receiver: the old job's, and a job the schedule submits.
+    server.register({"name": "etl", "image": TEST_IMAGE, "command": ["true"]})
+    ticked = server.http.post("/v1/projects/default/schedules/hooked/trigger")
+    assert ticked.status_code == 202, ticked.text
+    for job_id in (job_id_of("queued"), ticked.json()["job_id"]):
+        cancelled = server.http.post(f"/v1/projects/default/jobs/{job_id}/cancel")
+        assert cancelled.status_code == 200, cancelled.text
+    requests = receiver.wait_for_requests(2)
+    assert sorted(request.path for request in requests) == ["/queued", "/scheduled"]
+    assert {basic_credentials(request) for request in requests} == {OLD_USERINFO.encode()}
+
+    server.stop()
+    # Neither the database's live rows nor, on SQLite, the bytes the updates replaced.
+    assert b"old-pw-canary-9f1" not in database_bytes(database_url)
+
+
+def test_0007_downgrade_puts_unencrypted_credentials_back(
+    database: Database, receiver: Receiver
+) -> None:
+    hook = receiver.url.replace("://", f"://{OLD_USERINFO}@")
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0006")
+    seed_webhooks(database, hook)
+    before = stored_webhooks(database)
+    migrate_to(database, "0007")
+    assert stored_webhooks(database)["schedule"] != before["schedule"]
+
+    migrate_down_to(database, "0006")
+
+    assert stored_webhooks(database) == before
+    assert_seeded_data_intact(database)

@@ -1,24 +1,32 @@
-"""Secrets at rest: the database (SQLite file, WAL, PostgreSQL dump) holds ciphertext only; the
-key ring (ORCH_SECRET_KEY list or key file) and ``orchestrator secrets rotate-key`` beside a
-running server; bad keys are errors that name no value."""
+"""Secrets at rest: the database (SQLite file, WAL, PostgreSQL dump) holds ciphertext only, for
+secret values and webhook URL credentials (which the server log never shows either); the key
+ring (ORCH_SECRET_KEY list or key file) and ``orchestrator secrets rotate-key`` beside a running
+server; bad keys are errors that name no value."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
+import logging
 import os
 import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from click.testing import Result
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
+from orchestrator import log_masking
 from orchestrator.cli import app
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
@@ -26,7 +34,8 @@ from orchestrator.models import Job
 from orchestrator.secrets import KEY_FILE, SecretBox, generate_key, write_key_file
 from orchestrator.services import Services
 
-from .conftest import TEST_IMAGE, LiveServer, free_port, unavailable
+from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, unavailable, wait_for
+from .receiver import Receiver
 
 CANARY = "canary-Xr7Lm4-at-rest"
 QUEUES = "/v1/projects/default/queues"
@@ -118,10 +127,10 @@ def ok(result: Result) -> str:
 # --- ciphertext only, everywhere -------------------------------------------------------------
 
 
-def database_bytes(server: LiveServer) -> bytes:
+def database_bytes(database_url: str) -> bytes:
     """The raw bytes of the database: the SQLite file with its WAL and shared memory, or a
     ``pg_dump`` of the PostgreSQL database."""
-    url = sa.engine.make_url(server.settings.resolved_database_url())
+    url = sa.engine.make_url(database_url)
     if url.get_backend_name() == "sqlite":
         assert url.database
         files = [Path(url.database + suffix) for suffix in ("", "-wal", "-shm")]
@@ -148,7 +157,7 @@ def test_database_holds_ciphertext_only(server: LiveServer) -> None:
     if url.get_backend_name() == "sqlite":
         # While the server runs, recent writes sit in the WAL: it must be clean too.
         assert Path(f"{url.database}-wal").exists()
-    raw = database_bytes(server)
+    raw = database_bytes(server.settings.resolved_database_url())
     assert job_id.encode() in raw  # the right database, with the job in it
     assert CANARY.encode() not in raw
 
@@ -157,7 +166,140 @@ def test_database_holds_ciphertext_only(server: LiveServer) -> None:
     assert server.services.box.decrypt(ciphertext) == {"API_TOKEN": CANARY}
 
     server.stop()  # the last connection checkpoints the WAL into the main file
-    assert CANARY.encode() not in database_bytes(server)
+    assert CANARY.encode() not in database_bytes(server.settings.resolved_database_url())
+
+
+# --- webhook URL credentials: sent, never logged, never stored in the clear ------------------
+
+HOOK_PASSWORD = "hookpw-Qz8Kd2-canary"
+
+
+@contextmanager
+def served(database_url: str, data_dir: Path, log: Path) -> Iterator[httpx.Client]:
+    """``orchestrator serve --no-runner`` as a process, its log (stdout and stderr) in ``log``;
+    a client of it with the admin token. Stopped with SIGTERM at the end."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env |= {"ORCH_DATA_DIR": str(data_dir), "ORCH_DATABASE_URL": database_url}
+    env |= {"ORCH_PORT": str(port), "ORCH_POLL_INTERVAL": "1"}
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "serve", "--no-runner"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+
+    def up() -> bool:
+        try:
+            return http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            assert process.poll() is None, log.read_text()
+            return False
+
+    try:
+        wait_for(up, timeout=60)
+        http.headers.update(bearer((data_dir / "admin-token").read_text().strip()))
+        yield http
+    finally:
+        http.close()
+        process.terminate()
+        process.wait(30)
+
+
+def test_webhook_url_credentials_reach_the_receiver_but_not_the_log_or_the_database(
+    database_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    log = tmp_path / "server.log"
+    hook = receiver.url.replace("://", f"://hook-user:{HOOK_PASSWORD}@")
+    down = f"http://hook-user:{HOOK_PASSWORD}@127.0.0.1:{free_port()}/down"
+    project = "/v1/projects/default"
+    with served(database_url, tmp_path / "data", log) as http:
+
+        def post(path: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:
+            response = http.post(f"{project}{path}", json=body)
+            assert response.status_code == status, response.text
+            return dict(response.json())
+
+        post("/definitions", {"name": "ok", "image": TEST_IMAGE, "command": ["true"]})
+        post("/queues", {"name": "held", "paused": True})
+        job = post("/jobs", {"definition": "ok", "queue": "held", "webhook": f"{hook}/job"})
+        unreachable = post("/jobs", {"definition": "ok", "queue": "held", "webhook": down})
+        target = {"job": {"definition": "ok", "queue": "held", "webhook": f"{hook}/scheduled"}}
+        post("/schedules", {"name": "hooked", "cron": "0 0 1 1 *", "target": target})
+        ticked = post("/schedules/hooked/trigger", {}, status=202)["job_id"]
+        for job_id in (job["id"], unreachable["id"], ticked):
+            post(f"/jobs/{job_id}/cancel", {}, status=200)
+
+        def tried(job_id: str) -> bool:
+            found = http.get(f"{project}/jobs/{job_id}/deliveries").json()["items"]
+            return bool(found) and found[0]["attempts"] >= 1
+
+        wait_for(lambda: all(tried(job_id) for job_id in (job["id"], unreachable["id"], ticked)))
+        # The receiver got the credentials as Basic authentication.
+        requests = receiver.wait_for_requests(2)
+        assert sorted(request.path for request in requests) == ["/job", "/scheduled"]
+        for request in requests:
+            sent = request.headers["authorization"].removeprefix("Basic ")
+            assert base64.b64decode(sent) == f"hook-user:{HOOK_PASSWORD}".encode()
+        shown = http.get(f"{project}/jobs/{job['id']}").json()["webhook"]
+        assert shown == receiver.url.replace("://", "://***@") + "/job"
+
+        raw = database_bytes(database_url)
+        assert job["id"].encode() in raw  # the right database, with the job in it
+        assert HOOK_PASSWORD.encode() not in raw
+        url = sa.engine.make_url(database_url)
+        if url.get_backend_name() == "sqlite":
+            assert Path(f"{url.database}-wal").exists()  # recent writes, checked too
+
+    assert HOOK_PASSWORD.encode() not in database_bytes(database_url)
+    text = log.read_text()
+    # httpx logs every request's URL at INFO: there, but without its userinfo.
+    assert f"HTTP Request: POST {receiver.url}/job " in text
+    assert f"HTTP Request: POST {receiver.url}/scheduled " in text
+    assert HOOK_PASSWORD not in text and "hook-user" not in text
+
+
+def test_the_log_masks_url_userinfo_whichever_logger_writes_it() -> None:
+    url = f"https://hook-user:{HOOK_PASSWORD}@hooks.example.com/in"
+    root, alone = logging.getLogger(), logging.getLogger("test.own_handler")
+    into_root, into_own = io.StringIO(), io.StringIO()
+    handlers = [(root, logging.StreamHandler(into_root)), (alone, logging.StreamHandler(into_own))]
+    factory, levels = logging.getLogRecordFactory(), (root.level, alone.level)
+    for logger, handler in handlers:
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    alone.propagate = False  # as uvicorn's loggers: a handler of its own, nothing to the root
+    try:
+        log_masking.install()
+        log_masking.install()  # once is enough; twice changes nothing
+        logging.getLogger("httpx").info(
+            'HTTP Request: %s %s "%s %d %s"', "POST", httpx.URL(url), "HTTP/1.1", 204, "No Content"
+        )
+        logging.getLogger("httpcore.connection").info("connect_tcp.started url=%r", url)
+        logging.getLogger("urllib3.connectionpool").warning("Retrying after %s", url)
+        logging.getLogger("some.library").error(f"could not reach {url}")
+        logging.getLogger("orchestrator.db").info("postgresql://orch:%s@db/orch", HOOK_PASSWORD)
+        logging.getLogger("some.library").info("%d items", url)  # arguments that do not fit
+        try:
+            raise httpx.InvalidURL(f"bad URL {url}")
+        except httpx.InvalidURL:
+            alone.exception("Exception in ASGI application")
+        logging.getLogger("some.library").info("plain %s and a@b", "https://h/x")
+    finally:
+        logging.setLogRecordFactory(factory)
+        for logger, handler in handlers:
+            logger.removeHandler(handler)
+        root.setLevel(levels[0])
+        alone.setLevel(levels[1])
+        alone.propagate = True
+    text = into_root.getvalue() + into_own.getvalue()
+    assert HOOK_PASSWORD not in text and "hook-user" not in text
+    assert 'HTTP Request: POST https://***@hooks.example.com/in "HTTP/1.1 204 No Content"' in text
+    assert "postgresql://***@db/orch" in text
+    assert "httpx.InvalidURL: bad URL https://***@hooks.example.com/in" in into_own.getvalue()
+    assert "plain https://h/x and a@b" in text  # no userinfo: left as it was
 
 
 # --- rotating the key file beside a running server -------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ import svix.webhooks
 from sqlmodel import select
 
 from orchestrator import key_rotation, webhook_sender, webhooks
-from orchestrator.models import WebhookDelivery, utcnow
-from orchestrator.secrets import public_url
+from orchestrator.models import Job, Schedule, WebhookDelivery, utcnow
+from orchestrator.secrets import SecretBox, generate_key, public_url
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 
@@ -173,6 +174,19 @@ def rejected(request: Received, key: str) -> bool:
     return False
 
 
+def basic_credentials(request: Received) -> bytes:
+    """The user and password the request's Basic ``Authorization`` header carries."""
+    sent = {k.lower(): v for k, v in request.headers.items()}["authorization"]
+    assert sent.startswith("Basic ")
+    return base64.b64decode(sent.removeprefix("Basic "))
+
+
+def stored_job(server: LiveServer, job_id: str) -> Job:
+    with server.services.db.read() as session:
+        (row,) = session.exec(select(Job).where(Job.id == job_id)).all()
+        return row
+
+
 def paused_job(server: LiveServer, **body: Any) -> dict[str, Any]:
     """A job submitted to the paused queue ``parked`` (it starts no container)."""
     if server.http.get("/v1/projects/default/queues/parked").status_code == 404:
@@ -230,18 +244,25 @@ def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: R
 
 
 def test_credentials_in_a_webhook_url_are_used_but_never_shown(
-    server: LiveServer, receiver: Receiver
+    server: LiveServer, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="httpx")
     server.register(sh("ok", "true"))
-    url = f"http://hook-user:pw-canary-51c2@127.0.0.1:{receiver.port}/basic"
+    # A password with characters a URL must percent-encode ("@", ":", "/", "%").
+    userinfo = "hook-user:pw-canary-51c2%40%3A%2F%25"
+    url = f"http://{userinfo}@127.0.0.1:{receiver.port}/basic"
     job = server.submit(definition="ok", webhook=url)
     masked = f"http://***@127.0.0.1:{receiver.port}/basic"
     assert job["webhook"] == masked
     wait_delivery(server, job["id"], "delivered")
-    (request,) = receiver.of(job["id"])
-    # The receiver gets the credentials as Basic authentication, as any HTTP client sends them.
-    sent = {k.lower(): v for k, v in request.headers.items()}["authorization"]
-    assert base64.b64decode(sent.removeprefix("Basic ")) == b"hook-user:pw-canary-51c2"
+    again = server.http.post(f"{JOBS}/{job['id']}/deliveries/1/redeliver")
+    assert again.status_code == 202, again.text
+    wait_delivery(server, job["id"], "delivered", number=2)
+    # The receiver gets the credentials as Basic authentication, decoded as any HTTP client
+    # decodes a URL's: on the first delivery and on a redelivery.
+    for request in receiver.of(job["id"]):
+        assert basic_credentials(request) == b"hook-user:pw-canary-51c2@:/%"
+    request = receiver.of(job["id"])[0]
     shown = [
         request.body.decode(),
         server.http.get(f"{JOBS}/{job['id']}").text,
@@ -251,6 +272,60 @@ def test_credentials_in_a_webhook_url_are_used_but_never_shown(
     ]
     assert all("pw-canary-51c2" not in text for text in shown)
     assert json.loads(request.body)["webhook"] == masked
+    # Stored: the URL with ***, the userinfo encrypted beside it; deliveries hold the URL only.
+    row = stored_job(server, job["id"])
+    assert row.webhook == masked
+    assert "pw-canary-51c2" not in (row.webhook_auth_ciphertext or "")
+    assert server.services.box.decrypt(row.webhook_auth_ciphertext or "") == {"userinfo": userinfo}
+    with server.services.db.read() as session:
+        urls = session.exec(
+            select(WebhookDelivery.url).where(WebhookDelivery.job_id == job["id"])
+        ).all()
+    assert urls == [masked, masked]
+    # The HTTP client logs each request's URL: it is sent to the URL without its userinfo.
+    sent = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert f"HTTP Request: POST http://127.0.0.1:{receiver.port}/basic" in "\n".join(sent)
+    assert all("pw-canary-51c2" not in message for message in sent)
+
+
+def test_a_schedules_job_target_keeps_its_webhook_credentials_encrypted(
+    server: LiveServer, receiver: Receiver
+) -> None:
+    server.register(sh("ok", "true"))
+    paused_job(server)  # makes the paused queue ``parked``
+    url = f"http://sched-user:pw-canary-7d3e@127.0.0.1:{receiver.port}/scheduled"
+    masked = f"http://***@127.0.0.1:{receiver.port}/scheduled"
+    target = {"job": {"definition": "ok", "queue": "parked", "webhook": url}}
+    base = "/v1/projects/default/schedules"
+    made = server.http.post(base, json={"name": "hooked", "cron": "0 0 1 1 *", "target": target})
+    assert made.status_code == 201, made.text
+    assert made.json()["target"]["job"]["webhook"] == masked
+    assert "pw-canary-7d3e" not in server.http.get(f"{base}/hooked").text
+    with server.services.db.read() as session:
+        (row,) = session.exec(select(Schedule).where(Schedule.name == "hooked")).all()
+    assert row.target["webhook"] == masked
+    decrypted = server.services.box.decrypt(row.webhook_auth_ciphertext or "")
+    assert decrypted == {"userinfo": "sched-user:pw-canary-7d3e"}
+
+    # A tick submits the job with the whole URL: its own row keeps the userinfo encrypted.
+    run = server.http.post(f"{base}/hooked/trigger")
+    assert run.status_code == 202, run.text
+    job_id = run.json()["job_id"]
+    assert server.job(job_id)["webhook"] == masked
+    assert stored_job(server, job_id).webhook == masked
+    assert server.http.post(f"{JOBS}/{job_id}/cancel").status_code == 200
+    wait_delivery(server, job_id, "delivered")
+    (request,) = receiver.of(job_id)
+    assert basic_credentials(request) == b"sched-user:pw-canary-7d3e"
+
+    # A new target without a webhook drops the credentials.
+    changed = server.http.patch(
+        f"{base}/hooked", json={"target": {"job": {"definition": "ok", "queue": "parked"}}}
+    )
+    assert changed.status_code == 200, changed.text
+    with server.services.db.read() as session:
+        (row,) = session.exec(select(Schedule).where(Schedule.name == "hooked")).all()
+    assert row.webhook_auth_ciphertext is None and "webhook" not in row.target
 
 
 def test_the_secret_endpoint_and_rotation(server: LiveServer, receiver: Receiver) -> None:
@@ -481,18 +556,24 @@ def test_refusals(server: LiveServer, receiver: Receiver) -> None:
 
 def test_key_rotation_keeps_the_webhook_secret(server: LiveServer, receiver: Receiver) -> None:
     key = secret(server)
+    server.register(sh("ok", "true"))
+    # Waits, with credentials in its webhook URL, until after the old key is gone.
+    waiting = paused_job(server, webhook=f"http://u:pw-rotated@127.0.0.1:{receiver.port}/late")
     path = server.settings.data_dir / "secret-key"
     retired, tallies = key_rotation.rotate_key_file(server.services.db, path)
     assert retired == 1
     by_column = {tally.column: tally for tally in tallies}
     assert by_column["projects.webhook_secret_ciphertext"].retired == 1
+    assert by_column["jobs.webhook_auth_ciphertext"].retired == 1
     # The old key is gone: the secret is still readable only if it was re-encrypted.
     assert key_rotation.prune_key_file(server.services.db, path) == 1
     assert secret(server) == key
-    server.register(sh("ok", "true"))
     job = server.submit(definition="ok", webhook=receiver.url())
     wait_delivery(server, job["id"], "delivered")
     verify(receiver.of(job["id"])[0], key)
+    assert server.http.post(f"{JOBS}/{waiting['id']}/cancel").status_code == 200
+    wait_delivery(server, waiting["id"], "delivered")
+    assert basic_credentials(receiver.of(waiting["id"])[0]) == b"u:pw-rotated"
 
 
 # --- pure parts ------------------------------------------------------------------------------
@@ -521,3 +602,28 @@ def test_urls_and_errors_never_show_userinfo() -> None:
     error = webhook_sender.describe_error(httpx.ConnectError(f"cannot reach {url}"), url)
     assert "hunter2-pw" not in error and "user:" not in error
     assert error.startswith("ConnectError: ")
+    # Sent to the URL without its userinfo, which is given apart.
+    bare = "https://hooks.example.com/in"
+    error = webhook_sender.describe_error(
+        httpx.ConnectError("rejected user:hunter2%40pw, hunter2@pw"), bare, "user:hunter2%40pw"
+    )
+    assert "hunter2" not in error
+
+
+def test_webhook_url_userinfo_is_sealed_apart() -> None:
+    box = SecretBox([generate_key()])
+    url = "https://user:p%40ss%3A@hooks.example.com:8443/in?x=1&y=@#top"
+    shown, ciphertext = webhooks.seal_url(box, url)
+    assert shown == "https://***@hooks.example.com:8443/in?x=1&y=@#top"
+    assert ciphertext is not None and "p%40ss" not in ciphertext
+    assert webhooks.open_userinfo(box, ciphertext) == "user:p%40ss%3A"
+    assert webhooks.unseal_url(box, shown, ciphertext) == url
+    assert webhooks.with_userinfo(shown, None) == "https://hooks.example.com:8443/in?x=1&y=@#top"
+    plain = "http://127.0.0.1:9/hook?at=a@b"
+    assert webhooks.seal_url(box, plain) == (plain, None)
+    assert webhooks.unseal_url(box, plain, None) == plain
+    assert webhooks.seal_url(box, None) == (None, None)
+    # As HTTP clients read a URL's userinfo: percent-decoded; a user alone, an empty password.
+    assert webhook_sender.basic_auth("user:p%40ss%3A") == ("user", "p@ss:")
+    assert webhook_sender.basic_auth("token") == ("token", "")
+    assert webhook_sender.basic_auth(None) is None

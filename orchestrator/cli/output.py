@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
+from orchestrator import log_masking
 from orchestrator.client import ApiError, Client, ClientError
 from orchestrator.config import Settings
 
@@ -118,7 +119,9 @@ def print_json(data: Any) -> None:
 
 
 def configure_logging() -> None:
-    """INFO lines with time and source for the long-running commands (serve, runner)."""
+    """INFO lines with time and source for the long-running commands (serve, runner); a URL's
+    userinfo masked in every line, whichever library logs it."""
+    log_masking.install()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
