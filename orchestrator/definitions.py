@@ -1,7 +1,8 @@
 """Job definitions: the spec model, YAML/JSON loading with file:line errors, and versioning.
 
 A definition version is immutable. Registering a spec identical to the latest version returns
-that version; any change makes version n+1.
+that version; any change makes version n+1. Loading is CPU-bound and blocking: callers on an
+event loop run it in a thread.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -30,9 +32,10 @@ from sqlmodel import Session, col, select
 
 from orchestrator import tokens
 from orchestrator.db import serialize
-from orchestrator.errors import DefinitionInvalid, NotFound
+from orchestrator.errors import DefinitionInvalid, NotFound, OrchestratorError
 from orchestrator.fields import (
     MAX_INT,
+    MAX_JSON_DEPTH,
     NAME_PATTERN,
     EnvName,
     EnvValue,
@@ -256,6 +259,71 @@ def spec_hash(spec: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+# Longest YAML text one load reads: far more than any definition needs (the default request
+# body limit), and parsed in about a second.
+MAX_YAML_CHARS = 1_048_576
+# Errors one invalid definition reports (with their lines); the rest are counted.
+MAX_REPORTED_ERRORS = 10
+YAML_CORE_TAG = "tag:yaml.org,2002:"
+# Explicit tags a definition may carry: those of JSON's values ("!" is YAML's "no tag").
+ALLOWED_YAML_TAGS = frozenset(
+    {"!", *(YAML_CORE_TAG + name for name in ("str", "int", "float", "bool", "null", "seq", "map"))}
+)
+
+try:
+    # libyaml scans and parses about six times faster than PyYAML's own parser.
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # PyYAML built without libyaml: its parser in Python.
+
+    class _Parser(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            yaml.reader.Reader.__init__(self, stream)
+            yaml.scanner.Scanner.__init__(self)
+            yaml.parser.Parser.__init__(self)
+
+
+class _DefinitionLoader(
+    yaml.composer.Composer, _Parser, yaml.constructor.SafeConstructor, yaml.resolver.Resolver
+):
+    """PyYAML's safe loader (its composer in front of the parser, so each node is checked as it
+    is composed) that refuses what no definition needs and an attacker would use: anchors and
+    aliases (a few hundred bytes of nested aliases make billions of nodes for whatever walks
+    the result), tags other than plain values (an unknown tag is a 400, not a 500), and
+    nesting deeper than ``MAX_JSON_DEPTH``."""
+
+    def __init__(self, text: str, source: str) -> None:
+        _Parser.__init__(self, text)
+        yaml.composer.Composer.__init__(self)
+        yaml.constructor.SafeConstructor.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self.source = source
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        # A node's place always holds an event (the stream's end comes after the document's).
+        assert event is not None and event.start_mark is not None
+        where = f"{self.source}:{event.start_mark.line + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise DefinitionInvalid(
+                f"{where}: definitions may not use YAML anchors or aliases (&name, *name)"
+            )
+        tag = getattr(event, "tag", None)
+        if tag is not None and tag not in ALLOWED_YAML_TAGS:
+            shown = tag.replace(YAML_CORE_TAG, "!!", 1)
+            raise DefinitionInvalid(
+                f"{where}: unknown YAML tag {shown!r}: a definition holds plain values only "
+                "(text, numbers, booleans, null, lists and mappings)"
+            )
+        if self.depth >= MAX_JSON_DEPTH:
+            raise DefinitionInvalid(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
 def _node_at(root: yaml.Node | None, loc: tuple[int | str, ...]) -> yaml.Node | None:
     """The YAML node an error location points to (or the deepest one found on the way)."""
     node = root
@@ -284,16 +352,18 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
     return text or "definition"
 
 
-def _duplicate_keys(node: yaml.Node | None, source: str) -> None:
+def _duplicate_keys(node: yaml.Node, source: str) -> None:
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key, value in node.value:
-            if key.value in seen:
-                line = key.start_mark.line + 1
-                raise DefinitionInvalid(
-                    f"{source}:{line}: {key.value}: duplicate key", field=str(key.value)
-                )
-            seen.add(key.value)
+            # A non-scalar key is refused when the document is constructed (unhashable).
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    line = key.start_mark.line + 1
+                    raise DefinitionInvalid(
+                        f"{source}:{line}: {key.value}: duplicate key", field=str(key.value)
+                    )
+                seen.add(key.value)
             _duplicate_keys(value, source)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
@@ -309,7 +379,10 @@ def validate_spec(data: Any, source: str, node: yaml.Node | None = None) -> Defi
     except ValidationError as exc:
         lines = []
         first_field = None
-        for error in exc.errors(include_input=False, include_url=False):
+        errors = exc.errors(include_input=False, include_url=False)
+        # The first few only: finding each one's line scans its mapping, so naming every one
+        # of thousands (a mapping of bad labels) would take minutes and a megabyte.
+        for error in errors[:MAX_REPORTED_ERRORS]:
             loc = tuple(error["loc"])
             field = _field_name(loc)
             first_field = first_field or field
@@ -321,29 +394,42 @@ def validate_spec(data: Any, source: str, node: yaml.Node | None = None) -> Defi
             if target is not None:
                 where = f"{source}:{target.start_mark.line + 1}"
             lines.append(f"{where}: {field}: {message}")
+        if len(errors) > MAX_REPORTED_ERRORS:
+            lines.append(f"and {len(errors) - MAX_REPORTED_ERRORS} more errors")
         raise DefinitionInvalid("; ".join(lines), field=first_field) from None
 
 
 def load_yaml(text: str, source: str) -> list[DefinitionSpec]:
-    """Every definition in a YAML (or JSON) text; documents are separated by ``---``."""
+    """Every definition in a YAML (or JSON) text; documents are separated by ``---``.
+
+    Anchors and aliases, tags other than plain values, nesting deeper than ``MAX_JSON_DEPTH``
+    and texts longer than ``MAX_YAML_CHARS`` are refused, so the work is linear in a bounded
+    size. Blocking (about a second for the longest text): on an event loop, call it in a
+    thread.
+    """
+    if len(text) > MAX_YAML_CHARS:
+        raise DefinitionInvalid(
+            f"{source}: {len(text)} characters is over the limit of {MAX_YAML_CHARS} "
+            "for a file of definitions"
+        )
+    documents: list[tuple[yaml.Node, Any]] = []
     try:
-        nodes = [n for n in yaml.compose_all(text, Loader=yaml.SafeLoader) if n is not None]
+        # In the try: PyYAML's own reader (without libyaml) checks the characters at once.
+        loader = _DefinitionLoader(text, source)
+        while loader.check_node():
+            node = loader.get_node()
+            assert node is not None  # check_node() said a document follows
+            _duplicate_keys(node, source)
+            documents.append((node, loader.construct_document(node)))
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
+        mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         raise DefinitionInvalid(f"{source}{line}: invalid YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise DefinitionInvalid(f"{source}: invalid YAML: {exc}") from None
-    except RecursionError:
-        raise DefinitionInvalid(f"{source}: nested too deeply") from None
-    if not nodes:
+    if not documents:
         raise DefinitionInvalid(f"{source}: no definition found")
-    specs = []
-    for node in nodes:
-        _duplicate_keys(node, source)
-        data = yaml.SafeLoader(yaml.serialize(node)).get_single_data()
-        specs.append(validate_spec(data, source, node))
-    return specs
+    return [validate_spec(data, source, node) for node, data in documents]
 
 
 @dataclass(frozen=True)
@@ -388,6 +474,37 @@ def register(
         resource = f"definition/{definition.name}:{definition.version}"
         tokens.audit(session, actor, "definition_registered", resource, project)
     return Registered(definition, created=True)
+
+
+def register_all(
+    session: Session,
+    project: str,
+    specs: Sequence[DefinitionSpec],
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor | None = None,
+) -> list[Registered]:
+    """Register every spec, in order, in the caller's transaction, as ``register`` does each.
+
+    All or none: an error names the spec at fault by its index (``definitions[2]: ...``, field
+    ``definitions[2].privileged``), and the caller's rollback leaves none registered.
+    """
+    # Each definition's lock taken in name order first, so two batches naming the same
+    # definitions in different orders cannot deadlock (on PostgreSQL).
+    for name in sorted({spec.name for spec in specs}):
+        serialize(session, f"definition:{project}:{name}")
+    registered = []
+    for index, spec in enumerate(specs):
+        try:
+            registered.append(
+                register(session, project, spec, policy=policy, limits=limits, actor=actor)
+            )
+        except OrchestratorError as exc:
+            where = f"definitions[{index}]"
+            field = f"{where}.{exc.field}" if exc.field else where
+            raise type(exc)(f"{where}: {exc.message}", field=field) from None
+    return registered
 
 
 def current_spec(definition: Definition) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,46 @@ def test_apply_names_the_file_the_server_refused(server: LiveServer, tmp_path: P
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: {risky}: privileged: privileged mode is not allowed")
     assert "ORCH_POLICY_ALLOW_PRIVILEGED" in result.stderr
+
+
+def test_apply_registers_every_file_or_none(
+    make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    server = make_server(policy_allowed_images=["docker.io/library/busybox:"], max_parameters=2)
+    (tmp_path / "a-first.yaml").write_text(f"name: first\nimage: {TEST_IMAGE}\n")
+    (tmp_path / "c-third.yaml").write_text(f"name: third\nimage: {TEST_IMAGE}\ncommand: [ls]\n")
+    second = tmp_path / "b-second.yaml"
+
+    def names() -> list[str]:
+        items = server.http.get("/v1/projects/default/definitions").json()["items"]
+        return [d["name"] for d in items]
+
+    for spec, error in (
+        # Found here, before any request.
+        (f"image: {TEST_IMAGE}\ntimeout: soon\n", f"{second}:3: timeout: "),
+        # Refused by the server: its container policy, its limits.
+        (f"image: {TEST_IMAGE}\nprivileged: true\n", f"{second}: privileged: privileged mode"),
+        ("image: registry.example.com/tool:1\n", f"{second}: image: 'registry.example.com/tool:1'"),
+        (f"image: {TEST_IMAGE}\nparameters: {{a: 1, b: 2, c: 3}}\n", f"{second}: parameters: 3"),
+    ):
+        second.write_text(f"name: second\n{spec}")
+        result = cli(server, "definitions", "apply", str(tmp_path))
+        assert result.exit_code == 1
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"error: {error}"), result.stderr
+        assert result.stderr.count("\n") == 1
+        assert names() == []
+
+    second.write_text(f"name: second\nimage: {TEST_IMAGE}\n")
+    lines = ok(cli(server, "definitions", "apply", str(tmp_path))).splitlines()
+    assert lines == [f"{n}: version 1 (new)" for n in ("first", "second", "third")]
+    assert names() == ["first", "second", "third"]
+    again = as_json(cli(server, "definitions", "apply", str(tmp_path), "--json"))
+    assert [(d["name"], d["version"], d["created"]) for d in again] == [
+        (n, 1, False) for n in ("first", "second", "third")
+    ]
+    lines = ok(cli(server, "definitions", "apply", str(tmp_path))).splitlines()
+    assert lines == [f"{n}: version 1 (unchanged)" for n in ("first", "second", "third")]
 
 
 def test_submit_follow_prints_the_logs_and_exits_zero(server: LiveServer) -> None:

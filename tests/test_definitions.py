@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 
-from orchestrator.definitions import load_yaml
+from orchestrator.definitions import MAX_YAML_CHARS, load_yaml
 from orchestrator.errors import DefinitionInvalid
 
-from .conftest import LiveServer
+from .conftest import LiveServer, admin_token, bearer, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = """\
@@ -25,6 +28,24 @@ timeout: 10m
 retry:
   attempts: 3
 """
+
+
+DEFINITIONS = "/v1/projects/default/definitions"
+YAML = {"Content-Type": "application/yaml"}
+
+
+def alias_bomb(levels: int) -> str:
+    """A "billion laughs" definition: each level a list of nine aliases of the level before, so
+    445 bytes (``levels=9``) stand for 9**9 strings, and a walk of the result never ends."""
+    lines = ["name: bomb", "image: busybox:1.36", f"l0: &l0 [{','.join(['lol'] * 9)}]"]
+    lines += [f"l{n}: &l{n} [{','.join([f'*l{n - 1}'] * 9)}]" for n in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def big_definition(labels: int = 36_000) -> str:
+    """A legal definition of about 900 kB (under the body limit), which takes a while to parse."""
+    entries = "".join(f"  key-{n:06d}: value-{n:06d}\n" for n in range(labels))
+    return f"name: big\nimage: busybox:1.36\nlabels:\n{entries}"
 
 
 def error_of(text: str, source: str = "job.yaml") -> str:
@@ -89,6 +110,48 @@ def test_secret_cannot_also_be_plain_env() -> None:
     assert "both a secret and a plain env" in error_of(
         "name: a1\nimage: x\nsecrets: [TOKEN]\nenv: {TOKEN: x}\n"
     )
+
+
+def test_anchors_and_aliases_are_refused() -> None:
+    refused = "job.yaml:3: definitions may not use YAML anchors or aliases"
+    assert error_of(alias_bomb(levels=3)).startswith(refused)
+    assert error_of("name: a1\nimage: x\nenv: &common {A: b}\n").startswith(refused)
+    merged = "name: a1\nimage: x\nx: &base {A: b}\nenv:\n  <<: *base\n"
+    assert error_of(merged).startswith(refused)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ('!!python/object/apply:os.system ["true"]', "!!python/object/apply:os.system"),
+        ("!!python/name:os.system", "!!python/name:os.system"),
+        ("!foo bar", "!foo"),
+        ("!!binary aGVsbG8=", "!!binary"),
+    ],
+)
+def test_unknown_tags_are_refused_with_the_line(value: str, shown: str) -> None:
+    message = error_of(f"name: a1\nimage: x\ndescription: {value}\n")
+    assert message.startswith(f"job.yaml:3: unknown YAML tag '{shown}'")
+    # The tags of plain values are fine.
+    (spec,) = load_yaml("name: a1\nimage: x\ndescription: !!str 12\n", "job.yaml")
+    assert spec.description == "12"
+
+
+def test_size_depth_and_odd_keys_are_refused() -> None:
+    too_long = GOOD + "#" * MAX_YAML_CHARS
+    assert error_of(too_long).startswith(f"job.yaml: {len(too_long)} characters is over the limit")
+    deep = error_of("name: a1\nimage: x\nlabels: " + "[" * 100 + "]" * 100 + "\n")
+    assert deep == "job.yaml:3: nested deeper than 64 levels"
+    assert error_of("name: a1\nimage: x\n? [a, b]\n: 1\n").startswith("job.yaml:3: invalid YAML")
+
+
+def test_only_the_first_errors_are_named() -> None:
+    # Each named error costs a scan for its line: thousands of them once took minutes.
+    labels = "".join(f"  key-{n}: [not, text]\n" for n in range(30))
+    message = error_of(f"name: a1\nimage: x\nlabels:\n{labels}")
+    assert message.startswith("job.yaml:4: labels.key-0: Input should be a valid string; ")
+    assert message.count("Input should be a valid string") == 10
+    assert message.endswith("; and 20 more errors")
 
 
 def test_multi_document_file() -> None:
@@ -174,3 +237,88 @@ def test_unknown_definition_and_version_are_404(server: LiveServer) -> None:
     server.register({"name": "one", "image": "busybox:1.36"})
     assert server.http.get(f"{base}/one/versions/9").status_code == 404
     assert server.http.get("/v1/projects/nope/definitions").status_code == 404
+
+
+def test_an_alias_bomb_is_refused_at_once(server: LiveServer) -> None:
+    # Before anchors were refused, this body held the event loop for minutes; the client's
+    # timeout is the bound, generous for a loaded machine.
+    bomb = alias_bomb(levels=9)
+    response = server.http.post(DEFINITIONS, content=bomb, headers=YAML, timeout=30)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["message"].startswith("request body:3: definitions may not use YAML anchors")
+    assert body["field"] == "body"
+
+
+def test_unknown_tags_are_a_400_naming_the_line(server: LiveServer) -> None:
+    for value in ('!!python/object/apply:os.system ["true"]', "!foo bar"):
+        text = f"name: tagged\nimage: busybox:1.36\ncommand: {value}\n"
+        response = server.http.post(DEFINITIONS, content=text, headers=YAML)
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].startswith("request body:3: unknown YAML tag")
+
+
+def parsing() -> bool:
+    """Whether a thread of this process (where the live server runs) is in ``load_yaml`` now."""
+    code = load_yaml.__code__
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            if frame.f_code is code:
+                return True
+            frame = frame.f_back
+    return False
+
+
+def test_a_parse_does_not_hold_the_event_loop(server: LiveServer) -> None:
+    """``/healthz`` answers while a big definition is being parsed: the parse runs in a thread.
+
+    Decided by looking, not by timing: the server's threads are watched until one parses, then
+    ``/healthz`` is asked, then whether that parse still runs. Were it on the event loop,
+    ``/healthz`` would answer only after it. A parse that ends before ``/healthz`` answers (a
+    fast machine) proves nothing, so the test tries again a few times.
+    """
+    big = big_definition()
+    headers = {**bearer(admin_token(server.settings)), **YAML}
+    poster = httpx.Client(base_url=server.url, headers=headers, timeout=120)
+    with poster, ThreadPoolExecutor(1) as pool:
+        for _ in range(5):
+            posted = pool.submit(poster.post, DEFINITIONS, content=big)
+            wait_for(lambda done=posted.done: parsing() or done(), interval=0.01)
+            health = server.http.get("/healthz")
+            while_parsing = parsing()
+            assert health.status_code == 200, health.text
+            assert posted.result().status_code in (200, 201), posted.result().text
+            if while_parsing:
+                return
+    pytest.fail("/healthz never answered while a definition was being parsed")
+
+
+def test_a_batch_registers_all_or_none(server: LiveServer) -> None:
+    batch = f"{DEFINITIONS}:batch"
+    one = {"name": "one", "image": "busybox:1.36"}
+    two = {"name": "two", "image": "busybox:1.36", "command": ["echo", "two"]}
+
+    refused = server.http.post(batch, json={"definitions": [one, {**two, "privileged": True}]})
+    assert refused.status_code == 403
+    assert refused.json()["field"] == "definitions[1].privileged"
+    assert refused.json()["message"].startswith("definitions[1]: privileged: privileged mode")
+    invalid = server.http.post(batch, json={"definitions": [one, {**two, "timeout": "soon"}]})
+    assert invalid.status_code == 400
+    assert invalid.json()["field"] == "definitions[1].timeout"
+    assert invalid.json()["message"].startswith("definitions[1]: timeout: ")
+    assert server.http.get(DEFINITIONS).json()["items"] == []
+
+    def registered(definitions: list[dict[str, object]]) -> list[tuple[str, bool]]:
+        response = server.http.post(batch, json={"definitions": definitions})
+        assert response.status_code == 200, response.text
+        return [(d["reference"], d["created"]) for d in response.json()["items"]]
+
+    assert registered([one, two]) == [("one:1", True), ("two:1", True)]
+    changed = {**two, "command": ["echo", "2"]}
+    assert registered([one, changed]) == [("one:1", False), ("two:2", True)]
+    assert server.http.get(f"{DEFINITIONS}/two").json()["spec"]["command"] == ["echo", "2"]
+
+    for body in ({}, {"definitions": []}, {"definitions": [one], "more": 1}, [one]):
+        assert server.http.post(batch, json=body).status_code == 400, body
+    as_yaml = server.http.post(batch, content=GOOD, headers=YAML)
+    assert (as_yaml.status_code, as_yaml.json()["field"]) == (400, "content-type")

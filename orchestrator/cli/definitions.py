@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,8 @@ from orchestrator.definitions import DefinitionSpec
 from orchestrator.errors import DefinitionInvalid
 
 app = typer.Typer(help="Register and list job definitions.", no_args_is_help=True)
+# Where the server's error about one definition of a batch names it: by its index.
+BATCH_INDEX = re.compile(r"^definitions\[(\d+)\]")
 
 
 def _definition_files(path: Path) -> list[Path]:
@@ -45,6 +48,18 @@ def _load_specs(paths: list[Path]) -> list[tuple[Path, DefinitionSpec]]:
     return specs
 
 
+def _naming_the_file(exc: ApiError, specs: list[tuple[Path, DefinitionSpec]]) -> ApiError:
+    """The server's error about one definition of the batch (``definitions[2]: ...``), naming
+    its file instead of its index."""
+    match = BATCH_INDEX.match(exc.field or "")
+    if match is None or int(match[1]) >= len(specs):
+        return exc
+    file = specs[int(match[1])][0]
+    message = exc.message.removeprefix(f"{match[0]}: ")
+    field = (exc.field or "")[match.end() :].lstrip(".") or None
+    return ApiError(exc.status, exc.code, f"{file}: {message}", field)
+
+
 @app.command("apply")
 def definitions_apply(
     paths: Annotated[
@@ -55,26 +70,24 @@ def definitions_apply(
 ) -> None:
     """Register definitions from YAML: a changed spec makes a new version, an equal one is kept.
 
-    Every file is validated first; if any has an error, nothing is registered.
+    Every file is validated first; if any has an error, or the server refuses any definition,
+    nothing is registered.
     """
     specs = _load_specs(paths)
-    results = []
+    bodies = [spec.model_dump(mode="json", exclude_unset=True) for _, spec in specs]
     with connect(project) as api:
-        for file, spec in specs:
-            body = spec.model_dump(mode="json", exclude_unset=True)
-            try:
-                response = api.request("POST", "definitions", json=body)
-                definition = api.json_body(response)
-            except ApiError as exc:
-                # The server refused it (its container policy, a limit): say which file.
-                raise ApiError(exc.status, exc.code, f"{file}: {exc.message}", exc.field) from None
-            created = response.status_code == 201
-            results.append({**definition, "created": created})
-            if not as_json:
-                state = "new" if created else "unchanged"
-                typer.echo(f"{definition['name']}: version {definition['version']} ({state})")
+        try:
+            # One request, one transaction: a definition the server refuses (its container
+            # policy, a limit) leaves none registered.
+            results = api.call("POST", "definitions:batch", json={"definitions": bodies})["items"]
+        except ApiError as exc:
+            raise _naming_the_file(exc, specs) from None
     if as_json:
         print_json(results)
+        return
+    for definition in results:
+        state = "new" if definition["created"] else "unchanged"
+        typer.echo(f"{definition['name']}: version {definition['version']} ({state})")
 
 
 @app.command("ls")
