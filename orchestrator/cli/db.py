@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -14,6 +16,9 @@ app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 
 
 def _open() -> Database:
+    # A one-shot command says itself why the database cannot be used (``_unreachable``); the
+    # outage line a long-running process logs would say it twice.
+    logging.getLogger("orchestrator.db").setLevel(logging.ERROR)
     try:
         settings = Settings()
     except ValidationError as exc:
