@@ -1,9 +1,10 @@
-"""``Masker`` (secret values' forms worked out once) masks exactly as masking did when it worked
-them out on every call; and the log pump, which builds one masker per attempt, masks its lines
-so however the output is cut into frames."""
+"""``Masker`` masks exactly as masking did when it wrote out every form of every value on each
+call, in memory linear in the values' size; and the log pump, which builds one masker per
+attempt, masks its lines so however the output is cut into frames."""
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterable
 from random import Random
 
@@ -94,6 +95,49 @@ def test_masks_as_masking_did_on_many_random_inputs() -> None:
             assert mask(text, values) == expected, (values, text)
             found += expected != text
     assert found > 3000  # most cases did mask something: the comparison is not a vacuous one
+
+
+def test_masks_as_masking_did_where_the_text_holds_damaged_forms() -> None:
+    # Values of few characters, some of them U+FFFD or '*' (which a mask can make up), and texts
+    # full of damaged forms and runs of U+FFFD: the damaged forms' own path, taken at each call.
+    random = Random(16)
+    alphabet = "ab*é€😀\ufffd\n"
+    for _ in range(4000):
+        values = ["".join(random.choices(alphabet, k=random.randint(1, 6))) for _ in range(3)]
+        parts = []
+        for _ in range(random.randint(1, 8)):
+            roll = random.random()
+            if roll < 0.4:
+                parts.append(damaged(random.choice(values), random))
+            elif roll < 0.55:
+                parts.append(random.choice(values))
+            elif roll < 0.65:
+                parts.append("\ufffd" * random.randint(2, 5))
+            else:
+                parts.append("".join(random.choices(alphabet, k=random.randint(0, 4))))
+        text = "".join(parts)
+        assert Masker(values)(text) == reference_mask(text, values), (values, text)
+
+
+@pytest.mark.parametrize("char", ["é", "€", "😀"])  # 2, 3 and 4 bytes of UTF-8
+def test_memory_stays_linear_in_the_secrets_size(char: str) -> None:
+    # Each character of such a value has a damaged form as long as the value: written out, the
+    # forms of n characters take n² (64 KiB of "é": 2 GiB). Small sizes first, so a masker that
+    # writes them out fails before it takes gigabytes.
+    for size in (1024, 8192, 65536):  # bytes of UTF-8
+        value = char * (size // len(char.encode()))
+        middle = len(value) // 2
+        cut = value[:middle] + "\ufffd" * len(char.encode()) + value[middle + 1 :]
+        texts = [f"token={value}\n", f"token={cut}\n", "a line with no secret\n"]
+        tracemalloc.start()
+        try:
+            masker = Masker([value])
+            masked = [masker(text) for text in texts]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert masked == ["token=***\n", "token=***\n", "a line with no secret\n"]
+        assert peak < 8 * size, (size, peak)
 
 
 @pytest.mark.parametrize(
