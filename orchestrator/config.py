@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=100, ge=1)
     max_env: int = Field(default=100, ge=1)
     max_log_bytes: int = Field(default=10_485_760, ge=4096)
+    # One secret value (a secret_env entry, a secret header), as UTF-8: masking's work and the
+    # memory it takes grow with it.
+    max_secret_bytes: int = Field(default=65_536, ge=16)
     secret_key: SecretStr | None = None
     # Tests only: the runner exits at once (as kill -9 would) the first time it reaches this
     # point of an attempt (``crash_points.POINTS``), so a test can crash it anywhere.

@@ -290,6 +290,7 @@ def submit(
         reference = None
     limits.check_document("input", request.input)
     limits.check_document("metadata", request.metadata)
+    limits.check_secrets("secret_env", request.secret_env)
 
     if request.name is not None:
         _check_name_free(session, project, queue.name, request.name)

@@ -89,7 +89,9 @@ def _store_job_target(
     return stored, dict(target.secret_env)
 
 
-def _store_http_target(target: HttpTarget) -> tuple[dict[str, Any], dict[str, str]]:
+def _store_http_target(
+    target: HttpTarget, limits: InputLimits
+) -> tuple[dict[str, Any], dict[str, str]]:
     if target.url.username or target.url.password:
         # A URL is shown as it is stored; credentials belong where they are kept secret.
         raise InvalidRequest(
@@ -97,6 +99,8 @@ def _store_http_target(target: HttpTarget) -> tuple[dict[str, Any], dict[str, st
             "(e.g. Authorization)",
             field="target.http.url",
         )
+    # Secret headers are masked in the responses and errors kept, as secret env is.
+    limits.check_secrets("target.http.secret_headers", target.secret_headers)
     headers = dict(target.headers)
     both = {name.lower() for name in headers} & {name.lower() for name in target.secret_headers}
     if both:
@@ -131,7 +135,7 @@ def _apply_target(
         schedule.target_kind, schedule.retry_delays = JOB, []
     else:
         assert target.http is not None
-        stored, secrets = _store_http_target(target.http)
+        stored, secrets = _store_http_target(target.http, checks.limits)
         delays = target.http.retry_delays
         schedule.target_kind = HTTP
         schedule.retry_delays = list(DEFAULT_RETRY_DELAYS if delays is None else delays)

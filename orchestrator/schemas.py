@@ -30,7 +30,7 @@ from orchestrator.fields import (
     Text,
 )
 from orchestrator.models import AuditEvent, Definition, Job, JobEvent, Project, Queue, Token
-from orchestrator.secrets import MASK, public_url
+from orchestrator.secrets import MASK, MIN_SECRET_CHARS, public_url
 from orchestrator.states import JobStatus
 from orchestrator.tokens import Role
 from orchestrator.units import MAX_DURATION_SECONDS, parse_duration
@@ -204,7 +204,13 @@ class JobCreate(Request):
     )
     command: list[Text] | None = None
     env: dict[EnvName, EnvValue] = Field(default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY)
-    secret_env: dict[EnvName, Text] = Field(default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY)
+    secret_env: dict[EnvName, Text] = Field(
+        default_factory=dict,
+        json_schema_extra=NAMED_KEYS_ONLY,
+        description=f"Stored encrypted, shown as ***. Each value at least {MIN_SECRET_CHARS} "
+        "characters (a shorter one cannot be masked without revealing it), at most "
+        "ORCH_MAX_SECRET_BYTES bytes.",
+    )
     input: JsonDocument = None
     metadata: dict[Text, JsonDocument] = Field(default_factory=dict)
     webhook: AnyHttpUrl | None = None
@@ -451,7 +457,8 @@ class HttpTarget(Request):
     headers: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
     secret_headers: dict[HeaderName, HeaderValue] = Field(
         default_factory=dict,
-        description="Headers stored encrypted and never shown (e.g. Authorization).",
+        description="Headers stored encrypted and never shown (e.g. Authorization); each value "
+        f"at least {MIN_SECRET_CHARS} characters, at most ORCH_MAX_SECRET_BYTES bytes.",
     )
     body: JsonDocument = Field(
         default=None, description="A string is sent as it is; anything else as JSON."

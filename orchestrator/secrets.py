@@ -25,6 +25,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from orchestrator.errors import Conflict, OrchestratorError
 
 MASK = "***"
+# A shorter secret value cannot be masked without revealing it: every occurrence of its few
+# characters in a log or an error would become ***, garbling the text and showing the value.
+MIN_SECRET_CHARS = 4
 KEY_FILE = "secret-key"
 KEY_SETTING = "ORCH_SECRET_KEY"
 _KEY_FORMAT = "each key must be 32 url-safe base64-encoded bytes (Fernet.generate_key())"

@@ -336,6 +336,23 @@ def test_bad_requests_get_a_400_in_daestros_shape(server: LiveServer) -> None:
     assert_daestro_error(post_raw(server, json.dumps(named)), 400, "name", "once")
 
 
+def test_a_sensitive_value_too_short_to_mask_is_refused(server: LiveServer) -> None:
+    good = json.loads(SEED_CURL_BODY)
+
+    def with_token(value: str) -> str:
+        env = {**good["container_env"], "access_token": {"value": value, "sensitive": True}}
+        return json.dumps({**good, "container_env": env})
+
+    for value in ("x", "é✓", "ñ§¤"):  # 1 to 3 characters: masking them would show them
+        response = post_raw(server, with_token(value))
+        assert_daestro_error(response, 400, "container_env.access_token", "at least 4 characters")
+        assert response.json()["message"].startswith("container_env.access_token: ")
+    assert post_raw(server, with_token("ñ§¤x")).status_code == 202
+    # A plain (not sensitive) value is not masked: any length will do.
+    plain = {**good["container_env"], "access_token": {"value": "x"}}
+    assert post_raw(server, json.dumps({**good, "container_env": plain})).status_code == 202
+
+
 def test_not_found_and_auth_errors_in_daestros_shape(server: LiveServer) -> None:
     good = json.loads(SEED_CURL_BODY)
     missing = [

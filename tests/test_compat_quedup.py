@@ -219,6 +219,19 @@ def test_bad_bodies_get_a_400_in_quedups_shape(
     assert "pw" not in response.json()["error"]  # the reason, not the input
 
 
+def test_a_credential_header_too_short_to_mask_is_refused(server: LiveServer) -> None:
+    for value in ("x", "é✓", "ñ§¤"):  # 1 to 3 characters: masking them would show them
+        response = server.http.post("/jobs", json={**OK, "headers": {"Authorization": value}})
+        assert response.status_code == 400, response.text
+        assert set(response.json()) == {"error"}
+        assert response.json()["error"].startswith("headers.Authorization: ")
+        assert "at least 4 characters" in response.json()["error"]
+    made = create(server, **{**OK, "headers": {"Authorization": "ñ§¤x", "X-Plain": "x"}})
+    assert made["headers"] == {"Authorization": "***", "X-Plain": "x"}
+    changed = server.http.patch(f"/jobs/{made['id']}", json={"headers": {"Cookie": "a=b"}})
+    assert changed.status_code == 400 and "headers.Cookie: " in changed.json()["error"]
+
+
 def test_errors_in_quedups_shape(server: LiveServer) -> None:
     made = create(server, method="POST", name="Once", url="http://a.example/", schedule="@daily")
     duplicate = server.http.post(

@@ -7,6 +7,7 @@ labels and name, CLI output, the server's own log, and the webhook bodies a rece
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -294,6 +295,75 @@ def test_a_secret_given_as_a_number_is_not_echoed(server: LiveServer, canary: st
     assert response.json()["field"] == "secret_env.API_TOKEN"
     assert str(number).encode() not in response.content
     assert server.http.get(JOBS).json()["items"] == []
+
+
+SCHEDULES = "/v1/projects/default/schedules"
+# 1 to 3 characters: masked, every occurrence of them in a log or an error would be ***.
+TOO_SHORT = ("x", "é✓", "ñ§¤")
+
+
+def secret_paths() -> list[tuple[str, Callable[[str], dict[str, Any]], str]]:
+    """(path, the body carrying a secret value, the field the refusal names) of each native
+    request that takes one: a job, a schedule's job target, a schedule's HTTP target."""
+    made = itertools.count()
+
+    def job(value: str) -> dict[str, Any]:
+        return {"definition": "leaky", "secret_env": {"API_TOKEN": value}}
+
+    def schedule(target: dict[str, Any]) -> dict[str, Any]:
+        return {"name": f"sched-{next(made)}", "cron": "@daily", "paused": True, "target": target}
+
+    def http(value: str) -> dict[str, Any]:
+        return {"url": "http://a.example/", "secret_headers": {"X-Api-Key": value}}
+
+    return [
+        (JOBS, job, "secret_env.API_TOKEN"),
+        (SCHEDULES, lambda value: schedule({"job": job(value)}), "target.job.secret_env.API_TOKEN"),
+        (
+            SCHEDULES,
+            lambda value: schedule({"http": http(value)}),
+            "target.http.secret_headers.X-Api-Key",
+        ),
+    ]
+
+
+def test_a_secret_too_short_to_mask_is_refused_on_every_path(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(runner_enabled=False)
+    server.register(sh("leaky", "echo never run"))
+    for path, body, field in secret_paths():
+        for value in TOO_SHORT:
+            response = server.http.post(path, json=body(value))
+            assert response.status_code == 400, (path, value, response.text)
+            refusal = response.json()
+            assert (refusal["code"], refusal["field"]) == ("invalid_request", field), refusal
+            # A job target's errors are worded "target.job: secret_env.API_TOKEN: ...".
+            assert f"{field.removeprefix('target.job.')}: " in refusal["message"]
+            assert "at least 4 characters" in refusal["message"]
+            if len(value) > 1:
+                assert value not in response.text
+        accepted = server.http.post(path, json=body("ñ§¤x"))  # 4 characters
+        assert accepted.status_code == 201, (path, accepted.text)
+    # The default limit: 64 KiB.
+    over = {"definition": "leaky", "secret_env": {"API_TOKEN": "a" * 65_537}}
+    response = server.http.post(JOBS, json=over)
+    assert response.status_code == 413, response.text
+    assert "65536 bytes (ORCH_MAX_SECRET_BYTES)" in response.json()["message"]
+
+
+def test_a_secret_over_the_size_limit_is_413(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(runner_enabled=False, max_secret_bytes=64)
+    server.register(sh("leaky", "echo never run"))
+    for path, body, field in secret_paths():
+        over = server.http.post(path, json=body("é" * 32 + "x"))  # 65 bytes of UTF-8
+        assert over.status_code == 413, (path, over.text)
+        refusal = over.json()
+        assert (refusal["code"], refusal["field"]) == ("payload_too_large", field), refusal
+        assert "64 bytes (ORCH_MAX_SECRET_BYTES)" in refusal["message"]
+        assert "é" not in over.text
+        at_limit = server.http.post(path, json=body("é" * 32))
+        assert at_limit.status_code == 201, (path, at_limit.text)
 
 
 # --- stored logs ---------------------------------------------------------------------------

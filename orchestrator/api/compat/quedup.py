@@ -50,6 +50,7 @@ _FIELD_WORDS = (
     ("target.http.", ""),
     ("cron:", "schedule:"),
     ("in secret_headers", "in headers"),
+    ("secret_headers.", "headers."),
     ("Value error, ", ""),
 )
 
