@@ -163,7 +163,7 @@ def test_schedules_from_files_http_and_job_listed_together(
     # JSON on stdin: a one-shot far ahead, created paused.
     job_body = {
         "run_at": "2099-01-01T09:00:00Z",
-        "target": {"job": {"definition": "nightly", "secret_env": {"API_TOKEN": "x"}}},
+        "target": {"job": {"definition": "nightly", "secret_env": {"API_TOKEN": "s3cr3t-x"}}},
         "paused": True,
     }
     stdin = CliRunner().invoke(
