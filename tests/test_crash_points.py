@@ -46,6 +46,23 @@ def container_starts(client: docker.DockerClient, since: float, job_ids: set[str
     return starts
 
 
+def crashed_runner(
+    runner_processes: Callable[..., RunnerProcess], api: LiveServer, point: str, capacity: int = 1
+) -> RunnerProcess:
+    """A runner process on ``api``'s database, once it has crashed at ``point``."""
+    runner = runner_processes(
+        docker_host=LOCAL_ENGINE,
+        name=f"crashy-{uuid.uuid4().hex[:8]}",
+        database_url=str(api.settings.database_url),
+        data_dir=api.settings.data_dir,
+        capacity=capacity,
+        env={**FAST, "ORCH_TEST_CRASH_POINT": point},
+    )
+    assert runner.wait(timeout=60) == CRASH_EXIT_CODE, runner.log_tail()
+    assert f"crash point {point} reached" in runner.log_text()
+    return runner
+
+
 @pytest.mark.parametrize("point", POINTS)
 def test_a_runner_crashed_at_any_point_runs_each_job_once_with_its_true_outcome(
     point: str,
@@ -74,16 +91,7 @@ def test_a_runner_crashed_at_any_point_runs_each_job_once_with_its_true_outcome(
         api.submit(definition=definition)["id"]: definition for definition in ("ok", "fails", "ok")
     }
     settings = api.settings
-    runner = runner_processes(
-        docker_host=LOCAL_ENGINE,
-        name=f"crashy-{uuid.uuid4().hex[:8]}",
-        database_url=str(settings.database_url),
-        data_dir=settings.data_dir,
-        capacity=3,
-        env={**FAST, "ORCH_TEST_CRASH_POINT": point},
-    )
-    assert runner.wait(timeout=60) == CRASH_EXIT_CODE, runner.log_tail()
-    assert f"crash point {point} reached" in runner.log_text()
+    runner = crashed_runner(runner_processes, api, point, capacity=3)
 
     del runner.env["ORCH_TEST_CRASH_POINT"]
     runner.restart()
@@ -116,15 +124,7 @@ def test_a_container_created_but_never_started_is_removed_and_the_attempt_retrie
     api.register({"name": "once", "image": TEST_IMAGE, "command": ["echo", "ran"]})
     since = time.time() - 1
     job_id = api.submit(definition="once")["id"]
-    settings = api.settings
-    runner = runner_processes(
-        docker_host=LOCAL_ENGINE,
-        name=f"crashy-{uuid.uuid4().hex[:8]}",
-        database_url=str(settings.database_url),
-        data_dir=settings.data_dir,
-        env={**FAST, "ORCH_TEST_CRASH_POINT": "created"},
-    )
-    assert runner.wait(timeout=60) == CRASH_EXIT_CODE, runner.log_tail()
+    runner = crashed_runner(runner_processes, api, "created")
     (left,) = containers_of(docker_client, job_id)
     assert left.status == "created"
     first = left.id
