@@ -37,6 +37,9 @@ LONG = {
     ],
 }
 
+# The first attempt runs for a minute (until something ends it); any later one succeeds at once.
+FIRST_ATTEMPT_HANGS = 'echo "attempt $ORCH_ATTEMPT"; [ "$ORCH_ATTEMPT" -gt 1 ] || sleep 60'
+
 
 def idle_workers(client: docker.DockerClient, installation: str) -> list[Any]:
     """The installation's HTTP worker containers that are running."""
@@ -135,7 +138,7 @@ def test_the_containers_of_attempts_taken_back_are_removed_whatever_name_the_run
         {
             "name": "twice",
             "image": TEST_IMAGE,
-            "command": ["sh", "-c", 'echo "attempt $ORCH_ATTEMPT"; sleep "$((60 / ORCH_ATTEMPT))"'],
+            "command": ["sh", "-c", FIRST_ATTEMPT_HANGS],
         }
     )
     job_id = api.submit(definition="twice")["id"]
@@ -176,11 +179,7 @@ def test_a_container_removed_or_killed_from_outside_is_an_interruption_not_a_fai
         {
             "name": "victim",
             "image": TEST_IMAGE,
-            "command": [
-                "sh",
-                "-c",
-                'echo "attempt $ORCH_ATTEMPT"; [ "$ORCH_ATTEMPT" -gt 1 ] || sleep 60',
-            ],
+            "command": ["sh", "-c", FIRST_ATTEMPT_HANGS],
         }
     )
 
