@@ -45,7 +45,7 @@ from common import (
 )
 from queue_depth import bulk_load, waiting
 
-from orchestrator.db import Database
+from orchestrator.storage.db import Database
 
 NAME = "footprint"
 MB = 1024 * 1024

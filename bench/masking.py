@@ -33,8 +33,8 @@ from typing import Any
 
 from common import machine, print_table, summary_row, write_result
 
-from orchestrator import secrets
-from orchestrator.secrets import MASK, Masker
+from orchestrator.storage import secret_box as secrets
+from orchestrator.storage.secret_box import MASK, Masker
 
 NAME = "masking"
 SIZES = (10, 100, 1024, 8192, 65536)  # bytes of UTF-8

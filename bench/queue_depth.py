@@ -41,9 +41,9 @@ from common import (
 )
 from sqlmodel import Session
 
-from orchestrator import jobs
-from orchestrator.db import Database
-from orchestrator.models import Job
+from orchestrator.services import jobs
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import Job
 
 DEFINITION = {"name": "bench-noop", "image": "busybox:1.36", "command": ["true"]}
 CLAIMER = "bench-claimer"

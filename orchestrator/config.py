@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from orchestrator.crash_points import CrashPoint
-from orchestrator.units import parse_size
+from orchestrator.rules.crash_points import CrashPoint
+from orchestrator.rules.units import parse_size
 
 
 def default_data_dir() -> Path:

@@ -25,11 +25,11 @@ import psycopg
 import pytest
 import uvicorn
 
-from orchestrator import runners
 from orchestrator.api import create_app
 from orchestrator.config import Settings
-from orchestrator.db import Database
-from orchestrator.services import Services
+from orchestrator.process import Services
+from orchestrator.services import runners
+from orchestrator.storage.db import Database
 
 pytest_plugins = ["tests.hosts", "tests.receiver"]
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from orchestrator.crash_points import CRASH_EXIT_CODE, POINTS
-from orchestrator.run_dirs import RunDirs
+from orchestrator.rules.crash_points import CRASH_EXIT_CODE, POINTS
+from orchestrator.runner.run_dirs import RunDirs
 
 from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
 from .hosts import RunnerProcess

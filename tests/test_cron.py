@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from orchestrator.cron import (
+from orchestrator.errors import InvalidRequest
+from orchestrator.rules.cron import (
     MACROS,
     Span,
     fires_between,
@@ -20,7 +21,6 @@ from orchestrator.cron import (
     parse_timezone,
     upcoming,
 )
-from orchestrator.errors import InvalidRequest
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")

@@ -17,7 +17,7 @@ import docker
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.db import Database
+from orchestrator.storage.db import Database
 
 from .conftest import LiveServer, containers_of, postgres_admin, wait_for
 
@@ -212,7 +212,7 @@ def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(
 def test_a_bug_is_no_outage_and_refused_connections_are_one(
     database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="orchestrator.db")
+    caplog.set_level(logging.INFO, logger="orchestrator.storage.db")
     sqlite = Database(f"sqlite:///{tmp_path / 'bug.db'}")
     db = Database(database_url)
     try:

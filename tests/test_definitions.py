@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.definitions import MAX_YAML_CHARS, load_yaml
 from orchestrator.errors import DefinitionInvalid
+from orchestrator.services.definitions import MAX_YAML_CHARS, load_yaml
 
 from .conftest import LiveServer, admin_token, bearer, wait_for
 

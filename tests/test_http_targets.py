@@ -18,19 +18,19 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from orchestrator import projects
-from orchestrator.config import Settings
-from orchestrator.db import Database
-from orchestrator.http_jobs import (
+from orchestrator.background.http_targets import (
     DEFAULT_RETRY_DELAYS,
     HTTP_RUNS,
     HttpTargetRunner,
     retry_delay,
     schedule_topic,
 )
-from orchestrator.models import Schedule, ScheduleRun, utcnow
-from orchestrator.notify import Hub
-from orchestrator.secrets import SecretBox, generate_key
+from orchestrator.config import Settings
+from orchestrator.services import projects
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
+from orchestrator.storage.secret_box import SecretBox, generate_key
+from orchestrator.wakeups.hub import Hub
 from tests.conftest import free_port, wait_for
 
 FINISHED = {"succeeded", "failed"}

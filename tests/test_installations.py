@@ -17,7 +17,7 @@ from typing import Any
 
 import docker
 
-from orchestrator.run_dirs import RunDirs
+from orchestrator.runner.run_dirs import RunDirs
 
 from . import workers
 from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for

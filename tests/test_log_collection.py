@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator.docker_engine import (
+from orchestrator.docker.engine import (
     STDERR,
     STDOUT,
     ChunkDecoder,
@@ -24,7 +24,7 @@ from orchestrator.docker_engine import (
     since_parameter,
 )
 from orchestrator.errors import ContainerFailure
-from orchestrator.joblogs import MAX_READY, TAIL_FRAMES, FrameCursor, LogPump, resume_since
+from orchestrator.runner.log_pump import MAX_READY, TAIL_FRAMES, FrameCursor, LogPump, resume_since
 
 from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 from .test_engine_outage import EngineProxy

@@ -9,8 +9,8 @@ from typing import Any
 
 import docker
 
-from orchestrator.joblogs import MAX_PARTIAL_LINE, LogPump
-from orchestrator.logbudget import LogBudget, cut_marker, cutting_marker
+from orchestrator.runner.log_budget import LogBudget, cut_marker, cutting_marker
+from orchestrator.runner.log_pump import MAX_PARTIAL_LINE, LogPump
 
 from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 

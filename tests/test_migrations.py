@@ -23,8 +23,9 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from orchestrator import migrations, runners
-from orchestrator.db import Database
+from orchestrator.services import runners
+from orchestrator.storage import migrations
+from orchestrator.storage.db import Database
 
 from .conftest import TEST_IMAGE, LiveServer, bearer
 from .receiver import Receiver

@@ -13,8 +13,8 @@ import httpx
 import psycopg
 import pytest
 
-from orchestrator.notify import CANCEL, WORK, Hub, job_topic
-from orchestrator.pgnotify import PAYLOAD_LIMIT_BYTES, Relay, decode, encode
+from orchestrator.wakeups.hub import CANCEL, WORK, Hub, job_topic
+from orchestrator.wakeups.relay import PAYLOAD_LIMIT_BYTES, Relay, decode, encode
 from tests.conftest import (
     POSTGRES_URL,
     LiveServer,

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.config import Settings
 from orchestrator.errors import PolicyRefused
-from orchestrator.policy import (
+from orchestrator.rules.policy import (
     ContainerPolicy,
     PolicyError,
     capability_name,

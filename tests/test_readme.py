@@ -21,10 +21,10 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from orchestrator import definitions
 from orchestrator.api import create_app
 from orchestrator.config import Settings
-from orchestrator.policy import POLICY_FIELDS, ContainerPolicy
+from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy
+from orchestrator.services import definitions
 
 from .conftest import free_port, start_server
 

@@ -15,11 +15,11 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator import jobs
-from orchestrator.attempt import container_name
-from orchestrator.db import Database
 from orchestrator.errors import ContainerFailure
-from orchestrator.run_dirs import RUN_DIR, RunDirs
+from orchestrator.runner.attempt import container_name
+from orchestrator.runner.run_dirs import RUN_DIR, RunDirs
+from orchestrator.services import jobs
+from orchestrator.storage.db import Database
 
 from .conftest import (
     TEST_IMAGE,

@@ -17,16 +17,16 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from orchestrator import definitions, schedules
+from orchestrator.background.scheduler import Scheduler
 from orchestrator.config import Settings
-from orchestrator.db import Database
 from orchestrator.errors import InvalidRequest, NotFound
-from orchestrator.models import Job, Schedule, ScheduleRun
-from orchestrator.scheduler import Scheduler
-from orchestrator.schedules import Checks
+from orchestrator.process import Services
 from orchestrator.schemas import ScheduleCreate, ScheduleRunPublic
-from orchestrator.services import Services
-from orchestrator.tokens import SYSTEM
+from orchestrator.services import definitions, schedules
+from orchestrator.services.schedules import Checks
+from orchestrator.services.tokens import SYSTEM
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import Job, Schedule, ScheduleRun
 from tests.conftest import TEST_IMAGE
 
 

@@ -26,13 +26,12 @@ from click.testing import Result
 from sqlmodel import col, select
 from typer.testing import CliRunner
 
-from orchestrator import log_masking
-from orchestrator.cli import app
+from orchestrator.cli import app, log_masking
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.models import Job
-from orchestrator.secrets import KEY_FILE, SecretBox, generate_key, write_key_file
-from orchestrator.services import Services
+from orchestrator.process import Services
+from orchestrator.storage.models import Job
+from orchestrator.storage.secret_box import KEY_FILE, SecretBox, generate_key, write_key_file
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, unavailable, wait_for
 from .receiver import Receiver
@@ -280,7 +279,9 @@ def test_the_log_masks_url_userinfo_whichever_logger_writes_it() -> None:
         logging.getLogger("httpcore.connection").info("connect_tcp.started url=%r", url)
         logging.getLogger("urllib3.connectionpool").warning("Retrying after %s", url)
         logging.getLogger("some.library").error(f"could not reach {url}")
-        logging.getLogger("orchestrator.db").info("postgresql://orch:%s@db/orch", HOOK_PASSWORD)
+        logging.getLogger("orchestrator.storage.db").info(
+            "postgresql://orch:%s@db/orch", HOOK_PASSWORD
+        )
         logging.getLogger("some.library").info("%d items", url)  # arguments that do not fit
         try:
             raise httpx.InvalidURL(f"bad URL {url}")

@@ -25,8 +25,8 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app
-from orchestrator.docker_engine import STDOUT, LogFrame
-from orchestrator.joblogs import LogPump
+from orchestrator.docker.engine import STDOUT, LogFrame
+from orchestrator.runner.log_pump import LogPump
 
 from .conftest import (
     TERMINAL,

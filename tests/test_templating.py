@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orchestrator.errors import InvalidRequest
-from orchestrator.templating import placeholders, render_value, substitute
+from orchestrator.rules.templating import placeholders, render_value, substitute
 
 
 def test_whole_element_and_inside_an_element_are_replaced() -> None:

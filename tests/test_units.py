@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.definitions import RetryPolicy
-from orchestrator.jobs import AttemptResult, decide
-from orchestrator.states import JobStatus
-from orchestrator.units import format_duration, parse_duration, parse_size
+from orchestrator.rules.states import JobStatus
+from orchestrator.rules.units import format_duration, parse_duration, parse_size
+from orchestrator.services.definitions import RetryPolicy
+from orchestrator.services.jobs import AttemptResult, decide
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,11 @@ import standardwebhooks.webhooks
 import svix.webhooks
 from sqlmodel import select
 
-from orchestrator import key_rotation, webhook_sender, webhooks
-from orchestrator.models import Job, Schedule, WebhookDelivery, utcnow
-from orchestrator.secrets import SecretBox, generate_key, public_url
+from orchestrator.background import webhook_sender
+from orchestrator.services import webhooks
+from orchestrator.storage import key_rotation
+from orchestrator.storage.models import Job, Schedule, WebhookDelivery, utcnow
+from orchestrator.storage.secret_box import SecretBox, generate_key, public_url
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 

@@ -24,7 +24,7 @@ from orchestrator.api.compat import daestro, quedup, salad
 from orchestrator.api.deps import refuse_nul_characters
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
-from orchestrator.services import Services
+from orchestrator.process import Services
 
 
 def create_app(settings: Settings, services: Services | None = None) -> FastAPI:

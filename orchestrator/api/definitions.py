@@ -10,11 +10,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator import definitions, projects
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
 from orchestrator.errors import DefinitionInvalid, LimitExceeded
 from orchestrator.schemas import DefinitionPublic, Page
+from orchestrator.services import definitions, projects
 
 router = APIRouter(
     prefix="/v1/projects/{project}/definitions",

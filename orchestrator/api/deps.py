@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from orchestrator import tokens
 from orchestrator.errors import InvalidRequest, Unauthorized
-from orchestrator.services import Services
-from orchestrator.tokens import Actor
+from orchestrator.process import Services
+from orchestrator.services import tokens
+from orchestrator.services.tokens import Actor
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from orchestrator import jobs, projects
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
-from orchestrator.models import Job, JobEvent, JobLog
-from orchestrator.notify import job_topic
+from orchestrator.process import Services
+from orchestrator.rules.states import JobStatus
 from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
-from orchestrator.services import Services
-from orchestrator.states import JobStatus
+from orchestrator.services import jobs, projects
+from orchestrator.storage.models import Job, JobEvent, JobLog
+from orchestrator.wakeups.hub import job_topic
 
 router = APIRouter(
     prefix="/v1/projects/{project}/jobs",

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from orchestrator import projects, tokens
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import AuditEventPublic, Page, ProjectCreate, ProjectPublic
+from orchestrator.services import projects, tokens
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=responses(401))
 

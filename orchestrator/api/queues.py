@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from sqlmodel import Session
 
-from orchestrator import projects, queues
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
-from orchestrator.models import Queue
-from orchestrator.notify import WORK
 from orchestrator.schemas import Page, QueueCreate, QueuePublic, QueueUpdate
+from orchestrator.services import projects, queues
+from orchestrator.storage.models import Queue
+from orchestrator.wakeups.hub import WORK
 
 router = APIRouter(
     prefix="/v1/projects/{project}/queues",

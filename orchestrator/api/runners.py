@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from orchestrator import runners, tokens
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, RunnerPublic
+from orchestrator.services import runners, tokens
 
 router = APIRouter(prefix="/v1/runners", tags=["runners"], responses=responses(401))
 

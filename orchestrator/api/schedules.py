@@ -7,11 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
 
-from orchestrator import projects, scheduler, schedules
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
-from orchestrator.models import utcnow
-from orchestrator.schedules import Checks
+from orchestrator.background import scheduler
+from orchestrator.process import Services
 from orchestrator.schemas import (
     Page,
     ScheduleCreate,
@@ -20,7 +19,9 @@ from orchestrator.schemas import (
     ScheduleRunPublic,
     ScheduleUpdate,
 )
-from orchestrator.services import Services
+from orchestrator.services import projects, schedules
+from orchestrator.services.schedules import Checks
+from orchestrator.storage.models import utcnow
 
 router = APIRouter(
     prefix="/v1/projects/{project}/schedules",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from orchestrator import tokens
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, TokenCreate, TokenCreated, TokenPublic
+from orchestrator.services import tokens
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=responses(401, 403))
 

@@ -6,17 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from orchestrator import jobs, projects, tokens, webhooks
 from orchestrator.api.deps import ActorDep, ProjectActorDep, ServicesDep
 from orchestrator.api.errors import responses
-from orchestrator.models import WebhookDelivery
 from orchestrator.schemas import (
     Page,
     WebhookAttemptPublic,
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.secrets import public_url
+from orchestrator.services import jobs, projects, tokens, webhooks
+from orchestrator.storage.models import WebhookDelivery
+from orchestrator.storage.secret_box import public_url
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
 

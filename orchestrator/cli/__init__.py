@@ -11,8 +11,8 @@ from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.policy import ContainerPolicy
-from orchestrator.secrets import parse_setting
+from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.storage.secret_box import parse_setting
 
 # A traceback's local variables could hold a token or a secret value: never print them.
 app = typer.Typer(

@@ -10,7 +10,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 
 from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
-from orchestrator.db import Database
+from orchestrator.storage.db import Database
 
 app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 
@@ -18,7 +18,7 @@ app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 def _open() -> Database:
     # A one-shot command says itself why the database cannot be used (``_unreachable``); the
     # outage line a long-running process logs would say it twice.
-    logging.getLogger("orchestrator.db").setLevel(logging.ERROR)
+    logging.getLogger("orchestrator.storage.db").setLevel(logging.ERROR)
     try:
         settings = Settings()
     except ValidationError as exc:

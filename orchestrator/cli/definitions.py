@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from orchestrator import definitions
+from orchestrator.cli.client import ApiError
 from orchestrator.cli.output import AsJson, Project, connect, fail, print_json, table
-from orchestrator.client import ApiError
-from orchestrator.definitions import DefinitionSpec
 from orchestrator.errors import DefinitionInvalid
+from orchestrator.services import definitions
+from orchestrator.services.definitions import DefinitionSpec
 
 app = typer.Typer(help="Register and list job definitions.", no_args_is_help=True)
 # Where the server's error about one definition of a batch names it: by its index.

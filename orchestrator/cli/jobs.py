@@ -8,6 +8,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from orchestrator.cli.client import Client
 from orchestrator.cli.output import (
     EVENT_COLUMNS,
     EXIT_CANCELLED,
@@ -20,9 +21,8 @@ from orchestrator.cli.output import (
     print_json,
     table,
 )
-from orchestrator.client import Client
-from orchestrator.states import JobStatus
-from orchestrator.units import parse_duration
+from orchestrator.rules.states import JobStatus
+from orchestrator.rules.units import parse_duration
 
 app = typer.Typer(help="List, inspect and cancel jobs; read logs and events.", no_args_is_help=True)
 

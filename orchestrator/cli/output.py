@@ -12,8 +12,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import ValidationError
 
-from orchestrator import log_masking
-from orchestrator.client import ApiError, Client, ClientError
+from orchestrator.cli import log_masking
+from orchestrator.cli.client import ApiError, Client, ClientError
 from orchestrator.config import Settings
 
 Project = Annotated[str, typer.Option("--project", help="The project to act in.")]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.policy import ContainerPolicy
+from orchestrator.rules.policy import ContainerPolicy
 
 logger = logging.getLogger("orchestrator.runner")
 
@@ -59,7 +59,7 @@ def runner(
     except OrchestratorError as exc:
         fail(exc.message, code=2)
     configure_logging()
-    from orchestrator.services import Services  # the engine and database: not for --help
+    from orchestrator.process import Services  # the engine and database: not for --help
 
     try:
         services = Services.build(settings, api=False)

@@ -17,10 +17,10 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from orchestrator.cli.client import ApiError
 from orchestrator.cli.jobs import input_option, key_value_pairs
 from orchestrator.cli.output import AsJson, Project, cell, connect, print_json, table
-from orchestrator.client import ApiError
-from orchestrator.units import parse_duration
+from orchestrator.rules.units import parse_duration
 
 app = typer.Typer(
     help="Run jobs or HTTP requests on a cron schedule or once at a time.", no_args_is_help=True

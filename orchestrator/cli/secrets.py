@@ -13,13 +13,13 @@ import sqlalchemy as sa
 import typer
 from pydantic import ValidationError
 
-from orchestrator import key_rotation
 from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
-from orchestrator.db import Database
 from orchestrator.errors import OrchestratorError
-from orchestrator.key_rotation import Tally
-from orchestrator.secrets import KEY_FILE, KEY_SETTING
+from orchestrator.storage import key_rotation
+from orchestrator.storage.db import Database
+from orchestrator.storage.key_rotation import Tally
+from orchestrator.storage.secret_box import KEY_FILE, KEY_SETTING
 
 app = typer.Typer(help="Rotate the key that encrypts secret values.", no_args_is_help=True)
 

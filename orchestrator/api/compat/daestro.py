@@ -21,12 +21,11 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from sqlmodel import Session, select
 
-from orchestrator import jobs
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for, validation_message
 from orchestrator.errors import InvalidRequest, NotFound, OrchestratorError
-from orchestrator.fields import (
+from orchestrator.rules.fields import (
     NAME_PATTERN,
     EnvName,
     EnvValue,
@@ -35,11 +34,12 @@ from orchestrator.fields import (
     Text,
     storable,
 )
-from orchestrator.models import Job, JobEvent
+from orchestrator.rules.states import EventType, JobStatus
 from orchestrator.schemas import JobCreate, Time
 from orchestrator.schemas import Request as StrictRequest
-from orchestrator.states import EventType, JobStatus
-from orchestrator.tokens import Actor
+from orchestrator.services import jobs
+from orchestrator.services.tokens import Actor
+from orchestrator.storage.models import Job, JobEvent
 
 JOB_ID_ENV = "DAESTRO_JOB_ID"
 QUEUE_NAME_ENV = "DAESTRO_JOB_QUEUE_NAME"

@@ -19,14 +19,12 @@ from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field, StringConstrai
 from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
 
-from orchestrator import projects, schedules
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
-from orchestrator.fields import Text
-from orchestrator.models import Schedule
-from orchestrator.schedules import Checks
+from orchestrator.process import Services
+from orchestrator.rules.fields import Text
 from orchestrator.schemas import (
     HeaderName,
     HeaderValue,
@@ -37,8 +35,10 @@ from orchestrator.schemas import (
     ScheduleUpdate,
 )
 from orchestrator.schemas import Request as StrictRequest
-from orchestrator.secrets import MASK
-from orchestrator.services import Services
+from orchestrator.services import projects, schedules
+from orchestrator.services.schedules import Checks
+from orchestrator.storage.models import Schedule
+from orchestrator.storage.secret_box import MASK
 
 PROJECT = "default"  # the project Quedup jobs live in
 NAME_KEY = "quedup_name"  # where a schedule's target keeps the job's Quedup name

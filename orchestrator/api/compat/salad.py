@@ -15,13 +15,13 @@ from fastapi.responses import JSONResponse
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator import jobs, projects, queues, salad, tokens, webhooks
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses, status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
-from orchestrator.models import Job, Queue
-from orchestrator.salad import (
+from orchestrator.process import Services
+from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate, salad
+from orchestrator.schemas.salad import (
     QueueCollection,
     QueueJob,
     QueueJobCollection,
@@ -31,9 +31,9 @@ from orchestrator.salad import (
     SaladQueue,
     WebhookSecretKey,
 )
-from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate
-from orchestrator.services import Services
-from orchestrator.tokens import Actor
+from orchestrator.services import jobs, projects, queues, tokens, webhooks
+from orchestrator.services.tokens import Actor
+from orchestrator.storage.models import Job, Queue
 
 PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA = "#/components/schemas/ProblemDetails"

@@ -1,0 +1,1 @@
+"""The API server's background loops: scheduler, HTTP targets, webhook sender."""

@@ -1,0 +1,425 @@
+"""The webhook sender: claims due deliveries in the database (several processes may share one
+PostgreSQL), sends them on a thread pool with retries, and records each attempt. It never
+changes a job's status, only appends ``webhook_*`` events to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+import httpx
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator import __version__
+from orchestrator.config import Settings
+from orchestrator.rules.states import EventType
+from orchestrator.services import jobs
+from orchestrator.services.webhooks import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    SENDING,
+    WEBHOOKS,
+    api_secret,
+    open_userinfo,
+    project_secret,
+    seal_migrated_credentials,
+    sign,
+    userinfo_of,
+    with_userinfo,
+)
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import Job, WebhookDelivery, utcnow
+from orchestrator.storage.secret_box import SecretBox, mask, public_url
+from orchestrator.wakeups.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+# The shortest wait of the sender's loop: due rows another process has locked are retried
+# after this, not in a spin.
+MIN_WAIT_SECONDS = 0.05
+# How long a claimed delivery is the claimer's before another sender may take it: long enough
+# for connect, send and the answer's headers, each bounded by ``webhook_timeout``.
+LEASE_MARGIN_SECONDS = 30.0
+MAX_ERROR_CHARS = 500
+# How long ``stop`` waits for sends in flight before leaving them to finish on their own.
+STOP_WAIT_SECONDS = 5.0
+
+# --- retry decisions (pure) ----------------------------------------------------------------
+
+
+def backoff(
+    attempts: int, base: float, maximum: float, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones: doubling from ``base``
+    up to ``maximum``, then jittered into its upper half so that receivers coming back are not
+    hit by every sender at once."""
+    delay = min(base * 2 ** max(attempts - 1, 0), maximum)
+    return delay / 2 + delay / 2 * rand()
+
+
+def next_attempt(
+    attempts: int, create_time: datetime, now: datetime, settings: Settings
+) -> datetime | None:
+    """When to try again after ``attempts`` failed ones; None once that falls after the retry
+    window (``webhook_retry_for`` from ``create_time``)."""
+    delay = backoff(attempts, settings.webhook_retry_base, settings.webhook_retry_max)
+    at = now + timedelta(seconds=delay)
+    if at > create_time + timedelta(seconds=settings.webhook_retry_for):
+        return None
+    return at
+
+
+def describe_error(exc: Exception, url: str, userinfo: str | None = None) -> str:
+    """What went wrong with a send, without the URL's userinfo (in ``url`` or given apart) and
+    never with a header."""
+    text = str(exc) or type(exc).__name__
+    userinfo = userinfo or userinfo_of(url) or ""
+    password = userinfo.partition(":")[2]
+    text = text.replace(url, public_url(url))
+    text = mask(text, [v for v in (userinfo, password, unquote(password)) if v])
+    return f"{type(exc).__name__}: {text}"[:MAX_ERROR_CHARS]
+
+
+def basic_auth(userinfo: str | None) -> tuple[str, str] | None:
+    """The Basic credentials in a URL's userinfo, decoded as HTTP clients take them from a URL
+    (a user alone has an empty password); None without userinfo."""
+    if userinfo is None:
+        return None
+    user, _, password = userinfo.partition(":")
+    return unquote(user), unquote(password)
+
+
+# --- the sender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A delivery claimed for one send: what the sending thread needs, without a session."""
+
+    id: int
+    number: int
+    job_id: str
+    message_id: str
+    url: str  # without userinfo: the HTTP client logs the URL it sends to
+    body: str
+    secret: str
+    lease_until: datetime
+    userinfo: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class _Result:
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookSender:
+    """Claims due deliveries and sends each on a pool of ``webhook_concurrency`` threads, so a
+    slow receiver holds up only its own deliveries."""
+
+    def __init__(self, settings: Settings, db: Database, hub: Hub, box: SecretBox) -> None:
+        self.settings = settings
+        self.db = db
+        self.hub = hub
+        self.box = box
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        # Before anything is sent (and before the scheduler, started later, submits a job
+        # target's webhook): credentials an upgrade moved out of older rows get encrypted.
+        with db.transaction() as session:
+            sealed = seal_migrated_credentials(session, box)
+        if sealed:
+            logger.info(
+                "encrypted %d webhook URL credential(s) taken out of their URLs by an upgrade",
+                sealed,
+                extra={"action": "webhook_credentials_sealed"},
+            )
+        self._in_flight = 0
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "webhook")
+        self._client = httpx.Client(
+            timeout=settings.webhook_timeout,
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=settings.webhook_concurrency, max_keepalive_connections=0
+            ),
+            headers={"user-agent": f"orchestrator/{__version__}"},
+        )
+
+    def start(self) -> None:
+        """Run the claim loop in a background thread."""
+        self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming; wait a little for sends in flight, then close the client."""
+        self._stop.set()
+        self.hub.publish_local(WEBHOOKS)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while self._free_slots() < self.settings.webhook_concurrency:
+            if time.monotonic() > deadline:
+                # Their client stays open: each send ends by itself within its timeouts and
+                # is recorded as usual.
+                logger.warning(
+                    "leaving webhook sends in flight to finish on their own",
+                    extra={"action": "webhook_sends_left"},
+                )
+                self._pool.shutdown(wait=False)
+                return
+            time.sleep(MIN_WAIT_SECONDS)
+        self._pool.shutdown(wait=False)
+        self._client.close()
+
+    def run(self) -> None:
+        """The loop: claim what is due, then wait for a wake-up, the next due time or the poll."""
+        while not self._stop.is_set():
+            seen = {WEBHOOKS: self.hub.version(WEBHOOKS)}
+            try:
+                self.run_once()
+                timeout = self._next_wait()
+            except Exception as exc:
+                # An unreachable database is logged once for the process (``db.Outage``).
+                if not self.db.outage_seen(exc):
+                    logger.exception(
+                        "webhook loop failed; retrying", extra={"action": "webhook_error"}
+                    )
+                timeout = self.settings.poll_interval
+            if not self._stop.is_set():
+                self.hub.wait(seen, timeout)
+
+    def run_once(self) -> int:
+        """Claim as many due deliveries as there are free send slots and start sending them;
+        how many were claimed."""
+        free = self._free_slots()
+        if free <= 0:
+            return 0
+        claims = self._claim(free)
+        for claim in claims:
+            with self._lock:
+                self._in_flight += 1
+            self._pool.submit(self._deliver, claim)
+        return len(claims)
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.settings.webhook_concurrency - self._in_flight
+
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=3 * self.settings.webhook_timeout + LEASE_MARGIN_SECONDS)
+
+    def _claim(self, limit: int) -> list[_Claim]:
+        now = utcnow()
+        lease_until = now + self._lease()
+        due = sa.or_(
+            sa.and_(
+                col(WebhookDelivery.status) == PENDING, col(WebhookDelivery.next_attempt_at) <= now
+            ),
+            # A send whose process stopped or died before it finished: tried again.
+            sa.and_(
+                col(WebhookDelivery.status) == SENDING, col(WebhookDelivery.lease_until) <= now
+            ),
+        )
+        claims = []
+        with self.db.transaction() as session:
+            rows = session.exec(
+                select(WebhookDelivery)
+                .where(due)
+                .order_by(col(WebhookDelivery.next_attempt_at), col(WebhookDelivery.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            # Each delivery is signed with its key: a drop-in API's, else its project's.
+            keys: dict[tuple[str, str], str] = {}
+            userinfo = self._userinfo(session, rows)
+            for row in rows:
+                assert row.id is not None
+                key = ("api", row.signing_key) if row.signing_key else ("project", row.project)
+                if key not in keys:
+                    keys[key] = (
+                        api_secret(session, self.box, key[1])
+                        if key[0] == "api"
+                        else project_secret(session, self.box, key[1])
+                    )
+                row.status = SENDING
+                row.lease_until = lease_until
+                session.add(row)
+                claims.append(
+                    _Claim(
+                        id=row.id,
+                        number=row.number,
+                        job_id=row.job_id,
+                        message_id=row.message_id,
+                        url=with_userinfo(row.url, None),
+                        body=row.body,
+                        secret=keys[key],
+                        lease_until=lease_until,
+                        userinfo=userinfo.get(row.job_id),
+                    )
+                )
+        return claims
+
+    def _userinfo(self, session: Session, rows: Sequence[WebhookDelivery]) -> dict[str, str]:
+        """The webhook userinfo of the rows' jobs that have one (stored as ``***`` in their
+        URLs), decrypted, by job id."""
+        job_ids = {row.job_id for row in rows if userinfo_of(row.url)}
+        if not job_ids:
+            return {}
+        found = session.exec(
+            select(Job.id, Job.webhook_auth_ciphertext).where(col(Job.id).in_(job_ids))
+        ).all()
+        opened = {job_id: open_userinfo(self.box, ciphertext) for job_id, ciphertext in found}
+        return {job_id: userinfo for job_id, userinfo in opened.items() if userinfo}
+
+    def _next_wait(self) -> float:
+        """Seconds until the next delivery falls due (a retry, or a lease running out), at most
+        the poll interval; a freed slot or a new delivery wakes the loop sooner."""
+        poll = self.settings.poll_interval
+        if self._free_slots() <= 0:
+            return poll
+        with self.db.read() as session:
+            pending = session.exec(
+                select(sa.func.min(WebhookDelivery.next_attempt_at)).where(
+                    WebhookDelivery.status == PENDING
+                )
+            ).one()
+            leased = session.exec(
+                select(sa.func.min(WebhookDelivery.lease_until)).where(
+                    WebhookDelivery.status == SENDING
+                )
+            ).one()
+        times = [t for t in (pending, leased) if t is not None]
+        if not times:
+            return poll
+        return min(max((min(times) - utcnow()).total_seconds(), MIN_WAIT_SECONDS), poll)
+
+    def _deliver(self, claim: _Claim) -> None:
+        """One send and its record (on a pool thread)."""
+        try:
+            self._record(claim, self._send(claim))
+        except Exception as exc:
+            # The row stays ``sending``: it is sent again once its lease runs out.
+            if self.db.outage_seen(exc):
+                # No traceback: the outage has its own line (``db.Outage``).
+                logger.warning(
+                    "could not record webhook delivery %d of job %s (database unavailable); "
+                    "it is sent again once its lease runs out",
+                    claim.number,
+                    claim.job_id,
+                    extra={"action": "webhook_unrecorded", "job_id": claim.job_id},
+                )
+            else:
+                logger.exception(
+                    "could not record a webhook attempt",
+                    extra={"action": "webhook_error", "job_id": claim.job_id},
+                )
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+            self.hub.publish_local(WEBHOOKS)
+
+    def _send(self, claim: _Claim) -> _Result:
+        timestamp = int(time.time())
+        headers = {
+            "webhook-id": claim.message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign(claim.secret, claim.message_id, timestamp, claim.body),
+            "content-type": "application/json",
+        }
+        started = time.monotonic()
+        status_code = None
+        error = None
+        try:
+            # Streamed and closed unread: only the status matters, and a large or slow
+            # answer body must not hold the slot.
+            with self._client.stream(
+                "POST",
+                claim.url,
+                content=claim.body.encode(),
+                headers=headers,
+                auth=basic_auth(claim.userinfo),
+            ) as response:
+                status_code = response.status_code
+        except Exception as exc:
+            error = describe_error(exc, claim.url, claim.userinfo)
+        if status_code is not None and not 200 <= status_code < 300:
+            error = f"the receiver answered HTTP {status_code}"
+            if 300 <= status_code < 400:
+                error += " (redirects are not followed)"
+        return _Result(status_code, error, round((time.monotonic() - started) * 1000, 1))
+
+    def _record(self, claim: _Claim, result: _Result) -> None:
+        now = utcnow()
+        with self.db.transaction() as session:
+            row = session.exec(
+                select(WebhookDelivery).where(WebhookDelivery.id == claim.id).with_for_update()
+            ).first()
+            # Another sender took the row over after this one's lease ran out: its record wins.
+            if row is None or row.status != SENDING or row.lease_until != claim.lease_until:
+                return
+            row.attempts += 1
+            row.attempt_log = [
+                *row.attempt_log,
+                {
+                    "time": now.isoformat(),
+                    "status_code": result.status_code,
+                    "duration_ms": result.duration_ms,
+                    "error": result.error,
+                },
+            ]
+            row.last_status_code = result.status_code
+            row.last_error = result.error
+            row.lease_until = None
+            event, detail = self._outcome(row, result, now)
+            session.add(row)
+            job = session.exec(select(Job).where(Job.id == row.job_id)).first()
+            if event is not None and job is not None:
+                jobs.record(session, job, event, detail, self.hub)
+
+    def _outcome(
+        self, row: WebhookDelivery, result: _Result, now: datetime
+    ) -> tuple[EventType | None, dict[str, Any]]:
+        """Move ``row`` on after an attempt; the job event to record, if any."""
+        if result.ok:
+            row.status = DELIVERED
+            row.delivered_time = now
+            row.next_attempt_at = None
+            detail = {"delivery": row.number, "status_code": result.status_code}
+            return EventType.WEBHOOK_DELIVERED, {**detail, "attempts": row.attempts}
+        retry_at = next_attempt(row.attempts, row.create_time, now, self.settings)
+        if retry_at is not None:
+            row.status = PENDING
+            row.next_attempt_at = retry_at
+            return None, {}
+        row.status = FAILED
+        row.next_attempt_at = None
+        logger.warning(
+            "webhook delivery %d of job %s failed after %d attempts",
+            row.number,
+            row.job_id,
+            row.attempts,
+            extra={"action": "webhook_failed", "job_id": row.job_id},
+        )
+        return EventType.WEBHOOK_FAILED, {
+            "delivery": row.number,
+            "attempts": row.attempts,
+            "last_status_code": row.last_status_code,
+            "last_error": row.last_error,
+        }

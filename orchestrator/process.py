@@ -1,0 +1,130 @@
+"""Builds and owns the long-lived parts of a process: database, hub (and its relay to other
+processes on PostgreSQL), secret box, engine, runner, scheduler, HTTP-target sender, webhook
+sender."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from orchestrator.background.http_targets import HttpTargetRunner
+from orchestrator.background.scheduler import Scheduler
+from orchestrator.background.webhook_sender import WebhookSender
+from orchestrator.config import Settings
+from orchestrator.docker.engine import DockerEngine
+from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.runner.claim_loop import Runner
+from orchestrator.services import projects, runners, tokens
+from orchestrator.services.schedules import Checks
+from orchestrator.storage.db import Database
+from orchestrator.storage.secret_box import SecretBox, open_box
+from orchestrator.wakeups.hub import Hub
+
+if TYPE_CHECKING:
+    from orchestrator.wakeups.relay import Relay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request handler or a runner needs, built once per process."""
+
+    settings: Settings
+    db: Database
+    hub: Hub
+    box: SecretBox
+    engine: DockerEngine
+    policy: ContainerPolicy
+    limits: InputLimits
+    runner: Runner | None
+    relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
+    # API servers only (``orchestrator serve``): a runner alone fires no schedules, sends no
+    # HTTP requests and no webhooks. Several servers share the work through the database.
+    scheduler: Scheduler | None = None
+    http_targets: HttpTargetRunner | None = None
+    webhooks: WebhookSender | None = None
+
+    @classmethod
+    def build(cls, settings: Settings, *, api: bool = True) -> Services:
+        """Open the database (migrating the schema, making the default project) and the engine.
+
+        ``api`` False (a runner alone) makes no admin token and no secret key of its own.
+        """
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # The key ring first: a bad ORCH_SECRET_KEY stops the start before the database is touched.
+        secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
+        box = open_box(settings.data_dir, secret_key, create=api)
+        db = Database(settings.resolved_database_url())
+        db.upgrade_schema()
+        with db.transaction() as session:
+            projects.ensure_default(session)
+            admin_token_file = (
+                tokens.ensure_admin_token(session, settings.data_dir) if api else None
+            )
+        if admin_token_file is not None:
+            logger.warning(
+                "created the first admin token; it is in %s (mode 0600)",
+                admin_token_file,
+                extra={"action": "admin_token_created"},
+            )
+        hub = Hub()
+        engine = DockerEngine(
+            settings.docker_host,
+            timeout=settings.docker_timeout,
+            pool_size=settings.runner_capacity * 3 + 4,
+        )
+        policy = ContainerPolicy.from_settings(settings)
+        runner = None
+        if settings.runner_enabled:
+            with db.read() as session:
+                installation = runners.installation_id(session)
+            runner = Runner(settings, db, engine, hub, box, policy, installation=installation)
+        limits = InputLimits.from_settings(settings)
+        checks = Checks(box=box, policy=policy, limits=limits)
+        relay = None
+        if db.is_postgres:
+            # Imported here: psycopg is the optional ``postgres`` extra, and on SQLite it
+            # would cost every process about 10 MB for nothing.
+            from orchestrator.wakeups.relay import Relay
+
+            relay = Relay(hub, db.url)
+        return cls(
+            settings=settings,
+            db=db,
+            hub=hub,
+            box=box,
+            engine=engine,
+            policy=policy,
+            limits=limits,
+            runner=runner,
+            relay=relay,
+            scheduler=Scheduler(settings, db, hub, checks) if api else None,
+            http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
+            webhooks=WebhookSender(settings, db, hub, box) if api else None,
+        )
+
+    def start(self) -> None:
+        """Start the background loops."""
+        # The relay first, so the runner's first wait already hears other processes' submits.
+        if self.relay is not None:
+            self.relay.start()
+        if self.runner is not None:
+            self.runner.start()
+        for loop in (self.scheduler, self.http_targets, self.webhooks):
+            if loop is not None:
+                loop.start()
+
+    def close(self) -> None:
+        """Stop the loops and close connections; running containers are left for adoption."""
+        if self.runner is not None:
+            self.runner.stop()
+        for loop in (self.scheduler, self.http_targets, self.webhooks):
+            if loop is not None:
+                loop.stop()
+        if self.relay is not None:
+            self.relay.stop()
+        self.engine.close()
+        self.db.dispose()

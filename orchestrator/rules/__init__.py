@@ -1,0 +1,1 @@
+"""Pure decisions and vocabulary: no database, Docker, network, threads or clock."""

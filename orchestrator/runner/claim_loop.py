@@ -1,0 +1,540 @@
+"""The runner: claims queued jobs and runs each attempt as a container on one Docker engine.
+
+The claim loop wakes on submits, cancels and freed slots (``notify``), with a slow poll as a
+fallback, and never exceeds its capacity. Each attempt runs in its own thread (``attempt.py``).
+Before it claims anything (at start, and again when its engine comes back after an outage) the
+runner reconciles its engine with the database: it adopts the attempts it holds and removes its
+containers that no attempt holds. A heartbeat thread renews its lease (``runners``), takes back
+the jobs of lost runners, and abandons attempts another runner has taken back from it. Jobs
+of HTTP worker definitions are served by the runner's worker pools (``workers``) instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from orchestrator import __version__
+from orchestrator.config import Settings
+from orchestrator.docker.engine import INSTALLATION_LABEL, LABEL_PREFIX, DockerEngine
+from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
+from orchestrator.rules import crash_points
+from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.runner.attempt import Attempt, attempt_name
+from orchestrator.runner.run_dirs import RunDirs
+from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
+from orchestrator.runner.worker_pools import WorkerPools
+from orchestrator.services import jobs, runners
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import Job, utcnow
+from orchestrator.storage.secret_box import SecretBox
+from orchestrator.wakeups.hub import CANCEL, WORK, Hub
+
+# The longest wait between two checks of an engine that does not answer.
+ENGINE_RETRY_MAX = 10.0
+# How long an answered ping stands for the engine being up, before the next claim asks again.
+ENGINE_CHECK_INTERVAL = 1.0
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunnerStatus:
+    """What the runner reports about itself (for /healthz)."""
+
+    state: str
+    docker: str
+    docker_error: str | None
+    docker_unavailable_since: datetime | None
+    running: int
+
+
+class Runner:
+    """Claims jobs and supervises their attempts, up to ``capacity`` at a time."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        engine: DockerEngine,
+        hub: Hub,
+        box: SecretBox,
+        policy: ContainerPolicy,
+        *,
+        installation: str,
+        name: str | None = None,
+        capacity: int | None = None,
+        queues: list[str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.engine = engine
+        self.hub = hub
+        self.box = box
+        self.policy = policy
+        self.installation = installation
+        self.name = name or settings.resolved_runner_name()
+        self.capacity = capacity or settings.runner_capacity
+        self.queues = queues if queues is not None else (settings.runner_queues or None)
+        self.identity = runners.Identity(
+            name=self.name,
+            session=str(uuid.uuid4()),
+            docker_host=settings.docker_host or "default (DOCKER_HOST or the local socket)",
+            capacity=self.capacity,
+            queues=self.queues,
+            version=__version__,
+        )
+        self.done = threading.Event()
+        self._attempts: dict[str, Attempt] = {}
+        # Attempts whose outcome is recorded and whose container is still being removed.
+        self._removing: list[Attempt] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._draining = threading.Event()
+        self._drain_deadline = 0.0
+        self._registered = threading.Event()
+        self._name_conflict: str | None = None
+        self._topic = f"runner:{self.name}"
+        self._engine_ok = False
+        self._engine_error: str | None = "not checked yet"
+        self._engine_down_since: datetime | None = utcnow()
+        self._engine_failures = 0
+        self._engine_lost_at = -float("inf")
+        self._engine_checked_at = -float("inf")
+        self._reconciled = False
+        self._thread: threading.Thread | None = None
+        self._heartbeat: threading.Thread | None = None
+        self.run_dirs = RunDirs(
+            settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
+        )
+        # HTTP worker containers of this process; removed when it stops.
+        self.workers = WorkerPools(engine, self.name, self.identity.session, installation)
+        self._reaper: threading.Thread | None = None
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run the claim loop and the heartbeat in background threads."""
+        self._thread = threading.Thread(target=self.run, name=f"runner-{self.name}", daemon=True)
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name=f"heartbeat-{self.name}", daemon=True
+        )
+        self._reaper = threading.Thread(
+            target=self.workers.run, args=(self._stop,), name=f"workers-{self.name}", daemon=True
+        )
+        self._thread.start()
+        self._heartbeat.start()
+        self._reaper.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming and return; running containers are left to be adopted on restart
+        (worker containers are removed, their jobs given back: see ``worker_attempt``)."""
+        self._stop.set()
+        self.hub.publish(self._topic, runners.control_topic(self.name))
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._heartbeat is not None:
+            self._heartbeat.join(timeout)
+        if self._reaper is not None:
+            self._reaper.join(timeout)
+        with self._lock:
+            removing = list(self._removing)
+        for attempt in removing:
+            attempt.join(timeout)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Stop claiming; let running attempts finish for up to ``timeout`` (default: the
+        drain timeout setting), then stop, leaving what still runs to adoption or recovery."""
+        with self._lock:
+            if self._draining.is_set():
+                return
+            wait = self.settings.drain_timeout if timeout is None else timeout
+            self._drain_deadline = time.monotonic() + wait
+            self._draining.set()
+        logger.info(
+            "draining: no new jobs; waiting up to %g s for %d running",
+            wait,
+            len(self._attempts),
+            extra={"action": "runner_draining"},
+        )
+        self._write_state(runners.DRAINING)
+        self.hub.publish(self._topic)
+
+    def status(self) -> RunnerStatus:
+        """The runner's state, its engine's health and how many attempts it runs."""
+        with self._lock:
+            running = len(self._attempts)
+        if self._stop.is_set() or self.done.is_set():
+            state = "stopped"
+        elif self._draining.is_set():
+            state = "draining"
+        elif self._name_conflict is not None:
+            state = "waiting_for_name"
+        elif not self._engine_ok:
+            state = "waiting_for_engine"
+        else:
+            state = "active"
+        return RunnerStatus(
+            state=state,
+            docker="ok" if self._engine_ok else "unavailable",
+            docker_error=None if self._engine_ok else self._engine_error,
+            docker_unavailable_since=None if self._engine_ok else self._engine_down_since,
+            running=running,
+        )
+
+    def run(self) -> None:
+        """The claim loop: run_once, then wait for a wake-up, the next due time or the poll;
+        until stopped, or drained."""
+        try:
+            while not self._stop.is_set() and not self._drained():
+                versions = {t: self.hub.version(t) for t in (WORK, CANCEL, self._topic)}
+                try:
+                    self.run_once()
+                    timeout = self._next_wait()
+                    if self._draining.is_set():
+                        timeout = min(timeout, max(self._drain_deadline - time.monotonic(), 0.01))
+                except Exception as exc:
+                    # An unreachable database is logged once for the process (``db.Outage``).
+                    if not self.db.outage_seen(exc):
+                        logger.exception(
+                            "runner loop failed; retrying", extra={"action": "runner_error"}
+                        )
+                    timeout = self.settings.engine_retry_interval
+                if not self._stop.is_set() and not self._drained():
+                    self.hub.wait(versions, timeout)
+        finally:
+            self._leave()
+
+    def _drained(self) -> bool:
+        """Whether a drain is over: nothing runs any more, or its deadline has passed."""
+        if not self._draining.is_set():
+            return False
+        with self._lock:
+            running = len(self._attempts)
+        if running and time.monotonic() < self._drain_deadline:
+            return False
+        if running:
+            logger.warning(
+                "drain deadline passed; leaving %d running jobs to adoption or recovery",
+                running,
+                extra={"action": "runner_drain_deadline"},
+            )
+        return True
+
+    def _leave(self) -> None:
+        """Detach from what still runs (its containers keep running) and say so."""
+        self._stop.set()
+        self.hub.publish(runners.control_topic(self.name))
+        with self._lock:
+            attempts = list(self._attempts.values())
+        for attempt in attempts:
+            attempt.detach()
+        for attempt in attempts:
+            attempt.join(10.0)
+        # Worker containers do not outlive their runner process (their jobs were given back).
+        self.workers.close()
+        if self._registered.is_set():
+            self._write_state(runners.STOPPED)
+        logger.info(
+            "runner stopped; %d running jobs left for adoption",
+            len(attempts),
+            extra={"action": "runner_stopped"},
+        )
+        self.done.set()
+
+    def _write_state(self, state: str) -> None:
+        try:
+            with self.db.transaction() as session:
+                runners.set_state(session, self.identity, state)
+        except Exception as exc:
+            if not self.db.outage_seen(exc):
+                logger.exception("could not record the runner's state", extra={"action": state})
+
+    def _next_wait(self) -> float:
+        if not self._registered.is_set():
+            return self.settings.heartbeat_interval
+        if not self._engine_ok:
+            backoff = self.settings.engine_retry_interval * 2 ** min(self._engine_failures, 8)
+            return min(backoff, max(ENGINE_RETRY_MAX, self.settings.engine_retry_interval))
+        with self.db.read() as session:
+            due = jobs.next_due(session)
+        timeout = self.settings.poll_interval
+        if due is not None:
+            timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.01))
+        return timeout
+
+    # --- registration and heartbeat -------------------------------------------------------
+
+    def _register(self) -> bool:
+        """Claim the runner's name in the registry; False while another process holds it."""
+        try:
+            with self.db.transaction() as session:
+                runners.register(session, self.identity, self.settings.runner_lease)
+        except Conflict as exc:
+            if self._name_conflict != exc.message:
+                logger.warning("%s", exc.message, extra={"action": "runner_name_in_use"})
+            self._name_conflict = exc.message
+            return False
+        self._name_conflict = None
+        self._registered.set()
+        logger.info(
+            "runner %s registered (capacity %d, queues %s)",
+            self.name,
+            self.capacity,
+            ",".join(self.queues) if self.queues else "all",
+            extra={"action": "runner_registered"},
+        )
+        return True
+
+    def _heartbeat_loop(self) -> None:
+        control = runners.control_topic(self.name)
+        while not self._stop.is_set():
+            seen = self.hub.version(control)
+            if self._registered.is_set():
+                try:
+                    self.beat()
+                except Exception as exc:
+                    if not self.db.outage_seen(exc):
+                        logger.exception(
+                            "heartbeat failed; retrying", extra={"action": "heartbeat_error"}
+                        )
+            self.hub.wait({control: seen}, self.settings.heartbeat_interval)
+
+    def beat(self) -> None:
+        """Renew the lease, take back lost runners' jobs, and let go of attempts that are no
+        longer this runner's."""
+        with self.db.transaction() as session:
+            state = runners.heartbeat(
+                session,
+                self.identity,
+                "ok" if self._engine_ok else "unavailable",
+                None if self._engine_ok else self._engine_error,
+            )
+        if state is None:
+            logger.error(
+                "another process has taken over the runner name %s; stopping",
+                self.name,
+                extra={"action": "runner_replaced"},
+            )
+            self._registered.clear()
+            self._stop.set()
+            self.hub.publish(self._topic)
+            return
+        if state == runners.DRAINING and not self._draining.is_set():
+            self.drain()
+        with self.db.transaction() as session:
+            recovered = runners.recover_lost(
+                session, self.hub, self.settings.runner_lease, self.settings.interruption_limit
+            )
+        for lost, job_ids in recovered.items():
+            logger.warning(
+                "runner %s is lost (no heartbeat for %g s); took back %d jobs",
+                lost,
+                self.settings.runner_lease,
+                len(job_ids),
+                extra={"action": "runner_lost"},
+            )
+        self._let_go()
+        if self._engine_ok and self._reconciled:
+            self._remove_strays()
+
+    def _let_go(self) -> None:
+        """Abandon the attempts this runner no longer holds (taken back while it was lost)."""
+        with self._lock:
+            attempts = list(self._attempts.values())
+        if not attempts:
+            return
+        with self.db.read() as session:
+            held = {(job.id, job.attempt) for job in jobs.held_by(session, self.name)}
+        for attempt in attempts:
+            if (attempt.job_id, attempt.number) not in held:
+                attempt.abandon()
+
+    # --- one pass -------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Register, check the engine, reconcile, queue due jobs, pass on cancels, claim; how
+        many were claimed."""
+        if not self._registered.is_set() and not self._register():
+            return 0
+        if not self._check_engine():
+            return 0
+        if not self._reconciled:
+            self._reconcile()
+            self._reconciled = True
+        with self.db.read() as session:
+            due = jobs.scheduled_due(session)
+        if due:
+            with self.db.transaction() as session:
+                jobs.promote_due(session, self.hub)
+        self._deliver_cancels()
+        claimed = 0
+        while not self._stop.is_set() and not self._draining.is_set() and self._free_slots() > 0:
+            with self.db.transaction() as session:
+                job = jobs.claim(session, self.name, self.hub, self.queues)
+            if job is None:
+                break
+            claimed += 1
+            crash_points.reach(self.settings.test_crash_point, "claimed")
+            self._launch(self._attempt(job, adopted=False))
+        return claimed
+
+    def _check_engine(self) -> bool:
+        if not self._engine_ok and time.monotonic() - self._engine_lost_at < (
+            self.settings.engine_retry_interval
+        ):
+            # Just lost: an engine shutting down may still answer a ping between failed calls.
+            return False
+        if self._engine_ok and time.monotonic() - self._engine_checked_at < ENGINE_CHECK_INTERVAL:
+            # Answered a moment ago: a wake-up per submitted job need not ask again. A call
+            # that fails in between reports the loss itself (``engine_lost``).
+            return True
+        try:
+            self.engine.ping()
+        except EngineUnavailable as exc:
+            if self._engine_ok or self._engine_error != exc.message:
+                logger.warning(
+                    "Docker engine unavailable: %s",
+                    exc.message,
+                    extra={"action": "engine_unavailable"},
+                )
+            self.engine_lost(exc.message)
+            self._engine_failures += 1
+            return False
+        if not self._engine_ok:
+            logger.info("Docker engine available", extra={"action": "engine_available"})
+            # What ran, ended or vanished while the engine was away is looked at again.
+            self._reconciled = False
+            # A heartbeat now tells the registry the engine answers.
+            self.hub.publish(runners.control_topic(self.name))
+        self._engine_failures = 0
+        self._engine_checked_at = time.monotonic()
+        self._engine_ok = True
+        self._engine_error = None
+        self._engine_down_since = None
+        return True
+
+    def engine_lost(self, message: str) -> None:
+        """Called when the engine does not answer: stop claiming until it is back."""
+        if self._engine_ok or self._engine_down_since is None:
+            self._engine_down_since = utcnow()
+            self.hub.publish(runners.control_topic(self.name))
+            # A stopping engine still serves connections it had open: only a new one tells
+            # whether it is back.
+            self.engine.close()
+        self._engine_lost_at = time.monotonic()
+        self._engine_ok = False
+        self._engine_error = message
+
+    def _free_slots(self) -> int:
+        with self._lock:
+            return self.capacity - len(self._attempts)
+
+    def _attempt(self, job: Job, *, adopted: bool) -> Attempt:
+        """The attempt of a claimed or adopted job: its own container, or a worker's."""
+        kind = WorkerAttempt if is_worker_job(job.container) else Attempt
+        return kind.for_adopted(self, job) if adopted else kind.for_claimed(self, job)
+
+    def _launch(self, attempt: Attempt) -> None:
+        with self._lock:
+            self._attempts[attempt.job_id] = attempt
+        attempt.start(on_done=self._attempt_done)
+
+    def _attempt_done(self, attempt: Attempt) -> None:
+        with self._lock:
+            if self._attempts.get(attempt.job_id) is attempt:
+                del self._attempts[attempt.job_id]
+            self._removing = [a for a in self._removing if a.alive]
+            self._removing.append(attempt)
+        if attempt.unrecorded:
+            self._reconciled = False
+        self.hub.publish(self._topic)
+
+    def _deliver_cancels(self) -> None:
+        with self.db.read() as session:
+            wanted = jobs.cancel_requested(session, self.name)
+        with self._lock:
+            targets = [self._attempts[j] for j in wanted if j in self._attempts]
+        for attempt in targets:
+            attempt.cancel()
+
+    def _reconcile(self) -> None:
+        """Make the engine and the database agree before claiming: remove the installation's
+        containers no attempt holds, and adopt the attempts this runner holds."""
+        self._remove_strays()
+        self.workers.remove_leftovers()
+        # Listed before the database is read: a directory made after that read belongs to a
+        # claim committed before it, which the read sees.
+        directories = self.run_dirs.names()
+        with self.db.read() as session:
+            held = jobs.held_by(session, self.name)
+            active = jobs.active_attempts(session)
+        with self._lock:
+            running = {(attempt.job_id, attempt.number) for attempt in self._attempts.values()}
+        # Directories are the installation's, shared by its runners on this disk.
+        keep = {attempt_name(*key) for key in active | running}
+        self.run_dirs.sweep(directories - keep)
+        for job in held:
+            if job.id in self._attempts:
+                continue
+            logger.info(
+                "adopting job %s attempt %s", job.id, job.attempt, extra={"action": "job_adopted"}
+            )
+            self._launch(self._attempt(job, adopted=True))
+
+    def _remove_strays(self) -> None:
+        """Remove the installation's containers whose attempt nobody holds, whatever runner
+        started them: their job ended, or it was taken back from a runner that was lost (and
+        may have come back under another name). Other installations' containers are never
+        touched, nor are containers of attempts another runner still holds."""
+        try:
+            containers = self.engine.find_labelled(f"{LABEL_PREFIX}job-id")
+        except EngineUnavailable:
+            return
+        candidates: dict[str, tuple[str, int]] = {}
+        legacy: set[str] = set()
+        for container_id, labels in containers.items():
+            installation = labels.get(INSTALLATION_LABEL)
+            if installation is None:
+                # Made before installations were labelled: ours only if our database knows
+                # its job (checked below), and only where this runner made it.
+                if labels.get(f"{LABEL_PREFIX}runner") != self.name:
+                    continue
+                legacy.add(container_id)
+            elif installation != self.installation:
+                continue
+            try:
+                attempt = int(labels.get(f"{LABEL_PREFIX}attempt", ""))
+            except ValueError:
+                continue
+            candidates[container_id] = (labels[f"{LABEL_PREFIX}job-id"], attempt)
+        if not candidates:
+            return
+        with self._lock:
+            attempts = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
+            running = {(a.job_id, a.number) for a in attempts}
+        with self.db.read() as session:
+            active = jobs.active_attempts(session)
+            known = jobs.existing(session, {candidates[c][0] for c in legacy})
+        for container_id, key in candidates.items():
+            if key in active or key in running:
+                continue
+            if container_id in legacy and key[0] not in known:
+                continue
+            logger.info(
+                "removing container %s of job %s attempt %s: no attempt holds it",
+                container_id[:12],
+                key[0],
+                key[1],
+                extra={"action": "container_stray_removed", "job_id": key[0]},
+            )
+            try:
+                self.engine.remove(container_id)
+            except OrchestratorError as exc:
+                logger.warning("could not remove a stray container: %s", exc.message)
+                continue
+            self.run_dirs.remove(attempt_name(*key))

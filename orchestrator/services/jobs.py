@@ -1,0 +1,927 @@
+"""The job service: submit, claim, every status change, cancel and retry decisions.
+
+Only this module changes a job's status, and only through ``transition``, which writes the job
+and its event in the caller's transaction. Runner writes are fenced by (runner, attempt): a
+runner that no longer holds an attempt cannot change the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.rules.fields import MAX_INT, storable
+from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.states import ACTIVE, WAITING, EventType, JobStatus, can_transition
+from orchestrator.rules.templating import substitute
+from orchestrator.schemas import JobCreate
+from orchestrator.services import definitions, projects, queues, webhooks
+from orchestrator.services.definitions import CONTAINER_FIELDS, RESERVED_ENV_PREFIX, RetryPolicy
+from orchestrator.services.tokens import SYSTEM, Actor
+from orchestrator.storage.db import after_commit, serialize
+from orchestrator.storage.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
+from orchestrator.storage.secret_box import SecretBox
+from orchestrator.wakeups.hub import CANCEL, WORK, Hub, job_topic
+
+CLAIM_LOCK = "orchestrator.claim"
+# The definition columns of a job that waits for its queue's default definition.
+UNBOUND_NAME = ""
+UNBOUND_VERSION = 0
+
+
+def transition(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    event: EventType,
+    detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
+    **changes: Any,
+) -> None:
+    """Move ``job`` to ``status`` (checked against the life cycle) and append its event; a
+    job with a webhook that ends here gets its webhook message in the same transaction."""
+    if job.status != status and not can_transition(job.status, status):
+        raise Conflict(f"job {job.id} cannot go from {job.status} to {status}", field="status")
+    ends = status.terminal and not job.status.terminal
+    now = utcnow()
+    job.status = status
+    job.update_time = now
+    if status.terminal:
+        job.finish_time = now
+    for name, value in changes.items():
+        setattr(job, name, value)
+    session.add(job)
+    record(session, job, event, detail, hub)
+    if ends and job.webhook:
+        webhooks.enqueue(session, job, hub)
+
+
+def record(
+    session: Session,
+    job: Job,
+    event: EventType,
+    detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
+) -> None:
+    """Append an event to the job (no status change); subscribers are woken after commit."""
+    session.add(
+        JobEvent(
+            job_id=job.id,
+            type=event,
+            attempt=job.attempt,
+            status=job.status,
+            detail=detail or {},
+        )
+    )
+    if hub is not None:
+        topics = [job_topic(job.id)]
+        if event in (EventType.QUEUED, EventType.REQUEUED):
+            topics.append(WORK)
+        if event is EventType.CANCEL_REQUESTED:
+            topics.append(CANCEL)
+        after_commit(session, lambda: hub.publish(*topics))
+
+
+def _resolve_definition(
+    session: Session, project: str, queue: Queue, reference: str | None
+) -> Definition | None:
+    """The definition a job of ``queue`` runs: ``reference``, else the queue's default; None
+    when neither is set. The one place a job's definition is chosen."""
+    reference = reference or queue.default_definition
+    if reference is None:
+        return None
+    name, version = definitions.parse_reference(reference)
+    return definitions.get(session, project, name, version)
+
+
+def _queue(session: Session, project: str, name: str) -> Queue:
+    try:
+        return queues.get(session, project, name)
+    except NotFound:
+        # A missing project is the error to report; looked up only now, a query saved per job.
+        projects.get(session, project)
+        raise
+
+
+def _queue_and_definition(
+    session: Session, project: str, request: JobCreate
+) -> tuple[Queue, Definition | None]:
+    """A submission's queue and the definition its job runs (as ``_resolve_definition``).
+
+    When the submission names its definition (the usual case) both come from one query, the
+    definition joined to the queue; else, or when that query misses, they are looked up one
+    after the other, which also says what is missing: the project, the queue or the definition.
+    """
+    reference = _matchable_reference(request.definition)
+    if reference is None or not storable(request.queue):
+        queue = _queue(session, project, request.queue)
+        return queue, _resolve_definition(session, project, queue, request.definition)
+    name, version = reference
+    joined = sa.and_(col(Definition.project) == project, col(Definition.name) == name)
+    if version is not None:
+        joined = sa.and_(joined, col(Definition.version) == version)
+    row = session.exec(
+        select(Queue, Definition)
+        .outerjoin(Definition, joined)
+        .where(Queue.project == project, Queue.name == request.queue)
+        # The latest version, when the reference names none.
+        .order_by(sa.desc(col(Definition.version)))
+        .limit(1)
+    ).first()
+    if row is None:
+        queue = _queue(session, project, request.queue)
+        return queue, _resolve_definition(session, project, queue, request.definition)
+    queue, found = row
+    # An outer join's missing definition is None, whatever the row's type says.
+    definition: Definition | None = found
+    if definition is None:
+        definition = definitions.get(session, project, name, version)
+    return queue, definition
+
+
+def _matchable_reference(reference: str | None) -> tuple[str, int | None] | None:
+    """``reference`` as (name, version), when it is one a stored definition could have."""
+    if reference is None:
+        return None
+    try:
+        name, version = definitions.parse_reference(reference)
+    except InvalidRequest:
+        return None
+    if not storable(name) or (version is not None and not 1 <= version <= MAX_INT):
+        return None
+    return name, version
+
+
+def _no_definition(queue: Queue) -> InvalidRequest:
+    return InvalidRequest(
+        f"definition is required: queue '{queue.name}' has no default definition",
+        field="definition",
+    )
+
+
+def _binding(
+    definition: Definition,
+    *,
+    parameters: dict[str, Any],
+    env: dict[str, str],
+    secret_env: Sequence[str],
+    command: list[str] | None,
+    timeout: float | None,
+    limits: InputLimits | None,
+) -> dict[str, Any]:
+    """The job's columns that come from its definition, merged with the submission's own
+    values (checked: reserved and required env, counts, ``Param::`` substitution)."""
+    spec = definitions.current_spec(definition)
+    reference = f"{definition.name}:{definition.version}"
+    _check_env(env, secret_env, spec["secrets"], reference)
+    merged_parameters = {**spec["parameters"], **parameters}
+    merged_env = {**spec["env"], **env}
+    if limits is not None:
+        limits.check_counts(
+            len(merged_parameters),
+            len(merged_env) + len(secret_env),
+            " with the definition's defaults",
+        )
+    template = command if command is not None else spec["command"]
+    substituted = None
+    if template is not None:
+        field = "command" if command is not None else f"definition {reference} command"
+        substituted = substitute(template, merged_parameters, field=field)
+    return {
+        "definition_name": definition.name,
+        "definition_version": definition.version,
+        "max_attempts": spec["retry"]["attempts"],
+        "command": substituted,
+        "parameters": merged_parameters,
+        "env": merged_env,
+        "container": {key: spec[key] for key in CONTAINER_FIELDS},
+        "timeout": timeout if timeout is not None else spec["timeout"],
+    }
+
+
+def _check_env(
+    env: dict[str, str], secret_env: Sequence[str], declared_secrets: Sequence[str], definition: str
+) -> None:
+    for field, names in (("env", env), ("secret_env", secret_env)):
+        for name in names:
+            if name.upper().startswith(RESERVED_ENV_PREFIX):
+                raise InvalidRequest(
+                    f"{field}.{name}: names starting with {RESERVED_ENV_PREFIX} are reserved",
+                    field=f"{field}.{name}",
+                )
+    for name in env:
+        if name in secret_env:
+            raise InvalidRequest(
+                f"env.{name}: also given in secret_env; give it in one of them",
+                field=f"env.{name}",
+            )
+    for name in declared_secrets:
+        if name not in secret_env:
+            raise InvalidRequest(
+                f"secret_env.{name}: required by definition '{definition}'",
+                field=f"secret_env.{name}",
+            )
+
+
+def submit(
+    session: Session,
+    box: SecretBox,
+    hub: Hub | None,
+    project: str,
+    request: JobCreate,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor = SYSTEM,
+    job_id: str | None = None,
+    api: str | None = None,
+    wait_for_definition: bool = False,
+) -> Job:
+    """Validate a submission against its definition and store it, queued or scheduled.
+
+    The definition is checked against today's container policy (it may have changed since the
+    definition was registered), and the submission against the input limits. ``job_id`` lets an
+    adapter choose the id (a drop-in API that puts it in the job's environment); else a UUID.
+    ``api`` marks a job submitted through a drop-in API (its webhook speaks that API). With
+    ``wait_for_definition``, a job whose queue has no default definition (and that names none)
+    is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
+    """
+    queue, definition = _queue_and_definition(session, project, request)
+    # An unbound job has no time of its own: the scheduler would queue it at that time.
+    if definition is None and (not wait_for_definition or request.schedule_at is not None):
+        raise _no_definition(queue)
+    if definition is not None:
+        # Today's container policy first: it may have changed since the registration.
+        spec = definitions.current_spec(definition)
+        policy.check({key: spec[key] for key in CONTAINER_FIELDS})
+        bound = _binding(
+            definition,
+            parameters=request.parameters,
+            env=request.env,
+            secret_env=sorted(request.secret_env),
+            command=request.command,
+            timeout=request.timeout,
+            limits=limits,
+        )
+        reference = f"{definition.name}:{definition.version}"
+    else:
+        # Unbound: the submission's own values, merged with the definition's when it is bound.
+        limits.check_counts(len(request.parameters), len(request.env) + len(request.secret_env))
+        bound = {
+            "definition_name": UNBOUND_NAME,
+            "definition_version": UNBOUND_VERSION,
+            "max_attempts": 1,
+            "command": request.command,
+            "parameters": request.parameters,
+            "env": request.env,
+            "container": {},
+            "timeout": request.timeout,
+        }
+        reference = None
+    limits.check_document("input", request.input)
+    limits.check_document("metadata", request.metadata)
+    limits.check_secrets("secret_env", request.secret_env)
+
+    if request.name is not None:
+        _check_name_free(session, project, queue.name, request.name)
+
+    now = utcnow()
+    scheduled = request.schedule_at is not None and request.schedule_at > now
+    webhook, webhook_auth = webhooks.seal_url(
+        box, str(request.webhook) if request.webhook else None
+    )
+    job = Job(
+        id=job_id or str(uuid.uuid4()),
+        project=project,
+        queue=queue.name,
+        name=request.name,
+        # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a
+        # claim ever takes it, so the claim query stays as it is.
+        status=JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED,
+        priority=request.priority,
+        secret_env_keys=sorted(request.secret_env),
+        secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
+        input=request.input,
+        job_metadata=request.metadata,
+        webhook=webhook,
+        webhook_auth_ciphertext=webhook_auth,
+        schedule_at=request.schedule_at,
+        api=api,
+        create_time=now,
+        update_time=now,
+        **bound,
+    )
+    session.add(job)
+    try:
+        session.flush()
+    except sa.exc.IntegrityError as exc:
+        raise Conflict(
+            f"an unfinished job named '{request.name}' already exists in queue '{queue.name}'",
+            field="name",
+        ) from exc
+    record(
+        session,
+        job,
+        EventType.CREATED,
+        {"definition": reference, "queue": queue.name, "actor": actor.record()},
+    )
+    if definition is None:
+        detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
+        record(session, job, EventType.SCHEDULED, detail)
+    elif scheduled:
+        assert request.schedule_at is not None
+        record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
+    else:
+        record(session, job, EventType.QUEUED, hub=hub)
+    return job
+
+
+def bind_waiting(session: Session, hub: Hub | None, queue: Queue) -> int:
+    """Give the queue's default definition to its unbound jobs, as ``submit`` would have, and
+    queue them; how many were bound.
+
+    A job the definition cannot take (a required secret it lacks, a parameter without a value)
+    is cancelled with the reason. Call it in the transaction that set the default definition.
+    """
+    definition = _resolve_definition(session, queue.project, queue, None)
+    if definition is None:
+        return 0
+    waiting = session.exec(
+        select(Job)
+        .where(
+            Job.project == queue.project,
+            Job.queue == queue.name,
+            Job.status == JobStatus.SCHEDULED,
+            Job.definition_version == UNBOUND_VERSION,
+        )
+        .order_by(col(Job.seq))
+        .with_for_update()
+    ).all()
+    reference = f"{definition.name}:{definition.version}"
+    for job in waiting:
+        try:
+            bound = _binding(
+                definition,
+                parameters=job.parameters,
+                env=job.env,
+                secret_env=job.secret_env_keys,
+                command=job.command,
+                timeout=job.timeout,
+                limits=None,
+            )
+        except InvalidRequest as exc:
+            detail = {"definition": reference, "reason": exc.message}
+            error = f"queue '{queue.name}' default definition {reference}: {exc.message}"
+            transition(
+                session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, error=error
+            )
+            continue
+        detail = {"definition": reference}
+        transition(session, job, JobStatus.QUEUED, EventType.QUEUED, detail, hub, **bound)
+    return len(waiting)
+
+
+def _check_name_free(session: Session, project: str, queue: str, name: str) -> None:
+    taken = session.exec(
+        select(Job.id).where(
+            Job.project == project,
+            Job.queue == queue,
+            Job.name == name,
+            col(Job.status).in_([*WAITING, *ACTIVE]),
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(
+            f"an unfinished job named '{name}' already exists in queue '{queue}' ({taken})",
+            field="name",
+        )
+
+
+def get(session: Session, project: str, job_id: str) -> Job:
+    """The job; NotFound names it."""
+    job = None
+    if storable(job_id):
+        job = session.exec(select(Job).where(Job.id == job_id, Job.project == project)).first()
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found in project '{project}'", field="job")
+    return job
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(str(seq).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        seq = int(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode())
+    except ValueError:
+        seq = -1
+    if not 0 < seq < 2**62:
+        raise InvalidRequest("cursor: not a cursor returned by this API", field="cursor")
+    return seq
+
+
+def list_jobs(
+    session: Session,
+    project: str,
+    *,
+    queue: str | None = None,
+    status: JobStatus | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[Job], str | None]:
+    """A page of the project's jobs, newest first, and the cursor of the next page."""
+    projects.get(session, project)
+    statement = select(Job).where(Job.project == project)
+    if queue is not None:
+        statement = statement.where(Job.queue == queue)
+    if status is not None:
+        statement = statement.where(Job.status == status)
+    if cursor is not None:
+        statement = statement.where(col(Job.seq) < _decode_cursor(cursor))
+    rows = list(session.exec(statement.order_by(sa.desc(col(Job.seq))).limit(limit + 1)).all())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = _encode_cursor(rows[-1].seq) if more and rows[-1].seq is not None else None
+    return rows, next_cursor
+
+
+def events(session: Session, job_id: str, after: int = 0) -> list[JobEvent]:
+    """The job's events with an id greater than ``after``, oldest first."""
+    statement = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, col(JobEvent.id) > after)
+        .order_by(col(JobEvent.id))
+    )
+    return list(session.exec(statement).all())
+
+
+def logs(
+    session: Session, job_id: str, after: int = 0, attempt: int | None = None, limit: int = 5000
+) -> list[JobLog]:
+    """Stored log chunks of the job with an id greater than ``after``, oldest first."""
+    statement = select(JobLog).where(JobLog.job_id == job_id, col(JobLog.id) > after)
+    if attempt is not None:
+        statement = statement.where(JobLog.attempt == attempt)
+    return list(session.exec(statement.order_by(col(JobLog.id)).limit(limit)).all())
+
+
+def cancel(
+    session: Session, hub: Hub | None, project: str, job_id: str, actor: Actor = SYSTEM
+) -> Job:
+    """Cancel a waiting job at once; ask the runner to stop a starting or running one."""
+    job = _locked(session, get(session, project, job_id).id)
+    if job.status.terminal:
+        raise Conflict(f"job {job.id} is already {job.status}", field="status")
+    who = {"actor": actor.record()}
+    if job.status in WAITING:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, who, hub)
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        job.update_time = utcnow()
+        session.add(job)
+        record(session, job, EventType.CANCEL_REQUESTED, {"runner": job.runner, **who}, hub)
+    return job
+
+
+def _locked(session: Session, job_id: str) -> Job:
+    job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found", field="job")
+    return job
+
+
+# --- runner side -------------------------------------------------------------------------
+
+
+def queue_filter(queues: Sequence[str]) -> sa.ColumnElement[bool]:
+    """Which queues a runner limited to ``queues`` claims from: ``name`` (in any project) or
+    ``project::name``."""
+    conditions = []
+    for entry in queues:
+        project, _, name = entry.rpartition("::")
+        if project:
+            conditions.append(sa.and_(col(Queue.project) == project, col(Queue.name) == name))
+        else:
+            conditions.append(col(Queue.name) == name)
+    return sa.or_(*conditions)
+
+
+def _claimable_queues(session: Session, queues: Sequence[str] | None) -> list[Queue]:
+    """The queues a claim may take from, highest priority first: not paused, under their
+    ``max_concurrency``, and among ``queues`` when given."""
+    active = Job.__table__.alias("active")  # type: ignore[attr-defined]
+    running = (
+        select(sa.func.count())
+        .select_from(active)
+        .where(
+            active.c.project == Queue.project,
+            active.c.queue == Queue.name,
+            active.c.status.in_(sorted(ACTIVE)),
+        )
+        .scalar_subquery()
+    )
+    statement = (
+        select(Queue)
+        .where(
+            col(Queue.paused).is_(False),
+            sa.or_(col(Queue.max_concurrency).is_(None), running < col(Queue.max_concurrency)),
+        )
+        .order_by(sa.desc(col(Queue.priority)), col(Queue.id))
+    )
+    if queues:
+        statement = statement.where(queue_filter(queues))
+    return list(session.exec(statement).all())
+
+
+def _next_in_queue(session: Session, queue: Queue, now: datetime) -> Job | None:
+    """The queue's next runnable job: by job priority, then submit order (``ix_jobs_queue_claim``
+    gives this order, so it is one index probe however many jobs wait)."""
+    statement = (
+        select(Job)
+        .where(
+            Job.project == queue.project,
+            Job.queue == queue.name,
+            Job.status == JobStatus.QUEUED,
+            sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
+        )
+        .order_by(sa.desc(col(Job.priority)), col(Job.seq))
+        .limit(1)
+    )
+    return session.exec(statement).first()
+
+
+def claim(
+    session: Session, runner: str, hub: Hub | None = None, queues: Sequence[str] | None = None
+) -> Job | None:
+    """Atomically take the next runnable job for ``runner`` and mark it ``starting``.
+
+    Order: queue priority, job priority, then submit order. Paused queues and queues at their
+    ``max_concurrency`` are passed over; ``queues`` limits the claim to those queues.
+    """
+    serialize(session, CLAIM_LOCK)
+    now = utcnow()
+    job: Job | None = None
+    # Queues of equal priority compete on job priority and submit order: take each one's next
+    # job and keep the best. A higher-priority group with any runnable job wins outright.
+    for _, group in groupby(_claimable_queues(session, queues), key=lambda queue: queue.priority):
+        heads = [head for queue in group if (head := _next_in_queue(session, queue, now))]
+        if heads:
+            job = min(heads, key=lambda head: (-head.priority, head.seq or 0))
+            break
+    if job is None:
+        return None
+    transition(
+        session,
+        job,
+        JobStatus.STARTING,
+        EventType.STARTING,
+        {"runner": runner},
+        hub,
+        attempt=job.attempt + 1,
+        runner=runner,
+        run_after=None,
+        container_id=None,
+        exit_code=None,
+        error=None,
+        output=None,
+    )
+    return job
+
+
+def scheduled_due(session: Session) -> bool:
+    """Whether any scheduled job's time has come (a cheap read before ``promote_due``)."""
+    statement = select(Job.id).where(
+        Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow()
+    )
+    return session.exec(statement.limit(1)).first() is not None
+
+
+def promote_due(session: Session, hub: Hub | None = None) -> int:
+    """Queue every scheduled job whose time has come; how many were queued."""
+    due = session.exec(
+        select(Job)
+        .where(Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow())
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in due:
+        transition(session, job, JobStatus.QUEUED, EventType.QUEUED, hub=hub)
+    return len(due)
+
+
+def next_due(session: Session) -> datetime | None:
+    """The earliest future time at which a waiting job becomes runnable (backoff or schedule)."""
+    backoff = session.exec(
+        select(sa.func.min(Job.run_after)).where(Job.status == JobStatus.QUEUED)
+    ).one()
+    scheduled = session.exec(
+        select(sa.func.min(Job.schedule_at)).where(Job.status == JobStatus.SCHEDULED)
+    ).one()
+    times = [t for t in (backoff, scheduled) if t is not None]
+    return min(times) if times else None
+
+
+def held(session: Session, job_id: str, runner: str, attempt: int) -> Job | None:
+    """The job, locked, if ``runner`` still holds ``attempt`` of it; else None (fenced out)."""
+    job = _locked(session, job_id)
+    if job.runner != runner or job.attempt != attempt or job.status not in ACTIVE:
+        return None
+    return job
+
+
+def mark_running(
+    session: Session,
+    hub: Hub | None,
+    job_id: str,
+    runner: str,
+    attempt: int,
+    container_id: str,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Record that the attempt's container started (``detail``: more for the ``started``
+    event, e.g. which worker container serves it); False when the runner was fenced out."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return False
+    transition(
+        session,
+        job,
+        JobStatus.RUNNING,
+        EventType.STARTED,
+        {**(detail or {}), "container_id": container_id, "runner": runner},
+        hub,
+        container_id=container_id,
+        start_time=job.start_time or utcnow(),
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """What one attempt came to, as seen by the runner."""
+
+    exit_code: int | None = None
+    output: Any = None
+    error: str | None = None
+    timed_out: bool = False
+    cancelled: bool = False
+    retryable: bool = True
+    # Why the infrastructure, not the job, ended the attempt (e.g. the engine restarted).
+    interrupted: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The decision about a finished attempt."""
+
+    status: JobStatus
+    retry_delay: float | None = None
+    interrupted: bool = False
+
+
+def decide(
+    result: AttemptResult,
+    attempt: int,
+    policy: RetryPolicy,
+    *,
+    interrupted_attempts: int = 0,
+    interruption_limit: int = 0,
+) -> Outcome:
+    """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled).
+
+    Attempts the infrastructure interrupted do not count against ``policy.attempts``; a job
+    gets up to ``interruption_limit`` of them.
+    """
+    if result.cancelled:
+        return Outcome(JobStatus.CANCELLED)
+    if result.interrupted is not None:
+        if interrupted_attempts < interruption_limit:
+            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True)
+        return Outcome(JobStatus.FAILED)
+    attempt -= interrupted_attempts
+    if result.exit_code == 0 and result.error is None and not result.timed_out:
+        return Outcome(JobStatus.SUCCEEDED)
+    # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
+    code = None if result.timed_out else result.exit_code
+    if result.retryable and policy.allows_retry(attempt, code):
+        if not (result.timed_out and policy.on_exit_codes):
+            return Outcome(JobStatus.QUEUED, retry_delay=policy.delay_before(attempt + 1))
+    return Outcome(JobStatus.FAILED)
+
+
+def finish(
+    session: Session,
+    hub: Hub | None,
+    job_id: str,
+    runner: str,
+    attempt: int,
+    result: AttemptResult,
+    interruption_limit: int = 0,
+) -> Job | None:
+    """Record a finished attempt and move the job on; None when the runner was fenced out."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return None
+    if job.cancel_requested:
+        result = AttemptResult(**{**result.__dict__, "cancelled": True})
+    outcome = decide(
+        result,
+        attempt,
+        RetryPolicy.model_validate(job.container["retry"]),
+        interrupted_attempts=job.interrupted_attempts,
+        interruption_limit=interruption_limit,
+    )
+    detail: dict[str, Any] = {"exit_code": result.exit_code}
+    if result.error:
+        detail["error"] = result.error
+    if result.timed_out:
+        record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
+    common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
+    if result.interrupted is not None and not result.cancelled:
+        interrupt(
+            session,
+            hub,
+            job,
+            EventType.INTERRUPTED,
+            {**detail, "reason": result.interrupted, "runner": runner},
+            requeue=outcome.status is JobStatus.QUEUED,
+            **common,
+        )
+    elif outcome.status is JobStatus.QUEUED:
+        assert outcome.retry_delay is not None
+        record(
+            session,
+            job,
+            EventType.RETRYING,
+            {**detail, "next_attempt": attempt + 1, "delay": outcome.retry_delay},
+            hub,
+        )
+        transition(
+            session,
+            job,
+            JobStatus.QUEUED,
+            EventType.QUEUED,
+            {"attempt": attempt + 1},
+            hub,
+            run_after=utcnow() + timedelta(seconds=outcome.retry_delay),
+            container_id=None,
+            **common,
+        )
+    else:
+        event = {
+            JobStatus.SUCCEEDED: EventType.SUCCEEDED,
+            JobStatus.FAILED: EventType.FAILED,
+            JobStatus.CANCELLED: EventType.CANCELLED,
+        }[outcome.status]
+        transition(session, job, outcome.status, event, detail, hub, **common)
+    return job
+
+
+def requeue(
+    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, reason: str
+) -> bool:
+    """Give back an attempt that never ran (the engine was down); it does not count."""
+    job = held(session, job_id, runner, attempt)
+    if job is None:
+        return False
+    if job.cancel_requested:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, {"reason": reason}, hub)
+        return True
+    transition(
+        session,
+        job,
+        JobStatus.QUEUED,
+        EventType.REQUEUED,
+        {"reason": reason},
+        hub,
+        attempt=attempt - 1,
+        runner=None,
+        container_id=None,
+    )
+    return True
+
+
+def interrupt(
+    session: Session,
+    hub: Hub | None,
+    job: Job,
+    event: EventType,
+    detail: dict[str, Any],
+    *,
+    requeue: bool,
+    **changes: Any,
+) -> None:
+    """End an attempt the infrastructure interrupted: a new attempt that does not count, or
+    (``requeue`` False: the job had its share of interruptions) failed with the reason."""
+    record(session, job, event, detail, hub)
+    if job.cancel_requested:
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, **changes)
+    elif requeue:
+        transition(
+            session,
+            job,
+            JobStatus.QUEUED,
+            EventType.QUEUED,
+            {"attempt": job.attempt + 1, "reason": detail["reason"]},
+            hub,
+            interrupted_attempts=job.interrupted_attempts + 1,
+            runner=None,
+            container_id=None,
+            run_after=None,
+            **changes,
+        )
+    else:
+        error = changes.pop("error", None) or f"the attempt was interrupted: {detail['reason']}"
+        error += f" (the job was interrupted {job.interrupted_attempts + 1} times; giving up)"
+        transition(
+            session, job, JobStatus.FAILED, EventType.FAILED, detail, hub, error=error, **changes
+        )
+
+
+def recover(
+    session: Session, hub: Hub | None, runner: str, reason: str, interruption_limit: int
+) -> list[str]:
+    """Take back every job the (lost) ``runner`` holds: a new attempt, or failed past the
+    interruption limit. The runner's own writes are fenced out from now on."""
+    jobs = session.exec(
+        select(Job)
+        .where(Job.runner == runner, col(Job.status).in_(ACTIVE))
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in jobs:
+        detail = {"reason": reason, "runner": runner, "lost_attempt": job.attempt}
+        interrupt(
+            session,
+            hub,
+            job,
+            EventType.RUNNER_LOST,
+            detail,
+            requeue=job.interrupted_attempts < interruption_limit,
+            error=f"the runner '{runner}' holding the attempt was lost",
+        )
+    return [job.id for job in jobs]
+
+
+def cancel_requested(session: Session, runner: str) -> list[str]:
+    """Ids of the jobs held by ``runner`` whose cancel has been requested."""
+    statement = select(Job.id).where(
+        Job.runner == runner, col(Job.cancel_requested).is_(True), col(Job.status).in_(ACTIVE)
+    )
+    return list(session.exec(statement).all())
+
+
+def append_logs(
+    session: Session, hub: Hub | None, job_id: str, attempt: int, chunks: list[tuple[datetime, str]]
+) -> None:
+    """Store log chunks (already masked) and wake the job's followers after commit."""
+    session.add_all(JobLog(job_id=job_id, attempt=attempt, time=t, text=text) for t, text in chunks)
+    if hub is not None:
+        after_commit(session, lambda: hub.publish(job_topic(job_id)))
+
+
+def secret_values(job: Job, box: SecretBox) -> dict[str, str]:
+    """The job's secret env, decrypted (for the container's environment and log masking)."""
+    return box.decrypt(job.secret_env_ciphertext) if job.secret_env_ciphertext else {}
+
+
+def held_by(session: Session, runner: str) -> list[Job]:
+    """The jobs ``runner`` holds (starting or running), for adoption after a restart."""
+    statement = select(Job).where(Job.runner == runner, col(Job.status).in_(ACTIVE))
+    return list(session.exec(statement).all())
+
+
+def active_attempts(session: Session) -> set[tuple[str, int]]:
+    """(job id, attempt) of every attempt some runner holds (starting or running): their
+    containers and directories are not strays, whichever runner made them."""
+    statement = select(Job.id, Job.attempt).where(col(Job.status).in_(ACTIVE))
+    return {(job_id, attempt) for job_id, attempt in session.exec(statement).all()}
+
+
+def existing(session: Session, job_ids: set[str]) -> set[str]:
+    """Which of ``job_ids`` are jobs of this database."""
+    if not job_ids:
+        return set()
+    statement = select(Job.id).where(col(Job.id).in_(job_ids))
+    return set(session.exec(statement).all())
+
+
+def last_log_time(session: Session, job_id: str, attempt: int) -> datetime | None:
+    """The time stored with the attempt's last log batch: the runner's resume point, where
+    Docker's output of the attempt is not stored yet (it may go back: see ``LogPump``)."""
+    statement = (
+        select(JobLog.time)
+        .where(JobLog.job_id == job_id, JobLog.attempt == attempt)
+        .order_by(col(JobLog.id).desc())
+        .limit(1)
+    )
+    return session.exec(statement).first()

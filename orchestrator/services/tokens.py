@@ -1,0 +1,176 @@
+"""API tokens and what they may do; the audit trail of who did what.
+
+A token is 32 random bytes shown once; only its SHA-256 hash is stored (a slow hash buys
+nothing for a random 256-bit secret). A token is either ``admin`` (every project, may create
+projects and tokens) or bound to one project as ``write`` or ``read``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from orchestrator.services import projects
+from orchestrator.storage.models import AuditEvent, Token, utcnow
+
+TOKEN_PREFIX = "orch_"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+class Role(StrEnum):
+    """What a token may do."""
+
+    ADMIN = "admin"
+    WRITE = "write"
+    READ = "read"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The token behind a request, as recorded on events."""
+
+    token_id: str
+    name: str
+    role: Role
+    project: str | None
+
+    def record(self) -> dict[str, str]:
+        """The actor as stored on an event."""
+        return {"token_id": self.token_id, "token_name": self.name}
+
+    def can_see(self, project: str) -> bool:
+        """Whether the project exists for this token at all."""
+        return self.role is Role.ADMIN or self.project == project
+
+    def check(self, project: str, *, write: bool) -> None:
+        """Refuse access: 404 for a project the token cannot see, 403 for a read-only write."""
+        if not self.can_see(project):
+            raise NotFound(f"project '{project}' not found", field="project")
+        if write and self.role is Role.READ:
+            raise Forbidden("this token is read-only", field="token")
+
+    def require_admin(self) -> None:
+        """Refuse anything but an admin token."""
+        if self.role is not Role.ADMIN:
+            raise Forbidden("this needs an admin token", field="token")
+
+
+SYSTEM = Actor(token_id="system", name="system", role=Role.ADMIN, project=None)
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create(
+    session: Session, name: str, role: Role, project: str | None, actor: Actor = SYSTEM
+) -> tuple[Token, str]:
+    """A new token and its plain value (shown once, never stored)."""
+    if role is Role.ADMIN and project is not None:
+        raise InvalidRequest("project: an admin token covers every project", field="project")
+    if role is not Role.ADMIN:
+        if project is None:
+            raise InvalidRequest(f"project: a {role} token needs a project", field="project")
+        projects.get(session, project)
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = Token(
+        id=str(uuid.uuid4()),
+        name=name,
+        role=role,
+        project=project,
+        token_hash=_hash(plain),
+        prefix=plain[: len(TOKEN_PREFIX) + 4],
+    )
+    session.add(token)
+    session.flush()
+    audit(session, actor, "token_created", f"token/{token.id}", project, {"role": role})
+    return token, plain
+
+
+def authenticate(session: Session, plain: str) -> Actor | None:
+    """The actor of a token, or None when it is unknown or revoked."""
+    token = session.exec(
+        select(Token).where(Token.token_hash == _hash(plain), col(Token.revoke_time).is_(None))
+    ).first()
+    if token is None:
+        return None
+    return Actor(token_id=token.id, name=token.name, role=Role(token.role), project=token.project)
+
+
+def list_all(session: Session) -> list[Token]:
+    """Every token, newest first (revoked ones included, marked)."""
+    return list(session.exec(select(Token).order_by(sa.desc(col(Token.create_time)))).all())
+
+
+def revoke(session: Session, token_id: str, actor: Actor) -> Token:
+    """Revoke a token at once; NotFound names it; revoking twice is a Conflict."""
+    token = session.get(Token, token_id)
+    if token is None:
+        raise NotFound(f"token '{token_id}' not found", field="token")
+    if token.revoke_time is not None:
+        raise Conflict(f"token '{token_id}' is already revoked", field="token")
+    token.revoke_time = utcnow()
+    session.add(token)
+    audit(session, actor, "token_revoked", f"token/{token.id}", token.project)
+    return token
+
+
+def ensure_admin_token(session: Session, data_dir: Path) -> Path | None:
+    """On a first start (no admin token yet): create one and write it to ``admin-token`` (0600).
+
+    Returns the file's path when a token was created now.
+    """
+    exists = session.exec(
+        select(Token.id).where(Token.role == Role.ADMIN, col(Token.revoke_time).is_(None))
+    ).first()
+    if exists is not None:
+        return None
+    _, plain = create(session, "admin (first start)", Role.ADMIN, None)
+    path = data_dir / ADMIN_TOKEN_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(plain + "\n")
+    return path
+
+
+def audit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    resource: str,
+    project: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Record who did what (never with a secret value in ``detail``)."""
+    session.add(
+        AuditEvent(
+            project=project,
+            action=action,
+            resource=resource,
+            actor_id=actor.token_id,
+            actor_name=actor.name,
+            detail=detail or {},
+        )
+    )
+
+
+def audit_events(session: Session, project: str, limit: int = 100) -> list[AuditEvent]:
+    """The project's audit trail, newest first."""
+    statement = (
+        select(AuditEvent)
+        .where(AuditEvent.project == project)
+        .order_by(sa.desc(col(AuditEvent.id)))
+        .limit(limit)
+    )
+    return list(session.exec(statement).all())

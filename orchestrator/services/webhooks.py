@@ -1,0 +1,304 @@
+"""Job webhooks (Standard Webhooks): a project's signing secret, signatures, and the outbox of
+deliveries (``webhook_sender.py`` sends them).
+
+A delivery row is written in the same transaction as the job's terminal state (``enqueue``), so
+a committed end always has its message and a restart loses none. Nothing here writes a secret
+(the signing secret, a URL's password, a header) to a row, an event or a log: a webhook URL is
+stored with ``***`` for its userinfo, which is kept apart, encrypted (``seal_url``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import uuid
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.schemas import JobPublic, salad
+from orchestrator.storage.db import after_commit
+from orchestrator.storage.models import (
+    ApiSecret,
+    Job,
+    Project,
+    Schedule,
+    UnsealedWebhookCredentials,
+    WebhookDelivery,
+    utcnow,
+)
+from orchestrator.storage.secret_box import SecretBox, public_url
+from orchestrator.wakeups.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+WEBHOOKS = "webhooks"  # hub topic: a delivery became due, or a send slot came free
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+PENDING = "pending"
+SENDING = "sending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+
+# --- the project's signing secret ------------------------------------------------------------
+
+
+def _new_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def _project(session: Session, project: str, *, lock: bool = False) -> Project:
+    # FOR NO KEY UPDATE on PostgreSQL: inserts that reference the project (its FK takes a key
+    # share lock) are not held up by a secret being made or rotated.
+    row = session.get(
+        Project,
+        project,
+        with_for_update={"key_share": True} if lock else None,
+        populate_existing=lock,
+    )
+    if row is None:
+        raise NotFound(f"project '{project}' not found", field="project")
+    return row
+
+
+def _store_new_secret(session: Session, box: SecretBox, row: Project) -> str:
+    secret = _new_secret()
+    row.webhook_secret_ciphertext = box.encrypt({"secret": secret})
+    session.add(row)
+    return secret
+
+
+def project_secret(session: Session, box: SecretBox, project: str) -> str:
+    """The project's signing secret (``whsec_...``), made and stored encrypted on first use.
+
+    Call it in a write transaction: making the secret locks the project row, so two first uses
+    agree on one secret.
+    """
+    row = _project(session, project)
+    if row.webhook_secret_ciphertext is None:
+        row = _project(session, project, lock=True)
+        if row.webhook_secret_ciphertext is None:
+            return _store_new_secret(session, box, row)
+    return box.decrypt(row.webhook_secret_ciphertext)["secret"]
+
+
+def rotate_secret(session: Session, box: SecretBox, project: str) -> str:
+    """Replace the project's signing secret; deliveries sent from now on are signed with it."""
+    return _store_new_secret(session, box, _project(session, project, lock=True))
+
+
+def _new_api_secret() -> str:
+    # SaladCloud's form: the base64 key alone (svix takes it with or without ``whsec_``).
+    return base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
+
+
+def api_secret(session: Session, box: SecretBox, name: str) -> str:
+    """A drop-in API's signing secret (``salad``: the organisation's webhook secret key), made
+    and stored encrypted on first use. Two first uses at once agree: the loser's insert fails
+    on the primary key inside a savepoint and it reads the winner's."""
+    row = session.get(ApiSecret, name)
+    if row is None:
+        try:
+            with session.begin_nested():
+                row = ApiSecret(
+                    name=name, secret_ciphertext=box.encrypt({"secret": _new_api_secret()})
+                )
+                session.add(row)
+        except sa.exc.IntegrityError:
+            row = session.get(ApiSecret, name, populate_existing=True)
+            assert row is not None
+    return str(box.decrypt(row.secret_ciphertext)["secret"])
+
+
+def rotate_api_secret(session: Session, box: SecretBox, name: str) -> str:
+    """Replace a drop-in API's signing secret; deliveries sent from now on are signed with it."""
+    secret = _new_api_secret()
+    row = session.get(ApiSecret, name, with_for_update=True, populate_existing=True)
+    if row is None:
+        row = ApiSecret(name=name, secret_ciphertext="")
+    row.secret_ciphertext = box.encrypt({"secret": secret})
+    row.update_time = utcnow()
+    session.add(row)
+    return secret
+
+
+def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
+    """The ``webhook-signature`` value: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``
+    under the secret's key (the base64 text after ``whsec_``)."""
+    key = base64.b64decode(secret.removeprefix(SECRET_PREFIX))
+    digest = hmac.new(key, f"{message_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+# --- credentials in a webhook URL ------------------------------------------------------------
+
+USERINFO = "userinfo"  # the key of the encrypted mapping
+
+
+def userinfo_of(url: str) -> str | None:
+    """The userinfo of ``url`` (``user:password``, as written: percent-encoded); None without."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    return userinfo if at and userinfo else None
+
+
+def with_userinfo(url: str, userinfo: str | None) -> str:
+    """``url`` with its userinfo replaced by ``userinfo`` (None: removed); the rest exactly as
+    written."""
+    netloc = urlsplit(url).netloc
+    host = netloc.rpartition("@")[2]
+    return url.replace(f"//{netloc}", f"//{userinfo}@{host}" if userinfo else f"//{host}", 1)
+
+
+def seal_url(box: SecretBox, url: str | None) -> tuple[str | None, str | None]:
+    """``url`` as stored and shown, its userinfo replaced by ``***``, and that userinfo
+    encrypted (None when it has none); ``unseal_url`` puts it back."""
+    userinfo = userinfo_of(url) if url else None
+    if url is None or userinfo is None:
+        return url, None
+    return public_url(url), box.encrypt({USERINFO: userinfo})
+
+
+def open_userinfo(box: SecretBox, ciphertext: str | None) -> str | None:
+    """The userinfo ``seal_url`` encrypted; None for no ciphertext."""
+    return box.decrypt(ciphertext)[USERINFO] if ciphertext else None
+
+
+def unseal_url(box: SecretBox, url: str, ciphertext: str | None) -> str:
+    """The URL as it was given: ``url`` as ``seal_url`` stored it, with its userinfo back."""
+    userinfo = open_userinfo(box, ciphertext)
+    return url if userinfo is None else with_userinfo(url, userinfo)
+
+
+def seal_migrated_credentials(session: Session, box: SecretBox) -> int:
+    """Encrypt the webhook userinfo migration 0007 took out of older rows (it has no key) into
+    their job's or schedule's ``webhook_auth_ciphertext``, and delete the clear rows; how many.
+
+    Call it in a write transaction as a server starts. The rows are locked, so servers starting
+    together seal each once.
+    """
+    rows = session.exec(select(UnsealedWebhookCredentials).with_for_update()).all()
+    if not rows:
+        return 0
+    connection = session.connection()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Deleted on SQLite, a row's bytes stay in the file until reused: overwrite them.
+        previous = connection.exec_driver_sql("PRAGMA secure_delete").scalar_one()
+        connection.exec_driver_sql("PRAGMA secure_delete = ON")
+    for row in rows:
+        ciphertext = box.encrypt({USERINFO: row.userinfo})
+        if row.job_id is not None:
+            owner: sa.Update = sa.update(Job).where(col(Job.id) == row.job_id)
+        else:
+            owner = sa.update(Schedule).where(col(Schedule.id) == row.schedule_id)
+        session.execute(owner.values(webhook_auth_ciphertext=ciphertext))
+    ids = [row.id for row in rows]
+    session.execute(
+        sa.delete(UnsealedWebhookCredentials).where(col(UnsealedWebhookCredentials.id).in_(ids))
+    )
+    if sqlite:
+        connection.exec_driver_sql(f"PRAGMA secure_delete = {int(previous)}")
+    return len(rows)
+
+
+# --- the outbox ----------------------------------------------------------------------------
+
+
+def _next_number(session: Session, job_id: str) -> int:
+    highest = session.exec(
+        select(sa.func.max(WebhookDelivery.number)).where(WebhookDelivery.job_id == job_id)
+    ).one()
+    return (highest or 0) + 1
+
+
+def _wake_after_commit(session: Session, hub: Hub | None) -> None:
+    if hub is not None:
+        after_commit(session, lambda: hub.publish(WEBHOOKS))
+
+
+def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
+    """Write the webhook message of the job's terminal state, in the caller's transaction.
+
+    The body is the job as the API it was submitted through shows it (secrets masked), fixed
+    now, and signed with that API's key (the project's for the native API); the sender is woken
+    after commit.
+    """
+    assert job.webhook is not None
+    signing_key = None
+    if job.api == salad.SALAD:
+        body = salad.job_json(session, job)
+        signing_key = salad.SALAD
+    else:
+        body = JobPublic.from_row(job).model_dump(mode="json")
+    now = utcnow()
+    session.add(
+        WebhookDelivery(
+            job_id=job.id,
+            number=_next_number(session, job.id),
+            project=job.project,
+            message_id="msg_" + uuid.uuid4().hex,
+            event_type=f"job.{job.status}",
+            url=job.webhook,
+            signing_key=signing_key,
+            # As the API writes JSON: compact, UTF-8.
+            body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+            status=PENDING,
+            next_attempt_at=now,
+            create_time=now,
+        )
+    )
+    _wake_after_commit(session, hub)
+
+
+def deliveries(session: Session, job_id: str) -> list[WebhookDelivery]:
+    """The job's deliveries, oldest first."""
+    statement = (
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job_id)
+        .order_by(col(WebhookDelivery.number))
+    )
+    return list(session.exec(statement).all())
+
+
+def redeliver(session: Session, job: Job, number: int, hub: Hub | None) -> WebhookDelivery:
+    """Send delivery ``number`` again, as a new delivery with the same message id and body.
+
+    NotFound for an unknown number; Conflict when the job has no webhook.
+    """
+    if job.webhook is None:
+        raise Conflict(f"job {job.id} has no webhook", field="webhook")
+    # The job row's lock makes the next number the only one.
+    session.exec(select(Job.id).where(Job.id == job.id).with_for_update()).first()
+    original = session.exec(
+        select(WebhookDelivery).where(
+            WebhookDelivery.job_id == job.id, WebhookDelivery.number == number
+        )
+    ).first()
+    if original is None:
+        raise NotFound(f"job {job.id} has no delivery {number}", field="number")
+    now = utcnow()
+    delivery = WebhookDelivery(
+        job_id=job.id,
+        number=_next_number(session, job.id),
+        project=original.project,
+        message_id=original.message_id,
+        event_type=original.event_type,
+        url=job.webhook,
+        body=original.body,
+        signing_key=original.signing_key,
+        status=PENDING,
+        next_attempt_at=now,
+        redelivery_of=number,
+        create_time=now,
+    )
+    session.add(delivery)
+    session.flush()
+    _wake_after_commit(session, hub)
+    return delivery

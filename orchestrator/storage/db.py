@@ -1,0 +1,399 @@
+"""Database engines and sessions for SQLite and PostgreSQL.
+
+On SQLite every write transaction starts with ``BEGIN IMMEDIATE``: it takes the single writer
+lock up front, so a transaction that reads and then writes never fails to upgrade its lock, and
+a claim is atomic. Reads use a second engine with ordinary deferred transactions (WAL lets them
+run beside the writer).
+
+On PostgreSQL every statement is a network round trip, so sessions spend none they can avoid:
+no ping when a connection is checked out (a dead one is told by its socket, see
+``_closed_by_server``), and reads run in autocommit, without ``BEGIN`` and ``ROLLBACK``.
+
+An outage of the database is logged by ``Outage``: one line when the first thread meets it,
+one when a statement succeeds again, whichever of the process's loops and requests see it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from orchestrator.storage import migrations, models  # noqa: F401  (models registers the tables)
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# A PostgreSQL connection older than this is replaced at its next checkout (seconds): one that a
+# firewall or NAT dropped without a word (no FIN to see on its socket) lasts that long at most.
+POSTGRES_RECYCLE_SECONDS = 300
+AFTER_COMMIT = "orchestrator.after_commit"
+# Session advisory lock held by the process migrating a PostgreSQL database.
+MIGRATION_LOCK = "orchestrator.schema_migration"
+# What an outage's line says, by a fragment of the driver's message (lower case). The message
+# itself is never logged: a statement's error may quote the statement and its data.
+OUTAGE_REASONS = (
+    ("connection refused", "connection refused"),
+    ("not currently accepting connections", "not accepting connections"),
+    ("the database system is", "the server is starting up or shutting down"),
+    ("terminating connection", "the server ended the connection"),
+    ("server closed the connection", "the server closed the connection"),
+    ("timeout expired", "connection timed out"),
+    ("could not translate host name", "host name not found"),
+    ("too many clients", "too many connections"),
+    ("authentication failed", "authentication failed"),
+    ("unable to open database file", "cannot open the database file"),
+)
+
+
+def outage_reason(error: BaseException) -> str:
+    """Why the database is unreachable, in a few words that quote nothing from ``error``
+    (a SQLAlchemy error or the driver's own)."""
+    driver_error = getattr(error, "orig", None) or error
+    message = str(driver_error).lower()
+    for fragment, reason in OUTAGE_REASONS:
+        if fragment in message:
+            return reason
+    return type(driver_error).__name__
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the database being unreachable rather than a bug: a connection
+    could not be made, or the one in use was lost (SQLite's ``OperationalError`` also stands
+    for "no such table" and the like, so the class alone does not tell)."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    # No statement: the error came from opening a connection. (A failed commit has none
+    # either; in our READ COMMITTED and BEGIN IMMEDIATE transactions an ``OperationalError``
+    # there is a lost connection too.)
+    return isinstance(error, sa.exc.OperationalError) and error.statement is None
+
+
+class Outage:
+    """Whether the database answers, as this process last found it; logs one line when an
+    outage starts and one when it ends, not one per failed pass of every loop. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._since: float | None = None  # time.monotonic() of its start
+
+    @property
+    def active(self) -> bool:
+        """True from a connection failure until the next statement that succeeds."""
+        return self._since is not None
+
+    def seen(self, reason: str) -> None:
+        """A connection failed: log the outage's start, unless it is already under way."""
+        with self._lock:
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+            # Logged under the lock, so the end of an outage is never logged before its start.
+            logger.warning(
+                "database unavailable: %s",
+                reason,
+                extra={"action": "database_unavailable", "reason": reason},
+            )
+
+    def over(self) -> None:
+        """A statement succeeded: log the end of the outage, if one was under way."""
+        if self._since is None:  # every statement passes here: no lock in the usual case
+            return
+        with self._lock:
+            if self._since is None:
+                return
+            seconds = round(time.monotonic() - self._since, 1)
+            self._since = None
+            logger.info(
+                "database available again after %.1f s",
+                seconds,
+                extra={"action": "database_available", "seconds": seconds},
+            )
+
+
+# One outage per database for the whole process: its Database objects and the notify relay
+# (which has connections of its own) meet the same outage, and it is logged once.
+_outages: dict[str, Outage] = {}
+_outages_guard = threading.Lock()
+
+
+def outage_of(url: str) -> Outage:
+    """The process's ``Outage`` of the database at ``url``."""
+    parsed = sa.engine.make_url(url)
+    key = parsed.set(drivername=parsed.get_backend_name()).render_as_string()
+    with _outages_guard:
+        return _outages.setdefault(key, Outage())
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        pool_size=20,
+        max_overflow=20,
+        # A bug's traceback still names the statement, but not the values (job data) it bound.
+        hide_parameters=True,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _closed_by_server(dbapi_connection: Any) -> bool:
+    """Whether PostgreSQL has closed (or is closing) this idle pooled connection.
+
+    An idle connection receives nothing unasked (the pool's connections never LISTEN), so a
+    readable socket means the server sent its last words: the FATAL it sends when it shuts down,
+    restarts, ends an idle session or is told to terminate the backend, then the end of the
+    stream. Checked with a poll of the socket, no round trip.
+    """
+    if dbapi_connection.closed or dbapi_connection.broken:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(dbapi_connection.fileno(), select.POLLIN)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _postgres_engine(url: str, outage: Outage) -> Engine:
+    """The PostgreSQL engine; a connection the server has closed is never handed out.
+
+    Not ``pool_pre_ping``: its ``SELECT 1`` was a round trip on every checkout, and a request
+    checks out more than once. Nor a retry after the first statement fails: a transaction is a
+    ``with`` block whose body cannot be run again. Instead the checkout looks at the socket
+    (``_closed_by_server``), which catches what a ping catches (a restart, a terminated backend,
+    an idle timeout) at no cost; raising ``DisconnectionError`` there is the pool's documented
+    way to drop the connection and hand out a fresh one. Like a ping, it leaves the moment
+    between checkout and first statement: a server that dies then fails that request.
+    """
+    engine = sa.create_engine(
+        url,
+        pool_size=40,
+        max_overflow=10,
+        pool_recycle=POSTGRES_RECYCLE_SECONDS,
+        # A bug's traceback still names the statement, but not the values (job data) it bound.
+        hide_parameters=True,
+    )
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if _closed_by_server(dbapi_connection):
+            # During an outage every pooled connection is found closed: its line said so.
+            if not outage.active:
+                logger.info(
+                    "a pooled database connection was closed by the server: reconnecting",
+                    extra={"action": "database_reconnected"},
+                )
+            raise sa.exc.DisconnectionError("closed by the server")
+
+    return engine
+
+
+# One lock per SQLite file, shared by every Database of this process that opens it.
+_sqlite_writer_locks: dict[str, threading.RLock] = {}
+_sqlite_writer_locks_guard = threading.Lock()
+
+
+def _sqlite_writer_lock(url: str) -> threading.RLock:
+    database = sa.engine.make_url(url).database or ":memory:"
+    key = database if database == ":memory:" else str(Path(database).resolve())
+    with _sqlite_writer_locks_guard:
+        return _sqlite_writer_locks.setdefault(key, threading.RLock())
+
+
+class Database:
+    """Owns the engines; hands out read sessions and write transactions."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = sa.engine.make_url(url).get_backend_name()
+        self.outage = outage_of(url)
+        if self.dialect == "sqlite":
+            database = sa.engine.make_url(url).database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(url, immediate=True)
+            self.read_engine = _sqlite_engine(url, immediate=False)
+            self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
+        else:
+            self.write_engine = _postgres_engine(url, self.outage)
+            # The same pool, in autocommit: a read is its statements alone. Under PostgreSQL's
+            # READ COMMITTED each statement takes its own snapshot inside a transaction too,
+            # so a read sees exactly what it saw in one.
+            self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._writer_lock = None
+        # Every statement of the process passes here, whoever runs it: the first connection
+        # failure starts the outage, the first success after it ends it. (On PostgreSQL the
+        # read engine is the write engine with options: it shares these listeners.)
+        engines = [self.write_engine]
+        if self.read_engine.pool is not self.write_engine.pool:
+            engines.append(self.read_engine)
+        for engine in engines:
+            event.listen(engine, "handle_error", self._on_error)
+            event.listen(engine, "after_cursor_execute", self._on_success)
+
+    @property
+    def is_postgres(self) -> bool:
+        """True when the database is PostgreSQL."""
+        return self.dialect == "postgresql"
+
+    def outage_seen(self, error: BaseException) -> bool:
+        """Whether ``error`` is the database being unreachable (the outage is then noted, and
+        logged if it starts here), rather than a bug that deserves its traceback."""
+        if not is_connection_failure(error):
+            return False
+        self.outage.seen(outage_reason(error))
+        return True
+
+    def _on_error(self, context: sa.engine.ExceptionContext) -> None:
+        if context.sqlalchemy_exception is not None:
+            self.outage_seen(context.sqlalchemy_exception)
+
+    def _on_success(self, *_args: Any) -> None:
+        self.outage.over()
+
+    def upgrade_schema(self) -> migrations.Upgrade:
+        """Migrate the schema to the newest revision, one process at a time; what it did.
+
+        A database created before migrations existed is stamped at the baseline first.
+        """
+        with self.read_engine.connect() as connection:
+            revision = migrations.is_current(connection)
+        if revision is not None:
+            return migrations.Upgrade(before=revision, after=revision)
+        with self._migration_connection() as connection:
+            result = migrations.upgrade(connection)
+        if result.stamped:
+            logger.info(
+                "schema created before migrations: stamped at revision %s",
+                migrations.BASELINE,
+                extra={"action": "schema_stamped", "revision": migrations.BASELINE},
+            )
+        for revision in result.applied:
+            logger.info(
+                "applied schema revision %s",
+                revision,
+                extra={"action": "schema_migrated", "revision": revision},
+            )
+        return result
+
+    def schema_revision(self) -> str | None:
+        """The schema's revision (None: empty, or created before migrations)."""
+        with self.read_engine.connect() as connection:
+            return migrations.current(connection)
+
+    @contextmanager
+    def _migration_connection(self) -> Iterator[sa.Connection]:
+        """A connection no other process migrates through until it is returned."""
+        if self.is_postgres:
+            with self.write_engine.connect() as connection:
+                # Session level, not transaction level: held across Alembic's commits.
+                lock = sa.text("SELECT pg_advisory_lock(hashtext(:key))")
+                connection.execute(lock, {"key": MIGRATION_LOCK})
+                connection.commit()
+                try:
+                    yield connection
+                finally:
+                    connection.rollback()
+                    unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:key))")
+                    connection.execute(unlock, {"key": MIGRATION_LOCK})
+                    connection.commit()
+            return
+        database = sa.engine.make_url(self.url).database
+        if not database or database == ":memory:":
+            # No other process can see this database.
+            with self.write_engine.connect() as connection:
+                yield connection
+            return
+        # Alembic checks the revision before its write transaction starts; the file lock makes
+        # check-and-migrate one step across processes.
+        with open(f"{database}.migrate-lock", "a") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                with self.write_engine.connect() as connection:
+                    yield connection
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._writer_turn():
+            with Session(self.write_engine, expire_on_commit=False) as session:
+                with session.begin():
+                    yield session
+                callbacks = session.info.pop(AFTER_COMMIT, [])
+        for callback in callbacks:
+            callback()
+
+    @contextmanager
+    def _writer_turn(self) -> Iterator[None]:
+        """On SQLite, this process's writers take turns on a lock before ``BEGIN IMMEDIATE``.
+
+        SQLite admits one writer; the others wait in its busy handler, which sleeps up to
+        100 ms between tries, so under load the write lock sits free while every writer
+        sleeps. Queued on a thread lock, the next writer starts the moment the last commits.
+        Writers in other processes still meet at the busy handler. Reentrant, so a nested
+        transaction fails as before (SQLite's busy timeout) instead of hanging. PostgreSQL
+        needs no turn.
+        """
+        if self._writer_lock is None:
+            yield
+            return
+        with self._writer_lock:
+            yield
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session; its objects stay usable after it closes."""
+        with Session(self.read_engine, expire_on_commit=False) as session:
+            yield session
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.write_engine.dispose()
+        if self.read_engine.pool is not self.write_engine.pool:
+            self.read_engine.dispose()
+
+
+def serialize(session: Session, key: str) -> None:
+    """Serialize write transactions that share ``key`` until this transaction ends.
+
+    SQLite already runs one writer at a time; PostgreSQL takes a transaction advisory lock.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the transaction commits (never if it rolls back)."""
+    session.info.setdefault(AFTER_COMMIT, []).append(callback)

@@ -1,0 +1,391 @@
+"""Database tables (SQLModel). Shapes only: the services own every rule about them.
+
+Secret values live only in ``Job.secret_env_ciphertext``, encrypted; API shapes in
+``schemas.py`` never carry that column.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from orchestrator.rules.states import JobStatus
+
+
+def utcnow() -> datetime:
+    """Now, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC (SQLite has no time zones) and always returns aware UTC datetimes."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _time(**kwargs: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kwargs)  # type: ignore[call-overload]
+
+
+def _status(**kwargs: Any) -> Any:
+    status_type = sa.Enum(
+        JobStatus,
+        native_enum=False,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
+    return Field(sa_type=status_type, **kwargs)  # type: ignore[call-overload]
+
+
+def _json(**kwargs: Any) -> Any:
+    return Field(sa_type=sa.JSON, **kwargs)  # type: ignore[call-overload]
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    name: str = Field(primary_key=True, max_length=63)
+    description: str = ""
+    # The Standard Webhooks signing secret ("whsec_..."), encrypted; made on first use.
+    webhook_secret_ciphertext: str | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+
+
+class Queue(SQLModel, table=True):
+    __tablename__ = "queues"
+    __table_args__ = (sa.UniqueConstraint("project", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    display_name: str = ""
+    description: str = ""
+    priority: int = 0
+    max_concurrency: int | None = None
+    paused: bool = False
+    default_definition: str | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+
+
+class Definition(SQLModel, table=True):
+    __tablename__ = "definitions"
+    __table_args__ = (sa.UniqueConstraint("project", "name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    version: int
+    spec: dict[str, Any] = _json()
+    spec_hash: str = Field(max_length=64)
+    create_time: datetime = _time(default_factory=utcnow)
+
+
+_UNFINISHED = "status IN ('scheduled', 'queued', 'starting', 'running')"
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # When the next waiting job becomes runnable (``jobs.next_due``, ``jobs.promote_due``).
+        sa.Index("ix_jobs_status_run_after", "status", "run_after"),
+        sa.Index("ix_jobs_status_schedule_at", "status", "schedule_at"),
+        # The claim takes a queue's next job from this index: job priority, then submit order.
+        sa.Index(
+            "ix_jobs_queue_claim", "project", "queue", "status", sa.text("priority DESC"), "seq"
+        ),
+        sa.Index(
+            "ux_jobs_unfinished_name",
+            "project",
+            "queue",
+            "name",
+            unique=True,
+            sqlite_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
+            postgresql_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
+        ),
+    )
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(unique=True, max_length=36)
+    project: str = Field(max_length=63)
+    queue: str = Field(max_length=63)
+    definition_name: str = Field(max_length=63)
+    definition_version: int
+    name: str | None = Field(default=None, max_length=255)
+    status: JobStatus = _status()
+    priority: int = 0
+    attempt: int = 0
+    # Attempts ended by the infrastructure (runner lost, engine restarted), not by the job:
+    # they do not count against the retry policy's ``attempts``.
+    interrupted_attempts: int = 0
+    max_attempts: int = 1
+    command: list[str] | None = _json(default=None)
+    parameters: dict[str, Any] = _json(default_factory=dict)
+    env: dict[str, str] = _json(default_factory=dict)
+    secret_env_keys: list[str] = _json(default_factory=list)
+    secret_env_ciphertext: str | None = None
+    input: Any = _json(default=None)
+    job_metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column("metadata", sa.JSON, nullable=False),
+    )
+    container: dict[str, Any] = _json(default_factory=dict)
+    output: Any = _json(default=None)
+    exit_code: int | None = None
+    error: str | None = None
+    container_id: str | None = Field(default=None, max_length=64)
+    runner: str | None = Field(default=None, max_length=255)
+    # The webhook URL as it is shown, its userinfo (user and password) replaced by ``***``; the
+    # userinfo itself is encrypted in ``webhook_auth_ciphertext`` (``webhooks.seal_url``).
+    webhook: str | None = None
+    webhook_auth_ciphertext: str | None = None
+    # The drop-in API the job was submitted through (``salad``), whose shape its webhook
+    # carries; None for the native API.
+    api: str | None = Field(default=None, max_length=16)
+    timeout: float | None = None
+    cancel_requested: bool = False
+    schedule_at: datetime | None = _time(default=None)
+    run_after: datetime | None = _time(default=None)
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+    start_time: datetime | None = _time(default=None)
+    finish_time: datetime | None = _time(default=None)
+
+
+class JobEvent(SQLModel, table=True):
+    __tablename__ = "job_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(index=True, max_length=36)
+    time: datetime = _time(default_factory=utcnow)
+    type: str = Field(max_length=32)
+    attempt: int = 0
+    status: JobStatus = _status()
+    detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class JobLog(SQLModel, table=True):
+    __tablename__ = "job_logs"
+    __table_args__ = (sa.Index("ix_job_logs_job", "job_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=36)
+    attempt: int
+    time: datetime = _time(default_factory=utcnow)
+    text: str
+
+
+class Token(SQLModel, table=True):
+    """An API token: only its SHA-256 hash is stored; the token itself is shown once."""
+
+    __tablename__ = "tokens"
+
+    id: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=255)
+    role: str = Field(max_length=16)
+    project: str | None = Field(default=None, max_length=63)
+    token_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    create_time: datetime = _time(default_factory=utcnow)
+    revoke_time: datetime | None = _time(default=None)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what outside a job's own events: registrations, queue and token changes."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_project", "project", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = _time(default_factory=utcnow)
+    project: str | None = Field(default=None, max_length=63)
+    action: str = Field(max_length=64)
+    resource: str = Field(max_length=255)
+    actor_id: str | None = Field(default=None, max_length=36)
+    actor_name: str | None = Field(default=None, max_length=255)
+    detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class RunnerRecord(SQLModel, table=True):
+    """A runner process: registered at its start, kept alive by its heartbeat.
+
+    ``state`` is what the runner (or a drain request) set: ``active``, ``draining`` or
+    ``stopped``; a runner whose heartbeat is older than the lease is reported ``lost``.
+    ``session`` identifies one run of the process, so two processes never share a name.
+    """
+
+    __tablename__ = "runners"
+
+    name: str = Field(primary_key=True, max_length=255)
+    session: str = Field(max_length=36)
+    hostname: str = Field(max_length=255)
+    pid: int
+    docker_host: str = Field(max_length=1024)
+    capacity: int
+    queues: list[str] | None = _json(default=None)
+    state: str = Field(max_length=16)
+    docker: str = Field(default="unknown", max_length=16)
+    docker_error: str | None = None
+    version: str = Field(max_length=32)
+    start_time: datetime = _time(default_factory=utcnow)
+    heartbeat_time: datetime = _time(default_factory=utcnow)
+
+
+class Schedule(SQLModel, table=True):
+    """A cron expression (in a time zone) or a one-shot ``run_at`` whose target is a job
+    submission or an HTTP request.
+
+    ``target`` holds the target without its secrets (the names stay); the secret values
+    (``secret_env`` of a job target, ``secret_headers`` of an HTTP target) are in
+    ``secret_ciphertext``, encrypted. ``next_run_at`` is the next tick (UTC); the scheduler
+    claims a tick by moving it on in the same transaction that records the run.
+    """
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        sa.UniqueConstraint("project", "name"),
+        sa.Index("ix_schedules_due", "status", "next_run_at"),
+    )
+
+    id: str = Field(primary_key=True, max_length=36)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    name: str = Field(max_length=63)
+    cron: str | None = Field(default=None, max_length=255)
+    run_at: datetime | None = _time(default=None)
+    timezone: str = Field(default="UTC", max_length=64)
+    target_kind: str = Field(max_length=8)
+    target: dict[str, Any] = _json(default_factory=dict)
+    secret_ciphertext: str | None = None
+    # The userinfo of a job target's webhook URL, encrypted (the target shows it as ``***``).
+    webhook_auth_ciphertext: str | None = None
+    overlap: str = Field(default="allow", max_length=8)
+    on_missed: str = Field(default="skip", max_length=8)
+    missed_window: float = 3600.0
+    # Delays (seconds) before each retry of an HTTP target's request.
+    retry_delays: list[float] = _json(default_factory=list)
+    status: str = Field(default="active", max_length=16)
+    next_run_at: datetime | None = _time(default=None)
+    last_run_at: datetime | None = _time(default=None)
+    last_outcome: str | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
+
+
+class ScheduleRun(SQLModel, table=True):
+    """One firing of a schedule (or a record that a tick was missed or skipped).
+
+    ``(schedule_id, tick)`` is unique: a tick fires once however many schedulers see it. A job
+    target's run points at its job; an HTTP target's run carries its attempts: ``status``
+    ``pending`` (an attempt is due at ``next_attempt_at``), ``running`` (an attempt is in
+    flight until ``lease_until``), then ``succeeded``, ``failed`` or ``replaced``.
+    """
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (
+        sa.UniqueConstraint("schedule_id", "tick"),
+        sa.Index("ix_schedule_runs_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    schedule_id: str = Field(index=True, max_length=36)
+    tick: datetime = _time()
+    trigger: str = Field(max_length=16)
+    fire_time: datetime = _time(default_factory=utcnow)
+    status: str = Field(max_length=16)
+    job_id: str | None = Field(default=None, max_length=36)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _time(default=None)
+    lease_until: datetime | None = _time(default=None)
+    status_code: int | None = None
+    duration_ms: float | None = None
+    response_body: str | None = None
+    error: str | None = None
+    attempt_log: list[dict[str, Any]] = _json(default_factory=list)
+    detail: dict[str, Any] = _json(default_factory=dict)
+    finish_time: datetime | None = _time(default=None)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One webhook message to send (an outbox row, written with the job's terminal state).
+
+    ``message_id`` is the ``webhook-id`` header: the same for every retry and redelivery of one
+    message, so receivers can drop duplicates. ``body`` is fixed when the row is written.
+    Retries stop ``webhook_retry_for`` seconds after ``create_time``.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "number"),
+        sa.Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(max_length=36)
+    number: int
+    project: str = Field(max_length=63)
+    message_id: str = Field(max_length=64)
+    event_type: str = Field(max_length=32)
+    url: str
+    body: str
+    # Whose key signs it: a drop-in API's (``api_secrets.name``), or None for the project's.
+    signing_key: str | None = Field(default=None, max_length=16)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = _time(default=None)
+    lease_until: datetime | None = _time(default=None)
+    last_status_code: int | None = None
+    last_error: str | None = None
+    attempt_log: list[dict[str, Any]] = _json(default_factory=list)
+    redelivery_of: int | None = None
+    create_time: datetime = _time(default_factory=utcnow)
+    delivered_time: datetime | None = _time(default=None)
+
+
+class UnsealedWebhookCredentials(SQLModel, table=True):
+    """The userinfo of a webhook URL that migration 0007 took out of a row written before it,
+    still in the clear (a migration has no key). An API server encrypts it into its job's or
+    schedule's ``webhook_auth_ciphertext`` as it starts, and deletes the row."""
+
+    __tablename__ = "unsealed_webhook_credentials"
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str | None = Field(default=None, max_length=36)
+    schedule_id: str | None = Field(default=None, max_length=36)
+    userinfo: str
+
+
+class Installation(SQLModel, table=True):
+    """The one row naming this database's installation (made by migration 0006): every
+    container, HTTP worker and run dir the installation makes carries its id."""
+
+    __tablename__ = "installation"
+
+    id: str = Field(primary_key=True, max_length=32)
+    create_time: datetime = _time(default_factory=utcnow)
+
+
+class ApiSecret(SQLModel, table=True):
+    """A drop-in API's own secret, encrypted: SaladCloud's organisation webhook secret key
+    (``salad``), made on first use."""
+
+    __tablename__ = "api_secrets"
+
+    name: str = Field(primary_key=True, max_length=16)
+    secret_ciphertext: str
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)

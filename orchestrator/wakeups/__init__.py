@@ -1,0 +1,1 @@
+"""In-process wake-ups (the hub) and their PostgreSQL relay between processes."""
