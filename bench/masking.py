@@ -33,8 +33,8 @@ from typing import Any
 
 from common import machine, print_table, summary_row, write_result
 
-from orchestrator.storage import secret_box as secrets
-from orchestrator.storage.secret_box import MASK, Masker
+from orchestrator.rules import masking
+from orchestrator.rules.masking import MASK, Masker
 
 NAME = "masking"
 SIZES = (10, 100, 1024, 8192, 65536)  # bytes of UTF-8
@@ -156,7 +156,7 @@ def main() -> None:
     budget = 0.05 if args.smoke else 0.5  # seconds of timing per figure
     rows = [measure(kind, size, budget) for kind in ("ascii", "non-ascii") for size in SIZES]
     print_table(
-        f"Masking one secret ({secrets.__file__}; {record['cores']} cores, load before "
+        f"Masking one secret ({masking.__file__}; {record['cores']} cores, load before "
         f"{record['load_before']}); *_x_floor: time over str.replace of the one form there",
         rows,
         COLUMNS,
@@ -167,7 +167,7 @@ def main() -> None:
         NAME,
         {
             "smoke": args.smoke,
-            "module": secrets.__file__,
+            "module": masking.__file__,
             "figures": rows,
             "summary": [
                 summary_row(

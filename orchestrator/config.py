@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from orchestrator.rules.crash_points import CrashPoint
+from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicyError, load_policy_file
 from orchestrator.rules.units import parse_size
 
 
@@ -182,6 +184,31 @@ class Settings(BaseSettings):
         finally:
             partial.unlink()
         return name
+
+    def container_policy(self) -> ContainerPolicy:
+        """The ``ORCH_POLICY_*`` settings, overridden key by key by ``ORCH_POLICY_FILE``."""
+        values: dict[str, Any] = {name: getattr(self, f"policy_{name}") for name in POLICY_FIELDS}
+        if self.policy_file is not None:
+            values.update(load_policy_file(self.policy_file))
+        # docker-py reads DOCKER_HOST when ORCH_DOCKER_HOST is unset; so must the socket rule.
+        values["docker_host"] = self.docker_host or os.environ.get("DOCKER_HOST") or None
+        try:
+            return ContainerPolicy.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise PolicyError(f"the container policy is not valid: {problems}") from None
+
+    def input_limits(self) -> InputLimits:
+        """The limits on what one request may carry."""
+        return InputLimits(
+            max_input_bytes=self.max_input_bytes,
+            max_metadata_bytes=self.max_metadata_bytes,
+            max_parameters=self.max_parameters,
+            max_env=self.max_env,
+            max_secret_bytes=self.max_secret_bytes,
+        )
 
     def resolved_database_url(self) -> str:
         """The database URL; a SQLite file in the data dir unless ``ORCH_DATABASE_URL`` is set."""

@@ -76,13 +76,13 @@ class Services:
             timeout=settings.docker_timeout,
             pool_size=settings.runner_capacity * 3 + 4,
         )
-        policy = ContainerPolicy.from_settings(settings)
+        policy = settings.container_policy()
         runner = None
         if settings.runner_enabled:
             with db.read() as session:
                 installation = runners.installation_id(session)
             runner = Runner(settings, db, engine, hub, box, policy, installation=installation)
-        limits = InputLimits.from_settings(settings)
+        limits = settings.input_limits()
         checks = Checks(box=box, policy=policy, limits=limits)
         relay = None
         if db.is_postgres:
@@ -90,7 +90,7 @@ class Services:
             # would cost every process about 10 MB for nothing.
             from orchestrator.wakeups.relay import Relay
 
-            relay = Relay(hub, db.url)
+            relay = Relay(hub, db.url, db.outage)
         return cls(
             settings=settings,
             db=db,

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from orchestrator.errors import DefinitionInvalid
-from orchestrator.services.definitions import MAX_YAML_CHARS, load_yaml
+from orchestrator.rules.definition_spec import MAX_YAML_CHARS, load_yaml
 
 from .conftest import LiveServer, admin_token, bearer, wait_for
 

@@ -19,13 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from orchestrator.background.http_targets import (
-    DEFAULT_RETRY_DELAYS,
     HTTP_RUNS,
     HttpTargetRunner,
     retry_delay,
     schedule_topic,
 )
 from orchestrator.config import Settings
+from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
 from orchestrator.services import projects
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow

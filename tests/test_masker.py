@@ -10,8 +10,8 @@ from random import Random
 
 import pytest
 
+from orchestrator.rules.masking import MASK, Masker, mask
 from orchestrator.runner.log_pump import LogPump
-from orchestrator.storage.secret_box import MASK, Masker, mask
 
 # Characters that make values overlap, contain each other, need escaping in a regular
 # expression, or are not ASCII (so that their damaged forms come into play).

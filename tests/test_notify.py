@@ -13,6 +13,7 @@ import httpx
 import psycopg
 import pytest
 
+from orchestrator.storage.db import outage_of
 from orchestrator.wakeups.hub import CANCEL, WORK, Hub, job_topic
 from orchestrator.wakeups.relay import PAYLOAD_LIMIT_BYTES, Relay, decode, encode
 from tests.conftest import (
@@ -54,7 +55,7 @@ def make_relay(database_url: str) -> Iterator[Callable[[], tuple[Hub, Relay]]]:
 
     def make() -> tuple[Hub, Relay]:
         hub = Hub()
-        relay = Relay(hub, database_url)
+        relay = Relay(hub, database_url, outage_of(database_url))
         relays.append(relay)
         return hub, relay
 

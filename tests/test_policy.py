@@ -120,28 +120,28 @@ def test_policy_file_overrides_settings_and_bad_files_are_clear(tmp_path: Path) 
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text("allow_privileged: true\nallow_capabilities: [net_admin]\n")
     settings = Settings(policy_file=policy_file, policy_allow_host_network=True)
-    policy = ContainerPolicy.from_settings(settings)
+    policy = settings.container_policy()
     assert policy.allow_privileged and policy.allow_host_network
     assert policy.allow_capabilities == ["NET_ADMIN"]
 
     policy_file.write_text("allow_priviledged: true\n")
     with pytest.raises(PolicyError, match=r"unknown setting.*allow_priviledged"):
-        ContainerPolicy.from_settings(settings)
+        settings.container_policy()
     policy_file.write_text("allow_privileged: [\n")
     with pytest.raises(PolicyError, match="not valid YAML"):
-        ContainerPolicy.from_settings(settings)
+        settings.container_policy()
     policy_file.write_text("allow_privileged: maybe\n")
     with pytest.raises(PolicyError, match="allow_privileged"):
-        ContainerPolicy.from_settings(settings)
+        settings.container_policy()
     with pytest.raises(PolicyError, match="cannot read"):
-        ContainerPolicy.from_settings(Settings(policy_file=tmp_path / "missing.yaml"))
+        Settings(policy_file=tmp_path / "missing.yaml").container_policy()
 
 
 def test_settings_take_comma_separated_lists() -> None:
     settings = Settings(
         policy_allow_capabilities="NET_ADMIN, sys_time", policy_allowed_images="busybox:,ghcr.io/"
     )
-    policy = ContainerPolicy.from_settings(settings)
+    policy = settings.container_policy()
     assert policy.allow_capabilities == ["NET_ADMIN", "SYS_TIME"]
     assert policy.allowed_images == ["busybox:", "ghcr.io/"]
 

@@ -23,8 +23,8 @@ from starlette.routing import Route
 
 from orchestrator.api import create_app
 from orchestrator.config import Settings
-from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy
-from orchestrator.services import definitions
+from orchestrator.rules import definition_spec
+from orchestrator.rules.policy import POLICY_FIELDS
 
 from .conftest import free_port, start_server
 
@@ -86,11 +86,11 @@ def yaml_kind(block: Block) -> str:
 def check_yaml(block: Block, tmp_path: Path) -> None:
     """Load a definition with the definitions loader, a policy file as the server does."""
     if yaml_kind(block) == "definition":
-        assert len(definitions.load_yaml(block.text, str(block))) == 1
+        assert len(definition_spec.load_yaml(block.text, str(block))) == 1
         return
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(block.text)
-    ContainerPolicy.from_settings(Settings(data_dir=tmp_path, policy_file=policy_file))
+    Settings(data_dir=tmp_path, policy_file=policy_file).container_policy()
 
 
 def check_json(block: Block, tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def check_shell(block: Block, tmp_path: Path) -> None:
         if body.startswith("@"):
             path = ROOT / body.removeprefix("@")
             assert path.is_file(), f"{block}: curl sends {body}, which does not exist"
-            definitions.load_yaml(path.read_text(), str(path))
+            definition_spec.load_yaml(path.read_text(), str(path))
         else:
             assert isinstance(json.loads(body), dict), f"{block}: not a JSON object: {body}"
 

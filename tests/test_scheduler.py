@@ -21,10 +21,11 @@ from orchestrator.background.scheduler import Scheduler
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.process import Services
+from orchestrator.rules import definition_spec
 from orchestrator.schemas import ScheduleCreate, ScheduleRunPublic
 from orchestrator.services import definitions, schedules
+from orchestrator.services.audit import SYSTEM
 from orchestrator.services.schedules import Checks
-from orchestrator.services.tokens import SYSTEM
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, Schedule, ScheduleRun
 from tests.conftest import TEST_IMAGE
@@ -98,7 +99,7 @@ def make_world(settings: Settings, start: str) -> tuple[World, Callable[[], None
             definitions.register(
                 session,
                 "default",
-                definitions.validate_spec(spec, "test"),
+                definition_spec.validate_spec(spec, "test"),
                 policy=services.policy,
                 limits=services.limits,
             )

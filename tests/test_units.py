@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from orchestrator.rules.definition_spec import RetryPolicy
 from orchestrator.rules.states import JobStatus
 from orchestrator.rules.units import format_duration, parse_duration, parse_size
-from orchestrator.services.definitions import RetryPolicy
 from orchestrator.services.jobs import AttemptResult, decide
 
 

@@ -21,10 +21,11 @@ import svix.webhooks
 from sqlmodel import select
 
 from orchestrator.background import webhook_sender
+from orchestrator.rules.masking import public_url
 from orchestrator.services import webhooks
 from orchestrator.storage import key_rotation
 from orchestrator.storage.models import Job, Schedule, WebhookDelivery, utcnow
-from orchestrator.storage.secret_box import SecretBox, generate_key, public_url
+from orchestrator.storage.secret_box import SecretBox, generate_key
 
 from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 

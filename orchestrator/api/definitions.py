@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
 from orchestrator.errors import DefinitionInvalid, LimitExceeded
+from orchestrator.rules import definition_spec
 from orchestrator.schemas import DefinitionPublic, Page
 from orchestrator.services import definitions, projects
 
@@ -46,12 +47,12 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "application/json").split(";")[0].strip()
 
 
-def _parse(raw: bytes) -> definitions.DefinitionSpec:
+def _parse(raw: bytes) -> definition_spec.DefinitionSpec:
     """The one spec of a JSON or YAML body; errors about the body as a whole name ``body``."""
     try:
         text = raw.decode()
         # JSON is YAML too, so one loader gives line numbers for both.
-        specs = definitions.load_yaml(text, SOURCE)
+        specs = definition_spec.load_yaml(text, SOURCE)
     except UnicodeDecodeError:
         raise DefinitionInvalid(f"{SOURCE}: not UTF-8 text", field="body") from None
     except DefinitionInvalid as exc:
@@ -64,7 +65,7 @@ def _parse(raw: bytes) -> definitions.DefinitionSpec:
     return specs[0]
 
 
-def _parse_batch(raw: bytes) -> list[definitions.DefinitionSpec]:
+def _parse_batch(raw: bytes) -> list[definition_spec.DefinitionSpec]:
     """The specs of a ``{"definitions": [...]}`` body; an error names the one at fault by its
     index (``definitions[2]: timeout: ...``)."""
     try:
@@ -86,7 +87,7 @@ def _parse_batch(raw: bytes) -> list[definitions.DefinitionSpec]:
     for index, item in enumerate(items):
         where = f"definitions[{index}]"
         try:
-            specs.append(definitions.validate_spec(item, where))
+            specs.append(definition_spec.validate_spec(item, where))
         except DefinitionInvalid as exc:
             exc.field = f"{where}.{exc.field}" if exc.field else where
             raise

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from orchestrator.errors import InvalidRequest, Unauthorized
 from orchestrator.process import Services
 from orchestrator.services import tokens
-from orchestrator.services.tokens import Actor
+from orchestrator.services.audit import Actor
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

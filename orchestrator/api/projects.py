@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import AuditEventPublic, Page, ProjectCreate, ProjectPublic
-from orchestrator.services import projects, tokens
+from orchestrator.services import audit, projects
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=responses(401))
 
@@ -62,5 +62,5 @@ def list_audit_events(
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
-        rows = tokens.audit_events(session, project, limit)
+        rows = audit.events(session, project, limit)
     return Page(items=[AuditEventPublic.from_row(e) for e in rows])

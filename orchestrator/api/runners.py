@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, RunnerPublic
-from orchestrator.services import runners, tokens
+from orchestrator.services import audit, runners
 
 router = APIRouter(prefix="/v1/runners", tags=["runners"], responses=responses(401))
 
@@ -18,7 +18,9 @@ def list_runners(services: ServicesDep, actor: ActorDep) -> Page[RunnerPublic]:
     last heartbeat and its state (``active``, ``draining``, ``lost`` or ``stopped``)."""
     with services.db.read() as session:
         views = runners.list_runners(session, services.settings.runner_lease)
-    return Page(items=[RunnerPublic.from_view(view) for view in views])
+    return Page(
+        items=[RunnerPublic.from_record(view.record, view.state, view.running) for view in views]
+    )
 
 
 @router.get("/{name}", response_model=RunnerPublic, responses=responses(404))
@@ -26,7 +28,7 @@ def get_runner(name: str, services: ServicesDep, actor: ActorDep) -> RunnerPubli
     """One runner."""
     with services.db.read() as session:
         view = runners.get(session, name, services.settings.runner_lease)
-    return RunnerPublic.from_view(view)
+    return RunnerPublic.from_record(view.record, view.state, view.running)
 
 
 @router.post("/{name}/drain", response_model=RunnerPublic, responses=responses(403, 404, 409))
@@ -36,5 +38,5 @@ def drain_runner(name: str, services: ServicesDep, actor: ActorDep) -> RunnerPub
     actor.require_admin()
     with services.db.transaction() as session:
         view = runners.request_drain(session, services.hub, name, services.settings.runner_lease)
-        tokens.audit(session, actor, "runner.drain", f"runner:{name}")
-    return RunnerPublic.from_view(view)
+        audit.record(session, actor, "runner.drain", f"runner:{name}")
+    return RunnerPublic.from_record(view.record, view.state, view.running)

@@ -8,15 +8,15 @@ from fastapi import APIRouter, Path
 
 from orchestrator.api.deps import ActorDep, ProjectActorDep, ServicesDep
 from orchestrator.api.errors import responses
+from orchestrator.rules.masking import public_url
 from orchestrator.schemas import (
     Page,
     WebhookAttemptPublic,
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.services import jobs, projects, tokens, webhooks
+from orchestrator.services import audit, jobs, projects, webhooks
 from orchestrator.storage.models import WebhookDelivery
-from orchestrator.storage.secret_box import public_url
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
 
@@ -92,7 +92,7 @@ def get_webhook_secret(project: str, services: ServicesDep, actor: ActorDep) -> 
     with services.db.transaction() as session:
         projects.get(session, project)
         secret = webhooks.project_secret(session, services.box, project)
-        tokens.audit(session, actor, "webhook_secret_read", f"project/{project}", project)
+        audit.record(session, actor, "webhook_secret_read", f"project/{project}", project)
     return WebhookSecretPublic(secret=secret)
 
 
@@ -106,5 +106,5 @@ def rotate_webhook_secret(
     with services.db.transaction() as session:
         projects.get(session, project)
         secret = webhooks.rotate_secret(session, services.box, project)
-        tokens.audit(session, actor, "webhook_secret_rotated", f"project/{project}", project)
+        audit.record(session, actor, "webhook_secret_rotated", f"project/{project}", project)
     return WebhookSecretPublic(secret=secret)

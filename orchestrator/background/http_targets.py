@@ -27,16 +27,15 @@ from sqlmodel import col, select
 
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
+from orchestrator.rules.masking import mask
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
-from orchestrator.storage.secret_box import SecretBox, mask
+from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 
 logger = logging.getLogger(__name__)
 
 HTTP_RUNS = "http-runs"  # hub topic: an HTTP run became due (the scheduler publishes it)
-# Seconds before each retry: attempts at 0, 0, +5m, +15m, +1h, +3h, +6h (7 in all).
-DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0, 300, 900, 3600, 10800, 21600)
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 # A lease outlives the request's timeout by this many seconds before another process may
 # count the attempt as interrupted (httpx's timeout applies to each phase of a request).

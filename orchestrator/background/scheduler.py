@@ -24,9 +24,11 @@ from orchestrator.background.http_targets import HTTP_RUNS
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules import cron
+from orchestrator.rules.roles import Role
 from orchestrator.rules.states import ACTIVE as JOB_ACTIVE
 from orchestrator.rules.states import WAITING
 from orchestrator.services import jobs
+from orchestrator.services.audit import Actor
 from orchestrator.services.schedules import (
     ACTIVE,
     COMPLETED,
@@ -38,7 +40,6 @@ from orchestrator.services.schedules import (
     job_request,
     zone_of,
 )
-from orchestrator.services.tokens import Actor, Role
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Job, Schedule, ScheduleRun, utcnow
 from orchestrator.wakeups.hub import Hub

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator import __version__
 from orchestrator.config import Settings
+from orchestrator.rules.masking import mask, public_url
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
 from orchestrator.services.webhooks import (
@@ -40,7 +41,7 @@ from orchestrator.services.webhooks import (
 )
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow
-from orchestrator.storage.secret_box import SecretBox, mask, public_url
+from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.storage.secret_box import parse_setting
 
 # A traceback's local variables could hold a token or a secret value: never print them.
@@ -44,7 +43,7 @@ def serve(
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
         # A bad policy or key should stop the start with one line, not a traceback.
-        ContainerPolicy.from_settings(settings)
+        settings.container_policy()
         if settings.secret_key is not None:
             parse_setting(settings.secret_key.get_secret_value())
     except ValidationError as exc:

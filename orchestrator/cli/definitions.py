@@ -11,8 +11,8 @@ import typer
 from orchestrator.cli.client import ApiError
 from orchestrator.cli.output import AsJson, Project, connect, fail, print_json, table
 from orchestrator.errors import DefinitionInvalid
-from orchestrator.services import definitions
-from orchestrator.services.definitions import DefinitionSpec
+from orchestrator.rules import definition_spec
+from orchestrator.rules.definition_spec import DefinitionSpec
 
 app = typer.Typer(help="Register and list job definitions.", no_args_is_help=True)
 # Where the server's error about one definition of a batch names it: by its index.
@@ -36,7 +36,7 @@ def _load_specs(paths: list[Path]) -> list[tuple[Path, DefinitionSpec]]:
     for file in (f for p in paths for f in _definition_files(p)):
         try:
             text = file.read_text(encoding="utf-8")
-            specs += [(file, spec) for spec in definitions.load_yaml(text, source=str(file))]
+            specs += [(file, spec) for spec in definition_spec.load_yaml(text, source=str(file))]
         except DefinitionInvalid as exc:
             errors.append(exc.message)
         except (OSError, UnicodeDecodeError) as exc:

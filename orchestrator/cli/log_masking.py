@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from orchestrator.storage.secret_box import MASK
+from orchestrator.rules.masking import MASK
 
 # scheme://userinfo@: the userinfo runs to the last "@" before the end of the authority ("/",
 # "?", "#" or white space), as urlsplit reads it, so a password holding "@" is masked whole.

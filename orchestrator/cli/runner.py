@@ -13,7 +13,6 @@ from pydantic import ValidationError
 from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
-from orchestrator.rules.policy import ContainerPolicy
 
 logger = logging.getLogger("orchestrator.runner")
 
@@ -53,7 +52,7 @@ def runner(
             overrides[key] = value
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
-        ContainerPolicy.from_settings(settings)
+        settings.container_policy()
     except ValidationError as exc:
         fail(f"invalid setting: {setting_errors(exc)}", code=2)
     except OrchestratorError as exc:

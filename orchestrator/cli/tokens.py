@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from orchestrator.cli.output import AsJson, connect, fields, print_json, table
-from orchestrator.services.tokens import Role
+from orchestrator.rules.roles import Role
 
 app = typer.Typer(help="Create, list and revoke API tokens (admin only).", no_args_is_help=True)
 

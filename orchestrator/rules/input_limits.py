@@ -13,31 +13,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, LimitExceeded, PayloadTooLarge
-from orchestrator.storage.secret_box import MIN_SECRET_CHARS
+from orchestrator.rules.masking import MIN_SECRET_CHARS
 
 
 @dataclass(frozen=True)
 class InputLimits:
-    """The limits in force; ``from_settings`` reads them from ``ORCH_MAX_*``."""
+    """The limits in force (``Settings.input_limits`` reads them from ``ORCH_MAX_*``)."""
 
     max_input_bytes: int = 262_144
     max_metadata_bytes: int = 16_384
     max_parameters: int = 100
     max_env: int = 100
     max_secret_bytes: int = 65_536
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> InputLimits:
-        """The limits the settings give."""
-        return cls(
-            max_input_bytes=settings.max_input_bytes,
-            max_metadata_bytes=settings.max_metadata_bytes,
-            max_parameters=settings.max_parameters,
-            max_env=settings.max_env,
-            max_secret_bytes=settings.max_secret_bytes,
-        )
 
     def check_document(self, field: str, value: Any) -> None:
         """Refuse ``input`` or ``metadata`` whose JSON encoding is over its byte limit (413)."""

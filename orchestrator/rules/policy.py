@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError, PolicyRefused
 
 # Where container engines put their API sockets; a host mount of one of these (or of a directory
@@ -92,24 +91,6 @@ class ContainerPolicy(BaseModel):
     @classmethod
     def _normalize_capabilities(cls, value: list[str]) -> list[str]:
         return sorted({capability_name(c) for c in value})
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ContainerPolicy:
-        """The ``ORCH_POLICY_*`` settings, overridden key by key by ``ORCH_POLICY_FILE``."""
-        values: dict[str, Any] = {
-            name: getattr(settings, f"policy_{name}") for name in POLICY_FIELDS
-        }
-        if settings.policy_file is not None:
-            values.update(load_policy_file(settings.policy_file))
-        # docker-py reads DOCKER_HOST when ORCH_DOCKER_HOST is unset; so must the socket rule.
-        values["docker_host"] = settings.docker_host or os.environ.get("DOCKER_HOST") or None
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise PolicyError(f"the container policy is not valid: {problems}") from None
 
     def check(self, container: Mapping[str, Any]) -> None:
         """Refuse the first option of ``container`` (a definition's container fields) that this

@@ -33,15 +33,15 @@ from orchestrator.errors import (
     PolicyRefused,
 )
 from orchestrator.rules import crash_points
+from orchestrator.rules.masking import Masker, mask
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump, resume_since
 from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
 from orchestrator.services import jobs
 from orchestrator.storage.models import Job, utcnow
-from orchestrator.storage.secret_box import Masker, mask
 
 if TYPE_CHECKING:
-    from orchestrator.runner.claim_loop import Runner
+    from orchestrator.runner.context import AttemptContext
 
 logger = logging.getLogger(__name__)
 
@@ -158,8 +158,8 @@ def _mask_strings(value: Any, masker: Masker) -> Any:
 class Attempt:
     """Runs or resumes one attempt on its own thread."""
 
-    def __init__(self, runner: Runner, job: Job, *, adopted: bool) -> None:
-        self.runner = runner
+    def __init__(self, context: AttemptContext, job: Job, *, adopted: bool) -> None:
+        self.context = context
         self.job = job
         self.job_id = job.id
         self.number = job.attempt
@@ -180,14 +180,14 @@ class Attempt:
         self._on_done: Callable[[Attempt], None] | None = None
 
     @classmethod
-    def for_claimed(cls, runner: Runner, job: Job) -> Attempt:
+    def for_claimed(cls, context: AttemptContext, job: Job) -> Attempt:
         """A new attempt the runner just claimed."""
-        return cls(runner, job, adopted=False)
+        return cls(context, job, adopted=False)
 
     @classmethod
-    def for_adopted(cls, runner: Runner, job: Job) -> Attempt:
+    def for_adopted(cls, context: AttemptContext, job: Job) -> Attempt:
         """An attempt the runner held before a restart."""
-        return cls(runner, job, adopted=True)
+        return cls(context, job, adopted=True)
 
     def start(self, on_done: Callable[[Attempt], None]) -> None:
         """Run in a background thread; ``on_done`` is called once, when the outcome is recorded
@@ -198,7 +198,7 @@ class Attempt:
             try:
                 self._run()
             except Exception as exc:
-                if not self.runner.db.outage_seen(exc):
+                if not self.context.db.outage_seen(exc):
                     logger.exception(
                         "attempt crashed",
                         extra={"action": "attempt_crashed", "job_id": self.job_id},
@@ -265,24 +265,24 @@ class Attempt:
 
     @property
     def _engine(self) -> DockerEngine:
-        return self.runner.engine
+        return self.context.engine
 
     def _finish(self, result: jobs.AttemptResult) -> None:
-        with self.runner.db.transaction() as session:
+        with self.context.db.transaction() as session:
             jobs.finish(
                 session,
-                self.runner.hub,
+                self.context.hub,
                 self.job_id,
-                self.runner.name,
+                self.context.name,
                 self.number,
                 result,
-                self.runner.settings.interruption_limit,
+                self.context.settings.interruption_limit,
             )
 
     def _requeue(self, reason: str) -> None:
-        with self.runner.db.transaction() as session:
+        with self.context.db.transaction() as session:
             jobs.requeue(
-                session, self.runner.hub, self.job_id, self.runner.name, self.number, reason
+                session, self.context.hub, self.job_id, self.context.name, self.number, reason
             )
 
     def _remove(self) -> None:
@@ -296,11 +296,11 @@ class Attempt:
                     exc.message,
                     extra={"action": "container_remove_failed", "job_id": self.job_id},
                 )
-        self.runner.run_dirs.remove(container_name(self.job))
+        self.context.run_dirs.remove(container_name(self.job))
 
     def _run(self) -> None:
         try:
-            self._secrets = jobs.secret_values(self.job, self.runner.box)
+            self._secrets = jobs.secret_values(self.job, self.context.box)
         except OrchestratorError as exc:
             # No key of this runner opens the job's secrets (a pruned or foreign key): the job
             # can never run here, so end it rather than leave it starting.
@@ -312,7 +312,7 @@ class Attempt:
             return
         try:
             # This runner's policy may be stricter than the one that accepted the job.
-            self._volumes = self.runner.policy.resolve_for_runner(self.job.container)["volumes"]
+            self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(jobs.AttemptResult(error=error, retryable=False))
@@ -327,7 +327,7 @@ class Attempt:
             self._engine.start(self.container_id)
             self._crash_point("started")
         except EngineUnavailable as exc:
-            self.runner.engine_lost(exc.message)
+            self.context.engine_lost(exc.message)
             self._remove_quietly()
             self._requeue(exc.message)
             return
@@ -342,9 +342,9 @@ class Attempt:
     def _record_running(self, container_id: str) -> bool:
         """Commit the container's id and ``running``; False (its container removed) when the
         attempt is no longer this runner's."""
-        with self.runner.db.transaction() as session:
+        with self.context.db.transaction() as session:
             held = jobs.mark_running(
-                session, self.runner.hub, self.job_id, self.runner.name, self.number, container_id
+                session, self.context.hub, self.job_id, self.context.name, self.number, container_id
             )
         if not held:
             self._engine.stop(container_id, 0)
@@ -354,13 +354,13 @@ class Attempt:
         return True
 
     def _crash_point(self, point: crash_points.CrashPoint) -> None:
-        crash_points.reach(self.runner.settings.test_crash_point, point)
+        crash_points.reach(self.context.settings.test_crash_point, point)
 
     def _create(self) -> str:
         """Create the container with the job's input at ``INPUT_PATH``: in a mounted directory
         of the runner's when the engine shares its disk, else copied in."""
-        settings = self.runner.settings
-        run_dirs = self.runner.run_dirs
+        settings = self.context.settings
+        run_dirs = self.context.run_dirs
         name = container_name(self.job)
         input_data = json.dumps(self.job.input).encode()
         try:
@@ -372,9 +372,9 @@ class Attempt:
             spec = container_spec(
                 self.job,
                 self._secrets,
-                self.runner.name,
+                self.context.name,
                 settings,
-                self.runner.installation,
+                self.context.installation,
                 directory,
                 self._volumes,
             )
@@ -394,9 +394,9 @@ class Attempt:
             container_spec(
                 self.job,
                 self._secrets,
-                self.runner.name,
+                self.context.name,
                 settings,
-                self.runner.installation,
+                self.context.installation,
                 volumes=self._volumes,
             )
         )
@@ -407,14 +407,14 @@ class Attempt:
     def _make_run_dir(self, name: str, input_data: bytes) -> str | None:
         """The attempt's directory holding its input; None if the runner's disk refuses it."""
         try:
-            return str(self.runner.run_dirs.create(name, input_data))
+            return str(self.context.run_dirs.create(name, input_data))
         except OSError as exc:
             logger.warning(
                 "could not make the attempt's directory (%s); copying its input instead",
                 exc,
                 extra={"action": "run_dir_failed", "job_id": self.job_id},
             )
-            self.runner.run_dirs.remove(name)
+            self.context.run_dirs.remove(name)
             return None
 
     def _remove_quietly(self) -> None:
@@ -436,7 +436,7 @@ class Attempt:
                 )
             )
             return
-        with self.runner.db.read() as session:
+        with self.context.db.read() as session:
             resume = jobs.last_log_time(session, self.job_id, self.number)
         started = time.monotonic()
         if self.job.start_time is not None:
@@ -459,8 +459,8 @@ class Attempt:
             state = self._engine.state(container_id)
             if state is None:
                 continue
-            if state.labels.get(INSTALLATION_LABEL, self.runner.installation) != (
-                self.runner.installation
+            if state.labels.get(INSTALLATION_LABEL, self.context.installation) != (
+                self.context.installation
             ):
                 continue
             if state.never_started or started is not None:
@@ -468,7 +468,7 @@ class Attempt:
             else:
                 started = state
         if started is None:
-            self.runner.run_dirs.remove(container_name(self.job))
+            self.context.run_dirs.remove(container_name(self.job))
             self._requeue("the runner restarted before the container started")
             return
         self.container_id = started.id
@@ -485,7 +485,7 @@ class Attempt:
     def _stored_log_bytes(self) -> int:
         """Bytes of this attempt's log stored already, so an adopted attempt keeps its budget."""
         total = after = 0
-        with self.runner.db.read() as session:
+        with self.context.db.read() as session:
             while rows := jobs.logs(session, self.job_id, after, self.number):
                 total += sum(len(row.text.encode()) for row in rows)
                 assert rows[-1].id is not None
@@ -508,10 +508,10 @@ class Attempt:
         pump = LogPump(partial(self._engine.logs, container_id), self._secrets.values(), since)
         pump.start()
         try:
-            budget = LogBudget(self.runner.settings.max_log_bytes, stored)
+            budget = LogBudget(self.context.settings.max_log_bytes, stored)
             timeout = self.job.timeout
             timed_out = stopping = False
-            interval = self.runner.settings.log_flush_interval
+            interval = self.context.settings.log_flush_interval
             while waiter.is_alive():
                 waiter.join(interval)
                 if self._abandon.is_set():
@@ -554,7 +554,7 @@ class Attempt:
         The pump ends once it has read what Docker stored; it is given up on only after
         ``LOG_DRAIN_SECONDS`` without output, so a large backlog is stored whole.
         """
-        interval = self.runner.settings.log_flush_interval
+        interval = self.context.settings.log_flush_interval
         deadline = time.monotonic() + LOG_DRAIN_SECONDS
         while not pump.join(interval) and time.monotonic() < deadline:
             if self._store_logs(pump, budget, ending=False):
@@ -570,8 +570,8 @@ class Attempt:
                 return None
             except EngineUnavailable as exc:
                 self._engine_lost = True
-                self.runner.engine_lost(exc.message)
-                time.sleep(self.runner.settings.engine_retry_interval)
+                self.context.engine_lost(exc.message)
+                time.sleep(self.context.settings.engine_retry_interval)
         return None
 
     def _kill_abandoned(self, container_id: str) -> None:
@@ -584,7 +584,7 @@ class Attempt:
             self._engine.remove(container_id)
         except OrchestratorError as exc:
             logger.warning("could not remove the container: %s", exc.message)
-        self.runner.run_dirs.remove(container_name(self.job))
+        self.context.run_dirs.remove(container_name(self.job))
 
     def _engine_goes_away(self) -> bool:
         """Whether the engine stops answering within ``ENGINE_SHUTDOWN_WINDOW`` seconds."""
@@ -598,7 +598,7 @@ class Attempt:
         return False
 
     def _stop_container(self, container_id: str) -> None:
-        grace = self.runner.settings.stop_grace_period
+        grace = self.context.settings.stop_grace_period
 
         def stop() -> None:
             try:
@@ -622,19 +622,23 @@ class Attempt:
             resume = pump.resume_time
             # Text comes only from output read, which sets the resume point.
             assert resume is not None
-            with self.runner.db.transaction() as session:
+            with self.context.db.transaction() as session:
                 jobs.append_logs(
-                    session, self.runner.hub, self.job_id, self.number, [(resume, t) for t in texts]
+                    session,
+                    self.context.hub,
+                    self.job_id,
+                    self.number,
+                    [(resume, t) for t in texts],
                 )
         return bool(taken)
 
     def _read_output(self, container_id: str) -> bytes | None:
         """The bytes at ``$ORCH_OUTPUT``: from the attempt's directory when it has one."""
-        max_bytes = self.runner.settings.max_output_bytes
+        max_bytes = self.context.settings.max_output_bytes
         name = container_name(self.job)
-        if self.runner.run_dirs.path(name).is_dir():
+        if self.context.run_dirs.path(name).is_dir():
             try:
-                return self.runner.run_dirs.read_output(name, max_bytes)
+                return self.context.run_dirs.read_output(name, max_bytes)
             except PermissionError:
                 # Written by a user of the container's that the runner's user may not read.
                 pass
@@ -688,7 +692,7 @@ class Attempt:
             error = "the container was removed while it ran, not by this runner"
         elif self._engine_lost and exit_code != 0 and not stopped_by_us:
             interrupted = "engine_unavailable"
-            self.runner.engine_lost("the engine stopped answering as the container was killed")
+            self.context.engine_lost("the engine stopped answering as the container was killed")
             error = (
                 f"the container exited with code {exit_code} while its Docker engine was "
                 "unavailable (an engine restart stops its containers)"

@@ -25,6 +25,7 @@ from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.runner.attempt import Attempt, attempt_name
+from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
 from orchestrator.runner.worker_pools import WorkerPools
@@ -113,6 +114,19 @@ class Runner:
         )
         # HTTP worker containers of this process; removed when it stops.
         self.workers = WorkerPools(engine, self.name, self.identity.session, installation)
+        self.context = AttemptContext(
+            settings=settings,
+            db=db,
+            hub=hub,
+            box=box,
+            policy=policy,
+            engine=engine,
+            name=self.name,
+            installation=installation,
+            run_dirs=self.run_dirs,
+            workers=self.workers,
+            engine_lost=self.engine_lost,
+        )
         self._reaper: threading.Thread | None = None
 
     # --- life cycle -----------------------------------------------------------------------
@@ -437,7 +451,9 @@ class Runner:
     def _attempt(self, job: Job, *, adopted: bool) -> Attempt:
         """The attempt of a claimed or adopted job: its own container, or a worker's."""
         kind = WorkerAttempt if is_worker_job(job.container) else Attempt
-        return kind.for_adopted(self, job) if adopted else kind.for_claimed(self, job)
+        return (
+            kind.for_adopted(self.context, job) if adopted else kind.for_claimed(self.context, job)
+        )
 
     def _launch(self, attempt: Attempt) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from typing import Protocol
 
 from orchestrator.docker.engine import STDERR, STDOUT, LogFrame
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage.secret_box import Masker
+from orchestrator.rules.masking import Masker
 
 logger = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from orchestrator.errors import (
     OrchestratorError,
     PolicyRefused,
 )
+from orchestrator.rules.masking import mask
 from orchestrator.runner.attempt import Attempt, container_spec, parse_output
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
 from orchestrator.runner.worker_pools import WORKER_LABEL, Worker, WorkerConfig, WorkerPool
 from orchestrator.services import jobs
 from orchestrator.storage.models import Job
-from orchestrator.storage.secret_box import mask
 
 if TYPE_CHECKING:
-    from orchestrator.runner.claim_loop import Runner
+    from orchestrator.runner.context import AttemptContext
 
 logger = logging.getLogger(__name__)
 
@@ -55,17 +55,17 @@ def is_worker_job(container: dict[str, object]) -> bool:
 
 
 def worker_spec(
-    runner: Runner, job: Job, secrets: dict[str, str], volumes: list[str] | None = None
+    context: AttemptContext, job: Job, secrets: dict[str, str], volumes: list[str] | None = None
 ) -> ContainerSpec:
     """The container of ``job``'s worker: the job's container without its per-job parts, with
     labels that make it this runner process's worker (no job-id: no attempt's sweep takes it)."""
     base = container_spec(
-        job, secrets, runner.name, runner.settings, runner.installation, volumes=volumes
+        job, secrets, context.name, context.settings, context.installation, volumes=volumes
     )
     env = {name: value for name, value in base.env.items() if name not in PER_JOB_ENV}
     labels = {
         **job.container["labels"],
-        **runner.workers.labels(),
+        **context.workers.labels(),
         WORKER_LABEL: f"{job.definition_name}:{job.definition_version}",
         f"{LABEL_PREFIX}project": job.project,
         f"{LABEL_PREFIX}queue": job.queue,
@@ -89,14 +89,14 @@ def pool_key(job: Job, spec: ContainerSpec, config: WorkerConfig) -> str:
 class WorkerAttempt(Attempt):
     """An attempt served by a worker container of the job's pool instead of its own container."""
 
-    def __init__(self, runner: Runner, job: Job, *, adopted: bool) -> None:
-        super().__init__(runner, job, adopted=adopted)
+    def __init__(self, context: AttemptContext, job: Job, *, adopted: bool) -> None:
+        super().__init__(context, job, adopted=adopted)
         self._pool: WorkerPool | None = None
         self._worker: Worker | None = None
 
     def _run(self) -> None:
         try:
-            self._secrets = jobs.secret_values(self.job, self.runner.box)
+            self._secrets = jobs.secret_values(self.job, self.context.box)
         except OrchestratorError as exc:
             self._finish(jobs.AttemptResult(error=exc.message, retryable=False))
             return
@@ -104,15 +104,15 @@ class WorkerAttempt(Attempt):
             self._give_back()
             return
         try:
-            self._volumes = self.runner.policy.resolve_for_runner(self.job.container)["volumes"]
+            self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(jobs.AttemptResult(error=error, retryable=False))
             return
-        spec = worker_spec(self.runner, self.job, self._secrets, self._volumes)
+        spec = worker_spec(self.context, self.job, self._secrets, self._volumes)
         config = WorkerConfig.from_section(self.job.container["worker"])
-        settings = self.runner.settings
-        pool = self.runner.workers.pool(
+        settings = self.context.settings
+        pool = self.context.workers.pool(
             pool_key(self.job, spec, config),
             lambda: WorkerPool(
                 self._engine,
@@ -149,7 +149,7 @@ class WorkerAttempt(Attempt):
         try:
             worker = pool.acquire(self._stopping)
         except EngineUnavailable as exc:
-            self.runner.engine_lost(exc.message)
+            self.context.engine_lost(exc.message)
             self._requeue(exc.message)
             return
         except ImageUnavailable as exc:
@@ -168,12 +168,12 @@ class WorkerAttempt(Attempt):
             return
         self._worker = worker
         self.container_id = worker.container_id
-        with self.runner.db.transaction() as session:
+        with self.context.db.transaction() as session:
             held = jobs.mark_running(
                 session,
-                self.runner.hub,
+                self.context.hub,
                 self.job_id,
-                self.runner.name,
+                self.context.name,
                 self.number,
                 worker.container_id,
                 {"worker": worker.name},
@@ -197,8 +197,8 @@ class WorkerAttempt(Attempt):
             name=f"post-{self.job_id}",
             daemon=True,
         )
-        budget = LogBudget(self.runner.settings.max_log_bytes)
-        interval = self.runner.settings.log_flush_interval
+        budget = LogBudget(self.context.settings.max_log_bytes)
+        interval = self.context.settings.log_flush_interval
         timeout = self.job.timeout
         started = time.monotonic()
         request.start()
@@ -234,7 +234,7 @@ class WorkerAttempt(Attempt):
     def _settle_logs(self, pump: LogPump, budget: LogBudget) -> None:
         """Store what the worker wrote while serving; Docker passes on its last lines a moment
         after the answer, so wait until a flush interval brings nothing, up to a bound."""
-        interval = self.runner.settings.log_flush_interval
+        interval = self.context.settings.log_flush_interval
         deadline = time.monotonic() + LOG_SETTLE_SECONDS
         quiet = 0
         while quiet < 2 and time.monotonic() < deadline:
@@ -244,7 +244,7 @@ class WorkerAttempt(Attempt):
 
     def _post(self, worker: Worker, config: WorkerConfig) -> tuple[jobs.AttemptResult, bool]:
         """The attempt's result from the worker's answer, and whether the worker is healthy."""
-        limit = self.runner.settings.max_output_bytes
+        limit = self.context.settings.max_output_bytes
         headers = {
             "Content-Type": "application/json",
             "X-Orch-Job-Id": self.job_id,

@@ -7,7 +7,7 @@ no field to live in, so they cannot leak by accident.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -29,14 +29,20 @@ from orchestrator.rules.fields import (
     ParameterValue,
     Text,
 )
+from orchestrator.rules.masking import MASK, MIN_SECRET_CHARS, public_url
+from orchestrator.rules.roles import Role
 from orchestrator.rules.states import JobStatus
 from orchestrator.rules.units import MAX_DURATION_SECONDS, parse_duration
-from orchestrator.services.tokens import Role
-from orchestrator.storage.models import AuditEvent, Definition, Job, JobEvent, Project, Queue, Token
-from orchestrator.storage.secret_box import MASK, MIN_SECRET_CHARS, public_url
-
-if TYPE_CHECKING:
-    from orchestrator.services.runners import RunnerView
+from orchestrator.storage.models import (
+    AuditEvent,
+    Definition,
+    Job,
+    JobEvent,
+    Project,
+    Queue,
+    RunnerRecord,
+    Token,
+)
 
 Item = TypeVar("Item")
 
@@ -579,18 +585,18 @@ class RunnerPublic(BaseModel):
     heartbeat_time: datetime
 
     @classmethod
-    def from_view(cls, view: RunnerView) -> RunnerPublic:
-        row = view.record
+    def from_record(cls, row: RunnerRecord, state: str, running: int) -> RunnerPublic:
+        """The API shape of a runner's row, its reported state and its running count."""
         return cls(
             name=row.name,
-            state=view.state,
+            state=state,
             hostname=row.hostname,
             pid=row.pid,
             docker_host=row.docker_host,
             docker=row.docker,
             docker_error=row.docker_error,
             capacity=row.capacity,
-            running=view.running,
+            running=running,
             queues=row.queues,
             version=row.version,
             start_time=row.start_time,

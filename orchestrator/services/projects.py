@@ -11,11 +11,11 @@ from sqlmodel import Session, select
 
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
-from orchestrator.services import tokens
+from orchestrator.services import audit
 from orchestrator.storage.models import Project, Queue
 
 if TYPE_CHECKING:
-    from orchestrator.services.tokens import Actor
+    from orchestrator.services.audit import Actor
 
 DEFAULT = "default"
 
@@ -32,7 +32,7 @@ def create(
     session.add(Queue(project=name, name=DEFAULT, display_name="Default"))
     session.flush()
     if actor is not None:
-        tokens.audit(session, actor, "project_created", f"project/{name}", name)
+        audit.record(session, actor, "project_created", f"project/{name}", name)
     return project
 
 

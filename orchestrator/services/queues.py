@@ -9,8 +9,8 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.rules.states import ACTIVE, JobStatus
 from orchestrator.schemas import QueueCreate, QueueUpdate
-from orchestrator.services import definitions, projects, tokens
-from orchestrator.services.tokens import Actor
+from orchestrator.services import audit, definitions, jobs, projects
+from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, Queue, utcnow
 
 
@@ -82,7 +82,7 @@ def create(session: Session, project: str, request: QueueCreate, actor: Actor) -
     queue = Queue(project=project, **request.model_dump())
     session.add(queue)
     session.flush()
-    tokens.audit(session, actor, "queue_created", f"queue/{queue.name}", project)
+    audit.record(session, actor, "queue_created", f"queue/{queue.name}", project)
     return queue
 
 
@@ -104,11 +104,8 @@ def update(session: Session, project: str, name: str, request: QueueUpdate, acto
     queue.update_time = utcnow()
     session.add(queue)
     session.flush()
-    tokens.audit(session, actor, "queue_updated", f"queue/{name}", project, changes)
+    audit.record(session, actor, "queue_updated", f"queue/{name}", project, changes)
     if changes.get("default_definition") is not None:
-        # Here, not at the top: the job service imports this module.
-        from orchestrator.services import jobs
-
         jobs.bind_waiting(session, None, queue)
     return queue
 
@@ -131,4 +128,4 @@ def delete(session: Session, project: str, name: str, actor: Actor) -> None:
         )
     session.delete(queue)
     session.flush()
-    tokens.audit(session, actor, "queue_deleted", f"queue/{name}", project)
+    audit.record(session, actor, "queue_deleted", f"queue/{name}", project)

@@ -18,12 +18,13 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator.background.http_targets import DEFAULT_RETRY_DELAYS
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.rules import cron
 from orchestrator.rules.fields import storable
 from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.masking import MASK
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
 from orchestrator.schemas import (
     FireTime,
     HttpTarget,
@@ -34,11 +35,11 @@ from orchestrator.schemas import (
     ScheduleTarget,
     ScheduleUpdate,
 )
-from orchestrator.services import jobs, projects, webhooks
-from orchestrator.services.tokens import Actor, audit
+from orchestrator.services import audit, jobs, projects, webhooks
+from orchestrator.services.audit import Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Job, Schedule, ScheduleRun, utcnow
-from orchestrator.storage.secret_box import MASK, SecretBox
+from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 
 SCHEDULES = "schedules"  # hub topic: a schedule was created or changed; the scheduler looks again
@@ -209,7 +210,7 @@ def create(
     if schedule.next_run_at is None:
         raise InvalidRequest(f"cron: '{schedule.cron}' never fires", field="cron")
     session.add(schedule)
-    audit(session, actor, "schedule.create", f"schedule/{schedule.name}", project)
+    audit.record(session, actor, "schedule.create", f"schedule/{schedule.name}", project)
     _wake(session, hub)
     return schedule
 
@@ -286,7 +287,7 @@ def update(
             raise InvalidRequest(f"cron: '{schedule.cron}' never fires", field="cron")
     schedule.update_time = now
     session.add(schedule)
-    audit(
+    audit.record(
         session,
         actor,
         "schedule.update",
@@ -318,7 +319,7 @@ def set_paused(
     schedule.update_time = now
     session.add(schedule)
     action = "schedule.pause" if paused else "schedule.resume"
-    audit(session, actor, action, f"schedule/{schedule.name}", project)
+    audit.record(session, actor, action, f"schedule/{schedule.name}", project)
     _wake(session, hub)
     return schedule
 
@@ -328,7 +329,7 @@ def delete(session: Session, project: str, name: str, actor: Actor) -> None:
     schedule = get(session, project, name, lock=True)
     session.execute(sa.delete(ScheduleRun).where(col(ScheduleRun.schedule_id) == schedule.id))
     session.delete(schedule)
-    audit(session, actor, "schedule.delete", f"schedule/{schedule.name}", project)
+    audit.record(session, actor, "schedule.delete", f"schedule/{schedule.name}", project)
 
 
 def secrets_of(schedule: Schedule, box: SecretBox) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""API tokens and what they may do; the audit trail of who did what.
+"""API tokens and what they may do.
 
 A token is 32 random bytes shown once; only its SHA-256 hash is stored (a slow hash buys
 nothing for a random 256-bit secret). A token is either ``admin`` (every project, may create
@@ -11,61 +11,19 @@ import hashlib
 import os
 import secrets
 import uuid
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from orchestrator.services import projects
-from orchestrator.storage.models import AuditEvent, Token, utcnow
+from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.rules.roles import Role
+from orchestrator.services import audit, projects
+from orchestrator.services.audit import SYSTEM, Actor
+from orchestrator.storage.models import Token, utcnow
 
 TOKEN_PREFIX = "orch_"
 ADMIN_TOKEN_FILE = "admin-token"
-
-
-class Role(StrEnum):
-    """What a token may do."""
-
-    ADMIN = "admin"
-    WRITE = "write"
-    READ = "read"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """The token behind a request, as recorded on events."""
-
-    token_id: str
-    name: str
-    role: Role
-    project: str | None
-
-    def record(self) -> dict[str, str]:
-        """The actor as stored on an event."""
-        return {"token_id": self.token_id, "token_name": self.name}
-
-    def can_see(self, project: str) -> bool:
-        """Whether the project exists for this token at all."""
-        return self.role is Role.ADMIN or self.project == project
-
-    def check(self, project: str, *, write: bool) -> None:
-        """Refuse access: 404 for a project the token cannot see, 403 for a read-only write."""
-        if not self.can_see(project):
-            raise NotFound(f"project '{project}' not found", field="project")
-        if write and self.role is Role.READ:
-            raise Forbidden("this token is read-only", field="token")
-
-    def require_admin(self) -> None:
-        """Refuse anything but an admin token."""
-        if self.role is not Role.ADMIN:
-            raise Forbidden("this needs an admin token", field="token")
-
-
-SYSTEM = Actor(token_id="system", name="system", role=Role.ADMIN, project=None)
 
 
 def _hash(token: str) -> str:
@@ -93,7 +51,7 @@ def create(
     )
     session.add(token)
     session.flush()
-    audit(session, actor, "token_created", f"token/{token.id}", project, {"role": role})
+    audit.record(session, actor, "token_created", f"token/{token.id}", project, {"role": role})
     return token, plain
 
 
@@ -121,7 +79,7 @@ def revoke(session: Session, token_id: str, actor: Actor) -> Token:
         raise Conflict(f"token '{token_id}' is already revoked", field="token")
     token.revoke_time = utcnow()
     session.add(token)
-    audit(session, actor, "token_revoked", f"token/{token.id}", token.project)
+    audit.record(session, actor, "token_revoked", f"token/{token.id}", token.project)
     return token
 
 
@@ -142,35 +100,3 @@ def ensure_admin_token(session: Session, data_dir: Path) -> Path | None:
     with os.fdopen(fd, "w") as handle:
         handle.write(plain + "\n")
     return path
-
-
-def audit(
-    session: Session,
-    actor: Actor,
-    action: str,
-    resource: str,
-    project: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> None:
-    """Record who did what (never with a secret value in ``detail``)."""
-    session.add(
-        AuditEvent(
-            project=project,
-            action=action,
-            resource=resource,
-            actor_id=actor.token_id,
-            actor_name=actor.name,
-            detail=detail or {},
-        )
-    )
-
-
-def audit_events(session: Session, project: str, limit: int = 100) -> list[AuditEvent]:
-    """The project's audit trail, newest first."""
-    statement = (
-        select(AuditEvent)
-        .where(AuditEvent.project == project)
-        .order_by(sa.desc(col(AuditEvent.id)))
-        .limit(limit)
-    )
-    return list(session.exec(statement).all())

@@ -22,7 +22,9 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.schemas import JobPublic, salad
+from orchestrator.rules.masking import public_url
+from orchestrator.schemas import JobPublic
+from orchestrator.services import salad
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import (
     ApiSecret,
@@ -33,7 +35,7 @@ from orchestrator.storage.models import (
     WebhookDelivery,
     utcnow,
 )
-from orchestrator.storage.secret_box import SecretBox, public_url
+from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 
 logger = logging.getLogger(__name__)

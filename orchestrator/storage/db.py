@@ -30,6 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from orchestrator.rules.outages import outage_reason
 from orchestrator.storage import migrations, models  # noqa: F401  (models registers the tables)
 
 logger = logging.getLogger(__name__)
@@ -41,33 +42,10 @@ POSTGRES_RECYCLE_SECONDS = 300
 AFTER_COMMIT = "orchestrator.after_commit"
 # Session advisory lock held by the process migrating a PostgreSQL database.
 MIGRATION_LOCK = "orchestrator.schema_migration"
+
+
 # What an outage's line says, by a fragment of the driver's message (lower case). The message
 # itself is never logged: a statement's error may quote the statement and its data.
-OUTAGE_REASONS = (
-    ("connection refused", "connection refused"),
-    ("not currently accepting connections", "not accepting connections"),
-    ("the database system is", "the server is starting up or shutting down"),
-    ("terminating connection", "the server ended the connection"),
-    ("server closed the connection", "the server closed the connection"),
-    ("timeout expired", "connection timed out"),
-    ("could not translate host name", "host name not found"),
-    ("too many clients", "too many connections"),
-    ("authentication failed", "authentication failed"),
-    ("unable to open database file", "cannot open the database file"),
-)
-
-
-def outage_reason(error: BaseException) -> str:
-    """Why the database is unreachable, in a few words that quote nothing from ``error``
-    (a SQLAlchemy error or the driver's own)."""
-    driver_error = getattr(error, "orig", None) or error
-    message = str(driver_error).lower()
-    for fragment, reason in OUTAGE_REASONS:
-        if fragment in message:
-            return reason
-    return type(driver_error).__name__
-
-
 def is_connection_failure(error: BaseException) -> bool:
     """Whether ``error`` is the database being unreachable rather than a bug: a connection
     could not be made, or the one in use was lost (SQLite's ``OperationalError`` also stands

@@ -15,13 +15,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-from orchestrator.storage.db import Outage, outage_of, outage_reason
+from orchestrator.rules.outages import outage_reason
 from orchestrator.wakeups.hub import CANCEL, WORK, Hub
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,17 @@ def decode(payload: str) -> tuple[str, list[str]]:
     return origin, [t for t in topics if isinstance(t, str)]
 
 
+class Outage(Protocol):
+    """The process's record of a database outage (``storage.db.Outage``), which logs its start
+    and its end once for every loop."""
+
+    def seen(self, reason: str) -> None:
+        """Note that the database did not answer, for ``reason``."""
+
+    def over(self) -> None:
+        """Note that the database answers."""
+
+
 class _Reconnects:
     """One connection's failures in a row, for its backoff.
 
@@ -131,12 +142,12 @@ class _Reconnects:
 class Relay:
     """Sends this process's hub publishes to the other processes and delivers theirs to the hub."""
 
-    def __init__(self, hub: Hub, database_url: str, channel: str = CHANNEL) -> None:
+    def __init__(self, hub: Hub, database_url: str, outage: Outage, channel: str = CHANNEL) -> None:
         self.hub = hub
         self.channel = channel
         self.origin = uuid.uuid4().hex
         self._conninfo = conninfo(database_url)
-        self._outage = outage_of(database_url)
+        self._outage = outage
         self._stop = threading.Event()
         self._pending: dict[str, None] = {}  # ordered set of topics waiting to be sent
         self._cond = threading.Condition()

@@ -38,7 +38,7 @@ from orchestrator.rules.states import EventType, JobStatus
 from orchestrator.schemas import JobCreate, Time
 from orchestrator.schemas import Request as StrictRequest
 from orchestrator.services import jobs
-from orchestrator.services.tokens import Actor
+from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, JobEvent
 
 JOB_ID_ENV = "DAESTRO_JOB_ID"

@@ -25,6 +25,7 @@ from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.rules.fields import Text
+from orchestrator.rules.masking import MASK
 from orchestrator.schemas import (
     HeaderName,
     HeaderValue,
@@ -38,7 +39,6 @@ from orchestrator.schemas import Request as StrictRequest
 from orchestrator.services import projects, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import Schedule
-from orchestrator.storage.secret_box import MASK
 
 PROJECT = "default"  # the project Quedup jobs live in
 NAME_KEY = "quedup_name"  # where a schedule's target keeps the job's Quedup name

@@ -20,8 +20,10 @@ from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses, status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.process import Services
-from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate, salad
-from orchestrator.schemas.salad import (
+from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate
+from orchestrator.services import audit, jobs, projects, queues, salad, webhooks
+from orchestrator.services.audit import Actor
+from orchestrator.services.salad import (
     QueueCollection,
     QueueJob,
     QueueJobCollection,
@@ -31,8 +33,6 @@ from orchestrator.schemas.salad import (
     SaladQueue,
     WebhookSecretKey,
 )
-from orchestrator.services import jobs, projects, queues, tokens, webhooks
-from orchestrator.services.tokens import Actor
 from orchestrator.storage.models import Job, Queue
 
 PROBLEM = "application/problem+json"
@@ -393,7 +393,7 @@ def get_webhook_secret_key(
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
         key = webhooks.api_secret(session, services.box, salad.SALAD)
-        tokens.audit(session, actor, "salad_webhook_key_read", "salad/webhook-secret-key", None)
+        audit.record(session, actor, "salad_webhook_key_read", "salad/webhook-secret-key", None)
     return WebhookSecretKey(secret_key=key)
 
 
@@ -406,5 +406,5 @@ def update_webhook_secret_key(
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
         key = webhooks.rotate_api_secret(session, services.box, salad.SALAD)
-        tokens.audit(session, actor, "salad_webhook_key_rotated", "salad/webhook-secret-key", None)
+        audit.record(session, actor, "salad_webhook_key_rotated", "salad/webhook-secret-key", None)
     return WebhookSecretKey(secret_key=key)

@@ -48,12 +48,12 @@ connection = config.attributes.get("connection")
 if connection is not None:
     _configure(connection)
 else:
+    # ``alembic`` run by a developer: the database the settings name.
     from orchestrator.config import Settings
-    from orchestrator.storage.db import Database
 
-    database = Database(Settings().resolved_database_url())
+    engine = sa.create_engine(Settings().resolved_database_url())
     try:
-        with database.write_engine.connect() as developer_connection:
+        with engine.connect() as developer_connection:
             _configure(developer_connection)
     finally:
-        database.dispose()
+        engine.dispose()
