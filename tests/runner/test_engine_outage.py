@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import LiveServer, free_port, wait_for
+from ..conftest import LiveServer, free_port, wait_for
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 

@@ -12,9 +12,9 @@ import pytest
 from orchestrator.errors import DefinitionInvalid
 from orchestrator.rules.definition_spec import MAX_YAML_CHARS, load_yaml
 
-from .conftest import LiveServer, admin_token, bearer, wait_for
+from ..conftest import LiveServer, admin_token, bearer, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = """\
 name: render
 image: busybox:1.36

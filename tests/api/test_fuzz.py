@@ -10,7 +10,7 @@ queued and start no containers.
 
 Bounded and repeatable: a fixed seed, derandomized generation, ``MAX_EXAMPLES`` per operation.
 Generated strings may hold NUL characters, except in path parameters, which schemathesis never
-fills with one: ``tests/test_bad_input.py`` puts a NUL in each path and query parameter of every
+fills with one: ``tests/api/test_bad_input.py`` puts a NUL in each path and query parameter of every
 operation, on both databases.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import schemathesis
 
-from .conftest import TEST_IMAGE, LiveServer
+from ..conftest import TEST_IMAGE, LiveServer
 
 SEED = 20240613
 MAX_EXAMPLES = 40  # per operation, for the fuzzing phase; the coverage phase adds its own cases

@@ -6,7 +6,7 @@ turn the stored error into "e***d", which would both garble it and tell the valu
 
 from __future__ import annotations
 
-from .conftest import TEST_IMAGE, LiveServer
+from ..conftest import TEST_IMAGE, LiveServer
 
 
 def test_an_error_we_write_is_not_masked_but_what_the_job_prints_is(server: LiveServer) -> None:

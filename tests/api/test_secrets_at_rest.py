@@ -33,8 +33,8 @@ from orchestrator.process import Services
 from orchestrator.storage.models import Job
 from orchestrator.storage.secret_box import KEY_FILE, SecretBox, generate_key, write_key_file
 
-from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, unavailable, wait_for
-from .receiver import Receiver
+from ..conftest import TEST_IMAGE, LiveServer, bearer, free_port, unavailable, wait_for
+from ..receiver import Receiver
 
 CANARY = "canary-Xr7Lm4-at-rest"
 QUEUES = "/v1/projects/default/queues"

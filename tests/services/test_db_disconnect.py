@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from orchestrator.storage.db import Database
 
-from .conftest import LiveServer, containers_of, postgres_admin, wait_for
+from ..conftest import LiveServer, containers_of, postgres_admin, wait_for
 
 # PostgreSQL only: SQLite has no server to close a connection.
 pytestmark = [

@@ -23,7 +23,7 @@ from orchestrator.rules.policy import (
     full_image,
 )
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 
 DEFINITIONS = "/v1/projects/default/definitions"
 

@@ -21,7 +21,7 @@ from orchestrator.runner.run_dirs import RUN_DIR, RunDirs
 from orchestrator.services import jobs
 from orchestrator.storage.db import Database
 
-from .conftest import (
+from ..conftest import (
     TEST_IMAGE,
     LiveServer,
     containers_of,
@@ -29,7 +29,7 @@ from .conftest import (
     unavailable,
     wait_for,
 )
-from .hosts import RunnerProcess, runner_argv, runner_env
+from ..hosts import RunnerProcess, runner_argv, runner_env
 
 ECHO_INPUT = (
     'cat "$ORCH_INPUT"; sleep 1; printf \'{"seen": %s}\' "$(cat $ORCH_INPUT)" > "$ORCH_OUTPUT"'

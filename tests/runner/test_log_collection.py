@@ -26,7 +26,7 @@ from orchestrator.docker.engine import (
 from orchestrator.errors import ContainerFailure
 from orchestrator.runner.log_pump import MAX_READY, TAIL_FRAMES, FrameCursor, LogPump, resume_since
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 from .test_engine_outage import EngineProxy
 
 SECRET = "s3cret-Value-42-abcdef"

@@ -6,7 +6,7 @@ from typing import Any
 
 import docker
 
-from .conftest import TEST_IMAGE, containers_of, wait_for
+from ..conftest import TEST_IMAGE, containers_of, wait_for
 
 
 def test_restart_adopts_running_containers_and_keeps_waiting_jobs(

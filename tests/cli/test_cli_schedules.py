@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 
-from .conftest import TEST_IMAGE, LiveServer, free_port, wait_for
-from .receiver import Receiver
+from ..conftest import TEST_IMAGE, LiveServer, free_port, wait_for
+from ..receiver import Receiver
 from .test_cli import CANARY, as_json, client_env, ok
 
 OTHER_CANARY = "canary-Zx8vB2-other"

@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 
-from .conftest import TEST_IMAGE, LiveServer, free_port, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, free_port, wait_for
 
-SHIPPED = Path(__file__).resolve().parent.parent / "definitions"
+SHIPPED = Path(__file__).resolve().parents[2] / "definitions"
 CANARY = "canary-Qw3rT9-value"
 
 

@@ -19,8 +19,8 @@ import pytest
 from orchestrator.rules.crash_points import CRASH_EXIT_CODE, POINTS
 from orchestrator.runner.run_dirs import RunDirs
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
-from .hosts import RunnerProcess
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
+from ..hosts import RunnerProcess
 
 LOCAL_ENGINE = "unix:///var/run/docker.sock"
 # A runner process on SQLite hears of submits only by polling: poll often.

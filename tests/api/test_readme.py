@@ -26,9 +26,9 @@ from orchestrator.config import Settings
 from orchestrator.rules import definition_spec
 from orchestrator.rules.policy import POLICY_FIELDS
 
-from .conftest import free_port, start_server
+from ..conftest import free_port, start_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 # Options of curl whose argument is the request body, and what stands in for `$(...)` in one
 # (the README's one-shot schedule puts `$(date ...)` in its body).

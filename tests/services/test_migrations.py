@@ -27,9 +27,9 @@ from orchestrator.services import runners
 from orchestrator.storage import migrations
 from orchestrator.storage.db import Database
 
-from .conftest import TEST_IMAGE, LiveServer, bearer
-from .receiver import Receiver
-from .test_secrets_at_rest import database_bytes
+from ..api.test_secrets_at_rest import database_bytes
+from ..conftest import TEST_IMAGE, LiveServer, bearer
+from ..receiver import Receiver
 
 HEAD = migrations.head()
 OLD_TOKEN = "orch_old-read-token"

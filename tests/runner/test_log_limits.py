@@ -12,7 +12,7 @@ import docker
 from orchestrator.runner.log_budget import LogBudget, cut_marker, cutting_marker
 from orchestrator.runner.log_pump import MAX_PARTIAL_LINE, LogPump
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 
 LIMIT = 8192  # the smallest budget the setting allows is 4096; this one keeps 4096 + 4096
 HALF = LIMIT // 2

@@ -27,7 +27,7 @@ import pytest
 
 from orchestrator.config import Settings
 
-from .conftest import (
+from ..conftest import (
     POSTGRES_URL,
     TERMINAL,
     TEST_IMAGE,

@@ -28,7 +28,7 @@ from orchestrator.cli import app
 from orchestrator.docker.engine import STDOUT, LogFrame
 from orchestrator.runner.log_pump import LogPump
 
-from .conftest import (
+from ..conftest import (
     TERMINAL,
     TEST_IMAGE,
     LiveServer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import TEST_IMAGE, LiveServer
+from ..conftest import TEST_IMAGE, LiveServer
 
 JOBS = "/v1/projects/default/jobs"
 DEFINITIONS = "/v1/projects/default/definitions"

@@ -27,7 +27,7 @@ from orchestrator.storage import key_rotation
 from orchestrator.storage.models import Job, Schedule, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox, generate_key
 
-from .conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
 
 JOBS = "/v1/projects/default/jobs"
 SECRET = "/v1/projects/default/webhook-secret"

@@ -11,7 +11,7 @@ from typing import Any
 import docker
 import httpx
 
-from .conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 
 CANARY = "canary-Zq8xP2-value"
 

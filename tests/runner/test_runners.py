@@ -1,7 +1,7 @@
 """The runner registry over the API: listing, drain requests, lost runners and their jobs taken
 back by another runner, fencing of the lost runner's attempt, queue filters and unique names.
 
-Runners here live in test servers in this process; tests/test_hosts.py runs them as separate
+Runners here live in test servers in this process; tests/runner/test_hosts.py runs them as separate
 processes on two Docker engines.
 """
 

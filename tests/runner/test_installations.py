@@ -19,11 +19,11 @@ import docker
 
 from orchestrator.runner.run_dirs import RunDirs
 
-from . import workers
-from .conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
-from .hosts import RunnerProcess
+from .. import workers
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, installation_of, wait_for
+from ..hosts import RunnerProcess
+from ..workers import worker_definition
 from .test_crash_points import FAST, LOCAL_ENGINE, container_starts
-from .workers import worker_definition
 
 worker_image = workers.worker_image
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import docker
 
-from . import workers
-from .conftest import LiveServer, wait_for
-from .workers import WORKER_PATH, WORKER_PORT, worker_definition
+from .. import workers
+from ..conftest import LiveServer, wait_for
+from ..workers import WORKER_PATH, WORKER_PORT, worker_definition
 
 # The fixture, for the tests of this module.
 worker_image = workers.worker_image

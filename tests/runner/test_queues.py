@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from .conftest import TEST_IMAGE, LiveServer, wait_for
+from ..conftest import TEST_IMAGE, LiveServer, wait_for
 
 Q = "/v1/projects/default/queues"
 

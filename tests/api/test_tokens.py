@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app as cli_app
 
-from .conftest import TEST_IMAGE, LiveServer, admin_token, bearer
+from ..conftest import TEST_IMAGE, LiveServer, admin_token, bearer
 
 DUMMY = {
     "project": "default",

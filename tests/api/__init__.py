@@ -1,0 +1,1 @@
+"""The HTTP API of a live server: input, limits, tokens, secrets, webhooks."""

@@ -1,0 +1,1 @@
+"""The drop-in APIs (SaladCloud, Daestro, Quedup) with their own clients' shapes."""

@@ -1,0 +1,1 @@
+"""Pure rules: no database, Docker or network; fast."""

@@ -1,0 +1,1 @@
+"""The runner on a real Docker engine: containers, restarts, crashes, hosts."""
