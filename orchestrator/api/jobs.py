@@ -17,7 +17,7 @@ from orchestrator.rules.states import JobStatus
 from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
 from orchestrator.services import jobs, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
-from orchestrator.wakeups.hub import job_topic
+from orchestrator.wakeups.topics import job_topic
 
 router = APIRouter(
     prefix="/v1/projects/{project}/jobs",

@@ -10,7 +10,7 @@ from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, QueueCreate, QueuePublic, QueueUpdate
 from orchestrator.services import projects, queues
 from orchestrator.storage.models import Queue
-from orchestrator.wakeups.hub import WORK
+from orchestrator.wakeups.topics import WORK
 
 router = APIRouter(
     prefix="/v1/projects/{project}/queues",

@@ -32,10 +32,10 @@ from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import HTTP_RUNS, schedule_topic
 
 logger = logging.getLogger(__name__)
 
-HTTP_RUNS = "http-runs"  # hub topic: an HTTP run became due (the scheduler publishes it)
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 # A lease outlives the request's timeout by this many seconds before another process may
 # count the attempt as interrupted (httpx's timeout applies to each phase of a request).
@@ -44,11 +44,6 @@ BODY_LIMIT = 1024  # bytes of a response body kept
 # When a due run could not be claimed (another process holds it), look again this much later.
 RECHECK = 0.1
 _USERINFO = re.compile(r"(?<=://)[^/\s@]*@")
-
-
-def schedule_topic(schedule_id: str) -> str:
-    """The topic of one schedule's runs: published after each recorded attempt."""
-    return f"schedule:{schedule_id}"
 
 
 @dataclass(frozen=True)

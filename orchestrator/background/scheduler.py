@@ -20,7 +20,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator.background.http_targets import HTTP_RUNS
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules import cron
@@ -35,7 +34,6 @@ from orchestrator.services.schedules import (
     FAILED,
     HTTP_UNFINISHED,
     JOB,
-    SCHEDULES,
     Checks,
     job_request,
     zone_of,
@@ -43,6 +41,7 @@ from orchestrator.services.schedules import (
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Job, Schedule, ScheduleRun, utcnow
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import HTTP_RUNS, SCHEDULES
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from orchestrator.services.webhooks import (
     FAILED,
     PENDING,
     SENDING,
-    WEBHOOKS,
     api_secret,
     open_userinfo,
     project_secret,
@@ -43,6 +42,7 @@ from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import WEBHOOKS
 
 logger = logging.getLogger(__name__)
 

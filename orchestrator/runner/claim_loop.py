@@ -33,7 +33,8 @@ from orchestrator.services import jobs, runners
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, utcnow
 from orchestrator.storage.secret_box import SecretBox
-from orchestrator.wakeups.hub import CANCEL, WORK, Hub
+from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topic
 
 # The longest wait between two checks of an engine that does not answer.
 ENGINE_RETRY_MAX = 10.0
@@ -99,7 +100,7 @@ class Runner:
         self._drain_deadline = 0.0
         self._registered = threading.Event()
         self._name_conflict: str | None = None
-        self._topic = f"runner:{self.name}"
+        self._topic = runner_topic(self.name)
         self._engine_ok = False
         self._engine_error: str | None = "not checked yet"
         self._engine_down_since: datetime | None = utcnow()
@@ -148,7 +149,7 @@ class Runner:
         """Stop claiming and return; running containers are left to be adopted on restart
         (worker containers are removed, their jobs given back: see ``worker_attempt``)."""
         self._stop.set()
-        self.hub.publish(self._topic, runners.control_topic(self.name))
+        self.hub.publish(self._topic, control_topic(self.name))
         if self._thread is not None:
             self._thread.join(timeout)
         if self._heartbeat is not None:
@@ -242,7 +243,7 @@ class Runner:
     def _leave(self) -> None:
         """Detach from what still runs (its containers keep running) and say so."""
         self._stop.set()
-        self.hub.publish(runners.control_topic(self.name))
+        self.hub.publish(control_topic(self.name))
         with self._lock:
             attempts = list(self._attempts.values())
         for attempt in attempts:
@@ -305,7 +306,7 @@ class Runner:
         return True
 
     def _heartbeat_loop(self) -> None:
-        control = runners.control_topic(self.name)
+        control = control_topic(self.name)
         while not self._stop.is_set():
             seen = self.hub.version(control)
             if self._registered.is_set():
@@ -424,7 +425,7 @@ class Runner:
             # What ran, ended or vanished while the engine was away is looked at again.
             self._reconciled = False
             # A heartbeat now tells the registry the engine answers.
-            self.hub.publish(runners.control_topic(self.name))
+            self.hub.publish(control_topic(self.name))
         self._engine_failures = 0
         self._engine_checked_at = time.monotonic()
         self._engine_ok = True
@@ -436,7 +437,7 @@ class Runner:
         """Called when the engine does not answer: stop claiming until it is back."""
         if self._engine_ok or self._engine_down_since is None:
             self._engine_down_since = utcnow()
-            self.hub.publish(runners.control_topic(self.name))
+            self.hub.publish(control_topic(self.name))
             # A stopping engine still serves connections it had open: only a new one tells
             # whether it is back.
             self.engine.close()

@@ -31,7 +31,8 @@ from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit, serialize
 from orchestrator.storage.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
 from orchestrator.storage.secret_box import SecretBox
-from orchestrator.wakeups.hub import CANCEL, WORK, Hub, job_topic
+from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import CANCEL, WORK, job_topic
 
 CLAIM_LOCK = "orchestrator.claim"
 # The definition columns of a job that waits for its queue's default definition.

@@ -23,6 +23,7 @@ from orchestrator.services import jobs
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Installation, Job, RunnerRecord, utcnow
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import control_topic
 
 ACTIVE_STATE = "active"
 DRAINING = "draining"
@@ -33,11 +34,6 @@ LOST = "lost"
 def installation_id(session: Session) -> str:
     """This database's installation id (made by its migration, never changed)."""
     return session.exec(select(Installation.id)).one()
-
-
-def control_topic(name: str) -> str:
-    """The topic that tells the runner ``name`` to look at its row now (a drain request)."""
-    return f"runner-control:{name}"
 
 
 @dataclass(frozen=True)

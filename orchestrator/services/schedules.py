@@ -41,8 +41,8 @@ from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Job, Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import SCHEDULES
 
-SCHEDULES = "schedules"  # hub topic: a schedule was created or changed; the scheduler looks again
 JOB, HTTP = "job", "http"
 ACTIVE, PAUSED, COMPLETED, FAILED = "active", "paused", "completed", "failed"
 # Run statuses of HTTP targets that are still going (overlap looks at them).

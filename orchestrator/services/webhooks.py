@@ -37,10 +37,10 @@ from orchestrator.storage.models import (
 )
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import WEBHOOKS
 
 logger = logging.getLogger(__name__)
 
-WEBHOOKS = "webhooks"  # hub topic: a delivery became due, or a send slot came free
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 PENDING = "pending"

@@ -3,7 +3,7 @@
 Each topic has a version counter. A waiter reads the version, checks the database, and then
 waits for the version to move: a publish between the check and the wait is never lost. Waiting
 always has a timeout, so the database stays the source of truth and a missed wake-up only costs
-one poll interval. The hub itself is in-process; a remote sender (``pgnotify.Relay`` on
+one poll interval. The hub itself is in-process; a remote sender (``wakeups.relay.Relay`` on
 PostgreSQL) carries each publish to the other processes, which deliver it with ``publish_local``.
 
 The hub remembers the last ``TOPIC_LIMIT`` topics published (a job's topic is published for
@@ -19,17 +19,10 @@ import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 
-WORK = "work"
-CANCEL = "cancel"
 # How many topics' versions the hub keeps, most recently published first.
 TOPIC_LIMIT = 10_000
 
 RemoteSender = Callable[[Sequence[str]], None]
-
-
-def job_topic(job_id: str) -> str:
-    """The topic of one job's events, status and logs."""
-    return f"job:{job_id}"
 
 
 class Hub:

@@ -22,7 +22,8 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from orchestrator.rules.outages import outage_reason
-from orchestrator.wakeups.hub import CANCEL, WORK, Hub
+from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import CANCEL, WORK
 
 logger = logging.getLogger(__name__)
 

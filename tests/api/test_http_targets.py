@@ -18,12 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.background.http_targets import (
-    HTTP_RUNS,
-    HttpTargetRunner,
-    retry_delay,
-    schedule_topic,
-)
+from orchestrator.background.http_targets import HttpTargetRunner, retry_delay
 from orchestrator.config import Settings
 from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
 from orchestrator.services import projects
@@ -31,6 +26,7 @@ from orchestrator.storage.db import Database
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox, generate_key
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import HTTP_RUNS, schedule_topic
 from tests.conftest import free_port, wait_for
 
 FINISHED = {"succeeded", "failed"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from orchestrator.wakeups.hub import TOPIC_LIMIT, WORK, Hub, job_topic
+from orchestrator.wakeups.hub import TOPIC_LIMIT, Hub
+from orchestrator.wakeups.topics import WORK, job_topic
 
 
 def test_the_hub_forgets_the_least_recently_published_topics_beyond_its_limit() -> None:

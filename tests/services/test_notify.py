@@ -14,8 +14,9 @@ import psycopg
 import pytest
 
 from orchestrator.storage.db import outage_of
-from orchestrator.wakeups.hub import CANCEL, WORK, Hub, job_topic
+from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.relay import PAYLOAD_LIMIT_BYTES, Relay, decode, encode
+from orchestrator.wakeups.topics import CANCEL, WORK, job_topic
 from tests.conftest import (
     POSTGRES_URL,
     LiveServer,
