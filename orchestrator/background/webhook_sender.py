@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.rules.masking import mask, public_url
+from orchestrator.rules.retry import exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
 from orchestrator.services.webhooks import (
@@ -65,7 +66,7 @@ def backoff(
     """Seconds before the next attempt after ``attempts`` failed ones: doubling from ``base``
     up to ``maximum``, then jittered into its upper half so that receivers coming back are not
     hit by every sender at once."""
-    delay = min(base * 2 ** max(attempts - 1, 0), maximum)
+    delay = exponential_backoff(attempts, base, maximum)
     return delay / 2 + delay / 2 * rand()
 
 

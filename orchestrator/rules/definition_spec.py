@@ -34,6 +34,7 @@ from orchestrator.rules.fields import (
     ParameterValue,
     Text,
 )
+from orchestrator.rules.retry import exponential_backoff
 from orchestrator.rules.units import parse_duration, parse_size
 
 RESERVED_ENV_PREFIX = "ORCH_"
@@ -109,9 +110,8 @@ class RetryPolicy(StrictModel):
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = the first retry)."""
-        return min(
-            self.backoff.delay * self.backoff.factor ** max(attempt - 2, 0), self.backoff.max
-        )
+        backoff = self.backoff
+        return exponential_backoff(attempt - 1, backoff.delay, backoff.max, backoff.factor)
 
     def allows_retry(self, attempt: int, exit_code: int | None) -> bool:
         """Whether a failed ``attempt`` with this exit code gets another one."""

@@ -1,7 +1,15 @@
-"""Retry schedules that are not a definition's own retry policy."""
+"""Backoff: the one formula every retry and reconnect uses, and HTTP targets' default delays."""
 
 from __future__ import annotations
 
 # An HTTP target's seconds before each retry when its schedule sets none: attempts at 0, 0,
 # +5m, +15m, +1h, +3h, +6h (7 in all).
 DEFAULT_RETRY_DELAYS: tuple[float, ...] = (0, 300, 900, 3600, 10800, 21600)
+
+
+def exponential_backoff(failures: int, base: float, maximum: float, factor: float = 2.0) -> float:
+    """Seconds to wait after ``failures`` failures in a row (1 = the first): ``base``, then
+    ``factor`` times more after each further failure, never more than ``maximum``."""
+    # The exponent is bounded: past it the delay is at its maximum anyway, and a float
+    # power of a long run of failures would overflow.
+    return float(min(maximum, base * factor ** min(max(failures - 1, 0), 64)))

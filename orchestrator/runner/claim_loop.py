@@ -24,6 +24,7 @@ from orchestrator.docker.engine import INSTALLATION_LABEL, LABEL_PREFIX, DockerE
 from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.retry import exponential_backoff
 from orchestrator.runner.attempt import Attempt, attempt_name
 from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.run_dirs import RunDirs
@@ -273,8 +274,9 @@ class Runner:
         if not self._registered.is_set():
             return self.settings.heartbeat_interval
         if not self._engine_ok:
-            backoff = self.settings.engine_retry_interval * 2 ** min(self._engine_failures, 8)
-            return min(backoff, max(ENGINE_RETRY_MAX, self.settings.engine_retry_interval))
+            interval = self.settings.engine_retry_interval
+            failures = min(self._engine_failures, 8) + 1
+            return exponential_backoff(failures, interval, max(ENGINE_RETRY_MAX, interval))
         with self.db.read() as session:
             due = jobs.next_due(session)
         timeout = self.settings.poll_interval

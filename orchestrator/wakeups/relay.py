@@ -22,6 +22,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from orchestrator.rules.outages import outage_reason
+from orchestrator.rules.retry import exponential_backoff
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import CANCEL, WORK
 
@@ -43,7 +44,7 @@ def conninfo(url: str) -> str:
 
 def backoff(failures: int) -> float:
     """Seconds to wait before the next connection attempt after ``failures`` failures in a row."""
-    return float(min(RETRY_MAX_SECONDS, RETRY_MIN_SECONDS * 2 ** max(0, failures - 1)))
+    return exponential_backoff(failures, RETRY_MIN_SECONDS, RETRY_MAX_SECONDS)
 
 
 def _dump(origin: str, topics: list[str]) -> str:
