@@ -24,8 +24,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules import cron
 from orchestrator.rules.roles import Role
-from orchestrator.rules.states import ACTIVE as JOB_ACTIVE
-from orchestrator.rules.states import WAITING
+from orchestrator.rules.states import UNFINISHED
 from orchestrator.services import jobs
 from orchestrator.services.audit import Actor
 from orchestrator.services.schedules import (
@@ -65,7 +64,7 @@ def _unfinished_jobs(session: Session, schedule: Schedule) -> list[Job]:
         .join(ScheduleRun, col(ScheduleRun.job_id) == col(Job.id))
         .where(
             ScheduleRun.schedule_id == schedule.id,
-            col(Job.status).in_([*WAITING, *JOB_ACTIVE]),
+            col(Job.status).in_(UNFINISHED),
         )
         .order_by(col(ScheduleRun.id))
     )

@@ -55,6 +55,8 @@ class EventType(StrEnum):
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 WAITING = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
 ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING})
+# Not finished: waiting or active (a job name is unique among these in its queue).
+UNFINISHED = WAITING | ACTIVE
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.SCHEDULED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),

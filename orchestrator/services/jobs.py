@@ -23,7 +23,14 @@ from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PR
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
-from orchestrator.rules.states import ACTIVE, WAITING, EventType, JobStatus, can_transition
+from orchestrator.rules.states import (
+    ACTIVE,
+    UNFINISHED,
+    WAITING,
+    EventType,
+    JobStatus,
+    can_transition,
+)
 from orchestrator.rules.templating import substitute
 from orchestrator.schemas import JobCreate
 from orchestrator.services import definitions, projects, webhooks
@@ -402,7 +409,7 @@ def _check_name_free(session: Session, project: str, queue: str, name: str) -> N
             Job.project == project,
             Job.queue == queue,
             Job.name == name,
-            col(Job.status).in_([*WAITING, *ACTIVE]),
+            col(Job.status).in_(UNFINISHED),
         )
     ).first()
     if taken is not None:

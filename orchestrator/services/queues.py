@@ -7,7 +7,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.fields import storable
-from orchestrator.rules.states import ACTIVE, JobStatus
+from orchestrator.rules.states import ACTIVE, UNFINISHED, JobStatus
 from orchestrator.schemas import QueueCreate, QueueUpdate
 from orchestrator.services import audit, definitions, jobs, projects
 from orchestrator.services.audit import Actor
@@ -119,7 +119,7 @@ def delete(session: Session, project: str, name: str, actor: Actor) -> None:
         select(sa.func.count())
         .select_from(Job)
         .where(Job.project == project, Job.queue == name)
-        .where(col(Job.status).in_([JobStatus.SCHEDULED, JobStatus.QUEUED, *ACTIVE]))
+        .where(col(Job.status).in_(UNFINISHED))
     ).one()
     if unfinished:
         raise Conflict(
