@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator import __version__
 from orchestrator.config import Settings
-from orchestrator.rules.masking import mask, public_url
+from orchestrator.rules.masking import mask, public_url, userinfo_of, with_userinfo
 from orchestrator.rules.retry import exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
@@ -36,8 +36,6 @@ from orchestrator.services.webhooks import (
     project_secret,
     seal_migrated_credentials,
     sign,
-    userinfo_of,
-    with_userinfo,
 )
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow

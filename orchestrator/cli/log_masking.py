@@ -9,21 +9,9 @@ later, would log anyway. It masks text only: a password logged on its own is not
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
-from orchestrator.rules.masking import MASK
-
-# scheme://userinfo@: the userinfo runs to the last "@" before the end of the authority ("/",
-# "?", "#" or white space), as urlsplit reads it, so a password holding "@" is masked whole.
-_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
-
-
-def mask_userinfo(text: str) -> str:
-    """``text`` with the userinfo of every URL in it replaced by ``***``."""
-    if "@" not in text or "://" not in text:
-        return text
-    return _USERINFO.sub(rf"\g<1>{MASK}@", text)
+from orchestrator.rules.masking import mask_userinfo
 
 
 def mask_record(record: logging.LogRecord) -> logging.LogRecord:

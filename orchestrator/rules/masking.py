@@ -168,3 +168,29 @@ def public_url(url: str) -> str:
         return url
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{MASK}@{host}"))
+
+
+def userinfo_of(url: str) -> str | None:
+    """The userinfo of ``url`` (``user:password``, as written: percent-encoded); None without."""
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    return userinfo if at and userinfo else None
+
+
+def with_userinfo(url: str, userinfo: str | None) -> str:
+    """``url`` with its userinfo replaced by ``userinfo`` (None: removed); the rest exactly as
+    written."""
+    netloc = urlsplit(url).netloc
+    host = netloc.rpartition("@")[2]
+    return url.replace(f"//{netloc}", f"//{userinfo}@{host}" if userinfo else f"//{host}", 1)
+
+
+# scheme://userinfo@: the userinfo runs to the last "@" before the end of the authority ("/",
+# "?", "#" or white space), as urlsplit reads it, so a password holding "@" is masked whole.
+_USERINFO = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#\s]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """``text`` with the userinfo of every URL in it replaced by ``***``."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _USERINFO.sub(rf"\g<1>{MASK}@", text)

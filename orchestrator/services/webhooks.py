@@ -16,13 +16,12 @@ import json
 import logging
 import secrets
 import uuid
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
-from orchestrator.rules.masking import public_url
+from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
 from orchestrator.schemas import JobPublic
 from orchestrator.services import salad
 from orchestrator.storage.db import after_commit
@@ -142,20 +141,6 @@ def sign(secret: str, message_id: str, timestamp: int, body: str) -> str:
 # --- credentials in a webhook URL ------------------------------------------------------------
 
 USERINFO = "userinfo"  # the key of the encrypted mapping
-
-
-def userinfo_of(url: str) -> str | None:
-    """The userinfo of ``url`` (``user:password``, as written: percent-encoded); None without."""
-    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
-    return userinfo if at and userinfo else None
-
-
-def with_userinfo(url: str, userinfo: str | None) -> str:
-    """``url`` with its userinfo replaced by ``userinfo`` (None: removed); the rest exactly as
-    written."""
-    netloc = urlsplit(url).netloc
-    host = netloc.rpartition("@")[2]
-    return url.replace(f"//{netloc}", f"//{userinfo}@{host}" if userinfo else f"//{host}", 1)
 
 
 def seal_url(box: SecretBox, url: str | None) -> tuple[str | None, str | None]:

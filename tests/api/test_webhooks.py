@@ -21,6 +21,7 @@ import svix.webhooks
 from sqlmodel import select
 
 from orchestrator.background import webhook_sender
+from orchestrator.rules import masking
 from orchestrator.rules.masking import public_url
 from orchestrator.services import webhooks
 from orchestrator.storage import key_rotation
@@ -621,7 +622,7 @@ def test_webhook_url_userinfo_is_sealed_apart() -> None:
     assert ciphertext is not None and "p%40ss" not in ciphertext
     assert webhooks.open_userinfo(box, ciphertext) == "user:p%40ss%3A"
     assert webhooks.unseal_url(box, shown, ciphertext) == url
-    assert webhooks.with_userinfo(shown, None) == "https://hooks.example.com:8443/in?x=1&y=@#top"
+    assert masking.with_userinfo(shown, None) == "https://hooks.example.com:8443/in?x=1&y=@#top"
     plain = "http://127.0.0.1:9/hook?at=a@b"
     assert webhooks.seal_url(box, plain) == (plain, None)
     assert webhooks.unseal_url(box, plain, None) == plain
