@@ -28,6 +28,7 @@ from sqlmodel import col, select
 from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules.masking import mask
+from orchestrator.rules.retry import LEASE_MARGIN_SECONDS
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
@@ -37,9 +38,6 @@ from orchestrator.wakeups.topics import HTTP_RUNS, schedule_topic
 logger = logging.getLogger(__name__)
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
-# A lease outlives the request's timeout by this many seconds before another process may
-# count the attempt as interrupted (httpx's timeout applies to each phase of a request).
-LEASE_MARGIN = 30.0
 BODY_LIMIT = 1024  # bytes of a response body kept
 # When a due run could not be claimed (another process holds it), look again this much later.
 RECHECK = 0.1
@@ -335,7 +333,7 @@ class HttpTargetRunner:
                 assert run.id is not None
                 timeout = schedule.target.get("timeout") or self.settings.http_timeout
                 run.status, run.attempts = RUNNING, run.attempts + 1
-                run.lease_until = now + timedelta(seconds=float(timeout) + LEASE_MARGIN)
+                run.lease_until = now + timedelta(seconds=float(timeout) + LEASE_MARGIN_SECONDS)
                 session.add(run)
                 claims.append(
                     Claim(

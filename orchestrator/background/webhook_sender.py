@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.rules.masking import mask, public_url, userinfo_of, with_userinfo
-from orchestrator.rules.retry import exponential_backoff
+from orchestrator.rules.retry import LEASE_MARGIN_SECONDS, exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
 from orchestrator.services.webhooks import (
@@ -48,9 +48,6 @@ logger = logging.getLogger(__name__)
 # The shortest wait of the sender's loop: due rows another process has locked are retried
 # after this, not in a spin.
 MIN_WAIT_SECONDS = 0.05
-# How long a claimed delivery is the claimer's before another sender may take it: long enough
-# for connect, send and the answer's headers, each bounded by ``webhook_timeout``.
-LEASE_MARGIN_SECONDS = 30.0
 MAX_ERROR_CHARS = 500
 # How long ``stop`` waits for sends in flight before leaving them to finish on their own.
 STOP_WAIT_SECONDS = 5.0
@@ -223,6 +220,7 @@ class WebhookSender:
             return self.settings.webhook_concurrency - self._in_flight
 
     def _lease(self) -> timedelta:
+        # Long enough for connect, send and the answer's headers, each bounded by the timeout.
         return timedelta(seconds=3 * self.settings.webhook_timeout + LEASE_MARGIN_SECONDS)
 
     def _claim(self, limit: int) -> list[_Claim]:

@@ -1,6 +1,12 @@
-"""Backoff: the one formula every retry and reconnect uses, and HTTP targets' default delays."""
+"""Backoff: the one formula every retry and reconnect uses; HTTP targets' default delays; the
+margin a send's lease keeps past its request timeout."""
 
 from __future__ import annotations
+
+# A send's lease (an HTTP target's or a webhook delivery's) outlives its request timeout by this
+# many seconds before another process may take the send back (httpx's timeout applies to each
+# phase of a request).
+LEASE_MARGIN_SECONDS = 30.0
 
 # An HTTP target's seconds before each retry when its schedule sets none: attempts at 0, 0,
 # +5m, +15m, +1h, +3h, +6h (7 in all).
