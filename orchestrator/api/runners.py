@@ -7,7 +7,7 @@ from fastapi import APIRouter
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas import Page, RunnerPublic
-from orchestrator.services import audit, runners
+from orchestrator.services import runners
 
 router = APIRouter(prefix="/v1/runners", tags=["runners"], responses=responses(401))
 
@@ -37,6 +37,6 @@ def drain_runner(name: str, services: ServicesDep, actor: ActorDep) -> RunnerPub
     exit (admin tokens only)."""
     actor.require_admin()
     with services.db.transaction() as session:
-        view = runners.request_drain(session, services.hub, name, services.settings.runner_lease)
-        audit.record(session, actor, "runner.drain", f"runner:{name}")
+        lease = services.settings.runner_lease
+        view = runners.request_drain(session, services.hub, name, lease, actor)
     return RunnerPublic.from_record(view.record, view.state, view.running)

@@ -15,7 +15,7 @@ from orchestrator.schemas import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.services import audit, jobs, projects, webhooks
+from orchestrator.services import jobs, projects, webhooks
 from orchestrator.storage.models import WebhookDelivery
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
@@ -91,8 +91,7 @@ def get_webhook_secret(project: str, services: ServicesDep, actor: ActorDep) -> 
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.project_secret(session, services.box, project)
-        audit.record(session, actor, "webhook_secret_read", f"project/{project}", project)
+        secret = webhooks.reveal_project_secret(session, services.box, project, actor)
     return WebhookSecretPublic(secret=secret)
 
 
@@ -105,6 +104,5 @@ def rotate_webhook_secret(
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.rotate_secret(session, services.box, project)
-        audit.record(session, actor, "webhook_secret_rotated", f"project/{project}", project)
+        secret = webhooks.rotate_secret(session, services.box, project, actor)
     return WebhookSecretPublic(secret=secret)

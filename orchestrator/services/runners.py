@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.rules.states import ACTIVE
-from orchestrator.services import jobs
+from orchestrator.services import audit, jobs
+from orchestrator.services.audit import Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Installation, Job, RunnerRecord, utcnow
 from orchestrator.wakeups.hub import Hub
@@ -213,7 +214,9 @@ def get(session: Session, name: str, lease: float) -> RunnerView:
     return _view(row, _running_counts(session).get(name, 0), lease, utcnow())
 
 
-def request_drain(session: Session, hub: Hub | None, name: str, lease: float) -> RunnerView:
+def request_drain(
+    session: Session, hub: Hub | None, name: str, lease: float, actor: Actor
+) -> RunnerView:
     """Ask a runner to stop claiming and finish its jobs; it is woken at once (and sees the
     request at its next heartbeat anyway). Draining a draining runner changes nothing."""
     view = get(session, name, lease)
@@ -224,6 +227,7 @@ def request_drain(session: Session, hub: Hub | None, name: str, lease: float) ->
     ).one()
     row.state = DRAINING
     session.add(row)
+    audit.record(session, actor, "runner.drain", f"runner:{name}")
     if hub is not None:
         after_commit(session, lambda: hub.publish(control_topic(name)))
     return _view(row, view.running, lease, utcnow())

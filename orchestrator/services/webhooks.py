@@ -23,7 +23,8 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
 from orchestrator.schemas import JobPublic
-from orchestrator.services import salad
+from orchestrator.services import audit, salad
+from orchestrator.services.audit import Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import (
     ApiSecret,
@@ -90,9 +91,18 @@ def project_secret(session: Session, box: SecretBox, project: str) -> str:
     return box.decrypt(row.webhook_secret_ciphertext)["secret"]
 
 
-def rotate_secret(session: Session, box: SecretBox, project: str) -> str:
+def reveal_project_secret(session: Session, box: SecretBox, project: str, actor: Actor) -> str:
+    """``project_secret`` shown to ``actor``, which the audit trail records."""
+    secret = project_secret(session, box, project)
+    audit.record(session, actor, "webhook_secret_read", f"project/{project}", project)
+    return secret
+
+
+def rotate_secret(session: Session, box: SecretBox, project: str, actor: Actor) -> str:
     """Replace the project's signing secret; deliveries sent from now on are signed with it."""
-    return _store_new_secret(session, box, _project(session, project, lock=True))
+    secret = _store_new_secret(session, box, _project(session, project, lock=True))
+    audit.record(session, actor, "webhook_secret_rotated", f"project/{project}", project)
+    return secret
 
 
 def _new_api_secret() -> str:
@@ -118,8 +128,16 @@ def api_secret(session: Session, box: SecretBox, name: str) -> str:
     return str(box.decrypt(row.secret_ciphertext)["secret"])
 
 
-def rotate_api_secret(session: Session, box: SecretBox, name: str) -> str:
+def reveal_api_secret(session: Session, box: SecretBox, name: str, actor: Actor) -> str:
+    """``api_secret`` shown to ``actor``, which the audit trail records."""
+    secret = api_secret(session, box, name)
+    audit.record(session, actor, f"{name}_webhook_key_read", f"{name}/webhook-secret-key", None)
+    return secret
+
+
+def rotate_api_secret(session: Session, box: SecretBox, name: str, actor: Actor) -> str:
     """Replace a drop-in API's signing secret; deliveries sent from now on are signed with it."""
+    audit.record(session, actor, f"{name}_webhook_key_rotated", f"{name}/webhook-secret-key", None)
     secret = _new_api_secret()
     row = session.get(ApiSecret, name, with_for_update=True, populate_existing=True)
     if row is None:

@@ -21,7 +21,7 @@ from orchestrator.api.errors import responses, status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate
-from orchestrator.services import audit, jobs, projects, queues, salad, webhooks
+from orchestrator.services import jobs, projects, queues, salad, webhooks
 from orchestrator.services.audit import Actor
 from orchestrator.services.salad import (
     QueueCollection,
@@ -392,8 +392,7 @@ def get_webhook_secret_key(
     them with ``svix``. Needs an admin token."""
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
-        key = webhooks.api_secret(session, services.box, salad.SALAD)
-        audit.record(session, actor, "salad_webhook_key_read", "salad/webhook-secret-key", None)
+        key = webhooks.reveal_api_secret(session, services.box, salad.SALAD, actor)
     return WebhookSecretKey(secret_key=key)
 
 
@@ -405,6 +404,5 @@ def update_webhook_secret_key(
     token."""
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
-        key = webhooks.rotate_api_secret(session, services.box, salad.SALAD)
-        audit.record(session, actor, "salad_webhook_key_rotated", "salad/webhook-secret-key", None)
+        key = webhooks.rotate_api_secret(session, services.box, salad.SALAD, actor)
     return WebhookSecretKey(secret_key=key)
