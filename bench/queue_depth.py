@@ -9,7 +9,7 @@ one-transaction load of 1M rows, before any vacuum, the claim is 2.1-2.2x slower
 (measured in alternation; with the vacuum, 1.03x): the cost of a freshly loaded table, not of
 its depth, and one that jobs arriving over time never see all at once. Their events are not
 copied: the claim never reads them.
-The claim is measured in-process, as the runner calls it (``jobs.claim`` in a write
+The claim is measured in-process, as the runner calls it (``attempts.claim`` in a write
 transaction); the submit over the API of an ``orchestrator serve`` whose runner is off.
 
 Each depth is compared with a second server and database holding 1k waiting jobs, claimed and
@@ -41,7 +41,7 @@ from common import (
 )
 from sqlmodel import Session
 
-from orchestrator.services import jobs
+from orchestrator.services import attempts
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job
 
@@ -106,7 +106,7 @@ def time_claims(
         for db in (base, deep) if number % 2 else (deep, base):
             began = time.perf_counter()
             with db.transaction() as session:
-                job = jobs.claim(session, CLAIMER)
+                job = attempts.claim(session, CLAIMER)
             times[id(db)].append(time.perf_counter() - began)
             if job is None:
                 raise RuntimeError("nothing to claim: the queue ran dry")
@@ -128,7 +128,7 @@ def claim_plan(db: Database) -> list[str]:
     try:
         with db.write_engine.connect() as connection:
             with Session(bind=connection) as session:
-                jobs.claim(session, CLAIMER)
+                attempts.claim(session, CLAIMER)
                 session.rollback()
     finally:
         sa.event.remove(db.write_engine, "before_cursor_execute", capture)

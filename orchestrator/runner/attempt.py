@@ -37,7 +37,7 @@ from orchestrator.rules.masking import Masker, mask
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump, resume_since
 from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
-from orchestrator.services import jobs
+from orchestrator.services import attempts, jobs
 from orchestrator.storage.models import Job, utcnow
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Attempt:
         """After an unexpected error: end the attempt as failed rather than leave it running."""
         error = f"the runner failed while running this attempt ({type(exc).__name__}); see its log"
         try:
-            self._finish(jobs.AttemptResult(error=error))
+            self._finish(attempts.AttemptResult(error=error))
             self._remove()
         except Exception:
             logger.exception(
@@ -267,9 +267,9 @@ class Attempt:
     def _engine(self) -> DockerEngine:
         return self.context.engine
 
-    def _finish(self, result: jobs.AttemptResult) -> None:
+    def _finish(self, result: attempts.AttemptResult) -> None:
         with self.context.db.transaction() as session:
-            jobs.finish(
+            attempts.finish(
                 session,
                 self.context.hub,
                 self.job_id,
@@ -281,7 +281,7 @@ class Attempt:
 
     def _requeue(self, reason: str) -> None:
         with self.context.db.transaction() as session:
-            jobs.requeue(
+            attempts.requeue(
                 session, self.context.hub, self.job_id, self.context.name, self.number, reason
             )
 
@@ -300,11 +300,11 @@ class Attempt:
 
     def _run(self) -> None:
         try:
-            self._secrets = jobs.secret_values(self.job, self.context.box)
+            self._secrets = attempts.secret_values(self.job, self.context.box)
         except OrchestratorError as exc:
             # No key of this runner opens the job's secrets (a pruned or foreign key): the job
             # can never run here, so end it rather than leave it starting.
-            self._finish(jobs.AttemptResult(error=exc.message, retryable=False))
+            self._finish(attempts.AttemptResult(error=exc.message, retryable=False))
             self._remove()
             return
         if self.adopted:
@@ -315,14 +315,14 @@ class Attempt:
             self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
-            self._finish(jobs.AttemptResult(error=error, retryable=False))
+            self._finish(attempts.AttemptResult(error=error, retryable=False))
             return
         try:
             self.container_id = self._create()
             self._crash_point("created")
             if self._cancel.is_set():
                 self._remove()
-                self._finish(jobs.AttemptResult(cancelled=True))
+                self._finish(attempts.AttemptResult(cancelled=True))
                 return
             self._engine.start(self.container_id)
             self._crash_point("started")
@@ -334,7 +334,7 @@ class Attempt:
         except (ImageUnavailable, ContainerFailure) as exc:
             self._remove_quietly()
             message = mask(exc.message, self._secrets.values())
-            self._finish(jobs.AttemptResult(error=message, retryable=False))
+            self._finish(attempts.AttemptResult(error=message, retryable=False))
             return
         if self._record_running(self.container_id):
             self._supervise(since=None, started=time.monotonic())
@@ -343,7 +343,7 @@ class Attempt:
         """Commit the container's id and ``running``; False (its container removed) when the
         attempt is no longer this runner's."""
         with self.context.db.transaction() as session:
-            held = jobs.mark_running(
+            held = attempts.mark_running(
                 session, self.context.hub, self.job_id, self.context.name, self.number, container_id
             )
         if not held:
@@ -430,14 +430,14 @@ class Attempt:
             return
         if self._engine.state(self.container_id) is None:
             self._finish(
-                jobs.AttemptResult(
+                attempts.AttemptResult(
                     error="the container disappeared while the runner was away",
                     interrupted="container_vanished",
                 )
             )
             return
         with self.context.db.read() as session:
-            resume = jobs.last_log_time(session, self.job_id, self.number)
+            resume = attempts.last_log_time(session, self.job_id, self.number)
         started = time.monotonic()
         if self.job.start_time is not None:
             started -= (utcnow() - self.job.start_time).total_seconds()
@@ -623,7 +623,7 @@ class Attempt:
             # Text comes only from output read, which sets the resume point.
             assert resume is not None
             with self.context.db.transaction() as session:
-                jobs.append_logs(
+                attempts.append_logs(
                     session,
                     self.context.hub,
                     self.job_id,
@@ -646,7 +646,7 @@ class Attempt:
 
     def _collect(
         self, container_id: str, exit_code: int | None, timed_out: bool
-    ) -> jobs.AttemptResult:
+    ) -> attempts.AttemptResult:
         """What the attempt came to, from its exit code, its output and the engine.
 
         A container removed or killed through the engine by someone else (``docker rm -f``,
@@ -709,7 +709,7 @@ class Attempt:
             error = "the container ran out of memory and was killed"
         elif error is None and exit_code != 0 and not self._cancel.is_set():
             error = f"the container exited with code {exit_code}"
-        return jobs.AttemptResult(
+        return attempts.AttemptResult(
             exit_code=exit_code,
             output=output,
             error=error,

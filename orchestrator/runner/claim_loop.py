@@ -30,7 +30,7 @@ from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
 from orchestrator.runner.worker_pools import WorkerPools
-from orchestrator.services import jobs, runners
+from orchestrator.services import attempts, runners
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, utcnow
 from orchestrator.storage.secret_box import SecretBox
@@ -246,10 +246,10 @@ class Runner:
         self._stop.set()
         self.hub.publish(control_topic(self.name))
         with self._lock:
-            attempts = list(self._attempts.values())
-        for attempt in attempts:
+            ours = list(self._attempts.values())
+        for attempt in ours:
             attempt.detach()
-        for attempt in attempts:
+        for attempt in ours:
             attempt.join(10.0)
         # Worker containers do not outlive their runner process (their jobs were given back).
         self.workers.close()
@@ -257,7 +257,7 @@ class Runner:
             self._write_state(runners.STOPPED)
         logger.info(
             "runner stopped; %d running jobs left for adoption",
-            len(attempts),
+            len(ours),
             extra={"action": "runner_stopped"},
         )
         self.done.set()
@@ -278,7 +278,7 @@ class Runner:
             failures = min(self._engine_failures, 8) + 1
             return exponential_backoff(failures, interval, max(ENGINE_RETRY_MAX, interval))
         with self.db.read() as session:
-            due = jobs.next_due(session)
+            due = attempts.next_due(session)
         timeout = self.settings.poll_interval
         if due is not None:
             timeout = min(timeout, max((due - utcnow()).total_seconds(), 0.01))
@@ -362,12 +362,12 @@ class Runner:
     def _let_go(self) -> None:
         """Abandon the attempts this runner no longer holds (taken back while it was lost)."""
         with self._lock:
-            attempts = list(self._attempts.values())
-        if not attempts:
+            ours = list(self._attempts.values())
+        if not ours:
             return
         with self.db.read() as session:
-            held = {(job.id, job.attempt) for job in jobs.held_by(session, self.name)}
-        for attempt in attempts:
+            held = {(job.id, job.attempt) for job in attempts.held_by(session, self.name)}
+        for attempt in ours:
             if (attempt.job_id, attempt.number) not in held:
                 attempt.abandon()
 
@@ -384,15 +384,15 @@ class Runner:
             self._reconcile()
             self._reconciled = True
         with self.db.read() as session:
-            due = jobs.scheduled_due(session)
+            due = attempts.scheduled_due(session)
         if due:
             with self.db.transaction() as session:
-                jobs.promote_due(session, self.hub)
+                attempts.promote_due(session, self.hub)
         self._deliver_cancels()
         claimed = 0
         while not self._stop.is_set() and not self._draining.is_set() and self._free_slots() > 0:
             with self.db.transaction() as session:
-                job = jobs.claim(session, self.name, self.hub, self.queues)
+                job = attempts.claim(session, self.name, self.hub, self.queues)
             if job is None:
                 break
             claimed += 1
@@ -475,7 +475,7 @@ class Runner:
 
     def _deliver_cancels(self) -> None:
         with self.db.read() as session:
-            wanted = jobs.cancel_requested(session, self.name)
+            wanted = attempts.cancel_requested(session, self.name)
         with self._lock:
             targets = [self._attempts[j] for j in wanted if j in self._attempts]
         for attempt in targets:
@@ -490,8 +490,8 @@ class Runner:
         # claim committed before it, which the read sees.
         directories = self.run_dirs.names()
         with self.db.read() as session:
-            held = jobs.held_by(session, self.name)
-            active = jobs.active_attempts(session)
+            held = attempts.held_by(session, self.name)
+            active = attempts.active_attempts(session)
         with self._lock:
             running = {(attempt.job_id, attempt.number) for attempt in self._attempts.values()}
         # Directories are the installation's, shared by its runners on this disk.
@@ -534,11 +534,11 @@ class Runner:
         if not candidates:
             return
         with self._lock:
-            attempts = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
-            running = {(a.job_id, a.number) for a in attempts}
+            ours = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
+            running = {(a.job_id, a.number) for a in ours}
         with self.db.read() as session:
-            active = jobs.active_attempts(session)
-            known = jobs.existing(session, {candidates[c][0] for c in legacy})
+            active = attempts.active_attempts(session)
+            known = attempts.existing(session, {candidates[c][0] for c in legacy})
         for container_id, key in candidates.items():
             if key in active or key in running:
                 continue

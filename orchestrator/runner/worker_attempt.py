@@ -31,7 +31,7 @@ from orchestrator.runner.attempt import Attempt, container_spec, parse_output
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
 from orchestrator.runner.worker_pools import WORKER_LABEL, Worker, WorkerConfig, WorkerPool
-from orchestrator.services import jobs
+from orchestrator.services import attempts
 from orchestrator.storage.models import Job
 
 if TYPE_CHECKING:
@@ -96,9 +96,9 @@ class WorkerAttempt(Attempt):
 
     def _run(self) -> None:
         try:
-            self._secrets = jobs.secret_values(self.job, self.context.box)
+            self._secrets = attempts.secret_values(self.job, self.context.box)
         except OrchestratorError as exc:
-            self._finish(jobs.AttemptResult(error=exc.message, retryable=False))
+            self._finish(attempts.AttemptResult(error=exc.message, retryable=False))
             return
         if self.adopted:
             self._give_back()
@@ -107,7 +107,7 @@ class WorkerAttempt(Attempt):
             self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
-            self._finish(jobs.AttemptResult(error=error, retryable=False))
+            self._finish(attempts.AttemptResult(error=error, retryable=False))
             return
         spec = worker_spec(self.context, self.job, self._secrets, self._volumes)
         config = WorkerConfig.from_section(self.job.container["worker"])
@@ -136,7 +136,7 @@ class WorkerAttempt(Attempt):
             self._requeue("the runner restarted before a worker served the job")
             return
         self._finish(
-            jobs.AttemptResult(
+            attempts.AttemptResult(
                 error="the runner restarted while its worker container served the job",
                 interrupted="runner_restarted",
             )
@@ -154,22 +154,22 @@ class WorkerAttempt(Attempt):
             return
         except ImageUnavailable as exc:
             message = mask(exc.message, self._secrets.values())
-            self._finish(jobs.AttemptResult(error=message, retryable=False))
+            self._finish(attempts.AttemptResult(error=message, retryable=False))
             return
         except OrchestratorError as exc:
             # The container failed to start or to get ready: another attempt may fare better.
-            self._finish(jobs.AttemptResult(error=mask(exc.message, self._secrets.values())))
+            self._finish(attempts.AttemptResult(error=mask(exc.message, self._secrets.values())))
             return
         if worker is None:
             if self._cancel.is_set():
-                self._finish(jobs.AttemptResult(cancelled=True))
+                self._finish(attempts.AttemptResult(cancelled=True))
             elif self._detach.is_set():
                 self._requeue("the runner stopped before a worker served the job")
             return
         self._worker = worker
         self.container_id = worker.container_id
         with self.context.db.transaction() as session:
-            held = jobs.mark_running(
+            held = attempts.mark_running(
                 session,
                 self.context.hub,
                 self.job_id,
@@ -191,7 +191,7 @@ class WorkerAttempt(Attempt):
 
     def _serve(self, worker: Worker, config: WorkerConfig) -> None:
         """POST the input, store the worker's output meanwhile, enforce timeout and cancel."""
-        answers: list[tuple[jobs.AttemptResult, bool]] = []
+        answers: list[tuple[attempts.AttemptResult, bool]] = []
         request = threading.Thread(
             target=lambda: answers.append(self._post(worker, config)),
             name=f"post-{self.job_id}",
@@ -202,7 +202,7 @@ class WorkerAttempt(Attempt):
         timeout = self.job.timeout
         started = time.monotonic()
         request.start()
-        result: jobs.AttemptResult | None = None
+        result: attempts.AttemptResult | None = None
         while request.is_alive():
             request.join(interval)
             self._store_logs(worker.pump, budget, ending=False)
@@ -210,16 +210,18 @@ class WorkerAttempt(Attempt):
                 self._return_worker(healthy=False)
                 return
             if self._detach.is_set():
-                result = jobs.AttemptResult(
+                result = attempts.AttemptResult(
                     error="the runner stopped while its worker served the job",
                     interrupted="runner_stopped",
                 )
                 break
             if self._cancel.is_set():
-                result = jobs.AttemptResult(cancelled=True)
+                result = attempts.AttemptResult(cancelled=True)
                 break
             if timeout is not None and time.monotonic() - started > timeout:
-                result = jobs.AttemptResult(timed_out=True, error=f"timed out after {timeout:g}s")
+                result = attempts.AttemptResult(
+                    timed_out=True, error=f"timed out after {timeout:g}s"
+                )
                 break
         # A request left unanswered may still keep the worker busy: replace it.
         healthy = False
@@ -242,7 +244,7 @@ class WorkerAttempt(Attempt):
             quiet = 0 if self._store_logs(pump, budget, ending=False) else quiet + 1
         self._store_logs(pump, budget, ending=True)
 
-    def _post(self, worker: Worker, config: WorkerConfig) -> tuple[jobs.AttemptResult, bool]:
+    def _post(self, worker: Worker, config: WorkerConfig) -> tuple[attempts.AttemptResult, bool]:
         """The attempt's result from the worker's answer, and whether the worker is healthy."""
         limit = self.context.settings.max_output_bytes
         headers = {
@@ -262,16 +264,16 @@ class WorkerAttempt(Attempt):
                     raw += chunk
                     if len(raw) > limit:
                         error = f"the worker's answer is larger than {limit} bytes"
-                        return jobs.AttemptResult(error=error), False
+                        return attempts.AttemptResult(error=error), False
                 status = r.status_code
         except httpx.HTTPError as exc:
-            return jobs.AttemptResult(error=self._request_failed(worker, exc)), False
+            return attempts.AttemptResult(error=self._request_failed(worker, exc)), False
         if not 200 <= status < 300:
             text = mask(raw.decode(errors="replace"), self._secrets.values())
             error = f"the worker answered HTTP {status}: {text[:ERROR_BODY_CHARS]}".rstrip(": ")
-            return jobs.AttemptResult(error=error), True
+            return attempts.AttemptResult(error=error), True
         output, problem = self._output(raw)
-        return jobs.AttemptResult(exit_code=0, output=output, error=problem), True
+        return attempts.AttemptResult(exit_code=0, output=output, error=problem), True
 
     def _output(self, raw: bytes) -> tuple[object, str | None]:
         """The answer's body as the job's output: JSON when it parses, else text; masked."""

@@ -1,8 +1,9 @@
-"""The job service: submit, claim, every status change, cancel and retry decisions.
+"""The job service: submit, read, list, cancel, and every status change.
 
-Only this module changes a job's status, and only through ``transition``, which writes the job
-and its event in the caller's transaction. Runner writes are fenced by (runner, attempt): a
-runner that no longer holds an attempt cannot change the job.
+Only ``transition`` here changes a job's status: it writes the job and its event in the
+caller's transaction (``attempts`` calls it for the runner's side: claims, starts, outcomes,
+retries). Runner writes are fenced by (runner, attempt): a runner that no longer holds an
+attempt cannot change the job.
 """
 
 from __future__ import annotations
@@ -10,21 +11,17 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
-from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PREFIX, RetryPolicy
+from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PREFIX
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.states import (
-    ACTIVE,
     UNFINISHED,
     WAITING,
     EventType,
@@ -35,13 +32,12 @@ from orchestrator.rules.templating import substitute
 from orchestrator.schemas import JobCreate
 from orchestrator.services import definitions, projects, webhooks
 from orchestrator.services.audit import SYSTEM, Actor
-from orchestrator.storage.db import after_commit, serialize
+from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Definition, Job, JobEvent, JobLog, Queue, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import CANCEL, WORK, job_topic
 
-CLAIM_LOCK = "orchestrator.claim"
 # The definition columns of a job that waits for its queue's default definition.
 UNBOUND_NAME = ""
 UNBOUND_VERSION = 0
@@ -492,7 +488,7 @@ def cancel(
     session: Session, hub: Hub | None, project: str, job_id: str, actor: Actor = SYSTEM
 ) -> Job:
     """Cancel a waiting job at once; ask the runner to stop a starting or running one."""
-    job = _locked(session, get(session, project, job_id).id)
+    job = locked_job(session, get(session, project, job_id).id)
     if job.status.terminal:
         raise Conflict(f"job {job.id} is already {job.status}", field="status")
     who = {"actor": actor.record()}
@@ -506,7 +502,7 @@ def cancel(
     return job
 
 
-def _locked(session: Session, job_id: str) -> Job:
+def locked_job(session: Session, job_id: str) -> Job:
     job = session.exec(select(Job).where(Job.id == job_id).with_for_update()).first()
     if job is None:
         raise NotFound(f"job '{job_id}' not found", field="job")
@@ -514,426 +510,3 @@ def _locked(session: Session, job_id: str) -> Job:
 
 
 # --- runner side -------------------------------------------------------------------------
-
-
-def queue_filter(queues: Sequence[str]) -> sa.ColumnElement[bool]:
-    """Which queues a runner limited to ``queues`` claims from: ``name`` (in any project) or
-    ``project::name``."""
-    conditions = []
-    for entry in queues:
-        project, _, name = entry.rpartition("::")
-        if project:
-            conditions.append(sa.and_(col(Queue.project) == project, col(Queue.name) == name))
-        else:
-            conditions.append(col(Queue.name) == name)
-    return sa.or_(*conditions)
-
-
-def _claimable_queues(session: Session, queues: Sequence[str] | None) -> list[Queue]:
-    """The queues a claim may take from, highest priority first: not paused, under their
-    ``max_concurrency``, and among ``queues`` when given."""
-    active = Job.__table__.alias("active")  # type: ignore[attr-defined]
-    running = (
-        select(sa.func.count())
-        .select_from(active)
-        .where(
-            active.c.project == Queue.project,
-            active.c.queue == Queue.name,
-            active.c.status.in_(sorted(ACTIVE)),
-        )
-        .scalar_subquery()
-    )
-    statement = (
-        select(Queue)
-        .where(
-            col(Queue.paused).is_(False),
-            sa.or_(col(Queue.max_concurrency).is_(None), running < col(Queue.max_concurrency)),
-        )
-        .order_by(sa.desc(col(Queue.priority)), col(Queue.id))
-    )
-    if queues:
-        statement = statement.where(queue_filter(queues))
-    return list(session.exec(statement).all())
-
-
-def _next_in_queue(session: Session, queue: Queue, now: datetime) -> Job | None:
-    """The queue's next runnable job: by job priority, then submit order (``ix_jobs_queue_claim``
-    gives this order, so it is one index probe however many jobs wait)."""
-    statement = (
-        select(Job)
-        .where(
-            Job.project == queue.project,
-            Job.queue == queue.name,
-            Job.status == JobStatus.QUEUED,
-            sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
-        )
-        .order_by(sa.desc(col(Job.priority)), col(Job.seq))
-        .limit(1)
-    )
-    return session.exec(statement).first()
-
-
-def claim(
-    session: Session, runner: str, hub: Hub | None = None, queues: Sequence[str] | None = None
-) -> Job | None:
-    """Atomically take the next runnable job for ``runner`` and mark it ``starting``.
-
-    Order: queue priority, job priority, then submit order. Paused queues and queues at their
-    ``max_concurrency`` are passed over; ``queues`` limits the claim to those queues.
-    """
-    serialize(session, CLAIM_LOCK)
-    now = utcnow()
-    job: Job | None = None
-    # Queues of equal priority compete on job priority and submit order: take each one's next
-    # job and keep the best. A higher-priority group with any runnable job wins outright.
-    for _, group in groupby(_claimable_queues(session, queues), key=lambda queue: queue.priority):
-        heads = [head for queue in group if (head := _next_in_queue(session, queue, now))]
-        if heads:
-            job = min(heads, key=lambda head: (-head.priority, head.seq or 0))
-            break
-    if job is None:
-        return None
-    transition(
-        session,
-        job,
-        JobStatus.STARTING,
-        EventType.STARTING,
-        {"runner": runner},
-        hub,
-        attempt=job.attempt + 1,
-        runner=runner,
-        run_after=None,
-        container_id=None,
-        exit_code=None,
-        error=None,
-        output=None,
-    )
-    return job
-
-
-def scheduled_due(session: Session) -> bool:
-    """Whether any scheduled job's time has come (a cheap read before ``promote_due``)."""
-    statement = select(Job.id).where(
-        Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow()
-    )
-    return session.exec(statement.limit(1)).first() is not None
-
-
-def promote_due(session: Session, hub: Hub | None = None) -> int:
-    """Queue every scheduled job whose time has come; how many were queued."""
-    due = session.exec(
-        select(Job)
-        .where(Job.status == JobStatus.SCHEDULED, col(Job.schedule_at) <= utcnow())
-        .with_for_update(skip_locked=True)
-    ).all()
-    for job in due:
-        transition(session, job, JobStatus.QUEUED, EventType.QUEUED, hub=hub)
-    return len(due)
-
-
-def next_due(session: Session) -> datetime | None:
-    """The earliest future time at which a waiting job becomes runnable (backoff or schedule)."""
-    backoff = session.exec(
-        select(sa.func.min(Job.run_after)).where(Job.status == JobStatus.QUEUED)
-    ).one()
-    scheduled = session.exec(
-        select(sa.func.min(Job.schedule_at)).where(Job.status == JobStatus.SCHEDULED)
-    ).one()
-    times = [t for t in (backoff, scheduled) if t is not None]
-    return min(times) if times else None
-
-
-def held(session: Session, job_id: str, runner: str, attempt: int) -> Job | None:
-    """The job, locked, if ``runner`` still holds ``attempt`` of it; else None (fenced out)."""
-    job = _locked(session, job_id)
-    if job.runner != runner or job.attempt != attempt or job.status not in ACTIVE:
-        return None
-    return job
-
-
-def mark_running(
-    session: Session,
-    hub: Hub | None,
-    job_id: str,
-    runner: str,
-    attempt: int,
-    container_id: str,
-    detail: dict[str, Any] | None = None,
-) -> bool:
-    """Record that the attempt's container started (``detail``: more for the ``started``
-    event, e.g. which worker container serves it); False when the runner was fenced out."""
-    job = held(session, job_id, runner, attempt)
-    if job is None:
-        return False
-    transition(
-        session,
-        job,
-        JobStatus.RUNNING,
-        EventType.STARTED,
-        {**(detail or {}), "container_id": container_id, "runner": runner},
-        hub,
-        container_id=container_id,
-        start_time=job.start_time or utcnow(),
-    )
-    return True
-
-
-@dataclass(frozen=True)
-class AttemptResult:
-    """What one attempt came to, as seen by the runner."""
-
-    exit_code: int | None = None
-    output: Any = None
-    error: str | None = None
-    timed_out: bool = False
-    cancelled: bool = False
-    retryable: bool = True
-    # Why the infrastructure, not the job, ended the attempt (e.g. the engine restarted).
-    interrupted: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The decision about a finished attempt."""
-
-    status: JobStatus
-    retry_delay: float | None = None
-    interrupted: bool = False
-
-
-def decide(
-    result: AttemptResult,
-    attempt: int,
-    policy: RetryPolicy,
-    *,
-    interrupted_attempts: int = 0,
-    interruption_limit: int = 0,
-) -> Outcome:
-    """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled).
-
-    Attempts the infrastructure interrupted do not count against ``policy.attempts``; a job
-    gets up to ``interruption_limit`` of them.
-    """
-    if result.cancelled:
-        return Outcome(JobStatus.CANCELLED)
-    if result.interrupted is not None:
-        if interrupted_attempts < interruption_limit:
-            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True)
-        return Outcome(JobStatus.FAILED)
-    attempt -= interrupted_attempts
-    if result.exit_code == 0 and result.error is None and not result.timed_out:
-        return Outcome(JobStatus.SUCCEEDED)
-    # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
-    code = None if result.timed_out else result.exit_code
-    if result.retryable and policy.allows_retry(attempt, code):
-        if not (result.timed_out and policy.on_exit_codes):
-            return Outcome(JobStatus.QUEUED, retry_delay=policy.delay_before(attempt + 1))
-    return Outcome(JobStatus.FAILED)
-
-
-def finish(
-    session: Session,
-    hub: Hub | None,
-    job_id: str,
-    runner: str,
-    attempt: int,
-    result: AttemptResult,
-    interruption_limit: int = 0,
-) -> Job | None:
-    """Record a finished attempt and move the job on; None when the runner was fenced out."""
-    job = held(session, job_id, runner, attempt)
-    if job is None:
-        return None
-    if job.cancel_requested:
-        result = AttemptResult(**{**result.__dict__, "cancelled": True})
-    outcome = decide(
-        result,
-        attempt,
-        RetryPolicy.model_validate(job.container["retry"]),
-        interrupted_attempts=job.interrupted_attempts,
-        interruption_limit=interruption_limit,
-    )
-    detail: dict[str, Any] = {"exit_code": result.exit_code}
-    if result.error:
-        detail["error"] = result.error
-    if result.timed_out:
-        record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
-    common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
-    if result.interrupted is not None and not result.cancelled:
-        interrupt(
-            session,
-            hub,
-            job,
-            EventType.INTERRUPTED,
-            {**detail, "reason": result.interrupted, "runner": runner},
-            requeue=outcome.status is JobStatus.QUEUED,
-            **common,
-        )
-    elif outcome.status is JobStatus.QUEUED:
-        assert outcome.retry_delay is not None
-        record(
-            session,
-            job,
-            EventType.RETRYING,
-            {**detail, "next_attempt": attempt + 1, "delay": outcome.retry_delay},
-            hub,
-        )
-        transition(
-            session,
-            job,
-            JobStatus.QUEUED,
-            EventType.QUEUED,
-            {"attempt": attempt + 1},
-            hub,
-            run_after=utcnow() + timedelta(seconds=outcome.retry_delay),
-            container_id=None,
-            **common,
-        )
-    else:
-        event = {
-            JobStatus.SUCCEEDED: EventType.SUCCEEDED,
-            JobStatus.FAILED: EventType.FAILED,
-            JobStatus.CANCELLED: EventType.CANCELLED,
-        }[outcome.status]
-        transition(session, job, outcome.status, event, detail, hub, **common)
-    return job
-
-
-def requeue(
-    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, reason: str
-) -> bool:
-    """Give back an attempt that never ran (the engine was down); it does not count."""
-    job = held(session, job_id, runner, attempt)
-    if job is None:
-        return False
-    if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, {"reason": reason}, hub)
-        return True
-    transition(
-        session,
-        job,
-        JobStatus.QUEUED,
-        EventType.REQUEUED,
-        {"reason": reason},
-        hub,
-        attempt=attempt - 1,
-        runner=None,
-        container_id=None,
-    )
-    return True
-
-
-def interrupt(
-    session: Session,
-    hub: Hub | None,
-    job: Job,
-    event: EventType,
-    detail: dict[str, Any],
-    *,
-    requeue: bool,
-    **changes: Any,
-) -> None:
-    """End an attempt the infrastructure interrupted: a new attempt that does not count, or
-    (``requeue`` False: the job had its share of interruptions) failed with the reason."""
-    record(session, job, event, detail, hub)
-    if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, **changes)
-    elif requeue:
-        transition(
-            session,
-            job,
-            JobStatus.QUEUED,
-            EventType.QUEUED,
-            {"attempt": job.attempt + 1, "reason": detail["reason"]},
-            hub,
-            interrupted_attempts=job.interrupted_attempts + 1,
-            runner=None,
-            container_id=None,
-            run_after=None,
-            **changes,
-        )
-    else:
-        error = changes.pop("error", None) or f"the attempt was interrupted: {detail['reason']}"
-        error += f" (the job was interrupted {job.interrupted_attempts + 1} times; giving up)"
-        transition(
-            session, job, JobStatus.FAILED, EventType.FAILED, detail, hub, error=error, **changes
-        )
-
-
-def recover(
-    session: Session, hub: Hub | None, runner: str, reason: str, interruption_limit: int
-) -> list[str]:
-    """Take back every job the (lost) ``runner`` holds: a new attempt, or failed past the
-    interruption limit. The runner's own writes are fenced out from now on."""
-    jobs = session.exec(
-        select(Job)
-        .where(Job.runner == runner, col(Job.status).in_(ACTIVE))
-        .with_for_update(skip_locked=True)
-    ).all()
-    for job in jobs:
-        detail = {"reason": reason, "runner": runner, "lost_attempt": job.attempt}
-        interrupt(
-            session,
-            hub,
-            job,
-            EventType.RUNNER_LOST,
-            detail,
-            requeue=job.interrupted_attempts < interruption_limit,
-            error=f"the runner '{runner}' holding the attempt was lost",
-        )
-    return [job.id for job in jobs]
-
-
-def cancel_requested(session: Session, runner: str) -> list[str]:
-    """Ids of the jobs held by ``runner`` whose cancel has been requested."""
-    statement = select(Job.id).where(
-        Job.runner == runner, col(Job.cancel_requested).is_(True), col(Job.status).in_(ACTIVE)
-    )
-    return list(session.exec(statement).all())
-
-
-def append_logs(
-    session: Session, hub: Hub | None, job_id: str, attempt: int, chunks: list[tuple[datetime, str]]
-) -> None:
-    """Store log chunks (already masked) and wake the job's followers after commit."""
-    session.add_all(JobLog(job_id=job_id, attempt=attempt, time=t, text=text) for t, text in chunks)
-    if hub is not None:
-        after_commit(session, lambda: hub.publish(job_topic(job_id)))
-
-
-def secret_values(job: Job, box: SecretBox) -> dict[str, str]:
-    """The job's secret env, decrypted (for the container's environment and log masking)."""
-    return box.decrypt(job.secret_env_ciphertext) if job.secret_env_ciphertext else {}
-
-
-def held_by(session: Session, runner: str) -> list[Job]:
-    """The jobs ``runner`` holds (starting or running), for adoption after a restart."""
-    statement = select(Job).where(Job.runner == runner, col(Job.status).in_(ACTIVE))
-    return list(session.exec(statement).all())
-
-
-def active_attempts(session: Session) -> set[tuple[str, int]]:
-    """(job id, attempt) of every attempt some runner holds (starting or running): their
-    containers and directories are not strays, whichever runner made them."""
-    statement = select(Job.id, Job.attempt).where(col(Job.status).in_(ACTIVE))
-    return {(job_id, attempt) for job_id, attempt in session.exec(statement).all()}
-
-
-def existing(session: Session, job_ids: set[str]) -> set[str]:
-    """Which of ``job_ids`` are jobs of this database."""
-    if not job_ids:
-        return set()
-    statement = select(Job.id).where(col(Job.id).in_(job_ids))
-    return set(session.exec(statement).all())
-
-
-def last_log_time(session: Session, job_id: str, attempt: int) -> datetime | None:
-    """The time stored with the attempt's last log batch: the runner's resume point, where
-    Docker's output of the attempt is not stored yet (it may go back: see ``LogPump``)."""
-    statement = (
-        select(JobLog.time)
-        .where(JobLog.job_id == job_id, JobLog.attempt == attempt)
-        .order_by(col(JobLog.id).desc())
-        .limit(1)
-    )
-    return session.exec(statement).first()

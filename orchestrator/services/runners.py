@@ -3,7 +3,7 @@
 Every runner process has a row in ``runners``, keyed by its name and owned by one run of the
 process (``session``). The row's ``state`` is what the runner or a drain request set
 (``active``, ``draining``, ``stopped``); a runner whose heartbeat is older than the lease is
-reported ``lost``, and the other runners take its jobs back (``jobs.recover``).
+reported ``lost``, and the other runners take its jobs back (``attempts.recover``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.rules.states import ACTIVE
-from orchestrator.services import audit, jobs
+from orchestrator.services import attempts, audit
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Installation, Job, RunnerRecord, utcnow
@@ -167,7 +167,7 @@ def recover_lost(
     ).all()
     recovered: dict[str, list[str]] = {}
     for row in lost:
-        ids = jobs.recover(session, hub, row.name, "runner_lost", interruption_limit)
+        ids = attempts.recover(session, hub, row.name, "runner_lost", interruption_limit)
         if ids:
             recovered[row.name] = ids
     return recovered

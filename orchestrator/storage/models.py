@@ -102,7 +102,7 @@ _UNFINISHED = "status IN ('scheduled', 'queued', 'starting', 'running')"
 class Job(SQLModel, table=True):
     __tablename__ = "jobs"
     __table_args__ = (
-        # When the next waiting job becomes runnable (``jobs.next_due``, ``jobs.promote_due``).
+        # When the next waiting job becomes runnable (``attempts.next_due``, ``promote_due``).
         sa.Index("ix_jobs_status_run_after", "status", "run_after"),
         sa.Index("ix_jobs_status_schedule_at", "status", "schedule_at"),
         # The claim takes a queue's next job from this index: job priority, then submit order.

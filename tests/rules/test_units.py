@@ -7,7 +7,7 @@ import pytest
 from orchestrator.rules.definition_spec import RetryPolicy
 from orchestrator.rules.states import JobStatus
 from orchestrator.rules.units import format_duration, parse_duration, parse_size
-from orchestrator.services.jobs import AttemptResult, decide
+from orchestrator.services.attempts import AttemptResult, decide
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from orchestrator.errors import ContainerFailure
 from orchestrator.runner.attempt import container_name
 from orchestrator.runner.run_dirs import RUN_DIR, RunDirs
-from orchestrator.services import jobs
+from orchestrator.services import attempts
 from orchestrator.storage.db import Database
 
 from ..conftest import (
@@ -195,7 +195,7 @@ def test_an_attempt_claimed_but_never_started_leaves_nothing_behind(
     db = Database(str(api.settings.database_url))
     try:
         with db.transaction() as session:
-            claimed = jobs.claim(session, name)
+            claimed = attempts.claim(session, name)
             assert claimed is not None and claimed.id == job_id
             first = container_name(claimed)
     finally:
