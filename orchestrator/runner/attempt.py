@@ -11,15 +11,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from orchestrator.config import Settings
 from orchestrator.docker.engine import (
     INSTALLATION_LABEL,
     LABEL_PREFIX,
-    ContainerSpec,
     ContainerState,
     DockerEngine,
 )
@@ -33,10 +31,11 @@ from orchestrator.errors import (
     PolicyRefused,
 )
 from orchestrator.rules import crash_points
-from orchestrator.rules.masking import Masker, mask
+from orchestrator.rules.masking import mask
+from orchestrator.runner.container_spec import container_name, container_spec, parse_output
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump, resume_since
-from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
+from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH
 from orchestrator.services import attempts, jobs
 from orchestrator.storage.models import Job, utcnow
 
@@ -50,109 +49,6 @@ LOG_DRAIN_SECONDS = 5.0
 SIGNAL_EXIT_CODES = frozenset({137, 143})
 # How long after such an exit an engine shutting down has stopped answering.
 ENGINE_SHUTDOWN_WINDOW = 5.0
-
-
-def attempt_name(job_id: str, attempt: int) -> str:
-    """The name of an attempt's container and of its run directory."""
-    return f"orch-{job_id}-{attempt}"
-
-
-def container_name(job: Job) -> str:
-    """The name of the container of ``job``'s current attempt."""
-    return attempt_name(job.id, job.attempt)
-
-
-def container_spec(
-    job: Job,
-    secrets: dict[str, str],
-    runner: str,
-    settings: Settings,
-    installation: str,
-    run_dir: str | None = None,
-    volumes: list[str] | None = None,
-) -> ContainerSpec:
-    """The container of ``job``'s current attempt: env, labels, resources and options.
-
-    A job whose definition sets no memory or pids limit gets the server's defaults.
-    ``run_dir``: the runner's directory to mount at ``/run/orchestrator``, if any;
-    ``volumes``: the job's volumes as the runner's policy resolved them (real host paths).
-    """
-    options = job.container
-    resources = options["resources"]
-    env = {
-        **job.env,
-        **secrets,
-        "ORCH_JOB_ID": job.id,
-        "ORCH_ATTEMPT": str(job.attempt),
-        "ORCH_PROJECT": job.project,
-        "ORCH_QUEUE": job.queue,
-        "ORCH_INPUT": INPUT_PATH,
-        "ORCH_OUTPUT": OUTPUT_PATH,
-    }
-    labels = {
-        **options["labels"],
-        INSTALLATION_LABEL: installation,
-        f"{LABEL_PREFIX}job-id": job.id,
-        f"{LABEL_PREFIX}attempt": str(job.attempt),
-        f"{LABEL_PREFIX}runner": runner,
-        f"{LABEL_PREFIX}project": job.project,
-        f"{LABEL_PREFIX}queue": job.queue,
-    }
-    return ContainerSpec(
-        name=container_name(job),
-        image=options["image"],
-        command=job.command,
-        env=env,
-        labels=labels,
-        working_dir=options["working_dir"],
-        user=options["user"],
-        network=options["network"],
-        volumes=options["volumes"] if volumes is None else volumes,
-        privileged=options["privileged"],
-        cap_add=options["cap_add"],
-        devices=options["devices"],
-        pid=options.get("pid"),
-        ipc=options.get("ipc"),
-        userns=options.get("userns"),
-        cpus=resources["cpus"],
-        memory=resources["memory"] or settings.default_memory or None,
-        pids=resources["pids"] or settings.default_pids or None,
-        shm_size=resources["shm_size"],
-        gpus=resources["gpus"],
-        mounts={RUN_DIR: run_dir} if run_dir else {},
-    )
-
-
-def parse_output(raw: bytes | None, secrets: Iterable[str]) -> tuple[Any, str | None]:
-    """(output, error) from the bytes at ``$ORCH_OUTPUT``, secret values masked.
-
-    Invalid JSON is an error of the attempt, not a crash of the runner.
-    """
-    if raw is None or not raw.strip():
-        return None, None
-    try:
-        text = raw.decode()
-        json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
-    masker = Masker(secrets)
-    try:
-        # Masking the text catches a value written outside a string (a number); masking the
-        # decoded strings catches it however JSON escaped it ("\u0041" for "A").
-        return _mask_strings(json.loads(masker(text)), masker), None
-    except (ValueError, RecursionError):
-        return None, "the output was withheld: masking a secret value in it broke its JSON"
-
-
-def _mask_strings(value: Any, masker: Masker) -> Any:
-    """Decoded JSON with secret values masked in every string, object keys included."""
-    if isinstance(value, str):
-        return masker(value)
-    if isinstance(value, list):
-        return [_mask_strings(item, masker) for item in value]
-    if isinstance(value, dict):
-        return {masker(key): _mask_strings(item, masker) for key, item in value.items()}
-    return value
 
 
 class Attempt:

@@ -25,7 +25,8 @@ from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.retry import exponential_backoff
-from orchestrator.runner.attempt import Attempt, attempt_name
+from orchestrator.runner.attempt import Attempt
+from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job

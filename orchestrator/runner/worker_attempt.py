@@ -27,7 +27,8 @@ from orchestrator.errors import (
     PolicyRefused,
 )
 from orchestrator.rules.masking import mask
-from orchestrator.runner.attempt import Attempt, container_spec, parse_output
+from orchestrator.runner.attempt import Attempt
+from orchestrator.runner.container_spec import container_spec, parse_output
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
 from orchestrator.runner.worker_pools import WORKER_LABEL, Worker, WorkerConfig, WorkerPool

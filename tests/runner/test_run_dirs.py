@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from orchestrator.errors import ContainerFailure
-from orchestrator.runner.attempt import container_name
+from orchestrator.runner.container_spec import container_name
 from orchestrator.runner.run_dirs import RUN_DIR, RunDirs
 from orchestrator.services import attempts
 from orchestrator.storage.db import Database
