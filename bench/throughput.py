@@ -46,8 +46,8 @@ DEFINITION = {
 
 
 def raw_options(run_id: str) -> dict[str, Any]:
-    """Container options as the runner gives a job of DEFINITION (orchestrator/attempt.py
-    ``container_spec`` and docker_engine.py ``create``): the server's default memory and pids
+    """Container options as the runner gives a job of DEFINITION (orchestrator/runner/container_spec.py
+    ``container_spec`` and docker/engine.py ``create``): the server's default memory and pids
     limits, no-new-privileges, network none, labels and ORCH_* env of the same shape."""
     defaults = Settings.model_fields
     labels = {

@@ -1,4 +1,5 @@
-"""Everything that talks to Docker; the only module that imports ``docker``.
+"""The Docker engine facade: every call to Docker (``docker/`` is the only package that imports
+``docker``).
 
 Calls are blocking and fallible: the caller runs them in its own threads. Docker and requests
 errors are translated here into the product's errors, so no caller sees a docker exception.
@@ -7,15 +8,11 @@ The client is created lazily, so a server starts while its engine is down.
 
 from __future__ import annotations
 
-import functools
-import http.client
 import io
-import struct
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -23,9 +20,19 @@ from urllib.parse import quote
 import docker
 import docker.errors
 import requests.exceptions
-from docker.transport.unixconn import UnixHTTPAdapter
 from docker.types import DeviceRequest, Mount
 
+from orchestrator.docker.log_stream import (
+    STDERR,
+    STDOUT,
+    FrameDecoder,
+    LogFrame,
+    body_blocks,
+    log_frame,
+    since_parameter,
+)
+from orchestrator.docker.socket_pool import pool_socket_connections
+from orchestrator.docker.spec import ContainerSpec, ContainerState
 from orchestrator.errors import (
     ContainerFailure,
     ContainerMissing,
@@ -33,253 +40,6 @@ from orchestrator.errors import (
     ImageUnavailable,
     MountSourceMissing,
 )
-
-LABEL_PREFIX = "orchestrator."
-# Every container an installation makes carries its id (``installation`` table): nothing an
-# installation does touches another's containers, even on one engine under one runner name.
-INSTALLATION_LABEL = f"{LABEL_PREFIX}installation"
-
-# The stream numbers of Docker's multiplexed output.
-STDOUT = 1
-STDERR = 2
-_FRAME_HEADER = struct.Struct(">BxxxL")  # stream, 3 bytes of padding, payload length
-_MAX_CHUNK_LINE = 4096  # bytes of a chunk-size line, extensions included, before it is refused
-# Bytes read from a logs response at once, at most: whatever the socket has, across chunks.
-_READ_SIZE = 256 * 1024
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Everything needed to create one attempt's container; built by the runner."""
-
-    name: str
-    image: str
-    command: list[str] | None
-    env: dict[str, str]
-    labels: dict[str, str]
-    working_dir: str | None = None
-    user: str | None = None
-    network: str = "bridge"
-    volumes: list[str] = field(default_factory=list)
-    privileged: bool = False
-    cap_add: list[str] = field(default_factory=list)
-    devices: list[str] = field(default_factory=list)
-    pid: str | None = None
-    ipc: str | None = None
-    userns: str | None = None
-    cpus: float | None = None
-    memory: int | None = None
-    pids: int | None = None
-    shm_size: int | None = None
-    gpus: int | str | None = None
-    # The runner's own read-write bind mounts: path in the container -> path on the engine's
-    # host. Not the job's ``volumes``, which the policy rules.
-    mounts: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ContainerState:
-    """What Docker says about a container."""
-
-    id: str
-    running: bool
-    exit_code: int | None
-    oom_killed: bool
-    labels: dict[str, str]
-    # Docker's word: created (never started), running, paused, restarting, removing, exited
-    # or dead.
-    status: str = "unknown"
-    # When it last started; None if it never did.
-    started_at: datetime | None = None
-
-    @property
-    def never_started(self) -> bool:
-        """Whether the container was created and never started."""
-        return self.status == "created"
-
-
-@dataclass(frozen=True, slots=True)
-class LogFrame:
-    """One message of a container's output as Docker's log driver stored it.
-
-    A message is one line with its newline, or a 16 KiB piece of a longer line, or what the
-    container wrote last without a newline; never more than one line. ``time`` is Docker's clock
-    in nanoseconds since the epoch: within one stream it never goes back, and every piece of a
-    long line carries the time of its first piece.
-    """
-
-    stream: int
-    time: int
-    data: bytes
-
-
-class FrameDecoder:
-    """Splits Docker's multiplexed stream into (stream, payload) frames, however it is chunked.
-
-    Each frame is an 8-byte header (stream number, 3 zero bytes, big-endian payload length)
-    followed by the payload. An incomplete frame is held until the rest of it arrives; the
-    pieces of a large one are gathered without copying what came before at each piece.
-    """
-
-    def __init__(self) -> None:
-        self._held = bytearray()
-        self._needed = 0  # bytes the held frame needs before it can be split out
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        """The frames completed by ``data``, in order."""
-        buffer = data
-        if self._held:
-            self._held += data
-            if len(self._held) < self._needed:
-                return []
-            buffer = bytes(self._held)
-            self._held.clear()
-        frames: list[tuple[int, bytes]] = []
-        at = 0
-        size = len(buffer)
-        while size - at >= _FRAME_HEADER.size:
-            kind, length = _FRAME_HEADER.unpack_from(buffer, at)
-            end = at + _FRAME_HEADER.size + length
-            if end > size:
-                self._needed = end - at
-                break
-            frames.append((kind, buffer[at + _FRAME_HEADER.size : end]))
-            at = end
-        else:
-            self._needed = _FRAME_HEADER.size
-        self._held += memoryview(buffer)[at:]
-        return frames
-
-
-class ChunkDecoder:
-    """Undoes HTTP/1.1 chunked transfer coding (RFC 9112, 7.1), however the bytes are split:
-    the body's bytes, and ``done`` once the last chunk has come (its trailers are not read)."""
-
-    def __init__(self) -> None:
-        self._held = b""  # the start of a chunk-size line
-        self._left = 0  # bytes of the current chunk's data still to come
-        self._crlf = 0  # bytes of the CRLF after the current chunk's data still to come
-        self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        """The body's bytes in ``data``."""
-        buffer = self._held + data
-        self._held = b""
-        body: list[bytes] = []
-        at = 0
-        size = len(buffer)
-        while at < size and not self.done:
-            if self._left or self._crlf:
-                at = self._finish_chunk(buffer, at, body)
-                continue
-            eol = buffer.find(b"\r\n", at)
-            if eol < 0:
-                if size - at > _MAX_CHUNK_LINE:
-                    raise ValueError("a chunk-size line is too long")
-                self._held = buffer[at:]
-                break
-            length = _chunk_size(buffer[at:eol])
-            start, end = eol + 2, eol + 2 + length
-            self.done = not length
-            if end + 2 <= size:
-                # The usual case: the whole chunk is here.
-                if buffer[end : end + 2] != b"\r\n":
-                    raise ValueError("a chunk's data is not followed by CRLF")
-                body.append(buffer[start:end])
-                at = end + 2
-            else:
-                self._left, self._crlf, at = length, 2, start
-        return b"".join(body)
-
-    def _finish_chunk(self, buffer: bytes, at: int, body: list[bytes]) -> int:
-        """Take what ``buffer`` has, from ``at``, of a chunk begun in an earlier ``feed``."""
-        if self._left:
-            end = min(at + self._left, len(buffer))
-            body.append(buffer[at:end])
-            self._left -= end - at
-            return end
-        end = min(at + self._crlf, len(buffer))
-        if buffer[at:end] != b"\r\n"[2 - self._crlf : 2 - self._crlf + end - at]:
-            raise ValueError("a chunk's data is not followed by CRLF")
-        self._crlf -= end - at
-        return end
-
-
-def _chunk_size(line: bytes) -> int:
-    """The size a chunk-size line gives (hex digits, then any extensions, which are ignored)."""
-    if not line.isalnum():
-        line = line.partition(b";")[0].rstrip(b" \t")
-    # isalnum() of bytes is ASCII only; it keeps out the sign and underscores int() would take.
-    if not line.isalnum():
-        raise ValueError(f"a bad chunk size {line!r}")
-    return int(line, 16)
-
-
-def log_frame(kind: int, payload: bytes) -> LogFrame:
-    """The frame whose payload starts with Docker's timestamp (``timestamps=1``) and a space."""
-    if kind not in (STDOUT, STDERR):
-        raise ContainerFailure(f"container logs failed: a log frame of stream {kind}")
-    # RFC 3339 in UTC with up to nine decimals: 2024-05-01T12:00:00.123456789Z
-    stamp, space, data = payload.partition(b" ")
-    whole, _, fraction = stamp[:-1].partition(b".")
-    try:
-        if not space or not stamp.endswith(b"Z") or len(fraction) > 9:
-            raise ValueError(stamp)
-        # isdigit() of bytes is ASCII digits only: no sign, space or underscore as int() takes.
-        if fraction and not fraction.isdigit():
-            raise ValueError(stamp)
-        seconds = _epoch_seconds(whole)
-    except ValueError as exc:
-        raise ContainerFailure("container logs failed: a log frame without a timestamp") from exc
-    nanoseconds = int(fraction.ljust(9, b"0")) if fraction else 0
-    return LogFrame(stream=kind, time=seconds * 1_000_000_000 + nanoseconds, data=data)
-
-
-@functools.lru_cache(maxsize=16)
-def _epoch_seconds(whole: bytes) -> int:
-    """``YYYY-MM-DDTHH:MM:SS`` (UTC) as seconds since the epoch. Cached: consecutive frames
-    share their second, and parsing it costs most of reading a short frame."""
-    return int(datetime.fromisoformat(whole.decode("ascii")).replace(tzinfo=UTC).timestamp())
-
-
-def since_parameter(time_ns: int) -> str:
-    """``time_ns`` as the logs API's ``since`` ("seconds.nanoseconds"), to the nanosecond."""
-    seconds, nanoseconds = divmod(time_ns, 1_000_000_000)
-    return f"{seconds}.{nanoseconds:09d}"
-
-
-def _body(response: requests.Response) -> Iterator[bytes]:
-    """A streamed response's body in blocks, each what the connection has when it is read.
-
-    Docker sends each log message as its own HTTP chunk, and urllib3 hands them over one at a
-    time, at a cost per chunk well above that of the frame inside it. So when the response is
-    plainly chunked and nothing of its body was read yet, its chunks are read here, straight
-    from the connection's buffered reader (a private attribute, as docker-py's own attach
-    reads it): anything else goes through ``iter_content``.
-    """
-    raw = getattr(response.raw, "_fp", None)
-    reader = getattr(raw, "fp", None)
-    if not (
-        isinstance(raw, http.client.HTTPResponse)
-        and raw.chunked
-        and raw.chunk_left is None
-        and isinstance(reader, io.BufferedReader)
-        and "Content-Encoding" not in response.headers
-    ):
-        yield from response.iter_content(chunk_size=None)
-        return
-    chunks = ChunkDecoder()
-    while not chunks.done:
-        # read1: what the buffer holds, else one read of the socket; it never waits for more.
-        block = reader.read1(_READ_SIZE)
-        if not block:
-            raise requests.exceptions.ChunkedEncodingError("the logs response ended early")
-        try:
-            body = chunks.feed(block)
-        except ValueError as exc:
-            raise ContainerFailure(f"container logs failed: {exc}") from exc
-        if body:
-            yield body
 
 
 def _unavailable(exc: Exception) -> EngineUnavailable:
@@ -295,34 +55,6 @@ def _is_connection_error(exc: Exception) -> bool:
         | requests.exceptions.ChunkedEncodingError
         | ConnectionError,
     )
-
-
-class _SocketAdapter(UnixHTTPAdapter):
-    """docker-py's Unix socket adapter with one connection pool for the socket.
-
-    docker-py keys its pools by the whole URL, so every call about another container got a
-    pool, and a connection, of its own, opened for that call and closed soon after. Every URL
-    leads to the same socket, so one pool serves them all.
-    """
-
-    def get_connection(self, url: str, proxies: Any = None) -> Any:
-        return super().get_connection("http+docker://localhost", proxies)
-
-
-def _pool_socket_connections(client: docker.DockerClient, pool_size: int) -> None:
-    """Give a client of a Unix socket one pool of ``pool_size`` connections for all its calls,
-    and spare it the proxy and ``.netrc`` lookups requests makes per request (no proxy or
-    password applies to a socket)."""
-    api = client.api
-    adapter = api.get_adapter(api.base_url)
-    if not isinstance(adapter, UnixHTTPAdapter):
-        return
-    pooled = _SocketAdapter(
-        f"http+unix://{adapter.socket_path}", timeout=adapter.timeout, max_pool_size=pool_size
-    )
-    api.mount("http+docker://", pooled)
-    adapter.close()
-    api.trust_env = False
 
 
 class DockerEngine:
@@ -351,7 +83,7 @@ class DockerEngine:
                         )
                 except docker.errors.DockerException as exc:
                     raise EngineUnavailable(f"the Docker engine cannot be reached: {exc}") from exc
-                _pool_socket_connections(self._client, self.pool_size)
+                pool_socket_connections(self._client, self.pool_size)
             return self._client
 
     def _call(self, what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -546,7 +278,7 @@ class DockerEngine:
         response = self._call("container logs", request)
         decoder = FrameDecoder()
         try:
-            for block in _body(response):
+            for block in body_blocks(response):
                 for kind, payload in decoder.feed(block):
                     yield log_frame(kind, payload)
         except Exception as exc:

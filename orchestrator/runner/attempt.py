@@ -15,12 +15,8 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
-from orchestrator.docker.engine import (
-    INSTALLATION_LABEL,
-    LABEL_PREFIX,
-    ContainerState,
-    DockerEngine,
-)
+from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerState
 from orchestrator.errors import (
     ContainerFailure,
     ContainerMissing,

@@ -20,7 +20,8 @@ from datetime import datetime
 
 from orchestrator import __version__
 from orchestrator.config import Settings
-from orchestrator.docker.engine import INSTALLATION_LABEL, LABEL_PREFIX, DockerEngine
+from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX
 from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy

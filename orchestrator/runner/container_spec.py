@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from orchestrator.config import Settings
-from orchestrator.docker.engine import INSTALLATION_LABEL, LABEL_PREFIX, ContainerSpec
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerSpec
 from orchestrator.rules.masking import Masker
 from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
 from orchestrator.storage.models import Job

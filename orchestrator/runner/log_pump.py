@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from orchestrator.docker.engine import STDERR, STDOUT, LogFrame
+from orchestrator.docker.log_stream import STDERR, STDOUT, LogFrame
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules.masking import Masker
 

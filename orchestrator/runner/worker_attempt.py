@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from orchestrator.docker.engine import LABEL_PREFIX, ContainerSpec, ContainerState
+from orchestrator.docker.spec import LABEL_PREFIX, ContainerSpec, ContainerState
 from orchestrator.errors import (
     EngineUnavailable,
     ImageUnavailable,

@@ -23,12 +23,8 @@ from typing import Any
 
 import httpx
 
-from orchestrator.docker.engine import (
-    INSTALLATION_LABEL,
-    LABEL_PREFIX,
-    ContainerSpec,
-    DockerEngine,
-)
+from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerSpec
 from orchestrator.errors import ContainerFailure, EngineUnavailable, OrchestratorError
 from orchestrator.runner.log_pump import LogPump
 

@@ -25,7 +25,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app
-from orchestrator.docker.engine import STDOUT, LogFrame
+from orchestrator.docker.log_stream import STDOUT, LogFrame
 from orchestrator.runner.log_pump import LogPump
 
 from ..conftest import (

@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator.docker.engine import (
+from orchestrator.docker.log_stream import (
     STDERR,
     STDOUT,
     ChunkDecoder,
