@@ -46,9 +46,10 @@ DEFINITION = {
 
 
 def raw_options(run_id: str) -> dict[str, Any]:
-    """Container options as the runner gives a job of DEFINITION (orchestrator/runner/container_spec.py
-    ``container_spec`` and docker/engine.py ``create``): the server's default memory and pids
-    limits, no-new-privileges, network none, labels and ORCH_* env of the same shape."""
+    """Container options as the runner gives a job of DEFINITION (``container_spec`` in
+    orchestrator/runner/container_spec.py and ``create`` in docker/engine.py): the server's
+    default memory and pids limits, no-new-privileges, network none, labels and ORCH_* env of
+    the same shape."""
     defaults = Settings.model_fields
     labels = {
         common.BENCH_LABEL_KEY: "1",
