@@ -14,7 +14,8 @@ from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_projec
 from orchestrator.api.errors import responses
 from orchestrator.errors import DefinitionInvalid, LimitExceeded
 from orchestrator.rules import definition_spec
-from orchestrator.schemas import DefinitionPublic, Page
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.definitions import DefinitionPublic
 from orchestrator.services import definitions, projects
 
 router = APIRouter(

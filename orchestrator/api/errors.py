@@ -28,7 +28,7 @@ from orchestrator.errors import (
     PayloadTooLarge,
     Unauthorized,
 )
-from orchestrator.schemas import ErrorPublic
+from orchestrator.schemas.common import ErrorPublic
 
 logger = logging.getLogger(__name__)
 

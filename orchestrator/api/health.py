@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response
 
 from orchestrator.api.deps import ServicesDep
 from orchestrator.errors import EngineUnavailable
-from orchestrator.schemas import Health
+from orchestrator.schemas.common import Health
 
 router = APIRouter(tags=["health"])
 

@@ -14,7 +14,8 @@ from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_projec
 from orchestrator.api.errors import responses
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas import JobCreate, JobEventPublic, JobPublic, Page
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.jobs import JobCreate, JobEventPublic, JobPublic
 from orchestrator.services import jobs, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 from orchestrator.wakeups.topics import job_topic

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Query, Response
 
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
-from orchestrator.schemas import AuditEventPublic, Page, ProjectCreate, ProjectPublic
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.projects import ProjectCreate, ProjectPublic
+from orchestrator.schemas.tokens import AuditEventPublic
 from orchestrator.services import audit, projects
 
 router = APIRouter(prefix="/v1/projects", tags=["projects"], responses=responses(401))

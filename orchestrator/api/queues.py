@@ -7,7 +7,8 @@ from sqlmodel import Session
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
-from orchestrator.schemas import Page, QueueCreate, QueuePublic, QueueUpdate
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.queues import QueueCreate, QueuePublic, QueueUpdate
 from orchestrator.services import projects, queues
 from orchestrator.storage.models import Queue
 from orchestrator.wakeups.topics import WORK

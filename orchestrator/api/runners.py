@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
-from orchestrator.schemas import Page, RunnerPublic
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.runners import RunnerPublic
 from orchestrator.services import runners
 
 router = APIRouter(prefix="/v1/runners", tags=["runners"], responses=responses(401))

@@ -11,8 +11,8 @@ from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_projec
 from orchestrator.api.errors import responses
 from orchestrator.background import scheduler
 from orchestrator.process import Services
-from orchestrator.schemas import (
-    Page,
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.schedules import (
     ScheduleCreate,
     SchedulePreview,
     SchedulePublic,

@@ -6,7 +6,8 @@ from fastapi import APIRouter, Response
 
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
-from orchestrator.schemas import Page, TokenCreate, TokenCreated, TokenPublic
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.tokens import TokenCreate, TokenCreated, TokenPublic
 from orchestrator.services import tokens
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=responses(401, 403))

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Path
 from orchestrator.api.deps import ActorDep, ProjectActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.rules.masking import public_url
-from orchestrator.schemas import (
-    Page,
+from orchestrator.schemas.common import Page
+from orchestrator.schemas.webhooks import (
     WebhookAttemptPublic,
     WebhookDeliveryPublic,
     WebhookSecretPublic,

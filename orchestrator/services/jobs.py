@@ -29,7 +29,7 @@ from orchestrator.rules.states import (
     can_transition,
 )
 from orchestrator.rules.templating import substitute
-from orchestrator.schemas import JobCreate
+from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import definitions, projects, webhooks
 from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit

@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.rules.states import ACTIVE, UNFINISHED, JobStatus
-from orchestrator.schemas import QueueCreate, QueueUpdate
+from orchestrator.schemas.queues import QueueCreate, QueueUpdate
 from orchestrator.services import audit, definitions, jobs, projects
 from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, Queue, utcnow

@@ -25,10 +25,10 @@ from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.masking import MASK
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
-from orchestrator.schemas import (
+from orchestrator.schemas.jobs import JobCreate
+from orchestrator.schemas.schedules import (
     FireTime,
     HttpTarget,
-    JobCreate,
     ScheduleCreate,
     SchedulePublic,
     ScheduleRunPublic,

@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
-from orchestrator.schemas import JobPublic
+from orchestrator.schemas.jobs import JobPublic
 from orchestrator.services import audit, salad
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import after_commit

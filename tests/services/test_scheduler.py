@@ -22,7 +22,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.process import Services
 from orchestrator.rules import definition_spec
-from orchestrator.schemas import ScheduleCreate, ScheduleRunPublic
+from orchestrator.schemas.schedules import ScheduleCreate, ScheduleRunPublic
 from orchestrator.services import definitions, schedules
 from orchestrator.services.audit import SYSTEM
 from orchestrator.services.schedules import Checks

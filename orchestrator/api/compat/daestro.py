@@ -35,8 +35,9 @@ from orchestrator.rules.fields import (
     storable,
 )
 from orchestrator.rules.states import EventType, JobStatus
-from orchestrator.schemas import JobCreate, Time
-from orchestrator.schemas import Request as StrictRequest
+from orchestrator.schemas.common import Request as StrictRequest
+from orchestrator.schemas.common import Time
+from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import jobs
 from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, JobEvent

@@ -26,7 +26,8 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound, Orchestrator
 from orchestrator.process import Services
 from orchestrator.rules.fields import Text
 from orchestrator.rules.masking import MASK
-from orchestrator.schemas import (
+from orchestrator.schemas.common import Request as StrictRequest
+from orchestrator.schemas.schedules import (
     HeaderName,
     HeaderValue,
     HttpMethod,
@@ -35,7 +36,6 @@ from orchestrator.schemas import (
     ScheduleTarget,
     ScheduleUpdate,
 )
-from orchestrator.schemas import Request as StrictRequest
 from orchestrator.services import projects, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import Schedule

@@ -20,7 +20,8 @@ from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses, status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.process import Services
-from orchestrator.schemas import JobCreate, QueueCreate, QueueUpdate
+from orchestrator.schemas.jobs import JobCreate
+from orchestrator.schemas.queues import QueueCreate, QueueUpdate
 from orchestrator.services import jobs, projects, queues, salad, webhooks
 from orchestrator.services.audit import Actor
 from orchestrator.services.salad import (
