@@ -21,14 +21,14 @@ from datetime import datetime
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX
-from orchestrator.errors import Conflict, EngineUnavailable, OrchestratorError
+from orchestrator.errors import Conflict, EngineUnavailable
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.retry import exponential_backoff
 from orchestrator.runner.attempt import Attempt
 from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
+from orchestrator.runner.reconcile import remove_strays
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
 from orchestrator.runner.worker_pools import WorkerPools
@@ -508,54 +508,11 @@ class Runner:
             self._launch(self._attempt(job, adopted=True))
 
     def _remove_strays(self) -> None:
-        """Remove the installation's containers whose attempt nobody holds, whatever runner
-        started them: their job ended, or it was taken back from a runner that was lost (and
-        may have come back under another name). Other installations' containers are never
-        touched, nor are containers of attempts another runner still holds."""
-        try:
-            containers = self.engine.find_labelled(f"{LABEL_PREFIX}job-id")
-        except EngineUnavailable:
-            return
-        candidates: dict[str, tuple[str, int]] = {}
-        legacy: set[str] = set()
-        for container_id, labels in containers.items():
-            installation = labels.get(INSTALLATION_LABEL)
-            if installation is None:
-                # Made before installations were labelled: ours only if our database knows
-                # its job (checked below), and only where this runner made it.
-                if labels.get(f"{LABEL_PREFIX}runner") != self.name:
-                    continue
-                legacy.add(container_id)
-            elif installation != self.installation:
-                continue
-            try:
-                attempt = int(labels.get(f"{LABEL_PREFIX}attempt", ""))
-            except ValueError:
-                continue
-            candidates[container_id] = (labels[f"{LABEL_PREFIX}job-id"], attempt)
-        if not candidates:
-            return
+        """Remove the installation's containers whose attempt nobody holds (``reconcile``)."""
+        remove_strays(self.context, self._running_keys)
+
+    def _running_keys(self) -> set[tuple[str, int]]:
+        """(job id, attempt) of the attempts this process runs or is still removing."""
         with self._lock:
             ours = [*self._attempts.values(), *(a for a in self._removing if a.alive)]
-            running = {(a.job_id, a.number) for a in ours}
-        with self.db.read() as session:
-            active = attempts.active_attempts(session)
-            known = attempts.existing(session, {candidates[c][0] for c in legacy})
-        for container_id, key in candidates.items():
-            if key in active or key in running:
-                continue
-            if container_id in legacy and key[0] not in known:
-                continue
-            logger.info(
-                "removing container %s of job %s attempt %s: no attempt holds it",
-                container_id[:12],
-                key[0],
-                key[1],
-                extra={"action": "container_stray_removed", "job_id": key[0]},
-            )
-            try:
-                self.engine.remove(container_id)
-            except OrchestratorError as exc:
-                logger.warning("could not remove a stray container: %s", exc.message)
-                continue
-            self.run_dirs.remove(attempt_name(*key))
+        return {(a.job_id, a.number) for a in ours}
