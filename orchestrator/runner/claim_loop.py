@@ -21,13 +21,13 @@ from datetime import datetime
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
-from orchestrator.errors import Conflict, EngineUnavailable
+from orchestrator.errors import Conflict
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
-from orchestrator.rules.retry import exponential_backoff
 from orchestrator.runner.attempt import Attempt
 from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
+from orchestrator.runner.engine_health import EngineHealth
 from orchestrator.runner.reconcile import remove_strays
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
@@ -38,11 +38,6 @@ from orchestrator.storage.models import Job, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topic
-
-# The longest wait between two checks of an engine that does not answer.
-ENGINE_RETRY_MAX = 10.0
-# How long an answered ping stands for the engine being up, before the next claim asks again.
-ENGINE_CHECK_INTERVAL = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +99,11 @@ class Runner:
         self._registered = threading.Event()
         self._name_conflict: str | None = None
         self._topic = runner_topic(self.name)
-        self._engine_ok = False
-        self._engine_error: str | None = "not checked yet"
-        self._engine_down_since: datetime | None = utcnow()
-        self._engine_failures = 0
-        self._engine_lost_at = -float("inf")
-        self._engine_checked_at = -float("inf")
+        self.health = EngineHealth(
+            engine,
+            settings.engine_retry_interval,
+            lambda: self.hub.publish(control_topic(self.name)),
+        )
         self._reconciled = False
         self._thread: threading.Thread | None = None
         self._heartbeat: threading.Thread | None = None
@@ -192,15 +186,15 @@ class Runner:
             state = "draining"
         elif self._name_conflict is not None:
             state = "waiting_for_name"
-        elif not self._engine_ok:
+        elif not self.health.ok:
             state = "waiting_for_engine"
         else:
             state = "active"
         return RunnerStatus(
             state=state,
-            docker="ok" if self._engine_ok else "unavailable",
-            docker_error=None if self._engine_ok else self._engine_error,
-            docker_unavailable_since=None if self._engine_ok else self._engine_down_since,
+            docker="ok" if self.health.ok else "unavailable",
+            docker_error=None if self.health.ok else self.health.error,
+            docker_unavailable_since=None if self.health.ok else self.health.down_since,
             running=running,
         )
 
@@ -275,10 +269,8 @@ class Runner:
     def _next_wait(self) -> float:
         if not self._registered.is_set():
             return self.settings.heartbeat_interval
-        if not self._engine_ok:
-            interval = self.settings.engine_retry_interval
-            failures = min(self._engine_failures, 8) + 1
-            return exponential_backoff(failures, interval, max(ENGINE_RETRY_MAX, interval))
+        if not self.health.ok:
+            return self.health.retry_wait()
         with self.db.read() as session:
             due = attempts.next_due(session)
         timeout = self.settings.poll_interval
@@ -330,8 +322,8 @@ class Runner:
             state = runners.heartbeat(
                 session,
                 self.identity,
-                "ok" if self._engine_ok else "unavailable",
-                None if self._engine_ok else self._engine_error,
+                "ok" if self.health.ok else "unavailable",
+                None if self.health.ok else self.health.error,
             )
         if state is None:
             logger.error(
@@ -358,7 +350,7 @@ class Runner:
                 extra={"action": "runner_lost"},
             )
         self._let_go()
-        if self._engine_ok and self._reconciled:
+        if self.health.ok and self._reconciled:
             self._remove_strays()
 
     def _let_go(self) -> None:
@@ -403,51 +395,15 @@ class Runner:
         return claimed
 
     def _check_engine(self) -> bool:
-        if not self._engine_ok and time.monotonic() - self._engine_lost_at < (
-            self.settings.engine_retry_interval
-        ):
-            # Just lost: an engine shutting down may still answer a ping between failed calls.
-            return False
-        if self._engine_ok and time.monotonic() - self._engine_checked_at < ENGINE_CHECK_INTERVAL:
-            # Answered a moment ago: a wake-up per submitted job need not ask again. A call
-            # that fails in between reports the loss itself (``engine_lost``).
-            return True
-        try:
-            self.engine.ping()
-        except EngineUnavailable as exc:
-            if self._engine_ok or self._engine_error != exc.message:
-                logger.warning(
-                    "Docker engine unavailable: %s",
-                    exc.message,
-                    extra={"action": "engine_unavailable"},
-                )
-            self.engine_lost(exc.message)
-            self._engine_failures += 1
-            return False
-        if not self._engine_ok:
-            logger.info("Docker engine available", extra={"action": "engine_available"})
+        ok, came_back = self.health.check()
+        if came_back:
             # What ran, ended or vanished while the engine was away is looked at again.
             self._reconciled = False
-            # A heartbeat now tells the registry the engine answers.
-            self.hub.publish(control_topic(self.name))
-        self._engine_failures = 0
-        self._engine_checked_at = time.monotonic()
-        self._engine_ok = True
-        self._engine_error = None
-        self._engine_down_since = None
-        return True
+        return ok
 
     def engine_lost(self, message: str) -> None:
         """Called when the engine does not answer: stop claiming until it is back."""
-        if self._engine_ok or self._engine_down_since is None:
-            self._engine_down_since = utcnow()
-            self.hub.publish(control_topic(self.name))
-            # A stopping engine still serves connections it had open: only a new one tells
-            # whether it is back.
-            self.engine.close()
-        self._engine_lost_at = time.monotonic()
-        self._engine_ok = False
-        self._engine_error = message
+        self.health.lost(message)
 
     def _free_slots(self) -> int:
         with self._lock:
