@@ -96,6 +96,22 @@ class PolicyRefused(Forbidden):
     code = "policy_refused"
 
 
+class DatabaseUnavailable(OrchestratorError):
+    """The database did not answer; try again."""
+
+    code = "database_unavailable"
+
+    def __init__(self, reason: str, *, outage: bool, cause: str = "") -> None:
+        super().__init__()
+        # In a few fixed words that quote neither a statement nor its values.
+        self.reason = reason
+        # True: the database is unreachable (a connection could not be made or was lost).
+        # False: it answered, but too late (a lock or a statement timeout ran out).
+        self.outage = outage
+        # The driver's first line, for a one-shot command to print; never sent to a client.
+        self.cause = cause
+
+
 class LimitExceeded(OrchestratorError):
     """The request is over one of the server's limits."""
 

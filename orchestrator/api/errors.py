@@ -10,7 +10,6 @@ import copy
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +18,7 @@ from starlette.routing import Match
 
 from orchestrator.errors import (
     Conflict,
+    DatabaseUnavailable,
     EngineUnavailable,
     Forbidden,
     InvalidRequest,
@@ -43,7 +43,10 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     PayloadTooLarge: 413,
     LimitExceeded: 422,
     EngineUnavailable: 503,
+    DatabaseUnavailable: 503,
 }
+# How long a client should wait before trying again after a 503 of the database (seconds).
+DATABASE_RETRY_AFTER = "1"
 
 
 # What each documented error status means, for the OpenAPI document; the body is always
@@ -71,6 +74,22 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
     """The JSON body of every error response."""
     return {"code": code, "message": message, "field": field}
+
+
+def headers_for(exc: OrchestratorError) -> dict[str, str] | None:
+    """The headers a domain error's response carries, and logs a database that did not answer
+    (an outage is logged once for the process by ``storage.db.Outage``, not once per request)."""
+    if isinstance(exc, Unauthorized):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, DatabaseUnavailable):
+        logger.log(
+            logging.DEBUG if exc.outage else logging.WARNING,
+            "the database did not answer: %s",
+            exc.reason,
+            extra={"action": "request_database_unavailable"},
+        )
+        return {"Retry-After": DATABASE_RETRY_AFTER}
+    return None
 
 
 def status_for(exc: OrchestratorError) -> int:
@@ -191,9 +210,10 @@ def install(app: FastAPI) -> None:
         status = status_for(exc)
         if status == 500:
             logger.error("request failed: %s", exc.message, extra={"action": "request_failed"})
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(
-            error_body(exc.code, exc.message, exc.field), status_code=status, headers=headers
+            error_body(exc.code, exc.message, exc.field),
+            status_code=status,
+            headers=headers_for(exc),
         )
 
     @app.exception_handler(RequestValidationError)
@@ -225,24 +245,6 @@ def install(app: FastAPI) -> None:
                 message = f"body: {message}"
         return JSONResponse(
             error_body(code, message, field), status_code=status, headers=exc.headers
-        )
-
-    @app.exception_handler(sa.exc.OperationalError)
-    async def _database(request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
-        # The database refused or dropped the connection, or stayed locked: the request may be
-        # tried again. Its text holds the statement and its parameters, so it is not shown.
-        # An outage is logged once for the process (``db.Outage``), not once per request.
-        outage = request.app.state.services.db.outage_seen(exc)
-        logger.log(
-            logging.DEBUG if outage else logging.WARNING,
-            "the database did not answer: %s",
-            type(exc.orig).__name__,
-            extra={"action": "request_database_unavailable"},
-        )
-        return JSONResponse(
-            error_body("database_unavailable", "the database did not answer; try again"),
-            status_code=503,
-            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

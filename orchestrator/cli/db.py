@@ -6,10 +6,11 @@ import logging
 
 import typer
 from pydantic import ValidationError
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
+from orchestrator.errors import DatabaseUnavailable
 from orchestrator.storage.db import Database
 
 app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
@@ -30,10 +31,9 @@ def _open() -> Database:
         fail(f"ORCH_DATABASE_URL is not a usable database URL ({type(exc).__name__})", code=2)
 
 
-def _unreachable(exc: DBAPIError) -> str:
+def _unreachable(exc: DatabaseUnavailable) -> str:
     # The driver's first line names the cause (refused, no such database, bad password).
-    reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "no reason given"
-    return f"cannot reach the database: {reason}"
+    return f"cannot reach the database: {exc.cause}"
 
 
 @app.command()
@@ -42,7 +42,7 @@ def upgrade() -> None:
     database = _open()
     try:
         result = database.upgrade_schema()
-    except DBAPIError as exc:
+    except DatabaseUnavailable as exc:
         fail(_unreachable(exc), code=2)
     finally:
         database.dispose()
@@ -58,7 +58,7 @@ def current() -> None:
     database = _open()
     try:
         revision = database.schema_revision()
-    except DBAPIError as exc:
+    except DatabaseUnavailable as exc:
         fail(_unreachable(exc), code=2)
     finally:
         database.dispose()

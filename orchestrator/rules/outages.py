@@ -26,3 +26,31 @@ def outage_reason(error: BaseException) -> str:
         if fragment in message:
             return reason
     return type(driver_error).__name__
+
+
+# A database that answered too late: SQLite's busy timeout ran out, or PostgreSQL gave up on a
+# lock, a statement timeout or a deadlock (by SQLSTATE). The request may be tried again.
+BUSY_MESSAGES = (
+    ("database is locked", "the database is locked"),
+    ("database table is locked", "the database is locked"),
+)
+BUSY_SQLSTATES = {
+    "55P03": "a lock was not available",
+    "57014": "a statement timed out",
+    "40P01": "a deadlock was broken",
+    "40001": "a serialization failure",
+}
+
+
+def busy_reason(error: BaseException) -> str | None:
+    """Why the database answered too late, in a few fixed words; None when ``error`` (a
+    SQLAlchemy error or the driver's own) is something else, such as a bug in a statement."""
+    driver_error = getattr(error, "orig", None) or error
+    sqlstate = getattr(driver_error, "sqlstate", None)
+    if sqlstate in BUSY_SQLSTATES:
+        return BUSY_SQLSTATES[sqlstate]
+    message = str(driver_error).lower()
+    for fragment, reason in BUSY_MESSAGES:
+        if fragment in message:
+            return reason
+    return None

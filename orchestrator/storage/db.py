@@ -11,6 +11,10 @@ no ping when a connection is checked out (a dead one is told by its socket, see
 
 An outage of the database is logged by ``Outage``: one line when the first thread meets it,
 one when a statement succeeds again, whichever of the process's loops and requests see it.
+
+Driver errors stop here: a connection that fails, or a database that answers too late, leaves
+``read``, ``transaction`` and the schema methods as ``DatabaseUnavailable``; any other
+database error is a bug and goes on as it is.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from orchestrator.rules.outages import outage_reason
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.rules.outages import busy_reason, outage_reason
 from orchestrator.storage import migrations, models  # noqa: F401  (models registers the tables)
 
 logger = logging.getLogger(__name__)
@@ -58,6 +63,33 @@ def is_connection_failure(error: BaseException) -> bool:
     # either; in our READ COMMITTED and BEGIN IMMEDIATE transactions an ``OperationalError``
     # there is a lost connection too.)
     return isinstance(error, sa.exc.OperationalError) and error.statement is None
+
+
+def unavailable(error: BaseException) -> DatabaseUnavailable | None:
+    """``error`` as the domain's ``DatabaseUnavailable`` when it is an outage or a database that
+    answered too late; None when it is something else (a bug)."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return None
+    driver_error = str(error.orig).strip()
+    cause = driver_error.splitlines()[0] if driver_error else "no reason given"
+    if is_connection_failure(error):
+        return DatabaseUnavailable(outage_reason(error), outage=True, cause=cause)
+    busy = busy_reason(error) if isinstance(error, sa.exc.OperationalError) else None
+    if busy is not None:
+        return DatabaseUnavailable(busy, outage=False, cause=cause)
+    return None
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Raise an outage or a late answer met inside as ``DatabaseUnavailable``."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        translated = unavailable(exc)
+        if translated is None:
+            raise
+        raise translated from exc
 
 
 class Outage:
@@ -245,16 +277,20 @@ class Database:
         return self.dialect == "postgresql"
 
     def outage_seen(self, error: BaseException) -> bool:
-        """Whether ``error`` is the database being unreachable (the outage is then noted, and
-        logged if it starts here), rather than a bug that deserves its traceback."""
+        """Whether ``error`` is the database being unreachable (noted as the outage)."""
+        if isinstance(error, DatabaseUnavailable):
+            return error.outage
         if not is_connection_failure(error):
             return False
         self.outage.seen(outage_reason(error))
         return True
 
     def _on_error(self, context: sa.engine.ExceptionContext) -> None:
-        if context.sqlalchemy_exception is not None:
-            self.outage_seen(context.sqlalchemy_exception)
+        # Every failed statement of the process passes here: an unreachable database starts
+        # (or continues) the outage, logged once.
+        error = context.sqlalchemy_exception
+        if error is not None and is_connection_failure(error):
+            self.outage.seen(outage_reason(error))
 
     def _on_success(self, *_args: Any) -> None:
         self.outage.over()
@@ -264,6 +300,10 @@ class Database:
 
         A database created before migrations existed is stamped at the baseline first.
         """
+        with _translated():
+            return self._upgrade_schema()
+
+    def _upgrade_schema(self) -> migrations.Upgrade:
         with self.read_engine.connect() as connection:
             revision = migrations.is_current(connection)
         if revision is not None:
@@ -286,7 +326,7 @@ class Database:
 
     def schema_revision(self) -> str | None:
         """The schema's revision (None: empty, or created before migrations)."""
-        with self.read_engine.connect() as connection:
+        with _translated(), self.read_engine.connect() as connection:
             return migrations.current(connection)
 
     @contextmanager
@@ -325,7 +365,7 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed on success, rolled back on any exception."""
-        with self._writer_turn():
+        with _translated(), self._writer_turn():
             with Session(self.write_engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
@@ -353,7 +393,7 @@ class Database:
     @contextmanager
     def read(self) -> Iterator[Session]:
         """A read-only session; its objects stay usable after it closes."""
-        with Session(self.read_engine, expire_on_commit=False) as session:
+        with _translated(), Session(self.read_engine, expire_on_commit=False) as session:
             yield session
 
     def dispose(self) -> None:

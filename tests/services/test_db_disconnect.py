@@ -17,9 +17,10 @@ import docker
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.storage.db import Database
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.storage.db import Database, unavailable
 
-from ..conftest import LiveServer, containers_of, postgres_admin, wait_for
+from ..conftest import LiveServer, admin_token, containers_of, postgres_admin, wait_for
 
 # PostgreSQL only: SQLite has no server to close a connection.
 pytestmark = [
@@ -141,7 +142,7 @@ def test_reads_and_transactions_reconnect_after_terminated_backends(database_url
 def test_a_database_refusing_connections_is_a_503_and_then_recovers(
     make_server: Callable[..., LiveServer], database_url: str
 ) -> None:
-    server = make_server(runner_enabled=False)
+    server = make_server(runner_enabled=False, salad_organization="acme-corp")
     server.register({"name": "noop", "image": "busybox:1.36", "command": ["true"]})
     with refusing_connections(database_name(database_url)):
         response = server.http.post("/v1/projects/default/jobs", json={"definition": "noop"})
@@ -152,6 +153,15 @@ def test_a_database_refusing_connections_is_a_503_and_then_recovers(
         # Neither the driver's text nor the statement it ran comes back.
         assert "INSERT" not in body["message"] and "SELECT" not in body["message"]
         assert server.http.get("/v1/projects/default/jobs").status_code == 503
+        # A drop-in API answers in its own shape (SaladCloud's problem details), retry included.
+        salad = server.http.get(
+            "/api/public/organizations/acme-corp/projects/default/queues",
+            headers={"Salad-Api-Key": admin_token(server.settings)},
+        )
+        assert salad.status_code == 503, salad.text
+        assert salad.headers["Retry-After"] == "1"
+        assert salad.headers["content-type"].startswith("application/problem+json")
+        assert salad.json()["status"] == 503
     job = server.submit(definition="noop")
     assert listed_ids(server) == {job["id"]}
 
@@ -218,16 +228,22 @@ def test_a_bug_is_no_outage_and_refused_connections_are_one(
     try:
         # SQLite says OperationalError for a missing table too: a bug all the same.
         for bugged in (sqlite, db):
+            # It leaves the storage layer as the driver's error, not as an outage.
             with pytest.raises(sa.exc.DBAPIError) as bug, bugged.read() as session:
                 session.execute(sa.text("SELECT * FROM no_such_table"))
-            assert not bugged.outage_seen(bug.value)
+            assert unavailable(bug.value) is None
+            assert not bugged.outage.active
         with db.read() as session:
             session.execute(NOW)
         with refusing_connections(database_name(database_url)):
             for _ in range(3):
-                with pytest.raises(sa.exc.OperationalError) as refused, db.read() as session:
+                with pytest.raises(DatabaseUnavailable) as refused, db.read() as session:
                     session.execute(NOW)
-                assert db.outage_seen(refused.value)
+                assert refused.value.outage
+                assert refused.value.reason == "not accepting connections"
+                assert isinstance(refused.value.__cause__, sa.exc.OperationalError)
+            with pytest.raises(DatabaseUnavailable), db.transaction() as session:
+                session.execute(NOW)
             assert db.outage.active
         with db.transaction() as session:
             session.execute(NOW)

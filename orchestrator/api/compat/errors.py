@@ -13,8 +13,8 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError as PydanticValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.api.errors import status_for, validation_message
-from orchestrator.errors import OrchestratorError
+from orchestrator.api.errors import headers_for, status_for, validation_message
+from orchestrator.errors import DatabaseUnavailable, OrchestratorError
 
 
 class CompatRoute(APIRoute):
@@ -59,7 +59,11 @@ class CompatRoute(APIRoute):
             except PydanticValidationError as exc:
                 return self.render(400, self.refusal_text(exc))
             except OrchestratorError as exc:
-                return self.render(*self.domain_error(exc))
+                refusal = self.render(*self.domain_error(exc))
+                if isinstance(exc, DatabaseUnavailable):
+                    # Its Retry-After (the product's own 401 headers are the route's to say).
+                    refusal.headers.update(headers_for(exc) or {})
+                return refusal
             except StarletteHTTPException as exc:
                 answer = self.http_error(exc)
                 if answer is None:
