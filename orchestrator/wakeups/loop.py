@@ -1,0 +1,143 @@
+"""The one shape of a background loop: run a pass, then wait until a watched topic is published,
+the next pass is due, or the loop is stopped; again until stopped.
+
+A pass that raises is logged with its traceback and tried again after ``failure_wait``. A
+database outage is not: ``storage.db.Outage`` logs it once for the process, and the loop only
+waits. A loop whose thread ends any other way than by being stopped (an error its pass handling
+did not catch) has died: it logs that once, with the traceback, calls ``on_death``, and says
+``died`` in ``state``, which the process's health check and its runner report.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.wakeups.hub import Hub
+
+logger = logging.getLogger(__name__)
+
+_serial = itertools.count(1)
+
+
+class LoopState(StrEnum):
+    """Where a loop's thread is."""
+
+    NOT_STARTED = "not_started"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DIED = "died"
+
+
+def _never() -> bool:
+    return False
+
+
+def _nothing() -> Iterable[str]:
+    return ()
+
+
+@dataclass(eq=False)
+class Loop:
+    """One background loop, run by its own thread from ``start`` to ``stop``.
+
+    ``run_once`` does one pass; ``next_wait`` says how long to wait after it (0: go again at
+    once), ``topics`` what publishes cut that wait short, and ``finished`` whether the loop's
+    owner is done with it (checked before each pass and each wait). ``on_exit`` runs when the
+    thread ends, however it ends.
+    """
+
+    name: str
+    hub: Hub
+    run_once: Callable[[], object]
+    next_wait: Callable[[], float]
+    failure_wait: Callable[[], float]
+    # The log line of a failed pass, and its ``action``.
+    failed: str
+    action: str
+    topics: Callable[[], Iterable[str]] = _nothing
+    finished: Callable[[], bool] = _never
+    on_exit: Callable[[], None] | None = None
+    on_death: Callable[[BaseException], None] | None = None
+    thread_name: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _died: BaseException | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        # Its own topic: ``stop`` wakes this loop's wait, whatever it watches.
+        self._wake = f"loop:{self.name}:{next(_serial)}"
+
+    @property
+    def state(self) -> LoopState:
+        """Whether the loop runs, was stopped, or died."""
+        if self._died is not None:
+            return LoopState.DIED
+        if self._thread is None:
+            return LoopState.NOT_STARTED
+        if self._thread.is_alive():
+            return LoopState.RUNNING
+        return LoopState.STOPPED
+
+    @property
+    def stopping(self) -> bool:
+        """True once ``stop`` was called."""
+        return self._stop.is_set()
+
+    def start(self) -> None:
+        """Run the loop in a daemon thread."""
+        self._thread = threading.Thread(
+            target=self._run, name=self.thread_name or self.name, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the pass under way (if any) and wait for the thread up to ``timeout``."""
+        self._stop.set()
+        self.hub.publish_local(self._wake)
+        self.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end, up to ``timeout``."""
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _done(self) -> bool:
+        return self._stop.is_set() or self.finished()
+
+    def _run(self) -> None:
+        try:
+            while not self._done():
+                seen = {topic: self.hub.version(topic) for topic in (self._wake, *self.topics())}
+                wait = self._pass()
+                if wait > 0 and not self._done():
+                    self.hub.wait(seen, wait)
+        except BaseException as exc:  # whatever ends the thread is reported
+            self._died = exc
+            logger.critical(
+                "the %s loop died (%s); it no longer runs until the process restarts",
+                self.name,
+                type(exc).__name__,
+                exc_info=exc,
+                extra={"action": "loop_died", "loop": self.name},
+            )
+            if self.on_death is not None:
+                self.on_death(exc)
+        finally:
+            if self.on_exit is not None:
+                self.on_exit()
+
+    def _pass(self) -> float:
+        """One pass and the wait after it."""
+        try:
+            self.run_once()
+            return self.next_wait()
+        except Exception as exc:  # tried again after failure_wait
+            if not (isinstance(exc, DatabaseUnavailable) and exc.outage):
+                logger.exception(self.failed, extra={"action": self.action})
+            return self.failure_wait()

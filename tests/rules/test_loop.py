@@ -1,0 +1,119 @@
+"""The one shape of a background loop: passes, wake-ups, failed passes, stopping, and a thread
+that died being noticed."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop, LoopState
+
+LONG = 3600.0  # a wait no test sits through: only a wake-up or a stop ends it
+SETTLE = 10.0  # how long a test waits for a thread to get somewhere
+
+
+class Boom(BaseException):
+    """Not an ``Exception``: what a pass's error handling does not catch."""
+
+
+def make_loop(hub: Hub, run_once: Callable[[], object], **kwargs: object) -> tuple[Loop, list[str]]:
+    exits: list[str] = []
+    options: dict[str, object] = {
+        "next_wait": lambda: LONG,
+        "failure_wait": lambda: 0.01,
+        "failed": "test pass failed",
+        "action": "test_failed",
+        "on_exit": lambda: exits.append("exit"),
+        **kwargs,
+    }
+    loop = Loop("test", hub, run_once, **options)  # type: ignore[arg-type]
+    return loop, exits
+
+
+def test_a_watched_topic_cuts_the_wait_short_and_stop_ends_it() -> None:
+    hub = Hub()
+    passes = threading.Semaphore(0)
+    loop, exits = make_loop(hub, passes.release, topics=lambda: ["work"])
+    assert loop.state is LoopState.NOT_STARTED
+    loop.start()
+    assert passes.acquire(timeout=SETTLE)
+    assert loop.state is LoopState.RUNNING
+    hub.publish("work")
+    assert passes.acquire(timeout=SETTLE)  # a second pass, long before the wait ran out
+    loop.stop(timeout=SETTLE)
+    assert loop.state is LoopState.STOPPED
+    assert exits == ["exit"]
+
+
+def test_a_failed_pass_is_logged_and_tried_again_but_an_outage_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    errors: list[Exception] = [
+        RuntimeError("a bug"),
+        DatabaseUnavailable("connection refused", outage=True),
+        DatabaseUnavailable("the database is locked", outage=False),
+    ]
+    done = threading.Event()
+
+    def run_once() -> None:
+        if errors:
+            raise errors.pop(0)
+        done.set()
+
+    loop, _ = make_loop(Hub(), run_once)
+    loop.start()
+    assert done.wait(SETTLE)
+    loop.stop(timeout=SETTLE)
+    failed = [r for r in caplog.records if getattr(r, "action", None) == "test_failed"]
+    # The bug and the late answer, each with its traceback; the outage is the database's line.
+    assert all(r.exc_info for r in failed)
+    assert [type(r.exc_info[1]).__name__ for r in failed if r.exc_info] == [
+        "RuntimeError",
+        "DatabaseUnavailable",
+    ]
+    assert loop.state is LoopState.STOPPED
+
+
+def test_a_loop_that_died_says_so_once_and_tells_its_owner(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    deaths: list[BaseException] = []
+
+    def run_once() -> None:
+        raise Boom()
+
+    loop, exits = make_loop(Hub(), run_once, on_death=deaths.append)
+    loop.start()
+    loop.join(SETTLE)
+    assert loop.state is LoopState.DIED
+    assert [type(d) for d in deaths] == [Boom]
+    assert exits == ["exit"]
+    [line] = [r for r in caplog.records if getattr(r, "action", None) == "loop_died"]
+    assert line.levelno == logging.CRITICAL
+    assert line.getMessage().startswith("the test loop died (Boom)")
+    assert line.exc_info is not None
+    loop.stop(timeout=SETTLE)  # stopping a dead loop is harmless, and it stays dead
+    assert loop.state is LoopState.DIED
+
+
+def test_a_finished_owner_ends_the_loop_without_a_stop() -> None:
+    hub = Hub()
+    finished = threading.Event()
+    passes: list[int] = []
+
+    def run_once() -> None:
+        passes.append(1)
+        if len(passes) == 3:
+            finished.set()
+
+    loop, exits = make_loop(hub, run_once, next_wait=lambda: 0.0, finished=finished.is_set)
+    loop.start()
+    loop.join(SETTLE)
+    assert loop.state is LoopState.STOPPED
+    assert len(passes) == 3
+    assert exits == ["exit"]
