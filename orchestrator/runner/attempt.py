@@ -1,8 +1,9 @@
 """One attempt of one job: create, put the input in, start, supervise, collect, remove.
 
-Supervision runs on the attempt's own thread: it stores log batches, enforces the timeout and
-carries out a cancel (SIGTERM, grace period, SIGKILL) while a helper thread waits for the exit.
-State changes go through ``jobs``; the container is removed only after the outcome is committed.
+This module drives the attempt's life cycle on its own thread: a fresh run or the adoption of
+one held before a restart, then supervision (``attempt_supervision.py``) and the outcome
+(``attempt_outcome.py``). State changes go through ``attempts``; the container is removed only
+after the outcome is committed.
 """
 
 from __future__ import annotations
@@ -12,14 +13,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING
 
 from orchestrator.docker.engine import DockerEngine
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerState
 from orchestrator.errors import (
     ContainerFailure,
-    ContainerMissing,
     EngineUnavailable,
     ImageUnavailable,
     MountSourceMissing,
@@ -28,23 +26,20 @@ from orchestrator.errors import (
 )
 from orchestrator.rules import crash_points
 from orchestrator.rules.masking import mask
-from orchestrator.runner.container_spec import container_name, container_spec, parse_output
+from orchestrator.runner.attempt_adoption import resumption, started_container
+from orchestrator.runner.attempt_outcome import collect
+from orchestrator.runner.attempt_supervision import Supervisor, store_logs
+from orchestrator.runner.container_spec import container_name, container_spec
 from orchestrator.runner.log_budget import LogBudget
-from orchestrator.runner.log_pump import LogPump, resume_since
-from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH
-from orchestrator.services import attempts, jobs
+from orchestrator.runner.log_pump import LogPump
+from orchestrator.runner.run_dirs import INPUT_PATH
+from orchestrator.services import attempts
 from orchestrator.storage.models import Job, utcnow
 
 if TYPE_CHECKING:
     from orchestrator.runner.context import AttemptContext
 
 logger = logging.getLogger(__name__)
-
-LOG_DRAIN_SECONDS = 5.0
-# Exit codes of a container killed by SIGKILL or SIGTERM.
-SIGNAL_EXIT_CODES = frozenset({137, 143})
-# How long after such an exit an engine shutting down has stopped answering.
-ENGINE_SHUTDOWN_WINDOW = 5.0
 
 
 class Attempt:
@@ -62,9 +57,6 @@ class Attempt:
         self._abandon = threading.Event()
         # Set when the attempt ended without its outcome recorded: the runner adopts it again.
         self.unrecorded = False
-        # Set when the engine stopped answering during the attempt: a container killed by the
-        # engine's restart is an interruption, not the job's failure.
-        self._engine_lost = False
         self._thread: threading.Thread | None = None
         self._secrets: dict[str, str] = {}
         # The job's volumes with each host path resolved by the runner's policy check.
@@ -328,37 +320,15 @@ class Attempt:
                 )
             )
             return
-        with self.context.db.read() as session:
-            resume = attempts.last_log_time(session, self.job_id, self.number)
-        started = time.monotonic()
-        if self.job.start_time is not None:
-            started -= (utcnow() - self.job.start_time).total_seconds()
-        self._supervise(
-            since=resume_since(resume), started=started, stored=self._stored_log_bytes()
-        )
+        resumed = resumption(self.context, self.job)
+        self._supervise(since=resumed.since, started=resumed.started, stored=resumed.stored)
 
     def _resume_unrecorded(self) -> None:
         """Adopt an attempt whose container id was never recorded (the runner stopped between
         the claim and that record). Its container, if it made one, carries its labels: one
         that started (running or exited) is adopted and collected as after any crash; one
         that never started is removed, and the attempt given back without counting."""
-        labels = {
-            f"{LABEL_PREFIX}job-id": self.job_id,
-            f"{LABEL_PREFIX}attempt": str(self.number),
-        }
-        started: ContainerState | None = None
-        for container_id in self._engine.list_labelled(labels):
-            state = self._engine.state(container_id)
-            if state is None:
-                continue
-            if state.labels.get(INSTALLATION_LABEL, self.context.installation) != (
-                self.context.installation
-            ):
-                continue
-            if state.never_started or started is not None:
-                self._engine.remove(container_id)
-            else:
-                started = state
+        started = started_container(self.context, self.job)
         if started is None:
             self.context.run_dirs.remove(container_name(self.job))
             self._requeue("the runner restarted before the container started")
@@ -374,64 +344,35 @@ class Attempt:
             elapsed = (utcnow() - started_at).total_seconds()
             self._supervise(since=None, started=time.monotonic() - elapsed)
 
-    def _stored_log_bytes(self) -> int:
-        """Bytes of this attempt's log stored already, so an adopted attempt keeps its budget."""
-        total = after = 0
-        with self.context.db.read() as session:
-            while rows := jobs.logs(session, self.job_id, after, self.number):
-                total += sum(len(row.text.encode()) for row in rows)
-                assert rows[-1].id is not None
-                after = rows[-1].id
-        return total
-
     def _supervise(self, since: int | None, started: float, stored: int = 0) -> None:
-        """Store logs, enforce the timeout and carry out a cancel until the container exits.
+        """Supervise the container until it exits, then record the outcome and remove it.
 
         ``since``: Docker's time (ns) to read the output from (an adopted attempt's resume
         point); ``stored``: bytes of its log stored before.
         """
         assert self.container_id is not None
         container_id = self.container_id
-        exit_codes: list[int | None] = []
-        waiter = threading.Thread(
-            target=lambda: exit_codes.append(self._wait_for_exit(container_id)), daemon=True
+        supervisor = Supervisor(
+            self.context,
+            self.job,
+            container_id,
+            self._secrets.values(),
+            cancel=self._cancel,
+            detach=self._detach,
+            abandon=self._abandon,
         )
-        waiter.start()
-        pump = LogPump(partial(self._engine.logs, container_id), self._secrets.values(), since)
-        pump.start()
-        try:
-            budget = LogBudget(self.context.settings.max_log_bytes, stored)
-            timeout = self.job.timeout
-            timed_out = stopping = False
-            interval = self.context.settings.log_flush_interval
-            while waiter.is_alive():
-                waiter.join(interval)
-                if self._abandon.is_set():
-                    self._kill_abandoned(container_id)
-                    return
-                detaching = self._detach.is_set()
-                # Leaving the container to a restarted runner: store the tail held in memory
-                # now, as the only copy of that output we can count on (Docker's log may be
-                # rotated, and if no runner adopts the attempt this is its whole log). The
-                # adopter reads on from the pump's resume point, stored with this batch, and
-                # stores its own tail later, so each restart while cutting may add one more
-                # tail (half the budget) to the attempt's log.
-                self._store_logs(pump, budget, ending=detaching)
-                if detaching:
-                    return
-                if not stopping and self._cancel.is_set():
-                    stopping = True
-                    self._stop_container(container_id)
-                if not stopping and timeout is not None and time.monotonic() - started > timeout:
-                    timed_out = stopping = True
-                    self._stop_container(container_id)
-            pump.container_exited()
-            self._crash_point("exit_seen")
-            self._drain(pump, budget)
-        finally:
-            pump.stop()
-        exit_code = exit_codes[0] if exit_codes else None
-        result = self._collect(container_id, exit_code, timed_out)
+        exited = supervisor.run(since, started, stored)
+        if exited is None:
+            # Detached or abandoned: nothing to record (a restarted runner adopts a detached one).
+            return
+        result = collect(
+            self.context,
+            self.job,
+            container_id,
+            exited,
+            cancel=self._cancel,
+            secrets=self._secrets.values(),
+        )
         self._crash_point("output_read")
         self._finish(result)
         self._crash_point("outcome_recorded")
@@ -440,187 +381,7 @@ class Attempt:
         self._remove()
         self._crash_point("removed")
 
-    def _drain(self, pump: LogPump, budget: LogBudget) -> None:
-        """Store the rest of the output once the container has exited, then the tail.
-
-        The pump ends once it has read what Docker stored; it is given up on only after
-        ``LOG_DRAIN_SECONDS`` without output, so a large backlog is stored whole.
-        """
-        interval = self.context.settings.log_flush_interval
-        deadline = time.monotonic() + LOG_DRAIN_SECONDS
-        while not pump.join(interval) and time.monotonic() < deadline:
-            if self._store_logs(pump, budget, ending=False):
-                deadline = time.monotonic() + LOG_DRAIN_SECONDS
-        self._store_logs(pump, budget, ending=True)
-
-    def _wait_for_exit(self, container_id: str) -> int | None:
-        """The exit code; keeps trying through engine outages; None if the container vanished."""
-        while not self._detach.is_set() and not self._abandon.is_set():
-            try:
-                return int(self._engine.wait(container_id))
-            except ContainerMissing:
-                return None
-            except EngineUnavailable as exc:
-                self._engine_lost = True
-                self.context.engine_lost(exc.message)
-                time.sleep(self.context.settings.engine_retry_interval)
-        return None
-
-    def _kill_abandoned(self, container_id: str) -> None:
-        logger.warning(
-            "attempt %s is no longer this runner's; removing its container",
-            self.number,
-            extra={"action": "attempt_abandoned", "job_id": self.job_id},
-        )
-        try:
-            self._engine.remove(container_id)
-        except OrchestratorError as exc:
-            logger.warning("could not remove the container: %s", exc.message)
-        self.context.run_dirs.remove(container_name(self.job))
-
-    def _engine_goes_away(self) -> bool:
-        """Whether the engine stops answering within ``ENGINE_SHUTDOWN_WINDOW`` seconds."""
-        deadline = time.monotonic() + ENGINE_SHUTDOWN_WINDOW
-        while time.monotonic() < deadline:
-            try:
-                self._engine.ping()
-            except EngineUnavailable:
-                return True
-            time.sleep(0.2)
-        return False
-
-    def _stop_container(self, container_id: str) -> None:
-        grace = self.context.settings.stop_grace_period
-
-        def stop() -> None:
-            try:
-                self._engine.stop(container_id, grace)
-            except OrchestratorError as exc:
-                logger.warning("stop failed: %s", exc.message, extra={"job_id": self.job_id})
-
-        threading.Thread(target=stop, name=f"stop-{self.job_id}", daemon=True).start()
-
     def _store_logs(self, pump: LogPump, budget: LogBudget, *, ending: bool) -> bool:
         """Store what the pump gathered, as far as the budget allows; ``ending``: the tail too.
-
-        Each batch carries the pump's resume point, where an adopting runner reads on from.
-        True if the pump had gathered anything.
-        """
-        taken = pump.take()
-        texts = budget.add(taken)
-        if ending:
-            texts += budget.flush()
-        if texts:
-            resume = pump.resume_time
-            # Text comes only from output read, which sets the resume point.
-            assert resume is not None
-            with self.context.db.transaction() as session:
-                attempts.append_logs(
-                    session,
-                    self.context.hub,
-                    self.job_id,
-                    self.number,
-                    [(resume, t) for t in texts],
-                )
-        return bool(taken)
-
-    def _read_output(self, container_id: str) -> bytes | None:
-        """The bytes at ``$ORCH_OUTPUT``: from the attempt's directory when it has one."""
-        max_bytes = self.context.settings.max_output_bytes
-        name = container_name(self.job)
-        if self.context.run_dirs.path(name).is_dir():
-            try:
-                return self.context.run_dirs.read_output(name, max_bytes)
-            except PermissionError:
-                # Written by a user of the container's that the runner's user may not read.
-                pass
-        return self._engine.read_file(container_id, OUTPUT_PATH, max_bytes)
-
-    def _collect(
-        self, container_id: str, exit_code: int | None, timed_out: bool
-    ) -> attempts.AttemptResult:
-        """What the attempt came to, from its exit code, its output and the engine.
-
-        A container removed or killed through the engine by someone else (``docker rm -f``,
-        ``docker kill``, ``docker stop``) interrupts the attempt, as an engine restart does:
-        the job gets a new attempt that does not count. Our own stops (a cancel, a timeout)
-        are not interruptions, nor is a job that kills itself (no kill request reaches the
-        engine then). The messages here are ours: they hold no secret value and are not
-        masked (masking a short value would garble them).
-        """
-        stopped_by_us = timed_out or self._cancel.is_set()
-        error = None
-        output = None
-        state: ContainerState | None = None
-        vanished = exit_code is None
-        try:
-            raw = self._read_output(container_id)
-            output, error = parse_output(raw, self._secrets.values())
-            if exit_code != 0 and not vanished:
-                state = self._engine.state(container_id)
-                vanished = state is None
-        except EngineUnavailable as exc:
-            self._engine_lost = True
-            error = f"could not read the output: {exc.message}"
-        except ContainerMissing:
-            vanished = True
-        except OrchestratorError as exc:
-            error = f"could not read the output: {exc.message}"
-        oom_killed = state is not None and state.oom_killed
-        killed_by = None
-        if exit_code in SIGNAL_EXIT_CODES and not (stopped_by_us or oom_killed or vanished):
-            # Killed by a signal nobody here sent: a stopping engine sends SIGTERM to every
-            # container before it goes away. Its exit code comes back before the engine stops
-            # answering, so look a moment longer.
-            self._engine_lost = self._engine_lost or self._engine_goes_away()
-            if not self._engine_lost:
-                # ``docker rm -f`` kills first: the container may have been on its way out.
-                vanished = self._engine.state(container_id) is None
-            if not (self._engine_lost or vanished) and state is not None:
-                killed_by = self._kill_request(container_id, state)
-        interrupted = None
-        if vanished and not stopped_by_us:
-            interrupted = "container_vanished"
-            error = "the container was removed while it ran, not by this runner"
-        elif self._engine_lost and exit_code != 0 and not stopped_by_us:
-            interrupted = "engine_unavailable"
-            self.context.engine_lost("the engine stopped answering as the container was killed")
-            error = (
-                f"the container exited with code {exit_code} while its Docker engine was "
-                "unavailable (an engine restart stops its containers)"
-            )
-        elif killed_by is not None:
-            interrupted = "container_killed"
-            error = (
-                f"the container was stopped from outside (signal {killed_by} sent through the "
-                "Docker engine, not by this runner)"
-            )
-        elif timed_out:
-            error = f"timed out after {self.job.timeout:g}s"
-        elif oom_killed:
-            error = "the container ran out of memory and was killed"
-        elif error is None and exit_code != 0 and not self._cancel.is_set():
-            error = f"the container exited with code {exit_code}"
-        return attempts.AttemptResult(
-            exit_code=exit_code,
-            output=output,
-            error=error,
-            timed_out=timed_out,
-            cancelled=self._cancel.is_set(),
-            interrupted=interrupted,
-        )
-
-    def _kill_request(self, container_id: str, state: ContainerState) -> str | None:
-        """The signal of a kill request the engine received for the container since it
-        started (none of ours: we sent none), or None."""
-        since = (state.started_at or utcnow()).timestamp() - 1
-        try:
-            signals = self._engine.kill_signals(container_id, since)
-        except OrchestratorError as exc:
-            logger.warning(
-                "could not read the engine's events: %s",
-                exc.message,
-                extra={"action": "engine_events_failed", "job_id": self.job_id},
-            )
-            return None
-        return signals[-1] if signals else None
+        True if the pump had gathered anything."""
+        return store_logs(self.context, self.job_id, self.number, pump, budget, ending=ending)
