@@ -16,7 +16,7 @@ from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page
 from orchestrator.schemas.jobs import JobCreate, JobEventPublic, JobPublic
-from orchestrator.services import jobs, projects
+from orchestrator.services import job_queries, jobs, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 from orchestrator.wakeups.topics import job_topic
 
@@ -94,7 +94,7 @@ def list_jobs(
 ) -> Page[JobPublic]:
     """The project's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
     with services.db.read() as session:
-        rows, next_cursor = jobs.list_jobs(
+        rows, next_cursor = job_queries.list_jobs(
             session, project, queue=queue, status=status, limit=limit, cursor=cursor
         )
     return Page(items=[JobPublic.from_row(j) for j in rows], next_cursor=next_cursor)
@@ -105,7 +105,7 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
     """One job."""
     with services.db.read() as session:
         projects.get(session, project)
-        return JobPublic.from_row(jobs.get(session, project, job_id))
+        return JobPublic.from_row(job_queries.get(session, project, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(409))
@@ -124,15 +124,15 @@ def list_events(project: str, job_id: str, services: ServicesDep) -> Page[JobEve
     """The job's events, oldest first."""
     with services.db.read() as session:
         projects.get(session, project)
-        jobs.get(session, project, job_id)
-        rows = jobs.events(session, job_id)
+        job_queries.get(session, project, job_id)
+        rows = job_queries.events(session, job_id)
     return Page(items=[JobEventPublic.from_row(e) for e in rows])
 
 
 def _job(services: Services, project: str, job_id: str) -> Job:
     with services.db.read() as session:
         projects.get(session, project)
-        return jobs.get(session, project, job_id)
+        return job_queries.get(session, project, job_id)
 
 
 def _logs_after(
@@ -141,8 +141,8 @@ def _logs_after(
     # Status first: logs are committed before the terminal status, so a terminal status read
     # here means the logs read next are complete.
     with services.db.read() as session:
-        status = jobs.get(session, project, job_id).status
-        return status, jobs.logs(session, job_id, after, attempt)
+        status = job_queries.get(session, project, job_id).status
+        return status, job_queries.logs(session, job_id, after, attempt)
 
 
 async def _follow_logs(
@@ -193,7 +193,7 @@ async def _stored_logs(services: Services, job_id: str, attempt: int | None) -> 
 
     def page(after: int) -> list[JobLog]:
         with services.db.read() as session:
-            return jobs.logs(session, job_id, after, attempt)
+            return job_queries.logs(session, job_id, after, attempt)
 
     after = 0
     while rows := await run_in_threadpool(page, after):
@@ -207,8 +207,8 @@ def _events_after(
     services: Services, project: str, job_id: str, after: int
 ) -> tuple[JobStatus, list[JobEvent]]:
     with services.db.read() as session:
-        status = jobs.get(session, project, job_id).status
-        return status, jobs.events(session, job_id, after)
+        status = job_queries.get(session, project, job_id).status
+        return status, job_queries.events(session, job_id, after)
 
 
 def _sse(event: JobEventPublic) -> str:

@@ -15,7 +15,7 @@ from orchestrator.schemas.webhooks import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.services import jobs, projects, webhooks
+from orchestrator.services import job_queries, projects, webhooks
 from orchestrator.storage.models import WebhookDelivery
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
@@ -52,7 +52,7 @@ def list_deliveries(
     """The job's webhook deliveries, oldest first, each with its attempts."""
     with services.db.read() as session:
         projects.get(session, project)
-        job = jobs.get(session, project, job_id)
+        job = job_queries.get(session, project, job_id)
         rows = webhooks.deliveries(session, job.id)
     return Page(items=[_public(row) for row in rows])
 
@@ -74,7 +74,7 @@ def redeliver(
     anew with the project's current secret. 409 when the job has no webhook."""
     with services.db.transaction() as session:
         projects.get(session, project)
-        job = jobs.get(session, project, job_id)
+        job = job_queries.get(session, project, job_id)
         delivery = webhooks.redeliver(session, job, number, services.hub)
     return _public(delivery)
 

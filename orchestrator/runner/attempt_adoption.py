@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerState
 from orchestrator.runner.log_pump import resume_since
-from orchestrator.services import attempts, jobs
+from orchestrator.services import attempts, job_queries
 from orchestrator.storage.models import Job, utcnow
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _stored_log_bytes(context: AttemptContext, job: Job) -> int:
     """Bytes of the attempt's log stored already."""
     total = after = 0
     with context.db.read() as session:
-        while rows := jobs.logs(session, job.id, after, job.attempt):
+        while rows := job_queries.logs(session, job.id, after, job.attempt):
             total += sum(len(row.text.encode()) for row in rows)
             assert rows[-1].id is not None
             after = rows[-1].id

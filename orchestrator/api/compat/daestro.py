@@ -38,7 +38,7 @@ from orchestrator.rules.states import EventType, JobStatus
 from orchestrator.schemas.common import Request as StrictRequest
 from orchestrator.schemas.common import Time
 from orchestrator.schemas.jobs import JobCreate
-from orchestrator.services import jobs
+from orchestrator.services import job_queries, jobs
 from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, JobEvent
 
@@ -336,7 +336,7 @@ def _find(session: Session, actor: Actor, job_id: str, *, write: bool) -> Job:
 
 
 def _public(session: Session, job: Job) -> DaestroJobResponse:
-    events = jobs.events(session, job.id) if job.status is JobStatus.FAILED else []
+    events = job_queries.events(session, job.id) if job.status is JobStatus.FAILED else []
     return DaestroJobResponse(
         data=DaestroJob(
             id=job.id,

@@ -22,7 +22,7 @@ from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorE
 from orchestrator.process import Services
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.schemas.queues import QueueCreate, QueueUpdate
-from orchestrator.services import jobs, projects, queues, salad, webhooks
+from orchestrator.services import job_queries, jobs, projects, queues, salad, webhooks
 from orchestrator.services.audit import Actor
 from orchestrator.services.salad import (
     QueueCollection,
@@ -132,7 +132,7 @@ def _queue(session: Session, project: str, name: str) -> Queue:
 
 
 def _job(session: Session, queue: Queue, job_id: str) -> Job:
-    job = jobs.get(session, queue.project, job_id)
+    job = job_queries.get(session, queue.project, job_id)
     if job.queue != queue.name:
         raise NotFound(f"job '{job_id}' not found in queue '{queue.name}'", field="job")
     return job
