@@ -9,14 +9,28 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from orchestrator.rules.crash_points import CrashPoint
 from orchestrator.rules.input_limits import InputLimits
-from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicyError, load_policy_file
+from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
 from orchestrator.rules.units import parse_size
 
 
@@ -38,8 +52,57 @@ def _size_or_zero(value: object) -> object:
     return parse_size(value)  # type: ignore[arg-type]
 
 
+def _comma_list(value: object) -> object:
+    # ORCH_POLICY_ALLOWED_IMAGES=registry.example.com/,busybox: a comma-separated list.
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+# Keywords of ``Settings`` for the policy's fields, named as their variables are.
+_POLICY_KEYWORDS = {f"policy_{field}": field for field in POLICY_FIELDS}
+# The policy's list settings: comma-separated lists in the environment, as keywords too.
+_POLICY_LISTS = frozenset(
+    name
+    for name, field in PolicySettings.model_fields.items()
+    if get_origin(field.annotation) is list
+)
+
+
+def variable_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable of the setting at ``loc`` (where a validation error is):
+    ``ORCH_<NAME>``, and for a field of the nested policy ``ORCH_POLICY_<FIELD>``."""
+    if loc[0] == "policy" and len(loc) > 1 and loc[1] in POLICY_FIELDS:
+        return setting_name(str(loc[1]))
+    return f"ORCH_{str(loc[0]).upper()}"
+
+
+class _Environment(EnvSettingsSource):
+    """``ORCH_<NAME>`` for each setting but the nested policy, whose fields are variables of
+    their own (``ORCH_POLICY_<FIELD>``): never one ``ORCH_POLICY``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        """The variable of the setting ``field_name``; none for the nested policy."""
+        if field_name == "policy":
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        policy = {}
+        for field in POLICY_FIELDS:
+            variable = setting_name(field)
+            value = self.env_vars.get(variable if self.case_sensitive else variable.lower())
+            if value is not None:
+                policy[field] = value
+        if policy:
+            values["policy"] = policy
+        return values
+
+
 class Settings(BaseSettings):
-    """Every setting of the server, runner and CLI. Env var = ``ORCH_`` + upper-case name."""
+    """Every setting of the server, runner and CLI. Env var = ``ORCH_`` + upper-case name; for
+    a field of the nested ``policy``, ``ORCH_POLICY_`` + its upper-case name."""
 
     model_config = SettingsConfigDict(env_prefix="ORCH_", extra="ignore")
 
@@ -112,30 +175,53 @@ class Settings(BaseSettings):
     test_crash_point: CrashPoint | None = None
 
     # Container policy: what definitions and submissions may ask for. Everything risky is off.
+    # Its fields are declared in ``PolicySettings``; each is set by ``ORCH_POLICY_<FIELD>`` (or
+    # the keyword ``policy_<field>``), overridden by the key ``<field>`` of ``ORCH_POLICY_FILE``.
     policy_file: Path | None = None
-    policy_allow_privileged: bool = False
-    policy_allow_host_network: bool = False
-    policy_allow_host_pid: bool = False
-    policy_allow_host_ipc: bool = False
-    policy_allow_host_userns: bool = False
-    policy_allow_host_mounts: bool = False
-    policy_allow_docker_socket: bool = False
-    policy_allow_devices: bool = False
-    policy_allow_capabilities: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    policy_allowed_images: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    policy: PolicySettings = Field(default_factory=PolicySettings)
     # Limits of a container whose definition sets none; 0 leaves it unlimited.
     default_memory: Annotated[int, BeforeValidator(_size_or_zero)] = 1024**3
     default_pids: int = Field(default=1024, ge=0)
 
-    @field_validator(
-        "policy_allow_capabilities", "policy_allowed_images", "runner_queues", mode="before"
-    )
     @classmethod
-    def _comma_list(cls, value: object) -> object:
-        # ORCH_POLICY_ALLOWED_IMAGES=registry.example.com/,busybox: a comma-separated list.
-        if isinstance(value, str):
-            return [item.strip() for item in value.split(",") if item.strip()]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """pydantic-settings' sources, with the environment read as ``_Environment`` reads it."""
+        return init_settings, _Environment(settings_cls), dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_policy(cls, data: Any) -> Any:
+        # The keyword policy_<field> sets the nested policy's <field>, over a whole ``policy``.
+        if not isinstance(data, dict):
+            return data
+        given = {field: data[key] for key, field in _POLICY_KEYWORDS.items() if key in data}
+        policy = data.get("policy", {})
+        if isinstance(policy, BaseModel):
+            policy = policy.model_dump()
+        if not given or not isinstance(policy, dict):
+            return data  # nothing to nest, or a ``policy`` the field refuses
+        rest = {key: value for key, value in data.items() if key not in _POLICY_KEYWORDS}
+        return {**rest, "policy": {**policy, **given}}
+
+    @field_validator("policy", mode="before")
+    @classmethod
+    def _split_policy_lists(cls, value: object) -> object:
+        # Lists come comma-separated, from the environment or as keywords; never as JSON.
+        if isinstance(value, dict):
+            return {k: _comma_list(v) if k in _POLICY_LISTS else v for k, v in value.items()}
         return value
+
+    @field_validator("runner_queues", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        return _comma_list(value)
 
     @field_validator("url")
     @classmethod
@@ -187,18 +273,12 @@ class Settings(BaseSettings):
 
     def container_policy(self) -> ContainerPolicy:
         """The ``ORCH_POLICY_*`` settings, overridden key by key by ``ORCH_POLICY_FILE``."""
-        values: dict[str, Any] = {name: getattr(self, f"policy_{name}") for name in POLICY_FIELDS}
-        if self.policy_file is not None:
-            values.update(load_policy_file(self.policy_file))
-        # docker-py reads DOCKER_HOST when ORCH_DOCKER_HOST is unset; so must the socket rule.
-        values["docker_host"] = self.docker_host or os.environ.get("DOCKER_HOST") or None
-        try:
-            return ContainerPolicy.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise PolicyError(f"the container policy is not valid: {problems}") from None
+        return ContainerPolicy.from_settings(
+            self.policy,
+            policy_file=self.policy_file,
+            # docker-py reads DOCKER_HOST when ORCH_DOCKER_HOST is unset; so must the socket rule.
+            docker_host=self.docker_host or os.environ.get("DOCKER_HOST") or None,
+        )
 
     def input_limits(self) -> InputLimits:
         """The limits on what one request may carry."""

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from orchestrator.cli import log_masking
 from orchestrator.cli.client import ApiError, Client, ClientError
-from orchestrator.config import Settings
+from orchestrator.config import Settings, variable_name
 
 Project = Annotated[str, typer.Option("--project", help="The project to act in.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON, for scripts.")]
@@ -57,7 +57,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def setting_errors(exc: ValidationError) -> str:
     """``ORCH_NAME: reason`` for each bad setting (never its value: it may be a secret)."""
     return "; ".join(
-        f"ORCH_{str(e['loc'][0]).upper()}: {str(e['msg']).removeprefix('Value error, ')}"
+        f"{variable_name(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
         for e in exc.errors(include_input=False)
         if e["loc"]
     )

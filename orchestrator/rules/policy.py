@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import OrchestratorError, PolicyRefused
 
@@ -45,20 +45,9 @@ ENGINE_SOCKETS = (
 # A listening Unix socket whose path holds one of these words is taken for an engine's (its
 # shims, plugins and rootless sockets live at paths no list can know).
 ENGINE_WORDS = ("docker", "containerd", "podman", "crio")
-SOCKET_SETTING = "ORCH_POLICY_ALLOW_DOCKER_SOCKET"
 PROC_REACH = "in /proc (where a job reaches every process's files, the engine's socket among them)"
-POLICY_FIELDS = (
-    "allow_privileged",
-    "allow_host_network",
-    "allow_host_pid",
-    "allow_host_ipc",
-    "allow_host_userns",
-    "allow_host_mounts",
-    "allow_docker_socket",
-    "allow_devices",
-    "allow_capabilities",
-    "allowed_images",
-)
+# The setting that lets a job mount an engine's socket, or any path that leads to one.
+SOCKET_FIELD = "allow_docker_socket"
 
 
 class PolicyError(OrchestratorError):
@@ -67,30 +56,77 @@ class PolicyError(OrchestratorError):
     code = "invalid_policy"
 
 
-class ContainerPolicy(BaseModel):
-    """What the server allows; every field's default is the safe choice."""
+class PolicySettings(BaseModel):
+    """The container policy's settings, each declared here and nowhere else: the field
+    ``allow_privileged`` is the setting ``ORCH_POLICY_ALLOW_PRIVILEGED`` (``setting_name``) and
+    the policy file's key ``allow_privileged``. Every default is the safe choice."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    allow_privileged: bool = False
-    allow_host_network: bool = False
-    allow_host_pid: bool = False
-    allow_host_ipc: bool = False
-    allow_host_userns: bool = False
-    allow_host_mounts: bool = False
-    allow_docker_socket: bool = False
-    allow_devices: bool = False
-    allow_capabilities: list[str] = Field(default_factory=list)
-    allowed_images: list[str] = Field(default_factory=list)
-    # Not a policy setting: the engine this process drives (``ORCH_DOCKER_HOST``, else
-    # ``DOCKER_HOST``; None is the local default socket). Its Unix socket is guarded like the
-    # known ones, and the files of an engine reached otherwise cannot be checked here.
-    docker_host: str | None = None
+    allow_privileged: bool = Field(default=False, description="allow `privileged: true`")
+    allow_host_network: bool = Field(
+        default=False, description="allow `network: host` (and `container:<name>`)"
+    )
+    allow_host_pid: bool = Field(default=False, description="allow `pid: host`")
+    allow_host_ipc: bool = Field(default=False, description="allow `ipc: host`")
+    allow_host_userns: bool = Field(default=False, description="allow `userns: host`")
+    allow_host_mounts: bool = Field(
+        default=False, description="allow bind mounts of host paths in `volumes`"
+    )
+    allow_docker_socket: bool = Field(
+        default=False,
+        description="allow a bind mount of the Docker socket (or a directory holding it)",
+    )
+    allow_devices: bool = Field(default=False, description="allow `devices`")
+    allow_capabilities: list[str] = Field(
+        default_factory=list, description="capabilities `cap_add` may name (`ALL` for any)"
+    )
+    allowed_images: list[str] = Field(
+        default_factory=list, description="prefixes an image must start with (none: any image)"
+    )
 
     @field_validator("allow_capabilities")
     @classmethod
     def _normalize_capabilities(cls, value: list[str]) -> list[str]:
         return sorted({capability_name(c) for c in value})
+
+
+# The policy file's keys.
+POLICY_FIELDS = tuple(PolicySettings.model_fields)
+
+
+def setting_name(field: str) -> str:
+    """The environment variable of the policy setting ``field``: ``ORCH_POLICY_<FIELD>``."""
+    if field not in PolicySettings.model_fields:
+        raise ValueError(f"not a policy setting: {field}")
+    return f"ORCH_POLICY_{field.upper()}"
+
+
+class ContainerPolicy(PolicySettings):
+    """What the server allows: its policy settings, and the engine they guard."""
+
+    # Not a policy setting: the engine this process drives (``ORCH_DOCKER_HOST``, else
+    # ``DOCKER_HOST``; None is the local default socket). Its Unix socket is guarded like the
+    # known ones, and the files of an engine reached otherwise cannot be checked here.
+    docker_host: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: PolicySettings, *, policy_file: Path | None, docker_host: str | None
+    ) -> ContainerPolicy:
+        """The policy of ``settings``, overridden key by key by ``policy_file`` (checked by the
+        same fields), guarding the engine at ``docker_host``; ``PolicyError`` if not valid."""
+        values: dict[str, Any] = settings.model_dump()
+        if policy_file is not None:
+            values.update(load_policy_file(policy_file))
+        values["docker_host"] = docker_host
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise PolicyError(f"the container policy is not valid: {problems}") from None
 
     def check(self, container: Mapping[str, Any]) -> None:
         """Refuse the first option of ``container`` (a definition's container fields) that this
@@ -115,22 +151,20 @@ class ContainerPolicy(BaseModel):
     def _checked(self, container: Mapping[str, Any], *, on_runner: bool) -> dict[str, Any]:
         self._check_image(str(container["image"]))
         if container.get("privileged") and not self.allow_privileged:
-            _refuse("privileged", "privileged mode", "ORCH_POLICY_ALLOW_PRIVILEGED")
+            _refuse("privileged", "privileged mode", "allow_privileged")
         network = str(container.get("network") or "bridge")
         if network == "host" and not self.allow_host_network:
-            _refuse(
-                "network", "the host's network (network: host)", "ORCH_POLICY_ALLOW_HOST_NETWORK"
-            )
+            _refuse("network", "the host's network (network: host)", "allow_host_network")
         if network.startswith("container:") and not self.allow_host_network:
             _refuse(
                 "network",
                 f"another container's network namespace (network: {network})",
-                "ORCH_POLICY_ALLOW_HOST_NETWORK",
+                "allow_host_network",
             )
         for field, allowed, setting in (
-            ("pid", self.allow_host_pid, "ORCH_POLICY_ALLOW_HOST_PID"),
-            ("ipc", self.allow_host_ipc, "ORCH_POLICY_ALLOW_HOST_IPC"),
-            ("userns", self.allow_host_userns, "ORCH_POLICY_ALLOW_HOST_USERNS"),
+            ("pid", self.allow_host_pid, "allow_host_pid"),
+            ("ipc", self.allow_host_ipc, "allow_host_ipc"),
+            ("userns", self.allow_host_userns, "allow_host_userns"),
         ):
             if container.get(field) == "host" and not allowed:
                 _refuse(field, f"the host's {field} namespace ({field}: host)", setting)
@@ -142,13 +176,9 @@ class ContainerPolicy(BaseModel):
         for index, capability in enumerate(container.get("cap_add") or []):
             name = capability_name(str(capability))
             if name not in self.allow_capabilities and "ALL" not in self.allow_capabilities:
-                _refuse(
-                    f"cap_add[{index}]",
-                    f"the added capability {name}",
-                    "ORCH_POLICY_ALLOW_CAPABILITIES",
-                )
+                _refuse(f"cap_add[{index}]", f"the added capability {name}", "allow_capabilities")
         if container.get("devices") and not self.allow_devices:
-            _refuse("devices", "host devices", "ORCH_POLICY_ALLOW_DEVICES")
+            _refuse("devices", "host devices", "allow_devices")
         return {**container, "volumes": volumes} if "volumes" in container else dict(container)
 
     def _check_image(self, image: str) -> None:
@@ -158,7 +188,7 @@ class ContainerPolicy(BaseModel):
             return
         raise PolicyRefused(
             f"image: '{image}' is not allowed by the server's policy; allowed prefixes: "
-            f"{', '.join(self.allowed_images)} (ORCH_POLICY_ALLOWED_IMAGES)",
+            f"{', '.join(self.allowed_images)} ({setting_name('allowed_images')})",
             field="image",
         )
 
@@ -169,32 +199,30 @@ class ContainerPolicy(BaseModel):
             return volume  # a named volume: Docker manages it, no host path is exposed
         field = f"volumes[{index}]"
         if not self.allow_host_mounts:
-            _refuse(
-                field, f"a bind mount of the host path {source}", "ORCH_POLICY_ALLOW_HOST_MOUNTS"
-            )
+            _refuse(field, f"a bind mount of the host path {source}", "allow_host_mounts")
         if self.allow_docker_socket:
             return volume
         if _under(_normalize(source), "/proc"):
-            _refuse(field, f"a bind mount of {source}, {PROC_REACH},", SOCKET_SETTING)
+            _refuse(field, f"a bind mount of {source}, {PROC_REACH},", SOCKET_FIELD)
         if on_runner and _socket_path(self.docker_host) is None:
             raise PolicyRefused(
                 f"{field}: the host path {source} cannot be checked for the engine's socket: "
                 f"this runner's Docker engine is {self.docker_host}, whose files it cannot see "
-                f"({SOCKET_SETTING} mounts host paths unchecked)",
+                f"({setting_name(SOCKET_FIELD)} mounts host paths unchecked)",
                 field=field,
             )
         real = _resolve(field, source, strict=on_runner)
         seen = f" ({real} on this host)" if real != source else ""
         if _identity(source) != _identity(real):
             # A magic link of /proc (another process's root or cwd) is not the path it reads as.
-            _refuse(field, f"a bind mount of {source}, which is not one path here,", SOCKET_SETTING)
+            _refuse(field, f"a bind mount of {source}, which is not one path here,", SOCKET_FIELD)
         reached = host.reach(real) or _spelled_reach(_normalize(source))
         if reached is not None:
             verb, found = reached
             what = f"a bind mount of {source}{seen}, which {verb} the engine socket {found},"
-            _refuse(field, what, SOCKET_SETTING)
+            _refuse(field, what, SOCKET_FIELD)
         if host.in_proc(real):
-            _refuse(field, f"a bind mount of {source}{seen}, {PROC_REACH},", SOCKET_SETTING)
+            _refuse(field, f"a bind mount of {source}{seen}, {PROC_REACH},", SOCKET_FIELD)
         if on_runner and ":" in real:
             raise PolicyRefused(
                 f"{field}: the host path {source} leads to {real}, which a bind mount cannot name "
@@ -345,9 +373,11 @@ def _spelled_reach(path: str) -> tuple[str, str] | None:
     return None
 
 
-def _refuse(field: str, what: str, setting: str) -> None:
+def _refuse(field: str, what: str, allowed_by: str) -> None:
+    """Refuse ``what``, asked for by ``field``, naming the policy setting ``allowed_by``."""
     raise PolicyRefused(
-        f"{field}: {what} is not allowed by the server's policy ({setting} allows it)",
+        f"{field}: {what} is not allowed by the server's policy "
+        f"({setting_name(allowed_by)} allows it)",
         field=field,
     )
 
@@ -378,8 +408,8 @@ def exposes_docker_socket(source: str) -> bool:
 
 
 def load_policy_file(path: Path) -> dict[str, Any]:
-    """The settings a policy file gives (YAML: the ``ORCH_POLICY_*`` names, lower-case, without
-    the ``policy_`` prefix)."""
+    """The settings a policy file gives (YAML: a mapping whose keys are fields of
+    ``PolicySettings``), whose values ``ContainerPolicy.from_settings`` checks."""
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
