@@ -29,6 +29,8 @@ from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules.masking import mask
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS
+from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
+from orchestrator.services.schedules import set_run_status, set_status
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
@@ -37,7 +39,6 @@ from orchestrator.wakeups.topics import HTTP_RUNS, schedule_topic
 
 logger = logging.getLogger(__name__)
 
-PENDING, RUNNING, SUCCEEDED, FAILED = "pending", "running", "succeeded", "failed"
 BODY_LIMIT = 1024  # bytes of a response body kept
 # When a due run could not be claimed (another process holds it), look again this much later.
 RECHECK = 0.1
@@ -300,12 +301,16 @@ class HttpTargetRunner:
             due = session.exec(
                 select(sa.func.min(ScheduleRun.next_attempt_at))
                 .join(Schedule, col(Schedule.id) == col(ScheduleRun.schedule_id))
-                .where(Schedule.target_kind == "http", ScheduleRun.status == PENDING)
+                .where(
+                    Schedule.target_kind == "http", ScheduleRun.status == ScheduleRunStatus.PENDING
+                )
             ).one()
             lease = session.exec(
                 select(sa.func.min(ScheduleRun.lease_until))
                 .join(Schedule, col(Schedule.id) == col(ScheduleRun.schedule_id))
-                .where(Schedule.target_kind == "http", ScheduleRun.status == RUNNING)
+                .where(
+                    Schedule.target_kind == "http", ScheduleRun.status == ScheduleRunStatus.RUNNING
+                )
             ).one()
         times = [t for t in (due, lease) if t is not None]
         if not times:
@@ -321,7 +326,7 @@ class HttpTargetRunner:
                 .join(Schedule, col(Schedule.id) == col(ScheduleRun.schedule_id))
                 .where(
                     Schedule.target_kind == "http",
-                    ScheduleRun.status == PENDING,
+                    ScheduleRun.status == ScheduleRunStatus.PENDING,
                     col(ScheduleRun.next_attempt_at) <= now,
                 )
                 .order_by(col(ScheduleRun.next_attempt_at), col(ScheduleRun.id))
@@ -332,9 +337,9 @@ class HttpTargetRunner:
             for run, schedule in rows:
                 assert run.id is not None
                 timeout = schedule.target.get("timeout") or self.settings.http_timeout
-                run.status, run.attempts = RUNNING, run.attempts + 1
+                set_run_status(session, run, ScheduleRunStatus.RUNNING)
+                run.attempts += 1
                 run.lease_until = now + timedelta(seconds=float(timeout) + LEASE_MARGIN_SECONDS)
-                session.add(run)
                 claims.append(
                     Claim(
                         run_id=run.id,
@@ -363,7 +368,7 @@ class HttpTargetRunner:
                 .join(Schedule, col(Schedule.id) == col(ScheduleRun.schedule_id))
                 .where(
                     Schedule.target_kind == "http",
-                    ScheduleRun.status == RUNNING,
+                    ScheduleRun.status == ScheduleRunStatus.RUNNING,
                     col(ScheduleRun.lease_until) < utcnow(),
                 )
             ).all()
@@ -426,7 +431,7 @@ class HttpTargetRunner:
             ).first()
             if (
                 run is None
-                or run.status != RUNNING
+                or run.status != ScheduleRunStatus.RUNNING
                 or run.attempts != claim.attempt
                 or run.lease_until != claim.lease_until
             ):
@@ -447,17 +452,19 @@ class HttpTargetRunner:
             ]
             run.lease_until = None
             if delay is not None:
-                run.status, run.next_attempt_at = PENDING, now + timedelta(seconds=delay)
+                set_run_status(session, run, ScheduleRunStatus.PENDING)
+                run.next_attempt_at = now + timedelta(seconds=delay)
             else:
-                run.status = SUCCEEDED if outcome.ok else FAILED
+                ended = ScheduleRunStatus.SUCCEEDED if outcome.ok else ScheduleRunStatus.FAILED
+                set_run_status(session, run, ended)
                 run.next_attempt_at, run.finish_time = None, now
-            session.add(run)
             if schedule is not None:
                 total = 1 + len(delays)
                 schedule.last_outcome = describe(outcome, claim.attempt, total, delay is not None)
                 # A one-shot whose tick was taken (and not planned again since) ends with it.
                 if delay is None and schedule.cron is None and schedule.next_run_at is None:
-                    schedule.status = "completed" if outcome.ok else "failed"
+                    finished = ScheduleStatus.COMPLETED if outcome.ok else ScheduleStatus.FAILED
+                    set_status(session, schedule, finished)
                 schedule.update_time = now
                 session.add(schedule)
             topics = [schedule_topic(claim.schedule_id)]

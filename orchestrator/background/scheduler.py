@@ -24,17 +24,16 @@ from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 from orchestrator.rules import cron
 from orchestrator.rules.roles import Role
+from orchestrator.rules.schedule_states import HTTP_UNFINISHED, ScheduleRunStatus, ScheduleStatus
 from orchestrator.rules.states import UNFINISHED
 from orchestrator.services import jobs
 from orchestrator.services.audit import Actor
 from orchestrator.services.schedules import (
-    ACTIVE,
-    COMPLETED,
-    FAILED,
-    HTTP_UNFINISHED,
     JOB,
     Checks,
     job_request,
+    set_run_status,
+    set_status,
     zone_of,
 )
 from orchestrator.storage.db import Database, after_commit
@@ -102,11 +101,18 @@ def fire(
 ) -> ScheduleRun:
     """Run ``schedule`` once for ``tick``, honouring ``overlap``; the run is recorded (as
     ``skipped`` when the previous run is still going and overlap is ``skip``)."""
-    run = ScheduleRun(schedule_id=schedule.id, tick=tick, trigger=trigger, fire_time=now, status="")
+    run = ScheduleRun(
+        schedule_id=schedule.id,
+        tick=tick,
+        trigger=trigger,
+        fire_time=now,
+        status=ScheduleRunStatus.FIRING,
+    )
     going_jobs, going_runs = _still_going(session, schedule)
     previous = [job.id for job in going_jobs] + [f"run {r.id}" for r in going_runs]
     if previous and schedule.overlap == "skip":
-        run.status, run.finish_time = "skipped", now
+        set_run_status(session, run, ScheduleRunStatus.SKIPPED)
+        run.finish_time = now
         run.detail = {"still_going": previous}
         schedule.last_outcome = f"skipped: the previous run is still going ({previous[-1]})"
     else:
@@ -114,6 +120,7 @@ def fire(
             _replace(session, hub, going_jobs, going_runs, now)
             run.detail = {"replaced": previous}
         _start(session, hub, schedule, checks, run, now)
+    assert run.status != ScheduleRunStatus.FIRING  # every branch above gave it its status
     schedule.last_run_at = now
     schedule.update_time = now
     session.add(schedule)
@@ -133,9 +140,8 @@ def _replace(
         if not job.cancel_requested:
             jobs.cancel(session, hub, job.project, job.id)
     for previous in going_runs:
-        previous.status, previous.finish_time = "replaced", now
-        previous.next_attempt_at = None
-        session.add(previous)
+        set_run_status(session, previous, ScheduleRunStatus.REPLACED)
+        previous.finish_time, previous.next_attempt_at = now, None
 
 
 def _start(
@@ -163,14 +169,17 @@ def _start(
             # The definition or the queue went away, the policy changed, a named job still
             # runs...: this run fails, the schedule goes on.
             nested.rollback()
-            run.status, run.error, run.finish_time = "failed", exc.message, now
+            set_run_status(session, run, ScheduleRunStatus.FAILED)
+            run.error, run.finish_time = exc.message, now
             schedule.last_outcome = f"failed: {exc.message}"
             return
         nested.commit()
-        run.status, run.job_id = "submitted", job.id
+        set_run_status(session, run, ScheduleRunStatus.SUBMITTED)
+        run.job_id = job.id
         schedule.last_outcome = f"job {job.id} submitted"
         return
-    run.status, run.next_attempt_at = "pending", now
+    set_run_status(session, run, ScheduleRunStatus.PENDING)
+    run.next_attempt_at = now
     schedule.last_outcome = "HTTP request pending"
     if hub is not None:
         after_commit(session, lambda: hub.publish(HTTP_RUNS))
@@ -192,7 +201,7 @@ def _missed_record(
         tick=span.first,
         trigger="cron" if schedule.cron else "run_at",
         fire_time=now,
-        status="missed",
+        status=ScheduleRunStatus.MISSED,
         finish_time=now,
         detail=detail,
     )
@@ -244,10 +253,12 @@ def fire_tick(
     schedule.next_run_at = upcoming
     if upcoming is None:
         # A one-shot has had its turn: done once its run is (an HTTP run finishes later).
-        http_pending = run is not None and run.status == "pending"
+        http_pending = run is not None and run.status == ScheduleRunStatus.PENDING
         if not http_pending:
-            failed = run is None or run.status == "failed"
-            schedule.status = FAILED if failed else COMPLETED
+            failed = run is None or run.status == ScheduleRunStatus.FAILED
+            set_status(
+                session, schedule, ScheduleStatus.FAILED if failed else ScheduleStatus.COMPLETED
+            )
     schedule.update_time = now
     session.add(schedule)
     return run
@@ -282,7 +293,10 @@ class Scheduler:
                 with self.db.transaction() as session:
                     schedule = session.exec(
                         select(Schedule)
-                        .where(Schedule.status == ACTIVE, col(Schedule.next_run_at) <= now)
+                        .where(
+                            Schedule.status == ScheduleStatus.ACTIVE,
+                            col(Schedule.next_run_at) <= now,
+                        )
                         .order_by(col(Schedule.next_run_at))
                         .limit(1)
                         .with_for_update(skip_locked=True)
@@ -313,7 +327,7 @@ class Scheduler:
         with self.db.transaction() as session:
             schedule = session.get(Schedule, schedule_id)
             if schedule is not None:
-                schedule.status = FAILED
+                set_status(session, schedule, ScheduleStatus.FAILED)
                 schedule.last_outcome = f"failed: internal error ({type(failure).__name__})"
                 schedule.update_time = self.clock()
                 session.add(schedule)
@@ -322,7 +336,9 @@ class Scheduler:
         """Seconds until the earliest active schedule is due (the poll interval at most)."""
         with self.db.read() as session:
             earliest = session.exec(
-                select(sa.func.min(Schedule.next_run_at)).where(Schedule.status == ACTIVE)
+                select(sa.func.min(Schedule.next_run_at)).where(
+                    Schedule.status == ScheduleStatus.ACTIVE
+                )
             ).one()
         limit = self.settings.poll_interval
         if earliest is None:

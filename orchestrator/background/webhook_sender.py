@@ -22,19 +22,17 @@ from sqlmodel import Session, col, select
 
 from orchestrator import __version__
 from orchestrator.config import Settings
+from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.masking import mask, public_url, userinfo_of, with_userinfo
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS, exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
 from orchestrator.services.webhooks import (
-    DELIVERED,
-    FAILED,
-    PENDING,
-    SENDING,
     api_secret,
     open_userinfo,
     project_secret,
     seal_migrated_credentials,
+    set_delivery_status,
     sign,
 )
 from orchestrator.storage.db import Database
@@ -228,11 +226,13 @@ class WebhookSender:
         lease_until = now + self._lease()
         due = sa.or_(
             sa.and_(
-                col(WebhookDelivery.status) == PENDING, col(WebhookDelivery.next_attempt_at) <= now
+                col(WebhookDelivery.status) == DeliveryStatus.PENDING,
+                col(WebhookDelivery.next_attempt_at) <= now,
             ),
             # A send whose process stopped or died before it finished: tried again.
             sa.and_(
-                col(WebhookDelivery.status) == SENDING, col(WebhookDelivery.lease_until) <= now
+                col(WebhookDelivery.status) == DeliveryStatus.SENDING,
+                col(WebhookDelivery.lease_until) <= now,
             ),
         )
         claims = []
@@ -256,9 +256,8 @@ class WebhookSender:
                         if key[0] == "api"
                         else project_secret(session, self.box, key[1])
                     )
-                row.status = SENDING
+                set_delivery_status(session, row, DeliveryStatus.SENDING)
                 row.lease_until = lease_until
-                session.add(row)
                 claims.append(
                     _Claim(
                         id=row.id,
@@ -295,12 +294,12 @@ class WebhookSender:
         with self.db.read() as session:
             pending = session.exec(
                 select(sa.func.min(WebhookDelivery.next_attempt_at)).where(
-                    WebhookDelivery.status == PENDING
+                    WebhookDelivery.status == DeliveryStatus.PENDING
                 )
             ).one()
             leased = session.exec(
                 select(sa.func.min(WebhookDelivery.lease_until)).where(
-                    WebhookDelivery.status == SENDING
+                    WebhookDelivery.status == DeliveryStatus.SENDING
                 )
             ).one()
         times = [t for t in (pending, leased) if t is not None]
@@ -370,7 +369,11 @@ class WebhookSender:
                 select(WebhookDelivery).where(WebhookDelivery.id == claim.id).with_for_update()
             ).first()
             # Another sender took the row over after this one's lease ran out: its record wins.
-            if row is None or row.status != SENDING or row.lease_until != claim.lease_until:
+            if (
+                row is None
+                or row.status != DeliveryStatus.SENDING
+                or row.lease_until != claim.lease_until
+            ):
                 return
             row.attempts += 1
             row.attempt_log = [
@@ -385,28 +388,27 @@ class WebhookSender:
             row.last_status_code = result.status_code
             row.last_error = result.error
             row.lease_until = None
-            event, detail = self._outcome(row, result, now)
-            session.add(row)
+            event, detail = self._outcome(session, row, result, now)
             job = session.exec(select(Job).where(Job.id == row.job_id)).first()
             if event is not None and job is not None:
                 jobs.record(session, job, event, detail, self.hub)
 
     def _outcome(
-        self, row: WebhookDelivery, result: _Result, now: datetime
+        self, session: Session, row: WebhookDelivery, result: _Result, now: datetime
     ) -> tuple[EventType | None, dict[str, Any]]:
         """Move ``row`` on after an attempt; the job event to record, if any."""
         if result.ok:
-            row.status = DELIVERED
+            set_delivery_status(session, row, DeliveryStatus.DELIVERED)
             row.delivered_time = now
             row.next_attempt_at = None
             detail = {"delivery": row.number, "status_code": result.status_code}
             return EventType.WEBHOOK_DELIVERED, {**detail, "attempts": row.attempts}
         retry_at = next_attempt(row.attempts, row.create_time, now, self.settings)
         if retry_at is not None:
-            row.status = PENDING
+            set_delivery_status(session, row, DeliveryStatus.PENDING)
             row.next_attempt_at = retry_at
             return None, {}
-        row.status = FAILED
+        set_delivery_status(session, row, DeliveryStatus.FAILED)
         row.next_attempt_at = None
         logger.warning(
             "webhook delivery %d of job %s failed after %d attempts",

@@ -24,6 +24,7 @@ from orchestrator.docker.engine import DockerEngine
 from orchestrator.errors import Conflict
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.runner_states import RunnerProcessState, RunnerState
 from orchestrator.runner.attempt import Attempt
 from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
@@ -46,6 +47,8 @@ logger = logging.getLogger(__name__)
 class RunnerStatus:
     """What the runner reports about itself (for /healthz)."""
 
+    # A ``RunnerProcessState``, kept a plain str: /healthz reports ``disabled`` in its place
+    # for a process without a runner.
     state: str
     docker: str
     docker_error: str | None
@@ -173,7 +176,7 @@ class Runner:
             len(self._attempts),
             extra={"action": "runner_draining"},
         )
-        self._write_state(runners.DRAINING)
+        self._write_state(RunnerState.DRAINING)
         self.hub.publish(self._topic)
 
     def status(self) -> RunnerStatus:
@@ -181,15 +184,15 @@ class Runner:
         with self._lock:
             running = len(self._attempts)
         if self._stop.is_set() or self.done.is_set():
-            state = "stopped"
+            state = RunnerProcessState.STOPPED
         elif self._draining.is_set():
-            state = "draining"
+            state = RunnerProcessState.DRAINING
         elif self._name_conflict is not None:
-            state = "waiting_for_name"
+            state = RunnerProcessState.WAITING_FOR_NAME
         elif not self.health.ok:
-            state = "waiting_for_engine"
+            state = RunnerProcessState.WAITING_FOR_ENGINE
         else:
-            state = "active"
+            state = RunnerProcessState.ACTIVE
         return RunnerStatus(
             state=state,
             docker="ok" if self.health.ok else "unavailable",
@@ -250,7 +253,7 @@ class Runner:
         # Worker containers do not outlive their runner process (their jobs were given back).
         self.workers.close()
         if self._registered.is_set():
-            self._write_state(runners.STOPPED)
+            self._write_state(RunnerState.STOPPED)
         logger.info(
             "runner stopped; %d running jobs left for adoption",
             len(ours),
@@ -258,7 +261,7 @@ class Runner:
         )
         self.done.set()
 
-    def _write_state(self, state: str) -> None:
+    def _write_state(self, state: RunnerState) -> None:
         try:
             with self.db.transaction() as session:
                 runners.set_state(session, self.identity, state)
@@ -335,7 +338,7 @@ class Runner:
             self._stop.set()
             self.hub.publish(self._topic)
             return
-        if state == runners.DRAINING and not self._draining.is_set():
+        if state == RunnerState.DRAINING and not self._draining.is_set():
             self.drain()
         with self.db.transaction() as session:
             recovered = runners.recover_lost(

@@ -8,6 +8,7 @@ from pydantic import (
     BaseModel,
 )
 
+from orchestrator.rules.runner_states import RunnerState
 from orchestrator.storage.models import (
     RunnerRecord,
 )
@@ -29,7 +30,7 @@ class RunnerPublic(BaseModel):
     heartbeat_time: datetime
 
     @classmethod
-    def from_record(cls, row: RunnerRecord, state: str, running: int) -> RunnerPublic:
+    def from_record(cls, row: RunnerRecord, state: RunnerState, running: int) -> RunnerPublic:
         """The API shape of a runner's row, its reported state and its running count."""
         return cls(
             name=row.name,

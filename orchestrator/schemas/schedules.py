@@ -84,6 +84,7 @@ LocalTime = Annotated[
 ]
 OverlapPolicy = Literal["allow", "skip", "replace"]
 MissedPolicy = Literal["skip", "run_once"]
+# The words of ``rules.schedule_states.ScheduleStatus``, listed as the OpenAPI document shows them.
 ScheduleStatus = Literal["active", "paused", "completed", "failed"]
 
 

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
+from orchestrator.rules.runner_states import RunnerState, can_runner_transition
 from orchestrator.rules.states import ACTIVE
 from orchestrator.services import attempts, audit
 from orchestrator.services.audit import Actor
@@ -25,11 +26,6 @@ from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Installation, Job, RunnerRecord, utcnow
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import control_topic
-
-ACTIVE_STATE = "active"
-DRAINING = "draining"
-STOPPED = "stopped"
-LOST = "lost"
 
 
 def installation_id(session: Session) -> str:
@@ -84,7 +80,7 @@ def register(session: Session, identity: Identity, lease: float) -> RunnerRecord
         # A row without a session stands for a runner of an older release: the name is free.
         and row.session
         and row.session != identity.session
-        and row.state != STOPPED
+        and row.state != RunnerState.STOPPED
         and not _stale(row, lease, now)
         and not _gone_here(row)
     ):
@@ -103,7 +99,7 @@ def register(session: Session, identity: Identity, lease: float) -> RunnerRecord
             capacity=0,
             hostname="",
             docker_host="",
-            state=ACTIVE_STATE,
+            state=RunnerState.ACTIVE,
             version="",
         )
     row.session = identity.session
@@ -113,7 +109,7 @@ def register(session: Session, identity: Identity, lease: float) -> RunnerRecord
     row.capacity = identity.capacity
     row.queues = identity.queues
     row.version = identity.version
-    row.state = ACTIVE_STATE
+    _move(row, RunnerState.ACTIVE)
     row.docker = "unknown"
     row.docker_error = None
     row.start_time = now
@@ -124,7 +120,7 @@ def register(session: Session, identity: Identity, lease: float) -> RunnerRecord
 
 def heartbeat(
     session: Session, identity: Identity, docker: str, docker_error: str | None
-) -> str | None:
+) -> RunnerState | None:
     """Renew the runner's lease; its state (a drain may have been asked for), or None when
     another process has taken the name over."""
     row = session.exec(
@@ -139,16 +135,27 @@ def heartbeat(
     return row.state
 
 
-def set_state(session: Session, identity: Identity, state: str) -> None:
-    """Record the runner's own state change (draining, stopped)."""
-    session.execute(
-        sa.update(RunnerRecord)
-        .where(
-            col(RunnerRecord.name) == identity.name,
-            col(RunnerRecord.session) == identity.session,
-        )
-        .values(state=state, heartbeat_time=utcnow())
-    )
+def _move(row: RunnerRecord, state: RunnerState) -> None:
+    """Move ``row`` to ``state``: the one writer of ``RunnerRecord.state`` once the row exists.
+    Conflict when the registry's table does not allow the move."""
+    if row.state != state and not can_runner_transition(row.state, state):
+        raise Conflict(f"runner '{row.name}' cannot go from {row.state} to {state}", field="state")
+    row.state = state
+
+
+def set_state(session: Session, identity: Identity, state: RunnerState) -> None:
+    """Record the runner's own state change (draining, stopped); nothing when another process
+    has taken the name over."""
+    row = session.exec(
+        select(RunnerRecord)
+        .where(RunnerRecord.name == identity.name, RunnerRecord.session == identity.session)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return
+    _move(row, state)
+    row.heartbeat_time = utcnow()
+    session.add(row)
 
 
 def recover_lost(
@@ -178,14 +185,14 @@ class RunnerView:
     """A runner as ``GET /v1/runners`` shows it."""
 
     record: RunnerRecord
-    state: str
+    state: RunnerState
     running: int
 
 
 def _view(row: RunnerRecord, running: int, lease: float, now: datetime) -> RunnerView:
     state = row.state
-    if _stale(row, lease, now) and (state != STOPPED or running):
-        state = LOST
+    if _stale(row, lease, now) and (state != RunnerState.STOPPED or running):
+        state = RunnerState.LOST
     return RunnerView(record=row, state=state, running=running)
 
 
@@ -220,12 +227,12 @@ def request_drain(
     """Ask a runner to stop claiming and finish its jobs; it is woken at once (and sees the
     request at its next heartbeat anyway). Draining a draining runner changes nothing."""
     view = get(session, name, lease)
-    if view.state in (STOPPED, LOST):
+    if view.state in (RunnerState.STOPPED, RunnerState.LOST):
         raise Conflict(f"runner '{name}' is {view.state}; there is nothing to drain", field="name")
     row = session.exec(
         select(RunnerRecord).where(RunnerRecord.name == name).with_for_update()
     ).one()
-    row.state = DRAINING
+    _move(row, RunnerState.DRAINING)
     session.add(row)
     audit.record(session, actor, "runner.drain", f"runner:{name}")
     if hub is not None:

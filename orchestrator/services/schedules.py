@@ -25,6 +25,13 @@ from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.masking import MASK
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
+from orchestrator.rules.schedule_states import (
+    FINISHED,
+    ScheduleRunStatus,
+    ScheduleStatus,
+    can_run_transition,
+    can_schedule_transition,
+)
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.schemas.schedules import (
     FireTime,
@@ -44,9 +51,6 @@ from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import SCHEDULES
 
 JOB, HTTP = "job", "http"
-ACTIVE, PAUSED, COMPLETED, FAILED = "active", "paused", "completed", "failed"
-# Run statuses of HTTP targets that are still going (overlap looks at them).
-HTTP_UNFINISHED = ("pending", "running")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,28 @@ class Checks:
     box: SecretBox
     policy: ContainerPolicy
     limits: InputLimits
+
+
+def set_status(session: Session, schedule: Schedule, status: ScheduleStatus) -> None:
+    """Move ``schedule`` to ``status``: the one writer of ``Schedule.status`` once the schedule
+    is stored. Conflict when the schedule's life cycle does not allow the move."""
+    if schedule.status != status and not can_schedule_transition(schedule.status, status):
+        raise Conflict(
+            f"schedule {schedule.id} cannot go from {schedule.status} to {status}", field="status"
+        )
+    schedule.status = status
+    session.add(schedule)
+
+
+def set_run_status(session: Session, run: ScheduleRun, status: ScheduleRunStatus) -> None:
+    """Move ``run`` to ``status``: the one writer of ``ScheduleRun.status`` once the run is
+    made. Conflict when a run's life cycle does not allow the move."""
+    if run.status != status and not can_run_transition(run.status, status):
+        raise Conflict(
+            f"schedule run {run.id} cannot go from '{run.status}' to '{status}'", field="status"
+        )
+    run.status = status
+    session.add(run)
 
 
 def zone_of(schedule: Schedule) -> ZoneInfo:
@@ -200,7 +226,7 @@ def create(
         overlap=request.overlap,
         on_missed=request.on_missed,
         missed_window=request.missed_window,
-        status=PAUSED if request.paused else ACTIVE,
+        status=ScheduleStatus.PAUSED if request.paused else ScheduleStatus.ACTIVE,
         create_time=now,
         update_time=now,
     )
@@ -259,14 +285,15 @@ def update(
         _apply_timing(schedule, expression, run_at, timezone)
     if request.target is not None:
         _apply_target(session, schedule, request.target, checks)
-        # HTTP runs still to send belong to the old target: they are not sent any more.
+        # HTTP runs still to send belong to the old target: they are not sent any more
+        # (pending -> replaced, a move the run's life cycle allows).
         session.execute(
             sa.update(ScheduleRun)
             .where(
                 col(ScheduleRun.schedule_id) == schedule.id,
-                col(ScheduleRun.status) == "pending",
+                col(ScheduleRun.status) == ScheduleRunStatus.PENDING,
             )
-            .values(status="replaced", next_attempt_at=None, finish_time=now)
+            .values(status=ScheduleRunStatus.REPLACED, next_attempt_at=None, finish_time=now)
         )
     for field in ("overlap", "on_missed", "missed_window"):
         value = getattr(request, field)
@@ -274,13 +301,14 @@ def update(
             setattr(schedule, field, value)
     resumed = False
     if request.paused is not None:
-        resumed = not request.paused and schedule.status == PAUSED
+        resumed = not request.paused and schedule.status == ScheduleStatus.PAUSED
         if request.paused:
-            schedule.status = PAUSED
-        elif schedule.status == PAUSED:
-            schedule.status = ACTIVE
-    if timing and schedule.status in (COMPLETED, FAILED):
-        schedule.status = ACTIVE  # a new time for a finished one-shot makes it live again
+            set_status(session, schedule, ScheduleStatus.PAUSED)
+        elif schedule.status == ScheduleStatus.PAUSED:
+            set_status(session, schedule, ScheduleStatus.ACTIVE)
+    if timing and schedule.status in FINISHED:
+        # A new time for a finished one-shot makes it live again.
+        set_status(session, schedule, ScheduleStatus.ACTIVE)
     if timing or resumed:
         plan_next(schedule, now)
         if schedule.next_run_at is None:
@@ -311,10 +339,10 @@ def set_paused(
     """Pause (no ticks fire; none are missed) or resume (the next tick from now on)."""
     now = now or utcnow()
     schedule = get(session, project, name, lock=True)
-    if paused and schedule.status == ACTIVE:
-        schedule.status = PAUSED
-    elif not paused and schedule.status == PAUSED:
-        schedule.status = ACTIVE
+    if paused and schedule.status == ScheduleStatus.ACTIVE:
+        set_status(session, schedule, ScheduleStatus.PAUSED)
+    elif not paused and schedule.status == ScheduleStatus.PAUSED:
+        set_status(session, schedule, ScheduleStatus.ACTIVE)
         plan_next(schedule, now)
     schedule.update_time = now
     session.add(schedule)
@@ -390,9 +418,9 @@ def public(session: Session, schedule: Schedule) -> SchedulePublic:
         overlap=schedule.overlap,  # type: ignore[arg-type]
         on_missed=schedule.on_missed,  # type: ignore[arg-type]
         missed_window=schedule.missed_window,
-        paused=schedule.status == PAUSED,
+        paused=schedule.status == ScheduleStatus.PAUSED,
         status=schedule.status,  # type: ignore[arg-type]
-        next_run_at=schedule.next_run_at if schedule.status == ACTIVE else None,
+        next_run_at=schedule.next_run_at if schedule.status == ScheduleStatus.ACTIVE else None,
         last_run_at=schedule.last_run_at,
         last_outcome=outcome,
         create_time=schedule.create_time,
@@ -442,7 +470,10 @@ def preview(schedule: Schedule, count: int, now: datetime | None = None) -> list
     zone = zone_of(schedule)
     if schedule.cron is not None:
         times = cron.upcoming(schedule.cron, zone, now, count)
-    elif schedule.status in (ACTIVE, PAUSED) and schedule.next_run_at is not None:
+    elif (
+        schedule.status in (ScheduleStatus.ACTIVE, ScheduleStatus.PAUSED)
+        and schedule.next_run_at is not None
+    ):
         times = [schedule.next_run_at]
     else:
         times = []

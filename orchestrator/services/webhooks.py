@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
+from orchestrator.rules.delivery_states import DeliveryStatus, can_delivery_transition
 from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
 from orchestrator.schemas.jobs import JobPublic
 from orchestrator.services import audit, salad
@@ -43,10 +44,6 @@ logger = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
-PENDING = "pending"
-SENDING = "sending"
-DELIVERED = "delivered"
-FAILED = "failed"
 
 
 # --- the project's signing secret ------------------------------------------------------------
@@ -254,12 +251,26 @@ def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
             signing_key=signing_key,
             # As the API writes JSON: compact, UTF-8.
             body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
-            status=PENDING,
+            status=DeliveryStatus.PENDING,
             next_attempt_at=now,
             create_time=now,
         )
     )
     _wake_after_commit(session, hub)
+
+
+def set_delivery_status(
+    session: Session, delivery: WebhookDelivery, status: DeliveryStatus
+) -> None:
+    """Move ``delivery`` to ``status``: the one writer of ``WebhookDelivery.status`` once the
+    delivery is written. Conflict when a delivery's life cycle does not allow the move."""
+    if delivery.status != status and not can_delivery_transition(delivery.status, status):
+        raise Conflict(
+            f"webhook delivery {delivery.id} cannot go from {delivery.status} to {status}",
+            field="status",
+        )
+    delivery.status = status
+    session.add(delivery)
 
 
 def deliveries(session: Session, job_id: str) -> list[WebhookDelivery]:
@@ -298,7 +309,7 @@ def redeliver(session: Session, job: Job, number: int, hub: Hub | None) -> Webho
         url=job.webhook,
         body=original.body,
         signing_key=original.signing_key,
-        status=PENDING,
+        status=DeliveryStatus.PENDING,
         next_attempt_at=now,
         redelivery_of=number,
         create_time=now,

@@ -7,12 +7,16 @@ Secret values live only in ``Job.secret_env_ciphertext``, encrypted; API shapes 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from orchestrator.rules.delivery_states import DeliveryStatus
+from orchestrator.rules.runner_states import RunnerState
+from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
 from orchestrator.rules.states import JobStatus
 
 
@@ -50,6 +54,28 @@ def _status(**kwargs: Any) -> Any:
         values_callable=lambda members: [m.value for m in members],
     )
     return Field(sa_type=status_type, **kwargs)  # type: ignore[call-overload]
+
+
+class StateText(TypeDecorator[str]):
+    """A state of one vocabulary (a ``StrEnum``) stored as its plain string in a VARCHAR(16)
+    (no CHECK, the type these columns always had) and read back as the member."""
+
+    impl = sa.String(16)
+    cache_ok = True
+
+    def __init__(self, vocabulary: type[StrEnum]) -> None:
+        super().__init__()
+        self.vocabulary = vocabulary
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return None if value is None else self.vocabulary(value).value
+
+    def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
+        return None if value is None else self.vocabulary(value)
+
+
+def _state(vocabulary: type[StrEnum], **kwargs: Any) -> Any:
+    return Field(sa_type=StateText(vocabulary), **kwargs)  # type: ignore[call-overload]
 
 
 def _json(**kwargs: Any) -> Any:
@@ -238,7 +264,7 @@ class RunnerRecord(SQLModel, table=True):
     docker_host: str = Field(max_length=1024)
     capacity: int
     queues: list[str] | None = _json(default=None)
-    state: str = Field(max_length=16)
+    state: RunnerState = _state(RunnerState)
     docker: str = Field(default="unknown", max_length=16)
     docker_error: str | None = None
     version: str = Field(max_length=32)
@@ -278,7 +304,7 @@ class Schedule(SQLModel, table=True):
     missed_window: float = 3600.0
     # Delays (seconds) before each retry of an HTTP target's request.
     retry_delays: list[float] = _json(default_factory=list)
-    status: str = Field(default="active", max_length=16)
+    status: ScheduleStatus = _state(ScheduleStatus, default=ScheduleStatus.ACTIVE)
     next_run_at: datetime | None = _time(default=None)
     last_run_at: datetime | None = _time(default=None)
     last_outcome: str | None = None
@@ -306,7 +332,7 @@ class ScheduleRun(SQLModel, table=True):
     tick: datetime = _time()
     trigger: str = Field(max_length=16)
     fire_time: datetime = _time(default_factory=utcnow)
-    status: str = Field(max_length=16)
+    status: ScheduleRunStatus = _state(ScheduleRunStatus)
     job_id: str | None = Field(default=None, max_length=36)
     attempts: int = 0
     next_attempt_at: datetime | None = _time(default=None)
@@ -344,7 +370,7 @@ class WebhookDelivery(SQLModel, table=True):
     body: str
     # Whose key signs it: a drop-in API's (``api_secrets.name``), or None for the project's.
     signing_key: str | None = Field(default=None, max_length=16)
-    status: str = Field(default="pending", max_length=16)
+    status: DeliveryStatus = _state(DeliveryStatus, default=DeliveryStatus.PENDING)
     attempts: int = 0
     next_attempt_at: datetime | None = _time(default=None)
     lease_until: datetime | None = _time(default=None)

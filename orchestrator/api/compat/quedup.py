@@ -26,6 +26,7 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound, Orchestrator
 from orchestrator.process import Services
 from orchestrator.rules.fields import Text
 from orchestrator.rules.masking import MASK
+from orchestrator.rules.schedule_states import ScheduleStatus
 from orchestrator.schemas.common import Request as StrictRequest
 from orchestrator.schemas.schedules import (
     HeaderName,
@@ -220,7 +221,7 @@ def public(schedule: Schedule) -> QuedupJob:
         body=target.get("body"),
         headers=headers,
         schedule=schedule.cron,
-        next_run_at=schedule.next_run_at if schedule.status == schedules.ACTIVE else None,
+        next_run_at=schedule.next_run_at if schedule.status == ScheduleStatus.ACTIVE else None,
         status=schedule.status,  # type: ignore[arg-type]
     )
 
@@ -284,7 +285,7 @@ def _update_request(
             (body.headers or {}) if "headers" in given else headers,
         )
     if body.status is not None:
-        fields["paused"] = body.status == "paused"
+        fields["paused"] = body.status == ScheduleStatus.PAUSED
     return ScheduleUpdate(**fields)
 
 
