@@ -21,6 +21,7 @@ from orchestrator.services.schedules import Checks
 from orchestrator.storage.db import Database
 from orchestrator.storage.secret_box import SecretBox, open_box
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop
 
 if TYPE_CHECKING:
     from orchestrator.wakeups.relay import Relay
@@ -105,6 +106,15 @@ class Services:
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
             webhooks=WebhookSender(settings, db, hub, box) if api else None,
         )
+
+    def loops(self) -> list[Loop]:
+        """Every background loop of the process: the runner's, then the scheduler's, the
+        HTTP targets' and the webhook sender's."""
+        found = list(self.runner.loops) if self.runner is not None else []
+        for owner in (self.scheduler, self.http_targets, self.webhooks):
+            if owner is not None:
+                found.append(owner.loop)
+        return found
 
     def start(self) -> None:
         """Start the background loops."""

@@ -1,4 +1,5 @@
-"""``GET /healthz``: is the database reachable, and can the runner reach Docker."""
+"""``GET /healthz``: is the database reachable, can the runner reach Docker, and does every
+background loop still run."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Response
 
 from orchestrator.api.deps import ServicesDep
-from orchestrator.errors import EngineUnavailable
+from orchestrator.errors import DatabaseUnavailable, EngineUnavailable
+from orchestrator.rules.loop_states import LoopState
 from orchestrator.schemas.common import Health
 
 router = APIRouter(tags=["health"])
@@ -18,12 +20,13 @@ router = APIRouter(tags=["health"])
     responses={503: {"model": Health, "description": "The database does not answer."}},
 )
 def healthz(services: ServicesDep, response: Response) -> Health:
-    """200 while the database answers (Docker being down is reported, not fatal); else 503."""
+    """200 while the database answers (Docker being down or a loop that died is reported as
+    ``degraded``, not fatal); else 503."""
     try:
         with services.db.read() as session:
             session.execute(sa.text("SELECT 1"))
         database = "ok"
-    except sa.exc.SQLAlchemyError:
+    except DatabaseUnavailable:
         database = "unavailable"
     if services.runner is not None:
         status = services.runner.status()
@@ -36,7 +39,9 @@ def healthz(services: ServicesDep, response: Response) -> Health:
             docker, docker_error = "ok", None
         except EngineUnavailable as exc:
             docker, docker_error = "unavailable", exc.message
-    healthy = database == "ok" and docker == "ok"
+    loops = {loop.name: loop.state for loop in services.loops()}
+    died = LoopState.DIED in loops.values()
+    healthy = database == "ok" and docker == "ok" and not died
     if database != "ok":
         response.status_code = 503
     return Health(
@@ -46,4 +51,5 @@ def healthz(services: ServicesDep, response: Response) -> Health:
         docker_error=docker_error,
         docker_unavailable_since=down_since,
         runner=runner,
+        loops=loops,
     )

@@ -19,7 +19,7 @@ from orchestrator.schemas.schedules import (
     ScheduleRunPublic,
     ScheduleUpdate,
 )
-from orchestrator.services import projects, schedules
+from orchestrator.services import projects, schedule_queries, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import utcnow
 
@@ -49,7 +49,7 @@ def create_schedule(
     whose target is a job submission or an HTTP request."""
     with services.db.transaction() as session:
         schedule = schedules.create(session, services.hub, project, body, actor, _checks(services))
-        public = schedules.public(session, schedule)
+        public = schedule_queries.public(session, schedule)
     response.headers["Location"] = f"/v1/projects/{project}/schedules/{schedule.name}"
     return public
 
@@ -60,7 +60,7 @@ def list_schedules(project: str, services: ServicesDep) -> Page[SchedulePublic]:
     with services.db.read() as session:
         projects.get(session, project)
         rows = schedules.list_all(session, project)
-        return Page(items=[schedules.public(session, row) for row in rows])
+        return Page(items=[schedule_queries.public(session, row) for row in rows])
 
 
 @router.get("/{name}", response_model=SchedulePublic)
@@ -68,7 +68,7 @@ def get_schedule(project: str, name: str, services: ServicesDep) -> SchedulePubl
     """One schedule, with its next run and its last outcome."""
     with services.db.read() as session:
         projects.get(session, project)
-        return schedules.public(session, schedules.get(session, project, name))
+        return schedule_queries.public(session, schedules.get(session, project, name))
 
 
 @router.patch("/{name}", response_model=SchedulePublic, responses=responses(400, 413, 422))
@@ -81,7 +81,7 @@ def update_schedule(
         schedule = schedules.update(
             session, services.hub, project, name, body, actor, _checks(services)
         )
-        return schedules.public(session, schedule)
+        return schedule_queries.public(session, schedule)
 
 
 @router.delete("/{name}", status_code=204)
@@ -101,7 +101,7 @@ def _set_paused(
     with services.db.transaction() as session:
         projects.get(session, project)
         schedule = schedules.set_paused(session, services.hub, project, name, paused, actor)
-        return schedules.public(session, schedule)
+        return schedule_queries.public(session, schedule)
 
 
 @router.post("/{name}/pause", response_model=SchedulePublic)
@@ -131,7 +131,7 @@ def trigger_schedule(
         schedule = schedules.get(session, project, name, lock=True)
         run = scheduler.trigger(session, services.hub, schedule, _checks(services), utcnow())
         assert run.id is not None
-        (public,) = schedules.runs(session, schedule, limit=1, before=run.id + 1)
+        (public,) = schedule_queries.runs(session, schedule, limit=1, before=run.id + 1)
         return public
 
 
@@ -149,7 +149,7 @@ def list_runs(
         projects.get(session, project)
         schedule = schedules.get(session, project, name)
         before = int(cursor) if cursor is not None else None
-        items = schedules.runs(session, schedule, limit=limit, before=before)
+        items = schedule_queries.runs(session, schedule, limit=limit, before=before)
     next_cursor = str(items[-1].id) if len(items) == limit else None
     return Page(items=items, next_cursor=next_cursor)
 
@@ -168,5 +168,5 @@ def preview_schedule(
     return SchedulePreview(
         schedule=schedule.name,
         timezone=schedule.timezone,
-        items=schedules.preview(schedule, count),
+        items=schedule_queries.preview(schedule, count),
     )

@@ -11,23 +11,20 @@ so. Secret header values never reach a stored row: error texts and bodies are ma
 from __future__ import annotations
 
 import logging
-import re
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from orchestrator.background.http_requests import Outcome, build_request, describe, send
 from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError
-from orchestrator.rules.masking import mask
+from orchestrator.errors import DatabaseUnavailable, OrchestratorError
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS
 from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
 from orchestrator.services.schedules import set_run_status, set_status
@@ -35,48 +32,13 @@ from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop
 from orchestrator.wakeups.topics import HTTP_RUNS, schedule_topic
 
 logger = logging.getLogger(__name__)
 
-BODY_LIMIT = 1024  # bytes of a response body kept
 # When a due run could not be claimed (another process holds it), look again this much later.
 RECHECK = 0.1
-_USERINFO = re.compile(r"(?<=://)[^/\s@]*@")
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """One request to send, secret headers included, and the values to mask in what comes
-    back."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: str | None
-    timeout: float
-    secrets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What one attempt got: a status code (and body), or an error; both secret-free."""
-
-    started: datetime
-    status_code: int | None = None
-    duration_ms: float | None = None
-    body: str | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """A 2xx response."""
-        return self.status_code is not None and 200 <= self.status_code < 300
-
-    @property
-    def summary(self) -> str:
-        """``HTTP 503`` or the error."""
-        return f"HTTP {self.status_code}" if self.status_code is not None else str(self.error)
 
 
 @dataclass(frozen=True)
@@ -97,116 +59,6 @@ def retry_delay(attempt: int, retry_delays: Sequence[float]) -> float | None:
     return float(retry_delays[attempt - 1]) if attempt <= len(retry_delays) else None
 
 
-def describe(outcome: Outcome, attempt: int, total: int, will_retry: bool) -> str:
-    """The schedule's ``last_outcome`` after an attempt."""
-    if outcome.ok:
-        took = f"{outcome.duration_ms:.0f} ms"
-        return f"succeeded: HTTP {outcome.status_code} in {took} (attempt {attempt})"
-    if will_retry:
-        return f"retrying: {outcome.summary} (attempt {attempt} of {total})"
-    plural = "attempt" if attempt == 1 else "attempts"
-    return f"failed after {attempt} {plural}: {outcome.summary}"
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    """``text`` without secret values and without the userinfo of any URL in it."""
-    return _USERINFO.sub("", mask(text, secrets))
-
-
-def build_request(
-    target: dict[str, Any], ciphertext: str | None, box: SecretBox, default_timeout: float
-) -> HttpRequest:
-    """The request of a stored target, its secret headers decrypted."""
-    secret_headers = box.decrypt(ciphertext) if ciphertext else {}
-    url = str(target["url"])
-    parts = urlsplit(url)
-    secrets = [*secret_headers.values(), *(v for v in (parts.password,) if v)]
-    timeout = target.get("timeout")
-    return HttpRequest(
-        method=str(target.get("method") or "POST"),
-        url=url,
-        headers={**target.get("headers", {}), **secret_headers},
-        body=target.get("body"),
-        timeout=float(timeout) if timeout else default_timeout,
-        secrets=tuple(secrets),
-    )
-
-
-def _error_text(exc: Exception, request: HttpRequest) -> str:
-    """What went wrong, in words that carry no header value or URL userinfo."""
-    if isinstance(exc, httpx.TimeoutException):
-        return f"timed out after {request.timeout} s"
-    if isinstance(exc, httpx.ConnectError):
-        message = str(exc)
-        if "refused" in message.lower():
-            return "connection refused"
-        return scrub(f"connection failed: {message or type(exc).__name__}", request.secrets)
-    if isinstance(exc, httpx.LocalProtocolError):
-        # Its message may quote a header as bytes, beyond the reach of masking.
-        return "request could not be sent: a header or the body is not valid HTTP"
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return scrub(f"invalid URL: {exc}", request.secrets)
-    if isinstance(exc, httpx.TransportError):
-        return scrub(f"network error: {str(exc) or type(exc).__name__}", request.secrets)
-    return f"request failed: {type(exc).__name__}"
-
-
-def send(client: httpx.Client, request: HttpRequest) -> Outcome:
-    """Send ``request`` once (no redirects followed); its outcome, masked."""
-    started_at = utcnow()
-    started = time.monotonic()
-    # A little more than the limit, so a secret cut by the limit is still masked whole.
-    keep = BODY_LIMIT + max((len(s.encode()) for s in request.secrets), default=0)
-    try:
-        with client.stream(
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=None if request.body is None else request.body.encode(),
-            timeout=request.timeout,
-            follow_redirects=False,
-        ) as response:
-            kept = bytearray()
-            for chunk in response.iter_bytes():
-                kept += chunk
-                if len(kept) >= keep or time.monotonic() - started > request.timeout:
-                    break
-            status_code = response.status_code
-    except Exception as exc:
-        return Outcome(
-            started=started_at,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-            error=_error_text(exc, request),
-        )
-    duration_ms = round((time.monotonic() - started) * 1000, 1)
-    body = keep_body(bytes(kept[:keep]), cut=len(kept) >= keep, secrets=request.secrets)
-    return Outcome(started=started_at, status_code=status_code, duration_ms=duration_ms, body=body)
-
-
-def keep_body(head: bytes, *, cut: bool, secrets: Sequence[str]) -> str:
-    """The first ``BODY_LIMIT`` bytes of a body, as text, secret values masked.
-
-    ``head`` (the first bytes read) runs past the limit by the longest secret, so a secret the
-    limit cuts is masked whole. When ``head`` itself was cut short of the body, a tail that
-    begins a secret value is dropped first: masking shortens the text, and could draw that
-    fragment inside the limit.
-    """
-    text = head.decode("utf-8", errors="replace")
-    if cut:
-        text = _without_secret_start(text, secrets)
-    return mask(text, secrets).encode()[:BODY_LIMIT].decode("utf-8", errors="ignore")
-
-
-def _without_secret_start(text: str, secrets: Sequence[str]) -> str:
-    """``text`` less any tail that is the start of a secret value."""
-    for value in secrets:
-        for length in range(min(len(value) - 1, len(text)), 0, -1):
-            if text.endswith(value[:length]):
-                text = text[:-length]
-                break
-    return text
-
-
 class HttpTargetRunner:
     """Claims due attempts of HTTP runs and sends them on a pool of ``http_concurrency``
     threads; ``run_due`` is one pass, ``start``/``stop`` run the loop."""
@@ -221,8 +73,17 @@ class HttpTargetRunner:
         self._lock = threading.Lock()
         # Local only: a slot of the pool came free.
         self._freed = f"http-runs:{id(self)}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._claimed = 0  # by the last pass
+        self.loop = Loop(
+            name="http-targets",
+            hub=hub,
+            run_once=self._pass,
+            next_wait=self._wait_after_pass,
+            failure_wait=lambda: self.settings.poll_interval,
+            failed="HTTP target pass failed",
+            action="http_runs_failed",
+            topics=lambda: (HTTP_RUNS, self._freed),
+        )
         self._pool: ThreadPoolExecutor | None = None
         self._client: httpx.Client | None = None
 
@@ -231,15 +92,11 @@ class HttpTargetRunner:
     def start(self) -> None:
         """Start the loop thread (and the pool)."""
         self._ensure_pool()
-        self._thread = threading.Thread(target=self._loop, name="http-targets", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
         """Stop claiming; let requests in flight finish (or time out) and record them."""
-        self._stop.set()
-        self.hub.publish_local(self._freed)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self.loop.stop(timeout=30)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
         if self._client is not None:
@@ -252,23 +109,13 @@ class HttpTargetRunner:
             self._pool = ThreadPoolExecutor(self._capacity, thread_name_prefix="http-target")
         return self._pool, self._client
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            seen = {t: self.hub.version(t) for t in (HTTP_RUNS, self._freed)}
-            try:
-                claimed = self.run_due()
-                wait = self.seconds_to_next()
-                if wait == 0 and claimed == 0:
-                    wait = RECHECK
-            except Exception as exc:  # try again shortly
-                # An unreachable database is logged once for the process (``db.Outage``).
-                if not self.db.outage_seen(exc):
-                    logger.exception(
-                        "HTTP target pass failed", extra={"action": "http_runs_failed"}
-                    )
-                wait = self.settings.poll_interval
-            if wait > 0 and not self._stop.is_set():
-                self.hub.wait(seen, wait)
+    def _pass(self) -> None:
+        self._claimed = self.run_due()
+
+    def _wait_after_pass(self) -> float:
+        wait = self.seconds_to_next()
+        # Due now yet nothing claimed: another process holds it; look again a little later.
+        return RECHECK if wait == 0 and self._claimed == 0 else wait
 
     # --- one pass -------------------------------------------------------------------------
 
@@ -278,7 +125,7 @@ class HttpTargetRunner:
         self._recover_expired()
         with self._lock:
             room = self._capacity - self._in_flight
-        if room <= 0 or self._stop.is_set():
+        if room <= 0 or self.loop.stopping:
             return 0
         claims = self._claim(room)
         if not claims:
@@ -399,13 +246,14 @@ class HttpTargetRunner:
                 outcome = send(client, request)
             self._record(claim, outcome)
         except Exception as exc:  # the lease runs out and the attempt counts as interrupted
-            if self.db.outage_seen(exc):
-                # No traceback: the outage has its own line (``db.Outage``).
+            if isinstance(exc, DatabaseUnavailable):
+                # No traceback: the database's trouble is no bug of ours.
                 logger.warning(
-                    "could not record attempt %d of schedule run %d (database unavailable); "
+                    "could not record attempt %d of schedule run %d (%s); "
                     "it counts as interrupted once its lease runs out",
                     claim.attempt,
                     claim.run_id,
+                    exc.reason,
                     extra={"action": "http_attempt_unrecorded", "schedule_id": claim.schedule_id},
                 )
             else:

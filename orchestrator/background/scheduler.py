@@ -12,7 +12,6 @@ if ``on_missed`` is ``run_once`` and it is within ``missed_window``, and the res
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import DatabaseUnavailable, OrchestratorError
 from orchestrator.rules import cron
 from orchestrator.rules.roles import Role
 from orchestrator.rules.schedule_states import HTTP_UNFINISHED, ScheduleRunStatus, ScheduleStatus
@@ -39,6 +38,7 @@ from orchestrator.services.schedules import (
 from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Job, Schedule, ScheduleRun, utcnow
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop
 from orchestrator.wakeups.topics import HTTP_RUNS, SCHEDULES
 
 logger = logging.getLogger(__name__)
@@ -280,8 +280,16 @@ class Scheduler:
         self.hub = hub
         self.checks = checks
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.loop = Loop(
+            name="scheduler",
+            hub=hub,
+            run_once=self.fire_due,
+            next_wait=self.seconds_to_next,
+            failure_wait=lambda: self.settings.poll_interval,
+            failed="scheduler pass failed",
+            action="scheduler_failed",
+            topics=lambda: (SCHEDULES,),
+        )
 
     def fire_due(self) -> int:
         """Fire every schedule due now, each in its own transaction; how many were fired."""
@@ -306,7 +314,8 @@ class Scheduler:
                     schedule_id = schedule.id
                     grace = self.settings.schedule_grace
                     fire_tick(session, self.hub, schedule, self.checks, now, grace)
-            except sa.exc.SQLAlchemyError:
+            except (sa.exc.SQLAlchemyError, DatabaseUnavailable):
+                # The database's trouble, not the schedule's: it stays due for the next pass.
                 raise
             except Exception as exc:  # rolled back; set the schedule aside, go on with others
                 if schedule_id is None:
@@ -347,29 +356,11 @@ class Scheduler:
 
     def start(self) -> None:
         """Start the loop thread."""
-        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self) -> None:
         """Stop the loop (a pass under way finishes its transaction)."""
-        self._stop.set()
-        self.hub.publish_local(SCHEDULES)
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            seen = self.hub.version(SCHEDULES)
-            try:
-                self.fire_due()
-                wait = self.seconds_to_next()
-            except Exception as exc:  # try again shortly
-                # An unreachable database is logged once for the process (``db.Outage``).
-                if not self.db.outage_seen(exc):
-                    logger.exception("scheduler pass failed", extra={"action": "scheduler_failed"})
-                wait = self.settings.poll_interval
-            if wait > 0:
-                self.hub.wait({SCHEDULES: seen}, wait)
+        self.loop.stop(timeout=30)
 
 
 def trigger(

@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator import __version__
 from orchestrator.config import Settings
+from orchestrator.errors import DatabaseUnavailable
 from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.masking import mask, public_url, userinfo_of, with_userinfo
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS, exponential_backoff
@@ -39,6 +40,7 @@ from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop
 from orchestrator.wakeups.topics import WEBHOOKS
 
 logger = logging.getLogger(__name__)
@@ -133,7 +135,6 @@ class WebhookSender:
         self.db = db
         self.hub = hub
         self.box = box
-        self._stop = threading.Event()
         self._lock = threading.Lock()
         # Before anything is sent (and before the scheduler, started later, submits a job
         # target's webhook): credentials an upgrade moved out of older rows get encrypted.
@@ -146,7 +147,16 @@ class WebhookSender:
                 extra={"action": "webhook_credentials_sealed"},
             )
         self._in_flight = 0
-        self._thread: threading.Thread | None = None
+        self.loop = Loop(
+            name="webhook-sender",
+            hub=hub,
+            run_once=self.run_once,
+            next_wait=self._next_wait,
+            failure_wait=lambda: self.settings.poll_interval,
+            failed="webhook loop failed; retrying",
+            action="webhook_error",
+            topics=lambda: (WEBHOOKS,),
+        )
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "webhook")
         self._client = httpx.Client(
             timeout=settings.webhook_timeout,
@@ -159,15 +169,11 @@ class WebhookSender:
 
     def start(self) -> None:
         """Run the claim loop in a background thread."""
-        self._thread = threading.Thread(target=self.run, name="webhook-sender", daemon=True)
-        self._thread.start()
+        self.loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming; wait a little for sends in flight, then close the client."""
-        self._stop.set()
-        self.hub.publish_local(WEBHOOKS)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.loop.stop(timeout)
         deadline = time.monotonic() + STOP_WAIT_SECONDS
         while self._free_slots() < self.settings.webhook_concurrency:
             if time.monotonic() > deadline:
@@ -182,23 +188,6 @@ class WebhookSender:
             time.sleep(MIN_WAIT_SECONDS)
         self._pool.shutdown(wait=False)
         self._client.close()
-
-    def run(self) -> None:
-        """The loop: claim what is due, then wait for a wake-up, the next due time or the poll."""
-        while not self._stop.is_set():
-            seen = {WEBHOOKS: self.hub.version(WEBHOOKS)}
-            try:
-                self.run_once()
-                timeout = self._next_wait()
-            except Exception as exc:
-                # An unreachable database is logged once for the process (``db.Outage``).
-                if not self.db.outage_seen(exc):
-                    logger.exception(
-                        "webhook loop failed; retrying", extra={"action": "webhook_error"}
-                    )
-                timeout = self.settings.poll_interval
-            if not self._stop.is_set():
-                self.hub.wait(seen, timeout)
 
     def run_once(self) -> int:
         """Claim as many due deliveries as there are free send slots and start sending them;
@@ -313,13 +302,14 @@ class WebhookSender:
             self._record(claim, self._send(claim))
         except Exception as exc:
             # The row stays ``sending``: it is sent again once its lease runs out.
-            if self.db.outage_seen(exc):
-                # No traceback: the outage has its own line (``db.Outage``).
+            if isinstance(exc, DatabaseUnavailable):
+                # No traceback: the database's trouble is no bug of ours.
                 logger.warning(
-                    "could not record webhook delivery %d of job %s (database unavailable); "
+                    "could not record webhook delivery %d of job %s (%s); "
                     "it is sent again once its lease runs out",
                     claim.number,
                     claim.job_id,
+                    exc.reason,
                     extra={"action": "webhook_unrecorded", "job_id": claim.job_id},
                 )
             else:

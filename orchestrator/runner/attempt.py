@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.errors import (
     ContainerFailure,
+    DatabaseUnavailable,
     EngineUnavailable,
     ImageUnavailable,
     MountSourceMissing,
@@ -81,22 +82,20 @@ class Attempt:
         def target() -> None:
             try:
                 self._run()
-            except Exception as exc:
-                if not self.context.db.outage_seen(exc):
-                    logger.exception(
-                        "attempt crashed",
-                        extra={"action": "attempt_crashed", "job_id": self.job_id},
-                    )
-                    self._give_up(exc)
-                    return
-                # The database did not answer: record nothing now; the runner adopts the
-                # attempt again (its container is still there) once the database is back.
+            except DatabaseUnavailable as exc:
+                # Record nothing now: the runner adopts the attempt again (its container is
+                # still there) once the database answers.
                 logger.warning(
                     "could not record the attempt (%s); it will be adopted again",
-                    type(exc).__name__,
+                    exc.reason,
                     extra={"action": "attempt_unrecorded", "job_id": self.job_id},
                 )
                 self.unrecorded = True
+            except Exception as exc:
+                logger.exception(
+                    "attempt crashed", extra={"action": "attempt_crashed", "job_id": self.job_id}
+                )
+                self._give_up(exc)
             finally:
                 self._release()
 

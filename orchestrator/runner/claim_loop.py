@@ -21,7 +21,6 @@ from datetime import datetime
 from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
-from orchestrator.errors import Conflict
 from orchestrator.rules import crash_points
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.runner_states import RunnerProcessState, RunnerState
@@ -30,14 +29,16 @@ from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.engine_health import EngineHealth
 from orchestrator.runner.reconcile import remove_strays
+from orchestrator.runner.registration import Registration
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
-from orchestrator.runner.worker_pools import WorkerPools
+from orchestrator.runner.worker_pools import REAP_INTERVAL, WorkerPools
 from orchestrator.services import attempts, runners
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.loop import Loop
 from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topic
 
 logger = logging.getLogger(__name__)
@@ -99,8 +100,7 @@ class Runner:
         self._stop = threading.Event()
         self._draining = threading.Event()
         self._drain_deadline = 0.0
-        self._registered = threading.Event()
-        self._name_conflict: str | None = None
+        self.registration = Registration(settings, db, hub, self.identity)
         self._topic = runner_topic(self.name)
         self.health = EngineHealth(
             engine,
@@ -108,8 +108,6 @@ class Runner:
             lambda: self.hub.publish(control_topic(self.name)),
         )
         self._reconciled = False
-        self._thread: threading.Thread | None = None
-        self._heartbeat: threading.Thread | None = None
         self.run_dirs = RunDirs(
             settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
         )
@@ -128,38 +126,71 @@ class Runner:
             workers=self.workers,
             engine_lost=self.engine_lost,
         )
-        self._reaper: threading.Thread | None = None
+        self.claims = Loop(
+            name="runner",
+            thread_name=f"runner-{self.name}",
+            hub=hub,
+            run_once=self.run_once,
+            next_wait=self._wait_after_pass,
+            failure_wait=lambda: self.settings.engine_retry_interval,
+            failed="runner loop failed; retrying",
+            action="runner_error",
+            topics=lambda: (WORK, CANCEL, self._topic),
+            finished=lambda: self._stop.is_set() or self._drained(),
+            on_exit=self._leave,
+        )
+        self.heartbeat = Loop(
+            name="heartbeat",
+            thread_name=f"heartbeat-{self.name}",
+            hub=hub,
+            run_once=self._beat_when_registered,
+            next_wait=lambda: self.settings.heartbeat_interval,
+            failure_wait=lambda: self.settings.heartbeat_interval,
+            failed="heartbeat failed; retrying",
+            action="heartbeat_error",
+            topics=lambda: (control_topic(self.name),),
+            finished=self._stop.is_set,
+            # A runner without a heartbeat would be taken for lost while it runs jobs.
+            on_death=lambda _exc: self._stop_claiming(),
+        )
+        self.reaper = Loop(
+            name="worker-reaper",
+            thread_name=f"workers-{self.name}",
+            hub=hub,
+            run_once=self.workers.run_once,
+            next_wait=lambda: REAP_INTERVAL,
+            failure_wait=lambda: REAP_INTERVAL,
+            failed="worker reaper failed",
+            action="worker_reaper_error",
+            finished=self._stop.is_set,
+        )
 
     # --- life cycle -----------------------------------------------------------------------
 
+    @property
+    def loops(self) -> tuple[Loop, ...]:
+        """The runner's background loops: claims, heartbeat and the idle worker reaper."""
+        return (self.claims, self.heartbeat, self.reaper)
+
     def start(self) -> None:
-        """Run the claim loop and the heartbeat in background threads."""
-        self._thread = threading.Thread(target=self.run, name=f"runner-{self.name}", daemon=True)
-        self._heartbeat = threading.Thread(
-            target=self._heartbeat_loop, name=f"heartbeat-{self.name}", daemon=True
-        )
-        self._reaper = threading.Thread(
-            target=self.workers.run, args=(self._stop,), name=f"workers-{self.name}", daemon=True
-        )
-        self._thread.start()
-        self._heartbeat.start()
-        self._reaper.start()
+        """Run the claim loop, the heartbeat and the worker reaper in background threads."""
+        for loop in self.loops:
+            loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop claiming and return; running containers are left to be adopted on restart
         (worker containers are removed, their jobs given back: see ``worker_attempt``)."""
-        self._stop.set()
-        self.hub.publish(self._topic, control_topic(self.name))
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self._heartbeat is not None:
-            self._heartbeat.join(timeout)
-        if self._reaper is not None:
-            self._reaper.join(timeout)
+        self._stop_claiming()
+        for loop in self.loops:
+            loop.stop(timeout)
         with self._lock:
             removing = list(self._removing)
         for attempt in removing:
             attempt.join(timeout)
+
+    def _stop_claiming(self) -> None:
+        self._stop.set()
+        self.hub.publish(self._topic, control_topic(self.name))
 
     def drain(self, timeout: float | None = None) -> None:
         """Stop claiming; let running attempts finish for up to ``timeout`` (default: the
@@ -176,7 +207,7 @@ class Runner:
             len(self._attempts),
             extra={"action": "runner_draining"},
         )
-        self._write_state(RunnerState.DRAINING)
+        self.registration.write_state(RunnerState.DRAINING)
         self.hub.publish(self._topic)
 
     def status(self) -> RunnerStatus:
@@ -187,7 +218,7 @@ class Runner:
             state = RunnerProcessState.STOPPED
         elif self._draining.is_set():
             state = RunnerProcessState.DRAINING
-        elif self._name_conflict is not None:
+        elif self.registration.name_conflict is not None:
             state = RunnerProcessState.WAITING_FOR_NAME
         elif not self.health.ok:
             state = RunnerProcessState.WAITING_FOR_ENGINE
@@ -201,28 +232,11 @@ class Runner:
             running=running,
         )
 
-    def run(self) -> None:
-        """The claim loop: run_once, then wait for a wake-up, the next due time or the poll;
-        until stopped, or drained."""
-        try:
-            while not self._stop.is_set() and not self._drained():
-                versions = {t: self.hub.version(t) for t in (WORK, CANCEL, self._topic)}
-                try:
-                    self.run_once()
-                    timeout = self._next_wait()
-                    if self._draining.is_set():
-                        timeout = min(timeout, max(self._drain_deadline - time.monotonic(), 0.01))
-                except Exception as exc:
-                    # An unreachable database is logged once for the process (``db.Outage``).
-                    if not self.db.outage_seen(exc):
-                        logger.exception(
-                            "runner loop failed; retrying", extra={"action": "runner_error"}
-                        )
-                    timeout = self.settings.engine_retry_interval
-                if not self._stop.is_set() and not self._drained():
-                    self.hub.wait(versions, timeout)
-        finally:
-            self._leave()
+    def _wait_after_pass(self) -> float:
+        timeout = self._next_wait()
+        if self._draining.is_set():
+            timeout = min(timeout, max(self._drain_deadline - time.monotonic(), 0.01))
+        return timeout
 
     def _drained(self) -> bool:
         """Whether a drain is over: nothing runs any more, or its deadline has passed."""
@@ -252,8 +266,8 @@ class Runner:
             attempt.join(10.0)
         # Worker containers do not outlive their runner process (their jobs were given back).
         self.workers.close()
-        if self._registered.is_set():
-            self._write_state(RunnerState.STOPPED)
+        if self.registration.registered.is_set():
+            self.registration.write_state(RunnerState.STOPPED)
         logger.info(
             "runner stopped; %d running jobs left for adoption",
             len(ours),
@@ -261,16 +275,8 @@ class Runner:
         )
         self.done.set()
 
-    def _write_state(self, state: RunnerState) -> None:
-        try:
-            with self.db.transaction() as session:
-                runners.set_state(session, self.identity, state)
-        except Exception as exc:
-            if not self.db.outage_seen(exc):
-                logger.exception("could not record the runner's state", extra={"action": state})
-
     def _next_wait(self) -> float:
-        if not self._registered.is_set():
+        if not self.registration.registered.is_set():
             return self.settings.heartbeat_interval
         if not self.health.ok:
             return self.health.retry_wait()
@@ -283,75 +289,20 @@ class Runner:
 
     # --- registration and heartbeat -------------------------------------------------------
 
-    def _register(self) -> bool:
-        """Claim the runner's name in the registry; False while another process holds it."""
-        try:
-            with self.db.transaction() as session:
-                runners.register(session, self.identity, self.settings.runner_lease)
-        except Conflict as exc:
-            if self._name_conflict != exc.message:
-                logger.warning("%s", exc.message, extra={"action": "runner_name_in_use"})
-            self._name_conflict = exc.message
-            return False
-        self._name_conflict = None
-        self._registered.set()
-        logger.info(
-            "runner %s registered (capacity %d, queues %s)",
-            self.name,
-            self.capacity,
-            ",".join(self.queues) if self.queues else "all",
-            extra={"action": "runner_registered"},
-        )
-        return True
-
-    def _heartbeat_loop(self) -> None:
-        control = control_topic(self.name)
-        while not self._stop.is_set():
-            seen = self.hub.version(control)
-            if self._registered.is_set():
-                try:
-                    self.beat()
-                except Exception as exc:
-                    if not self.db.outage_seen(exc):
-                        logger.exception(
-                            "heartbeat failed; retrying", extra={"action": "heartbeat_error"}
-                        )
-            self.hub.wait({control: seen}, self.settings.heartbeat_interval)
+    def _beat_when_registered(self) -> None:
+        if self.registration.registered.is_set():
+            self.beat()
 
     def beat(self) -> None:
         """Renew the lease, take back lost runners' jobs, and let go of attempts that are no
         longer this runner's."""
-        with self.db.transaction() as session:
-            state = runners.heartbeat(
-                session,
-                self.identity,
-                "ok" if self.health.ok else "unavailable",
-                None if self.health.ok else self.health.error,
-            )
+        state = self.registration.renew(self.health)
         if state is None:
-            logger.error(
-                "another process has taken over the runner name %s; stopping",
-                self.name,
-                extra={"action": "runner_replaced"},
-            )
-            self._registered.clear()
-            self._stop.set()
-            self.hub.publish(self._topic)
+            self._stop_claiming()
             return
         if state == RunnerState.DRAINING and not self._draining.is_set():
             self.drain()
-        with self.db.transaction() as session:
-            recovered = runners.recover_lost(
-                session, self.hub, self.settings.runner_lease, self.settings.interruption_limit
-            )
-        for lost, job_ids in recovered.items():
-            logger.warning(
-                "runner %s is lost (no heartbeat for %g s); took back %d jobs",
-                lost,
-                self.settings.runner_lease,
-                len(job_ids),
-                extra={"action": "runner_lost"},
-            )
+        self.registration.take_back_lost()
         self._let_go()
         if self.health.ok and self._reconciled:
             self._remove_strays()
@@ -373,7 +324,7 @@ class Runner:
     def run_once(self) -> int:
         """Register, check the engine, reconcile, queue due jobs, pass on cancels, claim; how
         many were claimed."""
-        if not self._registered.is_set() and not self._register():
+        if not self.registration.registered.is_set() and not self.registration.register():
             return 0
         if not self._check_engine():
             return 0

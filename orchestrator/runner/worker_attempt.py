@@ -45,9 +45,9 @@ PER_JOB_ENV = ("ORCH_JOB_ID", "ORCH_ATTEMPT", "ORCH_INPUT", "ORCH_OUTPUT")
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection to a ready worker
 # How long, after the answer, output the worker wrote while serving may take to reach its log.
 LOG_SETTLE_SECONDS = 1.0
-ERROR_BODY_CHARS = 200
+ERROR_BODY_CHARS = 200  # characters of a non-2xx answer quoted in the attempt's error
 # How long a worker whose connection broke may take to be seen exiting, if it is dying.
-EXIT_GRACE_SECONDS = 3.0  # characters of a non-2xx answer quoted in the attempt's error
+EXIT_GRACE_SECONDS = 3.0
 
 
 def is_worker_job(container: dict[str, object]) -> bool:

@@ -334,14 +334,6 @@ class WorkerPools:
                     del self._pools[key]
         return stopped
 
-    def run(self, stop: threading.Event) -> None:
-        """Reap idle workers until ``stop`` is set."""
-        while not stop.wait(REAP_INTERVAL):
-            try:
-                self.run_once()
-            except Exception:
-                logger.exception("worker reaper failed", extra={"action": "worker_reaper_error"})
-
     def remove_leftovers(self) -> int:
         """Remove the worker containers an earlier process of this runner left; how many."""
         try:

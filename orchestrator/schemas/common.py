@@ -19,6 +19,7 @@ from pydantic import (
 from orchestrator.rules.fields import (
     Text,
 )
+from orchestrator.rules.loop_states import LoopState
 from orchestrator.rules.units import MAX_DURATION_SECONDS, parse_duration
 
 Item = TypeVar("Item")
@@ -102,12 +103,17 @@ class Page(BaseModel, Generic[Item]):
 
 
 class Health(BaseModel):
+    """``/healthz``: ``degraded`` while Docker is away or a background loop has died."""
+
     status: str
     database: str
     docker: str
     docker_error: str | None = None
     docker_unavailable_since: datetime | None = None
     runner: str
+    # Each background loop of the process by name (runner, heartbeat, worker-reaper,
+    # scheduler, http-targets, webhook-sender): only ``running`` is well.
+    loops: dict[str, LoopState] = Field(default_factory=dict)
 
 
 # A dict keyed by a pattern is documented with `patternProperties`, which lets any other key

@@ -276,15 +276,6 @@ class Database:
         """True when the database is PostgreSQL."""
         return self.dialect == "postgresql"
 
-    def outage_seen(self, error: BaseException) -> bool:
-        """Whether ``error`` is the database being unreachable (noted as the outage)."""
-        if isinstance(error, DatabaseUnavailable):
-            return error.outage
-        if not is_connection_failure(error):
-            return False
-        self.outage.seen(outage_reason(error))
-        return True
-
     def _on_error(self, context: sa.engine.ExceptionContext) -> None:
         # Every failed statement of the process passes here: an unreachable database starts
         # (or continues) the outage, logged once.

@@ -2,10 +2,11 @@
 the next pass is due, or the loop is stopped; again until stopped.
 
 A pass that raises is logged with its traceback and tried again after ``failure_wait``. A
-database outage is not: ``storage.db.Outage`` logs it once for the process, and the loop only
-waits. A loop whose thread ends any other way than by being stopped (an error its pass handling
-did not catch) has died: it logs that once, with the traceback, calls ``on_death``, and says
-``died`` in ``state``, which the process's health check and its runner report.
+database that does not answer is no bug: an outage is logged once for the process by
+``storage.db.Outage`` and the loop only waits; a database that answered too late is one line
+without a traceback. A loop whose thread ends any other way than by being stopped (an error
+its pass handling did not catch) has died: it logs that once, with the traceback, calls
+``on_death``, and says ``died`` in ``state``, which the process's health check reports.
 """
 
 from __future__ import annotations
@@ -15,23 +16,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from orchestrator.errors import DatabaseUnavailable
+from orchestrator.rules.loop_states import LoopState
 from orchestrator.wakeups.hub import Hub
 
 logger = logging.getLogger(__name__)
 
 _serial = itertools.count(1)
-
-
-class LoopState(StrEnum):
-    """Where a loop's thread is."""
-
-    NOT_STARTED = "not_started"
-    RUNNING = "running"
-    STOPPED = "stopped"
-    DIED = "died"
 
 
 def _never() -> bool:
@@ -137,7 +129,11 @@ class Loop:
         try:
             self.run_once()
             return self.next_wait()
-        except Exception as exc:  # tried again after failure_wait
-            if not (isinstance(exc, DatabaseUnavailable) and exc.outage):
-                logger.exception(self.failed, extra={"action": self.action})
+        except DatabaseUnavailable as exc:  # no bug of ours: no traceback
+            # An outage has its one line for the process (``storage.db.Outage``).
+            if not exc.outage:
+                logger.warning("%s (%s)", self.failed, exc.reason, extra={"action": self.action})
+            return self.failure_wait()
+        except Exception:  # tried again after failure_wait
+            logger.exception(self.failed, extra={"action": self.action})
             return self.failure_wait()

@@ -17,13 +17,14 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from orchestrator.background import scheduler as scheduler_module
 from orchestrator.background.scheduler import Scheduler
 from orchestrator.config import Settings
-from orchestrator.errors import InvalidRequest, NotFound
+from orchestrator.errors import DatabaseUnavailable, InvalidRequest, NotFound
 from orchestrator.process import Services
 from orchestrator.rules import definition_spec
 from orchestrator.schemas.schedules import ScheduleCreate, ScheduleRunPublic
-from orchestrator.services import definitions, schedules
+from orchestrator.services import definitions, schedule_queries, schedules
 from orchestrator.services.audit import SYSTEM
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.db import Database
@@ -80,7 +81,7 @@ class World:
         """The schedule's runs, oldest first."""
         with self.services.db.read() as session:
             schedule = schedules.get(session, "default", name)
-            return schedules.runs(session, schedule, limit=500)[::-1]
+            return schedule_queries.runs(session, schedule, limit=500)[::-1]
 
     def schedule(self, name: str) -> Schedule:
         with self.services.db.read() as session:
@@ -141,7 +142,9 @@ def test_a_cron_fires_at_its_local_time_in_a_non_utc_zone(world: World) -> None:
     # In summer (CEST, UTC+2) the same local time is an hour earlier in UTC.
     world.clock.set("2026-07-01T00:00:00Z")
     with world.services.db.read() as session:
-        preview = schedules.preview(schedules.get(session, "default", "berlin"), 2, world.clock())
+        preview = schedule_queries.preview(
+            schedules.get(session, "default", "berlin"), 2, world.clock()
+        )
     assert [p.utc for p in preview] == [utc("2026-07-01T07:00:00Z"), utc("2026-07-02T07:00:00Z")]
     assert preview[0].local.isoformat() == "2026-07-01T09:00:00+02:00"
 
@@ -327,7 +330,7 @@ def test_a_job_targets_secret_env_is_stored_encrypted_and_reaches_the_job(world:
     )
     with world.services.db.read() as session:
         schedule = schedules.get(session, "default", "secretive")
-        shown = schedules.public(session, schedule).model_dump_json()
+        shown = schedule_queries.public(session, schedule).model_dump_json()
         stored = session.execute(sa.text("SELECT * FROM schedules")).all()
     assert canary not in shown and '"API_KEY":"***"' in shown
     assert canary not in repr(stored)
@@ -385,3 +388,60 @@ def test_two_schedulers_on_one_database_fire_each_tick_once(world: World) -> Non
         ticks = session.exec(select(ScheduleRun.schedule_id, ScheduleRun.tick)).all()
     assert len(ticks) == 80 == len(set(ticks))
     assert len(world.jobs()) == 80
+
+
+# --- a tick that cannot be fired --------------------------------------------------------------
+
+
+def fire_tick_failing_for(name: str, failure: Callable[[Any], None]) -> Callable[..., ScheduleRun]:
+    """``fire_tick`` as it is, except for the schedule ``name``, where ``failure`` runs first
+    (given the pass's session)."""
+    original = scheduler_module.fire_tick
+
+    def fire_tick(session: Any, hub: Any, schedule: Schedule, *args: Any) -> ScheduleRun:
+        if schedule.name == name:
+            failure(session)
+        return original(session, hub, schedule, *args)
+
+    return fire_tick
+
+
+def test_a_schedule_that_cannot_be_fired_is_set_aside_and_the_others_fire(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def bug(_session: Any) -> None:
+        raise RuntimeError("a bug in firing")
+
+    monkeypatch.setattr(scheduler_module, "fire_tick", fire_tick_failing_for("broken", bug))
+    world.create(name="broken", cron="* * * * *")
+    world.create(name="fine", cron="* * * * *")
+    world.fire_at("2026-01-10T07:01:00Z")
+    broken = world.schedule("broken")
+    assert broken.status == "failed"
+    assert broken.last_outcome == "failed: internal error (RuntimeError)"
+    assert fired_ticks(world, "fine") == [utc("2026-01-10T07:01:00Z")]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_database_lost_while_firing_leaves_the_schedule_due(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection dies under the pass (its backend is terminated): the pass fails with
+    the database's error and the schedule is not set aside; the next pass fires it."""
+
+    def lose_the_connection(session: Any) -> None:
+        session.execute(sa.text("SELECT pg_terminate_backend(pg_backend_pid())"))
+
+    world.create(name="steady", cron="* * * * *")
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            scheduler_module, "fire_tick", fire_tick_failing_for("steady", lose_the_connection)
+        )
+        with pytest.raises(DatabaseUnavailable) as raised:
+            world.fire_at("2026-01-10T07:01:00Z")
+    assert raised.value.outage
+    assert world.schedule("steady").status == "active"
+    assert world.runs("steady") == []
+    world.fire_at("2026-01-10T07:01:30Z")
+    assert fired_ticks(world, "steady") == [utc("2026-01-10T07:01:00Z")]

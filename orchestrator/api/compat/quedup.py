@@ -37,7 +37,7 @@ from orchestrator.schemas.schedules import (
     ScheduleTarget,
     ScheduleUpdate,
 )
-from orchestrator.services import projects, schedules
+from orchestrator.services import projects, schedule_queries, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import Schedule
 
@@ -329,7 +329,7 @@ def list_runs(job_id: str, services: ServicesDep, actor: ActorDep) -> list[Quedu
     actor.check(PROJECT, write=False)
     with services.db.read() as session:
         schedule = _get(session, job_id)
-        history = schedules.runs(session, schedule, limit=100)
+        history = schedule_queries.runs(session, schedule, limit=100)
     return [
         QuedupRun(
             time=entry["time"],
