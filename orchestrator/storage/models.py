@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
-from orchestrator.rules.states import JobStatus
+from orchestrator.rules.states import UNFINISHED, JobStatus
 
 
 def utcnow() -> datetime:
@@ -122,7 +122,9 @@ class Definition(SQLModel, table=True):
     create_time: datetime = _time(default_factory=utcnow)
 
 
-_UNFINISHED = "status IN ('scheduled', 'queued', 'starting', 'running')"
+# The unique-name index covers unfinished jobs (``rules.states.UNFINISHED``), in the order of
+# the life cycle, so the DDL reads as it always has.
+_UNFINISHED = "status IN ({})".format(", ".join(f"'{s}'" for s in JobStatus if s in UNFINISHED))
 
 
 class Job(SQLModel, table=True):

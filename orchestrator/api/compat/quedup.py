@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
 
@@ -24,14 +22,16 @@ from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.process import Services
-from orchestrator.rules.fields import Text
 from orchestrator.rules.masking import MASK
 from orchestrator.rules.schedule_states import ScheduleStatus
-from orchestrator.schemas.common import Request as StrictRequest
+from orchestrator.schemas.quedup import (
+    QuedupError,
+    QuedupJob,
+    QuedupJobCreate,
+    QuedupJobUpdate,
+    QuedupRun,
+)
 from orchestrator.schemas.schedules import (
-    HeaderName,
-    HeaderValue,
-    HttpMethod,
     HttpTarget,
     ScheduleCreate,
     ScheduleTarget,
@@ -54,64 +54,6 @@ _FIELD_WORDS = (
     ("secret_headers.", "headers."),
     ("Value error, ", ""),
 )
-
-QuedupName = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
-CronText = Annotated[Text, StringConstraints(max_length=255)]
-
-
-class QuedupError(BaseModel):
-    """Quedup's error body."""
-
-    error: str = Field(description="What was wrong, naming the field.")
-
-
-class QuedupJobCreate(StrictRequest):
-    """Quedup's CreateJobRequest: ``schedule`` (cron, UTC) wins over ``run_at``."""
-
-    method: HttpMethod
-    name: QuedupName = Field(description="Unique among the Quedup jobs.")
-    url: AnyHttpUrl
-    body: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
-    headers: dict[HeaderName, HeaderValue] | None = None
-    run_at: AwareDatetime | None = None
-    schedule: CronText | None = None
-
-
-class QuedupJobUpdate(StrictRequest):
-    """The fields to change; ``status`` pauses (``paused``) or resumes (``active``) the job."""
-
-    method: HttpMethod | None = None
-    name: QuedupName | None = None
-    url: AnyHttpUrl | None = None
-    body: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
-    headers: dict[HeaderName, HeaderValue] | None = None
-    run_at: AwareDatetime | None = None
-    schedule: CronText | None = None
-    status: Literal["active", "paused"] | None = None
-
-
-class QuedupJob(BaseModel):
-    """Quedup's Job; credential headers are shown as ***."""
-
-    id: str
-    name: str
-    method: str
-    url: str
-    body: str | None
-    headers: dict[str, str]
-    schedule: str | None
-    next_run_at: datetime | None = Field(description="Null once the job is complete.")
-    status: Literal["active", "paused", "failed", "completed"]
-
-
-class QuedupRun(BaseModel):
-    """One attempt of one run: when, the response's status code, how long, which attempt."""
-
-    time: datetime
-    status: int | None = Field(description="The HTTP status code; null if none came back.")
-    duration_ms: float | None
-    attempt: int
-    error: str | None
 
 
 def _quedup_words(message: str) -> str:

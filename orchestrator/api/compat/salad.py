@@ -22,9 +22,8 @@ from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorE
 from orchestrator.process import Services
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.schemas.queues import QueueCreate, QueueUpdate
-from orchestrator.services import job_queries, jobs, projects, queues, salad, webhooks
-from orchestrator.services.audit import Actor
-from orchestrator.services.salad import (
+from orchestrator.schemas.salad import (
+    ProblemDetails,
     QueueCollection,
     QueueJob,
     QueueJobCollection,
@@ -34,6 +33,8 @@ from orchestrator.services.salad import (
     SaladQueue,
     WebhookSecretKey,
 )
+from orchestrator.services import job_queries, jobs, projects, queues, salad, webhooks
+from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, Queue
 
 PROBLEM = "application/problem+json"
@@ -96,7 +97,7 @@ class SaladRoute(CompatRoute):
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
     documented: dict[int | str, dict[str, Any]] = {
         status: {
-            "model": salad.ProblemDetails,
+            "model": ProblemDetails,
             "description": DESCRIPTIONS[status],
             # What is sent; FastAPI also lists the model under application/json.
             "content": {PROBLEM: {"schema": {"$ref": PROBLEM_SCHEMA}}},
