@@ -3,7 +3,8 @@
 Everything that weakens the wall between a job and its host is refused unless the server's
 policy allows it: privileged mode, the host's network, PID, IPC or user namespaces, bind mounts
 of host paths (the Docker socket above all), added capabilities and devices; images may be
-restricted to allowed prefixes. A refusal is a ``PolicyRefused`` (403) naming the option and
+restricted to allowed prefixes; what a job may ask for is bounded by the resource ceilings
+(``rules.resource_ceilings``). A refusal is a ``PolicyRefused`` (403) naming the option and
 the setting that would allow it. The check runs at registration, at submit and again in the
 runner, whose own policy may differ. The socket rule is decided on the real file a host path
 leads to on this machine (symlinks, ``//``, ``..``, /proc and bind mounts seen through), so a
@@ -26,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import OrchestratorError, PolicyRefused
+from orchestrator.rules import resource_ceilings as ceilings
 
 # Where container engines put their API sockets; a host mount of one of these (or of a directory
 # holding one) hands the job the engine, which is root on the host. Refused as spelled even where
@@ -59,7 +61,8 @@ class PolicyError(OrchestratorError):
 class PolicySettings(BaseModel):
     """The container policy's settings, each declared here and nowhere else: the field
     ``allow_privileged`` is the setting ``ORCH_POLICY_ALLOW_PRIVILEGED`` (``setting_name``) and
-    the policy file's key ``allow_privileged``. Every default is the safe choice."""
+    the policy file's key ``allow_privileged``. Every permission is off by default; each
+    ceiling (``max_*``) defaults to what this host has, or to a bound said in its module."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +86,19 @@ class PolicySettings(BaseModel):
     )
     allowed_images: list[str] = Field(
         default_factory=list, description="prefixes an image must start with (none: any image)"
+    )
+    # Ceilings: the most a definition or a job may ask for (``rules.resource_ceilings``).
+    max_memory: ceilings.Size = Field(
+        default_factory=ceilings.host_memory, description="the largest `resources.memory`"
+    )
+    max_cpus: float = Field(
+        default_factory=ceilings.host_cpus, gt=0, description="the largest `resources.cpus`"
+    )
+    max_pids: int = Field(
+        default=ceilings.DEFAULT_MAX_PIDS, ge=1, description="the largest `resources.pids`"
+    )
+    max_timeout: ceilings.Duration = Field(
+        default=ceilings.DEFAULT_MAX_TIMEOUT, description="the longest `timeout`"
     )
 
     @field_validator("allow_capabilities")
@@ -128,15 +144,18 @@ class ContainerPolicy(PolicySettings):
             )
             raise PolicyError(f"the container policy is not valid: {problems}") from None
 
-    def check(self, container: Mapping[str, Any]) -> None:
-        """Refuse the first option of ``container`` (a definition's container fields) that this
-        policy does not allow; ``PolicyRefused`` names it and the setting that would allow it.
+    def check(self, container: Mapping[str, Any], *, timeout: float | None = None) -> None:
+        """Refuse the first option of ``container`` (a definition's container fields) or the
+        ``timeout`` (seconds: the job's own, else its definition's) that this policy does not
+        allow; ``PolicyRefused`` names it and the setting that would allow it.
 
         A host path that does not exist here passes: this server may not be on the runner's
         host, and the runner checks again (``resolve_for_runner``)."""
-        self._checked(container, on_runner=False)
+        self._checked(container, timeout, on_runner=False)
 
-    def resolve_for_runner(self, container: Mapping[str, Any]) -> dict[str, Any]:
+    def resolve_for_runner(
+        self, container: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Every check of ``check``, as the runner must make them just before it creates the
         container: ``container`` (the job's container options) with each host path of its
         ``volumes`` replaced by the real path it leads to on this host, so the engine mounts the
@@ -146,9 +165,11 @@ class ContainerPolicy(PolicySettings):
         and any host path when the engine is not reached by a local Unix socket (its files are
         not this host's). When the policy allows the Docker socket, volumes pass as written:
         there is nothing left to guard."""
-        return self._checked(container, on_runner=True)
+        return self._checked(container, timeout, on_runner=True)
 
-    def _checked(self, container: Mapping[str, Any], *, on_runner: bool) -> dict[str, Any]:
+    def _checked(
+        self, container: Mapping[str, Any], timeout: float | None, *, on_runner: bool
+    ) -> dict[str, Any]:
         self._check_image(str(container["image"]))
         if container.get("privileged") and not self.allow_privileged:
             _refuse("privileged", "privileged mode", "allow_privileged")
@@ -179,6 +200,9 @@ class ContainerPolicy(PolicySettings):
                 _refuse(f"cap_add[{index}]", f"the added capability {name}", "allow_capabilities")
         if container.get("devices") and not self.allow_devices:
             _refuse("devices", "host devices", "allow_devices")
+        excess = ceilings.over_ceiling(self, container.get("resources"), timeout)
+        if excess is not None:
+            raise PolicyRefused(excess.message(setting_name(excess.setting)), field=excess.field)
         return {**container, "volumes": volumes} if "volumes" in container else dict(container)
 
     def _check_image(self, image: str) -> None:

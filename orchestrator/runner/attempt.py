@@ -195,7 +195,10 @@ class Attempt:
             return
         try:
             # This runner's policy may be stricter than the one that accepted the job.
-            self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
+            resolved = self.context.policy.resolve_for_runner(
+                self.job.container, timeout=self.job.timeout
+            )
+            self._volumes = resolved["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(attempts.AttemptResult(error=error, retryable=False))

@@ -105,7 +105,10 @@ class WorkerAttempt(Attempt):
             self._give_back()
             return
         try:
-            self._volumes = self.context.policy.resolve_for_runner(self.job.container)["volumes"]
+            resolved = self.context.policy.resolve_for_runner(
+                self.job.container, timeout=self.job.timeout
+            )
+            self._volumes = resolved["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
             self._finish(attempts.AttemptResult(error=error, retryable=False))

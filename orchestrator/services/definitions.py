@@ -51,9 +51,10 @@ def register(
 ) -> Registered:
     """Store ``spec`` as the next version, unless it equals the latest version.
 
-    The spec must pass the container policy (403 naming the option) and the input limits.
+    The spec must pass the container policy (403 naming the option or the ceiling, its
+    timeout included) and the input limits.
     """
-    policy.check(spec.container_options())
+    policy.check(spec.container_options(), timeout=spec.timeout)
     limits.check_counts(len(spec.parameters), len(spec.env) + len(spec.secrets))
     canonical = spec.canonical()
     digest = spec_hash(canonical)

@@ -115,9 +115,11 @@ def submit(
     if definition is None and (not wait_for_definition or request.schedule_at is not None):
         raise job_binding.no_definition(queue)
     if definition is not None:
-        # Today's container policy first: it may have changed since the registration.
+        # Today's container policy first: it may have changed since the registration. The
+        # timeout checked is the one the job will run with: its own, else its definition's.
         spec = definitions.current_spec(definition)
-        policy.check({key: spec[key] for key in CONTAINER_FIELDS})
+        timeout = request.timeout if request.timeout is not None else spec["timeout"]
+        policy.check({key: spec[key] for key in CONTAINER_FIELDS}, timeout=timeout)
         bound = job_binding.bind(
             definition,
             parameters=request.parameters,

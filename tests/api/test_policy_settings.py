@@ -32,8 +32,19 @@ def _no_policy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOCKER_HOST", raising=False)
 
 
+# A value of each ceiling other than its default: as its variable is written, and in YAML.
+CEILINGS = {
+    "max_memory": ("64Mi", "64Mi"),
+    "max_cpus": ("0.5", 0.5),
+    "max_pids": ("64", 64),
+    "max_timeout": ("1h30m", "1h30m"),
+}
+
+
 def non_default(field: str) -> tuple[str, Any]:
     """A value of ``field`` other than its default: as its variable is written, and in YAML."""
+    if field in CEILINGS:
+        return CEILINGS[field]
     annotation = PolicySettings.model_fields[field].annotation
     if annotation is bool:
         return "true", True
