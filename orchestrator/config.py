@@ -31,7 +31,7 @@ from pydantic_settings import (
 from orchestrator.rules.crash_points import CrashPoint
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
-from orchestrator.rules.units import parse_size
+from orchestrator.rules.units import parse_retention, parse_size
 
 
 def default_data_dir() -> Path:
@@ -155,6 +155,15 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(default=3600.0, gt=0)
     webhook_retry_for: float = Field(default=86400.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
+
+    # Retention: finished jobs (with their events, logs and webhook deliveries) and finished
+    # schedule runs older than ``retention`` are deleted, audit entries older than
+    # ``audit_retention``; 0 keeps them. A project may set its own ``retention``. Collection
+    # runs every ``gc_interval`` seconds, ``gc_batch`` jobs per transaction.
+    retention: Annotated[float, BeforeValidator(parse_retention)] = 30 * 86400.0
+    audit_retention: Annotated[float, BeforeValidator(parse_retention)] = 365 * 86400.0
+    gc_interval: float = Field(default=300.0, gt=0)
+    gc_batch: int = Field(default=500, ge=1, le=10_000)
 
     # SaladCloud's drop-in API: the one organisation name it answers to; unset, any name.
     salad_organization: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")

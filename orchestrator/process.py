@@ -1,6 +1,6 @@
 """Builds and owns the long-lived parts of a process: database, hub (and its relay to other
 processes on PostgreSQL), secret box, engine, runner, scheduler, HTTP-target sender, webhook
-sender."""
+sender, retention collector."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from orchestrator.background.http_targets import HttpTargetRunner
+from orchestrator.background.retention import Collector
 from orchestrator.background.scheduler import Scheduler
 from orchestrator.background.webhook_sender import WebhookSender
 from orchestrator.config import Settings
@@ -47,6 +48,7 @@ class Services:
     scheduler: Scheduler | None = None
     http_targets: HttpTargetRunner | None = None
     webhooks: WebhookSender | None = None
+    collector: Collector | None = None  # deletes what is past retention
 
     @classmethod
     def build(cls, settings: Settings, *, api: bool = True) -> Services:
@@ -105,13 +107,14 @@ class Services:
             scheduler=Scheduler(settings, db, hub, checks) if api else None,
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
             webhooks=WebhookSender(settings, db, hub, box) if api else None,
+            collector=Collector(settings, db, hub) if api else None,
         )
 
     def loops(self) -> list[Loop]:
         """Every background loop of the process: the runner's, then the scheduler's, the
-        HTTP targets' and the webhook sender's."""
+        HTTP targets', the webhook sender's and the retention collector's."""
         found = list(self.runner.loops) if self.runner is not None else []
-        for owner in (self.scheduler, self.http_targets, self.webhooks):
+        for owner in (self.scheduler, self.http_targets, self.webhooks, self.collector):
             if owner is not None:
                 found.append(owner.loop)
         return found
@@ -123,7 +126,7 @@ class Services:
             self.relay.start()
         if self.runner is not None:
             self.runner.start()
-        for loop in (self.scheduler, self.http_targets, self.webhooks):
+        for loop in (self.scheduler, self.http_targets, self.webhooks, self.collector):
             if loop is not None:
                 loop.start()
 
@@ -131,7 +134,7 @@ class Services:
         """Stop the loops and close connections; running containers are left for adoption."""
         if self.runner is not None:
             self.runner.stop()
-        for loop in (self.scheduler, self.http_targets, self.webhooks):
+        for loop in (self.scheduler, self.http_targets, self.webhooks, self.collector):
             if loop is not None:
                 loop.stop()
         if self.relay is not None:

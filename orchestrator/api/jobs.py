@@ -1,4 +1,5 @@
-"""``/v1/projects/{project}/jobs``: submit, list, read, cancel; events, logs and live streams."""
+"""``/v1/projects/{project}/jobs``: submit, list, read, cancel, delete; events, logs and live
+streams."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page
 from orchestrator.schemas.jobs import JobCreate, JobEventPublic, JobPublic
-from orchestrator.services import job_queries, jobs, projects
+from orchestrator.services import job_queries, jobs, projects, retention
 from orchestrator.storage.models import Job, JobEvent, JobLog
 from orchestrator.wakeups.topics import job_topic
 
@@ -117,6 +118,18 @@ def cancel_job(
         projects.get(session, project)
         job = jobs.cancel(session, services.hub, project, job_id, actor)
     return JobPublic.from_row(job)
+
+
+@router.delete("/{job_id}", status_code=204, responses=responses(409))
+def delete_job(
+    project: str, job_id: str, services: ServicesDep, actor: ProjectActorDep
+) -> Response:
+    """Delete a finished job now, with its events, logs and webhook deliveries (409 while it
+    is not finished: cancel it first). Retention does the same for old jobs."""
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        retention.delete_job(session, project, job_id, actor)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/events", response_model=Page[JobEventPublic])

@@ -1,4 +1,4 @@
-"""``/v1/projects``: create (admin), list and read projects; a project's audit trail."""
+"""``/v1/projects``: create and change (admin), list and read projects; a project's audit trail."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.errors import responses
 from orchestrator.schemas.common import Page
-from orchestrator.schemas.projects import ProjectCreate, ProjectPublic
+from orchestrator.schemas.projects import ProjectCreate, ProjectPublic, ProjectUpdate
 from orchestrator.schemas.tokens import AuditEventPublic
 from orchestrator.services import audit, projects
 
@@ -47,6 +47,25 @@ def get_project(project: str, services: ServicesDep, actor: ActorDep) -> Project
     actor.check(project, write=False)
     with services.db.read() as session:
         return ProjectPublic.from_row(projects.get(session, project))
+
+
+@router.patch(
+    "/{project}",
+    response_model=ProjectPublic,
+    responses=responses(400, 403, 404, 413),
+)
+def update_project(
+    project: str, body: ProjectUpdate, services: ServicesDep, actor: ActorDep
+) -> ProjectPublic:
+    """Change a project's description or its retention (admin tokens only); fields left out
+    stay, ``"retention": null`` goes back to the server's setting."""
+    actor.require_admin()
+    changes = body.model_dump(include=body.model_fields_set)
+    if changes.get("description", "") is None:
+        changes["description"] = ""
+    with services.db.transaction() as session:
+        row = projects.update(session, project, changes, actor)
+    return ProjectPublic.from_row(row)
 
 
 @router.get(

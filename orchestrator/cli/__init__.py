@@ -6,7 +6,17 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
-from orchestrator.cli import db, definitions, jobs, queues, runners, schedules, secrets, tokens
+from orchestrator.cli import (
+    db,
+    definitions,
+    gc,
+    jobs,
+    queues,
+    runners,
+    schedules,
+    secrets,
+    tokens,
+)
 from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
 from orchestrator.config import Settings
@@ -71,6 +81,7 @@ app.add_typer(runners.app, name="runners")
 app.add_typer(schedules.app, name="schedules")
 app.command()(jobs.submit)
 app.command(name="runner")(run_runner)
+app.command(name="gc")(gc.gc)
 
 
 def main() -> None:

@@ -16,8 +16,10 @@ from orchestrator.storage.db import Database
 app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
 
 
-def _open() -> Database:
-    # A one-shot command says itself why the database cannot be used (``_unreachable``); the
+def open_database() -> tuple[Settings, Database]:
+    """The settings and their database, for a one-shot command; a bad setting or URL ends
+    the command with one line."""
+    # A one-shot command says itself why the database cannot be used (``unreachable``); the
     # outage line a long-running process logs would say it twice.
     logging.getLogger("orchestrator.storage.db").setLevel(logging.ERROR)
     try:
@@ -25,13 +27,14 @@ def _open() -> Database:
     except ValidationError as exc:
         fail(f"invalid setting: {setting_errors(exc)}", code=2)
     try:
-        return Database(settings.resolved_database_url())
+        return settings, Database(settings.resolved_database_url())
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
         # Never echo the URL: it may hold a password. ImportError: its driver is not installed.
         fail(f"ORCH_DATABASE_URL is not a usable database URL ({type(exc).__name__})", code=2)
 
 
-def _unreachable(exc: DatabaseUnavailable) -> str:
+def unreachable(exc: DatabaseUnavailable) -> str:
+    """Why a one-shot command could not use the database, in one line."""
     # The driver's first line names the cause (refused, no such database, bad password).
     return f"cannot reach the database: {exc.cause}"
 
@@ -39,11 +42,11 @@ def _unreachable(exc: DatabaseUnavailable) -> str:
 @app.command()
 def upgrade() -> None:
     """Migrate the schema to the newest revision (servers also do this when they start)."""
-    database = _open()
+    _, database = open_database()
     try:
         result = database.upgrade_schema()
     except DatabaseUnavailable as exc:
-        fail(_unreachable(exc), code=2)
+        fail(unreachable(exc), code=2)
     finally:
         database.dispose()
     if result.applied:
@@ -55,11 +58,11 @@ def upgrade() -> None:
 @app.command()
 def current() -> None:
     """Print the schema's revision ("none": empty, or created before migrations)."""
-    database = _open()
+    _, database = open_database()
     try:
         revision = database.schema_revision()
     except DatabaseUnavailable as exc:
-        fail(_unreachable(exc), code=2)
+        fail(unreachable(exc), code=2)
     finally:
         database.dispose()
     typer.echo(revision or "none")

@@ -9,6 +9,8 @@ import math
 import re
 
 MAX_DURATION_SECONDS = 365 * 86400
+# Retention is counted in years for audit trails; ten at most.
+MAX_RETENTION_SECONDS = 3650 * 86400
 MAX_SIZE_BYTES = 1024**5
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -39,6 +41,26 @@ _SIZE_FACTOR = {
 
 def parse_duration(value: str | int | float) -> float:
     """Seconds from ``90``, ``"90"``, ``"30s"``, ``"10m"``, ``"2h"`` or ``"1h30m"``; must be > 0."""
+    seconds = _seconds(value)
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError("must be at most 365 days")
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def parse_retention(value: str | int | float) -> float:
+    """Seconds to keep finished work, as a duration (``30d``, ``12h``, ``90s``); ``0`` keeps it
+    for good (returned as 0)."""
+    seconds = _seconds(value)
+    if seconds > MAX_RETENTION_SECONDS:
+        raise ValueError("must be at most 3650 days (0 keeps everything)")
+    if seconds < 0:
+        raise ValueError("must be a duration such as 30d or 12h, or 0 to keep everything")
+    return seconds
+
+
+def _seconds(value: str | int | float) -> float:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError("must be a duration such as 30s, 10m or 2h")
     if isinstance(value, int | float):
@@ -52,10 +74,8 @@ def parse_duration(value: str | int | float) -> float:
             if not parts or "".join(n + u for n, u in parts) != text:
                 raise ValueError(f"{value!r} is not a duration such as 30s, 10m or 2h")
             seconds = sum(float(n) * _DURATION_SECONDS[u] for n, u in parts)
-    if not math.isfinite(seconds) or seconds > MAX_DURATION_SECONDS:
-        raise ValueError("must be at most 365 days")
-    if seconds <= 0:
-        raise ValueError("must be greater than zero")
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration")
     return seconds
 
 

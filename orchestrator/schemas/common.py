@@ -112,7 +112,7 @@ class Health(BaseModel):
     docker_unavailable_since: datetime | None = None
     runner: str
     # Each background loop of the process by name (runner, heartbeat, worker-reaper,
-    # scheduler, http-targets, webhook-sender): only ``running`` is well.
+    # scheduler, http-targets, webhook-sender, retention): only ``running`` is well.
     loops: dict[str, LoopState] = Field(default_factory=dict)
 
 

@@ -5,7 +5,7 @@ A project is created together with its ``default`` queue.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import Session, select
 
@@ -53,3 +53,15 @@ def get(session: Session, name: str) -> Project:
 def list_all(session: Session) -> list[Project]:
     """Every project, by name."""
     return list(session.exec(select(Project).order_by(Project.name)).all())
+
+
+def update(session: Session, name: str, changes: dict[str, Any], actor: Actor) -> Project:
+    """Change a project's ``description`` or ``retention`` (seconds; 0 keeps finished work;
+    None: the server's setting); only the keys given change. Audited."""
+    project = get(session, name)
+    for key in ("description", "retention"):
+        if key in changes:
+            setattr(project, key, changes[key])
+    session.add(project)
+    audit.record(session, actor, "project_updated", f"project/{name}", name, dict(changes))
+    return project

@@ -89,6 +89,9 @@ class Project(SQLModel, table=True):
     description: str = ""
     # The Standard Webhooks signing secret ("whsec_..."), encrypted; made on first use.
     webhook_secret_ciphertext: str | None = None
+    # Seconds a finished job (and its logs, events, deliveries, schedule runs) is kept; 0 keeps
+    # them; None: the server's ``retention`` setting.
+    retention: float | None = None
     create_time: datetime = _time(default_factory=utcnow)
 
 
@@ -133,6 +136,8 @@ class Job(SQLModel, table=True):
         # When the next waiting job becomes runnable (``attempts.next_due``, ``promote_due``).
         sa.Index("ix_jobs_status_run_after", "status", "run_after"),
         sa.Index("ix_jobs_status_schedule_at", "status", "schedule_at"),
+        # Retention takes a project's oldest finished jobs from this index.
+        sa.Index("ix_jobs_project_finish", "project", "finish_time"),
         # The claim takes a queue's next job from this index: job priority, then submit order.
         sa.Index(
             "ix_jobs_queue_claim", "project", "queue", "status", sa.text("priority DESC"), "seq"

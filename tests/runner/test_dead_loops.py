@@ -13,7 +13,15 @@ import pytest
 from orchestrator.wakeups.loop import Loop
 from tests.conftest import TEST_IMAGE, LiveServer, wait_for
 
-EVERY_LOOP = {"runner", "heartbeat", "worker-reaper", "scheduler", "http-targets", "webhook-sender"}
+EVERY_LOOP = {
+    "runner",
+    "heartbeat",
+    "worker-reaper",
+    "scheduler",
+    "http-targets",
+    "webhook-sender",
+    "retention",
+}
 
 
 class ThreadKilled(BaseException):

@@ -154,6 +154,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0005",
         "0006",
         "0007",
+        "0008",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -254,6 +255,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0005",
         "0006",
         "0007",
+        "0008",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -492,7 +494,7 @@ def test_0007_takes_webhook_credentials_out_of_the_urls_and_a_server_encrypts_th
 
         result = old.upgrade_schema()
 
-        assert [line.split(":")[0] for line in result.applied] == ["0007"]
+        assert [line.split(":")[0] for line in result.applied] == ["0007", "0008"]
         assert stored_webhooks(old) == {
             "jobs": [
                 (job_id_of("queued"), f"{masked}/queued"),
@@ -557,3 +559,27 @@ def test_0007_downgrade_puts_unencrypted_credentials_back(
 
     assert stored_webhooks(database) == before
     assert_seeded_data_intact(database)
+
+
+def test_0008_gives_projects_a_retention_of_their_own_and_jobs_the_expiry_index(
+    database: Database,
+) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0007")
+    assert [line.split(":")[0] for line in database.upgrade_schema().applied] == ["0008"]
+    with database.read_engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        columns = {c["name"]: c for c in inspector.get_columns("projects")}
+        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("jobs")}
+        retention = connection.execute(sa.text("SELECT retention FROM projects")).scalars().all()
+    assert columns["retention"]["nullable"] is True
+    # Existing projects keep the server's setting.
+    assert retention and set(retention) == {None}
+    assert indexes["ix_jobs_project_finish"] == ["project", "finish_time"]
+    assert_seeded_data_intact(database)
+    migrate_down_to(database, "0007")
+    with database.read_engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        assert "retention" not in {c["name"] for c in inspector.get_columns("projects")}
+        assert "ix_jobs_project_finish" not in {i["name"] for i in inspector.get_indexes("jobs")}

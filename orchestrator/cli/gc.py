@@ -1,0 +1,50 @@
+"""``orchestrator gc``: delete what is past retention now (servers also do it in the
+background), or with ``--dry-run`` count what would go. Works on the database directly."""
+
+from __future__ import annotations
+
+import typer
+
+from orchestrator.cli.db import open_database, unreachable
+from orchestrator.cli.output import fail
+from orchestrator.config import Settings
+from orchestrator.errors import DatabaseUnavailable
+from orchestrator.services import retention
+from orchestrator.services.retention import Removed, Retention
+from orchestrator.storage import migrations
+from orchestrator.storage.db import Database
+from orchestrator.storage.models import utcnow
+
+
+def gc(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+) -> None:
+    """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs
+    and audit entries past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION]."""
+    settings, database = open_database()
+    try:
+        removed = _run(settings, database, dry_run)
+    except DatabaseUnavailable as exc:
+        fail(unreachable(exc), code=2)
+    finally:
+        database.dispose()
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {removed.jobs} finished jobs ({removed.events} events, {removed.logs} log "
+        f"batches, {removed.deliveries} webhook deliveries), {removed.schedule_runs} schedule "
+        f"runs and {removed.audit_events} audit entries"
+    )
+
+
+def _run(settings: Settings, database: Database, dry_run: bool) -> Removed:
+    if database.schema_revision() != migrations.head():
+        fail("the schema is not at the newest revision: run `orchestrator db upgrade`", code=2)
+    keep = Retention.from_settings(settings)
+    if dry_run:
+        with database.read() as session:
+            return retention.expired(session, keep, utcnow())
+    total = Removed(more=True)
+    while total.more:
+        with database.transaction() as session:
+            total.add(retention.collect(session, keep, utcnow(), settings.gc_batch))
+    return total

@@ -1,0 +1,260 @@
+"""Retention on a real database (SQLite and PostgreSQL), no runner: finished jobs past their
+project's retention go with their events, logs and webhook deliveries, in batches; unfinished
+work stays whatever its age; schedule runs and audit entries have their own cut-offs; a dry run
+counts exactly what a collection then deletes; one finished job can be deleted at once.
+
+Jobs are made finished by cancelling them while they wait (a real terminal transition, with
+its event and webhook message); their age comes from the ``now`` collection is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import col, func, select
+from typer.testing import CliRunner
+
+from orchestrator.cli import app as cli_app
+from orchestrator.config import Settings
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.process import Services
+from orchestrator.rules import definition_spec
+from orchestrator.rules.schedule_states import ScheduleRunStatus
+from orchestrator.schemas.jobs import JobCreate
+from orchestrator.services import attempts, audit, definitions, jobs, projects, retention
+from orchestrator.services.audit import SYSTEM
+from orchestrator.services.retention import Removed, Retention
+from orchestrator.storage.models import (
+    AuditEvent,
+    Job,
+    JobEvent,
+    JobLog,
+    Schedule,
+    ScheduleRun,
+    WebhookDelivery,
+    utcnow,
+)
+from tests.conftest import TEST_IMAGE
+
+DAY = 86400.0
+KEEP = Retention(jobs=30 * DAY, audit=365 * DAY)
+
+
+@dataclass
+class World:
+    services: Services
+
+    def submit(self, project: str = "default", *, finished: bool = True) -> str:
+        """A job of ``project`` with a webhook and two log rows; cancelled unless not
+        ``finished``."""
+        services = self.services
+        request = JobCreate.model_validate(
+            {"definition": "noop", "webhook": "http://127.0.0.1:9/hook"}
+        )
+        with services.db.transaction() as session:
+            job = jobs.submit(
+                session,
+                services.box,
+                None,
+                project,
+                request,
+                policy=services.policy,
+                limits=services.limits,
+            )
+            now = utcnow()
+            attempts.append_logs(session, None, job.id, 1, [(now, "one\n"), (now, "two\n")])
+        if finished:
+            with services.db.transaction() as session:
+                jobs.cancel(session, None, project, job.id)
+        return job.id
+
+    def collect(self, days: float, keep: Retention = KEEP, limit: int = 500) -> Removed:
+        """One batch, as if ``days`` had passed."""
+        with self.services.db.transaction() as session:
+            return retention.collect(session, keep, utcnow() + timedelta(days=days), limit)
+
+    def count(self, table: type, *where: sa.ColumnElement[bool]) -> int:
+        with self.services.db.read() as session:
+            return int(session.exec(select(func.count()).select_from(table).where(*where)).one())
+
+    def rows_of(self, job_id: str) -> dict[str, int]:
+        return {
+            "jobs": self.count(Job, col(Job.id) == job_id),
+            "events": self.count(JobEvent, col(JobEvent.job_id) == job_id),
+            "logs": self.count(JobLog, col(JobLog.job_id) == job_id),
+            "deliveries": self.count(WebhookDelivery, col(WebhookDelivery.job_id) == job_id),
+        }
+
+
+def register_noop(services: Services, project: str) -> None:
+    with services.db.transaction() as session:
+        definitions.register(
+            session,
+            project,
+            definition_spec.validate_spec(
+                {"name": "noop", "image": TEST_IMAGE, "command": ["true"]}, "test"
+            ),
+            policy=services.policy,
+            limits=services.limits,
+        )
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings]) -> Iterator[World]:
+    services = Services.build(make_settings(runner_enabled=False))
+    with services.db.transaction() as session:
+        for name in ("alpha", "beta"):
+            projects.create(session, name)
+    for name in ("default", "alpha", "beta"):
+        register_noop(services, name)
+    yield World(services)
+    services.close()
+
+
+def test_a_finished_job_past_retention_goes_with_everything_that_hangs_off_it(
+    world: World,
+) -> None:
+    old = world.submit()
+    waiting = world.submit(finished=False)
+    assert world.rows_of(old) == {"jobs": 1, "events": 3, "logs": 2, "deliveries": 1}
+    # Not yet 30 days: nothing goes.
+    assert world.collect(days=29).total == 0
+    removed = world.collect(days=31)
+    assert (removed.jobs, removed.events, removed.logs, removed.deliveries) == (1, 3, 2, 1)
+    assert removed.more is False
+    assert world.rows_of(old) == {"jobs": 0, "events": 0, "logs": 0, "deliveries": 0}
+    # A job that still waits is never collected, however old.
+    assert world.collect(days=3000).jobs == 0
+    assert world.rows_of(waiting)["jobs"] == 1
+
+
+def test_a_projects_own_retention_wins_and_zero_keeps_everything(world: World) -> None:
+    kept, short, default = world.submit("alpha"), world.submit("beta"), world.submit()
+    with world.services.db.transaction() as session:
+        projects.update(session, "alpha", {"retention": 0.0}, SYSTEM)
+        projects.update(session, "beta", {"retention": 3600.0}, SYSTEM)
+    removed = world.collect(days=1)
+    assert removed.jobs == 1
+    assert world.rows_of(short)["jobs"] == 0
+    assert world.rows_of(default)["jobs"] == 1
+    world.collect(days=3000)
+    assert world.rows_of(kept)["jobs"] == 1
+    assert world.rows_of(default)["jobs"] == 0
+    # The server's 0 keeps every project that has no retention of its own.
+    forever = world.submit()
+    assert world.collect(days=3000, keep=Retention(jobs=0, audit=0)).total == 0
+    assert world.rows_of(forever)["jobs"] == 1
+
+
+def test_a_backlog_goes_in_batches_each_saying_whether_more_is_left(world: World) -> None:
+    made = [world.submit() for _ in range(7)]
+    batches = []
+    while True:
+        removed = world.collect(days=31, limit=3)
+        batches.append(removed.jobs)
+        if not removed.more:
+            break
+    # 3 + 3 + 1; a batch that came out exactly full says more, and the next finds none.
+    assert batches == [3, 3, 1]
+    assert all(world.rows_of(job)["jobs"] == 0 for job in made)
+
+
+def test_a_dry_run_counts_what_a_collection_then_deletes(world: World) -> None:
+    for project in ("default", "alpha", "default"):
+        world.submit(project)
+    world.submit(finished=False)
+    later = utcnow() + timedelta(days=31)
+    with world.services.db.read() as session:
+        counted = retention.expired(session, KEEP, later)
+    assert world.count(Job) == 4
+    with world.services.db.transaction() as session:
+        removed = retention.collect(session, KEEP, later, 500)
+    assert (counted.jobs, counted.events, counted.logs, counted.deliveries) == (3, 9, 6, 3)
+    assert (removed.jobs, removed.events, removed.logs, removed.deliveries) == (3, 9, 6, 3)
+    assert counted.schedule_runs == removed.schedule_runs
+    assert counted.audit_events == removed.audit_events
+
+
+def test_finished_schedule_runs_and_old_audit_entries_go_but_a_sending_run_stays(
+    world: World,
+) -> None:
+    now = utcnow()
+    with world.services.db.transaction() as session:
+        schedule = Schedule(
+            id="s1",
+            project="beta",
+            name="ping",
+            cron="* * * * *",
+            timezone="UTC",
+            target_kind="http",
+            target={"url": "http://127.0.0.1:9/"},
+            create_time=now,
+            update_time=now,
+        )
+        session.add(schedule)
+        session.flush()
+        statuses = [ScheduleRunStatus.SUCCEEDED, ScheduleRunStatus.FAILED]
+        statuses += [ScheduleRunStatus.PENDING, ScheduleRunStatus.RUNNING]
+        for minute, status in enumerate(statuses):
+            session.add(
+                ScheduleRun(
+                    schedule_id="s1",
+                    tick=now + timedelta(minutes=minute),
+                    trigger="cron",
+                    status=status,
+                    fire_time=now,
+                )
+            )
+        audit.record(session, SYSTEM, "queue_created", "queue/x", "beta")
+    removed = world.collect(days=31)
+    assert removed.schedule_runs == 2
+    assert world.count(ScheduleRun) == 2
+    assert world.count(AuditEvent, col(AuditEvent.action) == "queue_created") == 1
+    world.collect(days=366)
+    assert world.count(AuditEvent, col(AuditEvent.action) == "queue_created") == 0
+
+
+def test_one_finished_job_is_deleted_at_once_and_an_unfinished_one_is_refused(
+    world: World,
+) -> None:
+    done, waiting = world.submit("alpha"), world.submit("alpha", finished=False)
+    with world.services.db.transaction() as session, pytest.raises(Conflict) as refused:
+        retention.delete_job(session, "alpha", waiting, SYSTEM)
+    assert "cancel it first" in refused.value.message
+    with world.services.db.transaction() as session, pytest.raises(NotFound):
+        retention.delete_job(session, "beta", done, SYSTEM)
+    with world.services.db.transaction() as session:
+        removed = retention.delete_job(session, "alpha", done, SYSTEM)
+    assert removed.jobs == 1
+    assert world.rows_of(done) == {"jobs": 0, "events": 0, "logs": 0, "deliveries": 0}
+    assert world.rows_of(waiting)["jobs"] == 1
+    assert world.count(AuditEvent, col(AuditEvent.action) == "job_deleted") == 1
+
+
+def test_orchestrator_gc_counts_with_dry_run_then_deletes(world: World) -> None:
+    done = [world.submit(), world.submit("beta")]
+    waiting = world.submit(finished=False)
+    settings = world.services.settings
+    env = {
+        "ORCH_DATA_DIR": str(settings.data_dir),
+        "ORCH_DATABASE_URL": settings.resolved_database_url(),
+        # Anything finished a millisecond ago is past it.
+        "ORCH_RETENTION": "1ms",
+    }
+
+    def gc(*args: str) -> str:
+        result = CliRunner().invoke(cli_app, ["gc", *args], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    would = gc("--dry-run")
+    assert would.startswith("would delete 2 finished jobs (6 events, 4 log batches, 2 webhook")
+    assert all(world.rows_of(job)["jobs"] == 1 for job in done)
+    assert gc().startswith("deleted 2 finished jobs (6 events, 4 log batches, 2 webhook")
+    assert all(world.rows_of(job) == dict.fromkeys(world.rows_of(job), 0) for job in done)
+    assert world.rows_of(waiting)["jobs"] == 1
+    assert gc().startswith("deleted 0 finished jobs")
