@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.background.http_targets import HttpTargetRunner
@@ -20,7 +21,8 @@ from orchestrator.runner.claim_loop import Runner
 from orchestrator.services import projects, runners, tokens
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.db import Database
-from orchestrator.storage.secret_box import SecretBox, open_box
+from orchestrator.storage.private_files import database_files, secure_data_dir, sqlite_file
+from orchestrator.storage.secret_box import KEY_FILE, SecretBox, open_box
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.loop import Loop
 
@@ -28,6 +30,16 @@ if TYPE_CHECKING:
     from orchestrator.wakeups.relay import Relay
 
 logger = logging.getLogger(__name__)
+
+
+def private_paths(settings: Settings) -> list[Path]:
+    """The files of a process that no other user may read (0600): the SQLite database and
+    the files SQLite keeps beside it, the key file and the admin token."""
+    paths = [settings.data_dir / KEY_FILE, settings.data_dir / tokens.ADMIN_TOKEN_FILE]
+    database = sqlite_file(settings.resolved_database_url())
+    if database is not None:
+        paths.extend(database_files(database))
+    return paths
 
 
 @dataclass
@@ -56,7 +68,7 @@ class Services:
 
         ``api`` False (a runner alone) makes no admin token and no secret key of its own.
         """
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir, private_paths(settings))
         # The key ring first: a bad ORCH_SECRET_KEY stops the start before the database is touched.
         secret_key = settings.secret_key.get_secret_value() if settings.secret_key else None
         box = open_box(settings.data_dir, secret_key, create=api)

@@ -97,6 +97,7 @@ def ensure_admin_token(session: Session, data_dir: Path) -> Path | None:
     path = data_dir / ADMIN_TOKEN_FILE
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # exactly 0600: the umask can only take bits away from os.open's mode
     with os.fdopen(fd, "w") as handle:
         handle.write(plain + "\n")
     return path

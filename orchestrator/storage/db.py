@@ -36,7 +36,11 @@ from sqlmodel import Session
 
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.rules.outages import busy_reason, outage_reason
-from orchestrator.storage import migrations, models  # noqa: F401  (models registers the tables)
+from orchestrator.storage import (
+    migrations,
+    models,  # noqa: F401  (registers the tables)
+    private_files,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -248,9 +252,9 @@ class Database:
         self.dialect = sa.engine.make_url(url).get_backend_name()
         self.outage = outage_of(url)
         if self.dialect == "sqlite":
-            database = sa.engine.make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            database = private_files.sqlite_file(url)
+            if database is not None:
+                private_files.prepare_sqlite_file(database)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
@@ -345,7 +349,9 @@ class Database:
             return
         # Alembic checks the revision before its write transaction starts; the file lock makes
         # check-and-migrate one step across processes.
-        with open(f"{database}.migrate-lock", "a") as lock_file:
+        lock_path = Path(f"{database}{private_files.MIGRATE_LOCK_SUFFIX}")
+        private_files.create_private_file(lock_path)  # empty, but nothing in the data dir is 0644
+        with lock_path.open("a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
                 with self.write_engine.connect() as connection:
