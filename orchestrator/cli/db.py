@@ -8,12 +8,13 @@ import typer
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from orchestrator.cli.db_backup import backup
 from orchestrator.cli.output import fail, setting_errors
 from orchestrator.config import Settings
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.storage.db import Database
 
-app = typer.Typer(help="Migrate the database schema.", no_args_is_help=True)
+app = typer.Typer(help="Migrate the database schema; back it up.", no_args_is_help=True)
 
 
 def open_database() -> tuple[Settings, Database]:
@@ -66,3 +67,7 @@ def current() -> None:
     finally:
         database.dispose()
     typer.echo(revision or "none")
+
+
+# Its own module: the copy and its key-file caveat are one concern, apart from migrations.
+app.command()(backup)
