@@ -1,0 +1,219 @@
+"""Issue 18, item 1: retention removes a backlog of finished jobs fast, and submits keep their
+latency while it runs.
+
+One server (no runner) holds N finished jobs past retention, each with its three events and a
+log row, copied in bulk from a real cancelled job. Submits over its API are timed while the
+database is idle; then the product's collector (``background.retention.Collector``, its
+batches and the pause between them, in this process on the same database) deletes the backlog
+while the same submits are timed again. Figures: jobs removed per second (goal >= 5,000/s) and
+submit p99 during collection against idle (goal <= 2x).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from common import (
+    base_parser,
+    machine,
+    percentile,
+    postgres_database,
+    print_table,
+    running_server,
+    summary_row,
+    write_result,
+)
+
+from orchestrator.background.retention import BATCH_PAUSE_SECONDS, Collector
+from orchestrator.config import Settings
+from orchestrator.storage.db import Database
+from orchestrator.wakeups.hub import Hub
+
+DEFINITION = {"name": "bench-noop", "image": "busybox:1.36", "command": ["true"]}
+RATE_GOAL = 5000.0
+LATENCY_GOAL = 2.0
+
+
+def load_backlog(db: Database, template_id: str, count: int) -> float:
+    """``count`` copies of the finished job ``template_id``, finished 60 days ago, each with
+    the template's events and one log row; seconds taken."""
+    with db.write_engine.connect() as connection:
+        columns = [column["name"] for column in sa.inspect(connection).get_columns("jobs")]
+    copied = [c for c in columns if c not in ("seq", "id", "finish_time")]
+    names = ", ".join(f'"{c}"' for c in copied)
+    source = ", ".join(f't."{c}"' for c in copied)
+    if db.is_postgres:
+        jobs = (
+            f'INSERT INTO jobs ("id", "finish_time", {names}) '
+            "SELECT gen_random_uuid()::text, (now() AT TIME ZONE 'UTC') - interval '60 days', "
+            f"{source} "
+            "FROM generate_series(1, :count) AS n, jobs AS t WHERE t.id = :template"
+        )
+    else:
+        jobs = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
+            f'INSERT INTO jobs ("id", "finish_time", {names}) '
+            f"SELECT lower(hex(randomblob(16))), datetime('now', '-60 days'), {source} "
+            "FROM n, jobs AS t WHERE t.id = :template"
+        )
+    events = (
+        "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
+        "SELECT j.id, e.time, e.type, e.attempt, e.status, e.detail "
+        "FROM jobs AS j, job_events AS e WHERE e.job_id = :template AND j.id <> :template"
+    )
+    logs = (
+        "INSERT INTO job_logs (job_id, attempt, time, text) "
+        "SELECT j.id, 1, j.create_time, 'a line of output\n' FROM jobs AS j "
+        "WHERE j.id <> :template"
+    )
+    began = time.perf_counter()
+    with db.write_engine.begin() as connection:
+        for statement in (jobs, events, logs):
+            connection.execute(sa.text(statement), {"count": count, "template": template_id})
+    if db.is_postgres:
+        with db.write_engine.connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            for name in ("jobs", "job_events", "job_logs"):
+                autocommit.execute(sa.text(f"VACUUM (ANALYZE) {name}"))
+    return time.perf_counter() - began
+
+
+def time_submits(server: Any, count: int) -> list[float]:
+    """Seconds per submit, ``count`` of them one after another."""
+    times = []
+    for _ in range(count):
+        began = time.perf_counter()
+        server.submit(definition=DEFINITION["name"])
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def collect(settings: Settings, pause: float, result: Any) -> None:
+    """Run the collector's batches as its loop does, until nothing is left; put (jobs,
+    seconds) in ``result``. Runs in a process of its own: in this one, it would share the
+    interpreter lock with the client whose submits are timed."""
+    db = Database(settings.resolved_database_url())
+    collector = Collector(settings, db, Hub())
+    removed = 0
+    began = time.perf_counter()
+    try:
+        while True:
+            batch = collector.collect_batch()
+            removed += batch.jobs
+            if not batch.more:
+                break
+            time.sleep(pause)
+    finally:
+        db.dispose()
+    result.put((removed, time.perf_counter() - began))
+
+
+def main() -> None:
+    """Run the benchmark, print the table, write ``bench/results/retention.json``."""
+    parser = base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, help="finished jobs to load (default 1M; smoke 20k)")
+    parser.add_argument("--batch", type=int, help="jobs per batch (default: ORCH_GC_BATCH's)")
+    parser.add_argument(
+        "--pause", type=float, default=BATCH_PAUSE_SECONDS, help="seconds between two batches"
+    )
+    args = parser.parse_args()
+    record = machine()
+    count = args.jobs or (20_000 if args.smoke else 1_000_000)
+    submits = 100 if args.smoke else 300
+    kind = "postgres" if args.postgres else "sqlite"
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-retention-") as tmpdir,
+        postgres_database(args.postgres) as database_url,
+        running_server(
+            Path(tmpdir), database_url=database_url, runner_enabled="false", gc_interval=86400
+        ) as server,
+    ):
+        url = database_url or f"sqlite:///{server.data_dir / 'orchestrator.db'}"
+        batch = {"gc_batch": args.batch} if args.batch else {}
+        settings = Settings(
+            data_dir=server.data_dir, database_url=url, runner_enabled=False, **batch
+        )
+        db = Database(url)
+        try:
+            server.register(DEFINITION)
+            template = server.submit(definition=DEFINITION["name"])
+            server.http.post(f"/v1/projects/default/jobs/{template['id']}/cancel")
+            load_s = load_backlog(db, template["id"], count)
+            print(f"  {count} finished jobs loaded in {load_s:.1f} s", flush=True)
+            time_submits(server, 20)  # warm-up
+            idle = time_submits(server, submits)
+            results: Any = multiprocessing.get_context("spawn").Queue()
+            collector = multiprocessing.get_context("spawn").Process(
+                target=collect, args=(settings, args.pause, results)
+            )
+            collector.start()
+            during: list[float] = []
+            while collector.is_alive() and results.empty():
+                during.extend(time_submits(server, 1))
+            removed, seconds = results.get(timeout=60)
+            collector.join()
+        finally:
+            db.dispose()
+    rate = removed / seconds
+    idle_p99, during_p99 = percentile(idle, 99) * 1000, percentile(during, 99) * 1000
+    ratio = during_p99 / idle_p99
+    row = {
+        "jobs": removed,
+        "seconds": seconds,
+        "jobs_per_s": rate,
+        "submit_idle_p50_ms": percentile(idle, 50) * 1000,
+        "submit_idle_p99_ms": idle_p99,
+        "submit_during_p50_ms": percentile(during, 50) * 1000,
+        "submit_during_p99_ms": during_p99,
+        "submits_during": len(during),
+        "p99_ratio": ratio,
+    }
+    print_table(
+        f"Retention on {kind}: {count} finished jobs past retention, batch "
+        f"{settings.gc_batch}, pause {args.pause:g} s (machine: {record['cores']} cores, "
+        f"load before {record['load_before']})",
+        [row],
+        list(row),
+    )
+    rate_met = "met" if rate >= RATE_GOAL else "MISSED"
+    ratio_met = "met" if ratio <= LATENCY_GOAL else "MISSED"
+    print(
+        f"removed {rate:,.0f} jobs/s (goal >= {RATE_GOAL:,.0f}: {rate_met}); submit p99 "
+        f"{during_p99:.1f} ms while collecting, {idle_p99:.1f} ms idle = {ratio:.2f}x "
+        f"(goal <= {LATENCY_GOAL:g}x: {ratio_met})"
+    )
+    write_result(
+        "retention",
+        {
+            "machine": record,
+            "database": kind,
+            "rows": [row],
+            "summary": [
+                summary_row(
+                    f"jobs removed per second ({kind})",
+                    rate,
+                    unit="jobs/s",
+                    goal=f">= {RATE_GOAL:,.0f}/s",
+                    met=rate >= RATE_GOAL,
+                ),
+                summary_row(
+                    f"submit p99 while collecting ({kind})",
+                    during_p99,
+                    unit="ms",
+                    baseline=idle_p99,
+                    ratio=ratio,
+                    goal=f"<= {LATENCY_GOAL:g}x idle",
+                    met=ratio <= LATENCY_GOAL,
+                ),
+            ],
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
