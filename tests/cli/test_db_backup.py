@@ -128,6 +128,8 @@ def test_a_backup_taken_while_a_job_runs_restores_everything(
     shutil.copy(data_dir / "secret-key", restored / "secret-key")
     shutil.copy(data_dir / "admin-token", restored / "admin-token")
     second = make_server(data_dir=restored, database_url=None, runner_lease=lease)
+    # mkdir made it 0755 under the usual umask: the start made it private.
+    assert stat.S_IMODE(restored.stat().st_mode) == 0o700
 
     assert listed(second, "jobs").keys() == jobs.keys()
     assert {key: item["status"] for key, item in listed(second, "jobs").items()} == {
