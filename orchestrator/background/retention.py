@@ -57,6 +57,8 @@ class Collector:
             )
         self._more = removed.more
         if removed.total:
+            self.db.release_free_pages()
+        if removed.total:
             logger.info(
                 "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
                 "deliveries), %d schedule runs and %d audit entries",
