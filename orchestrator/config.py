@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     max_parameters: int = Field(default=100, ge=1)
     max_env: int = Field(default=100, ge=1)
     max_log_bytes: int = Field(default=10_485_760, ge=4096)
+    # A page of a job list, as JSON: a page ends early rather than pass it (the next page goes
+    # on from there), and rows are read from the database in batches that fit it.
+    list_page_max_bytes: int = Field(default=4 * 1_048_576, ge=65_536)
     # One secret value (a secret_env entry, a secret header), as UTF-8: masking's work and the
     # memory it takes grow with it.
     max_secret_bytes: int = Field(default=65_536, ge=16)

@@ -16,7 +16,15 @@ from orchestrator.api.errors import responses
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page
-from orchestrator.schemas.jobs import JobCreate, JobEventPublic, JobPublic
+from orchestrator.schemas.jobs import (
+    DOCUMENTS,
+    JobCreate,
+    JobEventPublic,
+    JobListItem,
+    JobPublic,
+    list_fields,
+    page_json,
+)
 from orchestrator.services import job_queries, jobs, projects, retention
 from orchestrator.storage.models import Job, JobEvent, JobLog
 from orchestrator.wakeups.topics import job_topic
@@ -84,7 +92,7 @@ def submit_job(
     return JobPublic.from_row(job)
 
 
-@router.get("", response_model=Page[JobPublic], responses=responses(400))
+@router.get("", response_model=Page[JobListItem], responses=responses(400))
 def list_jobs(
     project: str,
     services: ServicesDep,
@@ -92,13 +100,33 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
-) -> Page[JobPublic]:
-    """The project's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
+    fields: Annotated[
+        list[str] | None,
+        Query(
+            description="Fields to add to each job, comma-separated: any of "
+            f"{', '.join(DOCUMENTS)}. Without it a job is its summary."
+        ),
+    ] = None,
+) -> Response:
+    """The project's jobs, newest first, each a summary (``fields`` adds named ones); pass
+    ``next_cursor`` back as ``cursor`` for more. A page ends early rather than pass
+    ``ORCH_LIST_PAGE_MAX_BYTES``; ``GET .../jobs/{id}`` gives a job whole."""
+    names = list_fields(fields)
+    settings = services.settings
     with services.db.read() as session:
-        rows, next_cursor = job_queries.list_jobs(
-            session, project, queue=queue, status=status, limit=limit, cursor=cursor
+        items, next_cursor = job_queries.list_jobs(
+            session,
+            project,
+            queue=queue,
+            status=status,
+            limit=limit,
+            cursor=cursor,
+            fields=names,
+            max_bytes=settings.list_page_max_bytes,
+            batch=job_queries.read_batch(settings, names, limit),
         )
-    return Page(items=[JobPublic.from_row(j) for j in rows], next_cursor=next_cursor)
+    # The items are JSON already (their size is what bounds the page): joined, not re-encoded.
+    return Response(page_json(items, next_cursor), media_type="application/json")
 
 
 @router.get("/{job_id}", response_model=JobPublic)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from pydantic import (
     StringConstraints,
 )
 
+from orchestrator.errors import InvalidRequest
 from orchestrator.rules.fields import (
     EnvName,
     EnvValue,
@@ -54,7 +57,9 @@ class JobCreate(Request):
     schedule_at: Time | None = None
 
 
-class JobPublic(BaseModel):
+class JobSummary(BaseModel):
+    """A job as a list shows it: every field of bounded size, none of its documents."""
+
     id: str
     project: str
     queue: str
@@ -65,13 +70,6 @@ class JobPublic(BaseModel):
     attempt: int
     max_attempts: int
     interrupted_attempts: int
-    command: list[str] | None
-    parameters: dict[str, Any]
-    env: dict[str, str]
-    secret_env: dict[str, str]
-    input: Any
-    metadata: dict[str, Any]
-    output: Any
     exit_code: int | None
     error: str | None
     container_id: str | None
@@ -85,37 +83,123 @@ class JobPublic(BaseModel):
     finish_time: datetime | None
 
     @classmethod
+    def from_row(cls, row: Job) -> JobSummary:
+        """The summary; reads only the row's ``SUMMARY_COLUMNS``."""
+        return cls(**_summary_fields(row))
+
+
+class JobPublic(JobSummary):
+    """A job whole, as ``GET .../jobs/{id}`` and webhooks show it (secret values as ***)."""
+
+    command: list[str] | None
+    parameters: dict[str, Any]
+    env: dict[str, str]
+    secret_env: dict[str, str]
+    input: Any
+    metadata: dict[str, Any]
+    output: Any
+
+    @classmethod
     def from_row(cls, row: Job) -> JobPublic:
-        return cls(
-            id=row.id,
-            project=row.project,
-            queue=row.queue,
-            definition=f"{row.definition_name}:{row.definition_version}",
-            name=row.name,
-            status=row.status,
-            priority=row.priority,
-            attempt=row.attempt,
-            max_attempts=row.max_attempts,
-            interrupted_attempts=row.interrupted_attempts,
-            command=row.command,
-            parameters=row.parameters,
-            env=row.env,
-            secret_env=dict.fromkeys(row.secret_env_keys, MASK),
-            input=row.input,
-            metadata=row.job_metadata,
-            output=row.output,
-            exit_code=row.exit_code,
-            error=row.error,
-            container_id=row.container_id,
-            runner=row.runner,
-            webhook=public_url(row.webhook) if row.webhook else None,
-            timeout=row.timeout,
-            schedule_at=row.schedule_at,
-            create_time=row.create_time,
-            update_time=row.update_time,
-            start_time=row.start_time,
-            finish_time=row.finish_time,
-        )
+        """The job with every field."""
+        documents = {name: read(row) for name, (_, read) in DOCUMENTS.items()}
+        return cls(**_summary_fields(row), **documents)
+
+
+def _summary_fields(row: Job) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "project": row.project,
+        "queue": row.queue,
+        "definition": f"{row.definition_name}:{row.definition_version}",
+        "name": row.name,
+        "status": row.status,
+        "priority": row.priority,
+        "attempt": row.attempt,
+        "max_attempts": row.max_attempts,
+        "interrupted_attempts": row.interrupted_attempts,
+        "exit_code": row.exit_code,
+        "error": row.error,
+        "container_id": row.container_id,
+        "runner": row.runner,
+        "webhook": public_url(row.webhook) if row.webhook else None,
+        "timeout": row.timeout,
+        "schedule_at": row.schedule_at,
+        "create_time": row.create_time,
+        "update_time": row.update_time,
+        "start_time": row.start_time,
+        "finish_time": row.finish_time,
+    }
+
+
+# The columns a summary reads (``seq`` orders a page and makes its cursor).
+SUMMARY_COLUMNS: tuple[Any, ...] = (
+    Job.seq, Job.id, Job.project, Job.queue, Job.definition_name, Job.definition_version,
+    Job.name, Job.status, Job.priority, Job.attempt, Job.max_attempts,
+    Job.interrupted_attempts, Job.exit_code, Job.error, Job.container_id, Job.runner,
+    Job.webhook, Job.timeout, Job.schedule_at, Job.create_time, Job.update_time,
+    Job.start_time, Job.finish_time,
+)  # fmt: skip
+
+# The fields a list leaves out unless ``?fields=`` names them, each with its column and how it
+# is shown. Each may be large: input, metadata and output up to ORCH_MAX_INPUT_BYTES,
+# ORCH_MAX_METADATA_BYTES and ORCH_MAX_OUTPUT_BYTES; command, parameters and env are bounded
+# only by the request body (ORCH_MAX_BODY_BYTES) and the definition; secret_env's names too.
+DOCUMENTS: dict[str, tuple[Any, Callable[[Job], Any]]] = {
+    "command": (Job.command, lambda row: row.command),
+    "parameters": (Job.parameters, lambda row: row.parameters),
+    "env": (Job.env, lambda row: row.env),
+    "secret_env": (Job.secret_env_keys, lambda row: dict.fromkeys(row.secret_env_keys, MASK)),
+    "input": (Job.input, lambda row: row.input),
+    "metadata": (Job.job_metadata, lambda row: row.job_metadata),
+    "output": (Job.output, lambda row: row.output),
+}
+
+
+def list_fields(given: list[str] | None) -> tuple[str, ...]:
+    """The document fields ``?fields=`` names (comma-separated, or repeated), in their order
+    in ``DOCUMENTS``; an unknown name is refused naming ``fields`` and the name (400)."""
+    names = {name.strip() for value in given or () for name in value.split(",")} - {""}
+    for name in sorted(names):
+        if name not in DOCUMENTS:
+            raise InvalidRequest(
+                f"fields: unknown field '{name}'; a list adds any of "
+                f"{', '.join(DOCUMENTS)} (the other fields are always there)",
+                field="fields",
+            )
+    return tuple(name for name in DOCUMENTS if name in names)
+
+
+class JobListItem(JobSummary):
+    """A job in a list: its summary, and the document fields ``?fields=`` names (the others
+    are absent, not null)."""
+
+    command: list[str] | None = Field(default=None, description="Only with ?fields=command.")
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="Only with ?fields=parameters."
+    )
+    env: dict[str, str] | None = Field(default=None, description="Only with ?fields=env.")
+    secret_env: dict[str, str] | None = Field(
+        default=None, description="Only with ?fields=secret_env."
+    )
+    input: Any = Field(default=None, description="Only with ?fields=input.")
+    metadata: dict[str, Any] | None = Field(default=None, description="Only with ?fields=metadata.")
+    output: Any = Field(default=None, description="Only with ?fields=output.")
+
+
+def list_item_json(row: Job, fields: tuple[str, ...]) -> bytes:
+    """The job as a list item, as compact UTF-8 JSON: its summary and the named ``fields``
+    (reads only those columns of the row)."""
+    item = JobSummary.from_row(row).model_dump(mode="json")
+    for name in fields:
+        item[name] = DOCUMENTS[name][1](row)
+    return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def page_json(items: list[bytes], next_cursor: str | None) -> bytes:
+    """A ``Page`` of items that are JSON already."""
+    cursor = json.dumps(next_cursor).encode()
+    return b'{"items":[' + b",".join(items) + b'],"next_cursor":' + cursor + b"}"
 
 
 class JobEventPublic(BaseModel):

@@ -1,4 +1,5 @@
-"""Reading jobs: one job, a page of a project's jobs, a job's events and its stored logs.
+"""Reading jobs: one job, a page of a project's jobs (bounded in rows and in bytes), a job's
+events and its stored logs.
 
 A page's cursor is opaque to clients: the job's sequence number, base64-encoded.
 """
@@ -6,13 +7,18 @@ A page's cursor is opaque to clients: the job's sequence number, base64-encoded.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import sqlalchemy as sa
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
+from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.rules.states import JobStatus
+from orchestrator.schemas.jobs import DOCUMENTS, SUMMARY_COLUMNS, list_item_json
 from orchestrator.services import projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 
@@ -41,6 +47,25 @@ def _decode_cursor(cursor: str) -> int:
     return seq
 
 
+# The largest JSON a summary can take: ids, names, times, a URL and a runner's error message.
+SUMMARY_BYTES = 8192
+
+
+def read_batch(settings: Settings, fields: tuple[str, ...], limit: int) -> int:
+    """How many rows of a list to read from the database at once: as many as fit
+    ``list_page_max_bytes`` at the largest each named field can be, so the memory a read
+    takes stays near the page's bound whatever the jobs hold (at least one, at most
+    ``limit + 1``: the one past a full page says whether there is more)."""
+    largest = {
+        "input": settings.max_input_bytes,
+        "metadata": settings.max_metadata_bytes,
+        "output": settings.max_output_bytes,
+    }
+    # The rest come from a request body and a definition (each up to ORCH_MAX_BODY_BYTES).
+    row = SUMMARY_BYTES + sum(largest.get(name, 2 * settings.max_body_bytes) for name in fields)
+    return max(1, min(limit + 1, settings.list_page_max_bytes // row))
+
+
 def list_jobs(
     session: Session,
     project: str,
@@ -49,21 +74,58 @@ def list_jobs(
     status: JobStatus | None = None,
     limit: int = 50,
     cursor: str | None = None,
-) -> tuple[list[Job], str | None]:
-    """A page of the project's jobs, newest first, and the cursor of the next page."""
+    fields: tuple[str, ...] = (),
+    max_bytes: int,
+    batch: int,
+) -> tuple[list[bytes], str | None]:
+    """A page of the project's jobs, newest first, as JSON list items (``list_item_json``:
+    the summary and the named ``fields``), and the cursor of the next page.
+
+    Only those columns are read, ``batch`` rows at a time. The page ends after ``limit``
+    jobs, or before the job that would take its items past ``max_bytes`` (a page always
+    holds one job: one job is bounded by the input limits); the cursor goes on from there.
+    """
     projects.get(session, project)
-    statement = select(Job).where(Job.project == project)
+    columns = (*SUMMARY_COLUMNS, *(DOCUMENTS[name][0] for name in fields))
+    # raiseload: reading a column not loaded is a bug to see, not a query per row.
+    statement = select(Job).options(load_only(*columns, raiseload=True))
+    statement = statement.where(Job.project == project)
     if queue is not None:
         statement = statement.where(Job.queue == queue)
     if status is not None:
         statement = statement.where(Job.status == status)
-    if cursor is not None:
-        statement = statement.where(col(Job.seq) < _decode_cursor(cursor))
-    rows = list(session.exec(statement.order_by(sa.desc(col(Job.seq))).limit(limit + 1)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = _encode_cursor(rows[-1].seq) if more and rows[-1].seq is not None else None
-    return rows, next_cursor
+    before = _decode_cursor(cursor) if cursor is not None else None
+    items: list[bytes] = []
+    size = 0
+    last: int | None = None
+    for row in _newest_first(session, statement, before, batch):
+        if len(items) == limit:
+            break
+        item = list_item_json(row, fields)
+        if items and size + len(item) + 1 > max_bytes:
+            break
+        items.append(item)
+        size += len(item) + 1  # and its comma
+        last = row.seq
+    else:
+        return items, None
+    assert last is not None
+    return items, _encode_cursor(last)
+
+
+def _newest_first(
+    session: Session, statement: SelectOfScalar[Job], before: int | None, batch: int
+) -> Iterator[Job]:
+    """The statement's jobs by ``seq``, newest first, from below ``before``, read ``batch`` at a
+    time (a batch read is released once the next one is read: the session's identity map holds
+    its rows weakly)."""
+    while True:
+        page = statement if before is None else statement.where(col(Job.seq) < before)
+        rows = session.exec(page.order_by(sa.desc(col(Job.seq))).limit(batch)).all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        before = rows[-1].seq
 
 
 def events(session: Session, job_id: str, after: int = 0) -> list[JobEvent]:

@@ -1,5 +1,5 @@
 """SaladCloud's Queue API over our queues and jobs: our rows in its shapes (``schemas/salad.py``),
-and the few reads the adapter needs (a page of a queue's jobs, a queue's waiting count).
+and the few reads the adapter needs (a queue's jobs a batch at a time, a queue's waiting count).
 
 No second job model: a Salad queue is our queue, a Salad job our job (marked ``api="salad"``).
 Nothing here changes a job; it only maps. Optional Salad fields with no value are left unset
@@ -14,6 +14,7 @@ import uuid
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import NotFound
@@ -177,13 +178,27 @@ def queue(session: Session, row: Queue, organization: str) -> SaladQueue:
     )
 
 
-def page_of_jobs(session: Session, row: Queue, page: int, page_size: int) -> list[Job]:
-    """Page ``page`` (from 1) of the queue's jobs, newest first."""
-    statement = (
-        select(Job)
-        .where(Job.project == row.project, Job.queue == row.name)
-        .order_by(sa.desc(col(Job.seq)))
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-    )
+# The columns of a job its Salad shape shows (``seq`` orders a page).
+SHOWN_COLUMNS: tuple[Any, ...] = (
+    Job.seq, Job.id, Job.status, Job.input, Job.job_metadata, Job.output, Job.create_time,
+    Job.update_time,
+)  # fmt: skip
+
+
+def jobs_of(
+    session: Session, row: Queue, *, limit: int, offset: int = 0, before: int | None = None
+) -> list[Job]:
+    """Up to ``limit`` of the queue's jobs, newest first, past the first ``offset``; or, to go
+    on reading a page a batch at a time, those below the job ``seq`` ``before``."""
+    # Only what ``job`` shows: a job's other columns (env, parameters...) are not read.
+    shown = load_only(*SHOWN_COLUMNS, raiseload=True)
+    statement = select(Job).options(shown).where(Job.project == row.project, Job.queue == row.name)
+    if before is not None:
+        statement = statement.where(col(Job.seq) < before)
+    statement = statement.order_by(sa.desc(col(Job.seq))).offset(offset).limit(limit)
     return list(session.exec(statement).all())
+
+
+def job_item(session: Session, row: Job) -> bytes:
+    """The job as Salad shows it, as JSON, as the API answers it (unset fields left out)."""
+    return job(session, row).model_dump_json(exclude_unset=True).encode()

@@ -8,10 +8,11 @@ never a 5xx: the official SDK sends a POST again on a 5xx, which would make a se
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlmodel import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -276,13 +277,44 @@ def list_queue_jobs(
     actor: ActorDep,
     page: Annotated[int, Query(ge=1, le=2147483647)] = 1,
     page_size: Annotated[int, Query(ge=1, le=salad.MAX_PAGE_SIZE)] = salad.MAX_PAGE_SIZE,
-) -> QueueJobCollection:
-    """A page of the queue's jobs, newest first."""
+) -> Response:
+    """A page of the queue's jobs, newest first, each with its input, metadata and output.
+
+    Salad's shape and paging stay whole (a page holds ``page_size`` jobs), so it is its memory
+    that is bounded: jobs are read and sent a batch at a time, each batch at most
+    ``ORCH_LIST_PAGE_MAX_BYTES`` at the largest its jobs can be."""
     _allowed(services, actor, organization_name, project_name, write=False)
+    batch = min(page_size, job_queries.read_batch(services.settings, SALAD_FIELDS, page_size))
+    # The first batch is read here, so a missing queue is still an error response.
     with services.db.read() as session:
         queue = _queue(session, project_name, queue_name)
-        rows = salad.page_of_jobs(session, queue, page, page_size)
-        return QueueJobCollection(items=[salad.job(session, row) for row in rows])
+        rows = salad.jobs_of(session, queue, offset=(page - 1) * page_size, limit=batch)
+        first = [salad.job_item(session, row) for row in rows]
+    last = rows[-1].seq if len(rows) == batch < page_size else None
+    body = _items(services, queue, first, last, page_size - len(rows), batch)
+    return StreamingResponse(body, media_type="application/json")
+
+
+# The fields of a Salad job that may be large: what one batch of a page is sized by.
+SALAD_FIELDS = ("input", "metadata", "output")
+
+
+def _items(
+    services: Services, queue: Queue, first: list[bytes], last: int | None, left: int, batch: int
+) -> Iterator[bytes]:
+    """A ``QueueJobCollection``: the first batch, then the page's next batches below ``last``
+    (each read in its own short read, so none holds the database while the client reads)."""
+    yield b'{"items":[' + b",".join(first)
+    while last is not None and left > 0:
+        wanted = min(batch, left)
+        with services.db.read() as session:
+            rows = salad.jobs_of(session, queue, before=last, limit=wanted)
+            items = [salad.job_item(session, row) for row in rows]
+        if items:
+            yield b"," + b",".join(items)
+        left -= len(rows)
+        last = rows[-1].seq if len(rows) == wanted else None
+    yield b"]}"
 
 
 @router.post(
