@@ -186,7 +186,7 @@ def jobs_ls(
         return
     table(page["items"], JOB_COLUMNS)
     if page.get("next_cursor"):
-        typer.echo(f"(more jobs than --limit {limit})", err=True)
+        typer.echo("(more jobs than shown)", err=True)
 
 
 @app.command("get")

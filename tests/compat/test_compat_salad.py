@@ -271,3 +271,37 @@ def test_errors_are_problem_details(make_server: Callable[..., LiveServer]) -> N
     cleared = _call(server, "PATCH", path, content='{"description": null}', headers=merge)
     assert cleared.status_code == 200 and "description" not in cleared.json()
     assert cleared.json()["display_name"] == "Err queue"
+
+
+def test_a_page_over_the_list_bound_keeps_salads_shape_and_paging(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    # Salad's page holds page_size jobs, each with its input, however large: the byte bound
+    # sizes the batches it is read and sent in (here one job at a time), never the page.
+    server = make_server(runner_enabled=False, max_input_bytes=200_000, list_page_max_bytes=65_536)
+    sdk = sdk_for(server)
+    sdk.queues.create_queue(QueuePrototype(name="big"), ORG, PROJECT)
+    path = f"/{ORG}/projects/{PROJECT}/queues/big/jobs"
+    ids = []
+    for n in range(7):
+        created = _call(server, "POST", path, json={"input": {"n": n, "blob": "x" * 100_000}})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    pages = []
+    for page in (1, 2, 3, 4):
+        response = _call(server, "GET", path, params={"page": page, "page_size": 3})
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/json"
+        pages.append(response.json()["items"])
+    assert [len(items) for items in pages] == [3, 3, 1, 0]
+    assert [item["id"] for items in pages for item in items] == ids[::-1]
+    for item in (item for items in pages for item in items):
+        assert {"id", "input", "status", "events", "create_time", "update_time"} <= set(item)
+        assert set(item) <= {"id", "input", "status", "events", "create_time", "update_time",
+                             "metadata", "output"}  # fmt: skip
+        assert item["input"]["blob"] == "x" * 100_000 and item["status"] == "pending"
+        assert [event["action"] for event in item["events"]] == ["created"]
+    # The official SDK reads the streamed page as it reads any other.
+    listed = sdk.queues.list_queue_jobs(ORG, PROJECT, "big", page=2, page_size=3)
+    assert [item.id_ for item in listed.items] == ids[::-1][3:6]
+    assert all(item.input["n"] == ids.index(item.id_) for item in listed.items)
