@@ -23,7 +23,7 @@ from orchestrator.schemas.jobs import (
     JobListItem,
     JobPublic,
     list_fields,
-    page_json,
+    page_chunks,
 )
 from orchestrator.services import job_queries, jobs, projects, retention
 from orchestrator.storage.models import Job, JobEvent, JobLog
@@ -125,8 +125,14 @@ def list_jobs(
             max_bytes=settings.list_page_max_bytes,
             batch=job_queries.read_batch(settings, names, limit),
         )
-    # The items are JSON already (their size is what bounds the page): joined, not re-encoded.
-    return Response(page_json(items, next_cursor), media_type="application/json")
+    # The items are JSON already (their size is what bounds the page): sent, not re-encoded.
+    return StreamingResponse(_chunks(items, next_cursor), media_type="application/json")
+
+
+async def _chunks(items: list[bytes], next_cursor: str | None) -> AsyncIterator[bytes]:
+    # An async iterator: a sync one would cost a thread hand-off per chunk.
+    for chunk in page_chunks(items, next_cursor):
+        yield chunk
 
 
 @router.get("/{job_id}", response_model=JobPublic)

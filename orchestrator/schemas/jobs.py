@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -196,10 +196,31 @@ def list_item_json(row: Job, fields: tuple[str, ...]) -> bytes:
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def page_json(items: list[bytes], next_cursor: str | None) -> bytes:
-    """A ``Page`` of items that are JSON already."""
-    cursor = json.dumps(next_cursor).encode()
-    return b'{"items":[' + b",".join(items) + b'],"next_cursor":' + cursor + b"}"
+# Pieces of a page smaller than this are sent together (bytes), larger ones alone.
+PAGE_CHUNK_BYTES = 65_536
+
+
+def page_chunks(items: list[bytes], next_cursor: str | None) -> Iterator[bytes]:
+    """A ``Page`` of items that are JSON already, a chunk at a time. It consumes ``items``:
+    each is let go once sent, so a page is never held twice (as its items and as one body)."""
+    items.reverse()
+    buffer = bytearray(b'{"items":[')
+    separator = b""
+    while items:
+        item = items.pop()
+        buffer += separator
+        separator = b","
+        if len(item) >= PAGE_CHUNK_BYTES:
+            yield bytes(buffer)
+            buffer.clear()
+            yield item
+        else:
+            buffer += item
+            if len(buffer) >= PAGE_CHUNK_BYTES:
+                yield bytes(buffer)
+                buffer.clear()
+    buffer += b'],"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
+    yield bytes(buffer)
 
 
 class JobEventPublic(BaseModel):

@@ -49,13 +49,16 @@ def _decode_cursor(cursor: str) -> int:
 
 # The largest JSON a summary can take: ids, names, times, a URL and a runner's error message.
 SUMMARY_BYTES = 8192
+# A row read takes about this many times its JSON while it becomes a list item: the text the
+# database sends, the values decoded from it, and the item encoded again.
+READ_COPIES = 3
 
 
 def read_batch(settings: Settings, fields: tuple[str, ...], limit: int) -> int:
     """How many rows of a list to read from the database at once: as many as fit
-    ``list_page_max_bytes`` at the largest each named field can be, so the memory a read
-    takes stays near the page's bound whatever the jobs hold (at least one, at most
-    ``limit + 1``: the one past a full page says whether there is more)."""
+    ``list_page_max_bytes`` at the largest each named field can be (``READ_COPIES`` times),
+    so the memory a read takes stays within the page's bound whatever the jobs hold (at
+    least one, at most ``limit + 1``: the one past a full page says whether there is more)."""
     largest = {
         "input": settings.max_input_bytes,
         "metadata": settings.max_metadata_bytes,
@@ -63,7 +66,7 @@ def read_batch(settings: Settings, fields: tuple[str, ...], limit: int) -> int:
     }
     # The rest come from a request body and a definition (each up to ORCH_MAX_BODY_BYTES).
     row = SUMMARY_BYTES + sum(largest.get(name, 2 * settings.max_body_bytes) for name in fields)
-    return max(1, min(limit + 1, settings.list_page_max_bytes // row))
+    return max(1, min(limit + 1, settings.list_page_max_bytes // (READ_COPIES * row)))
 
 
 def list_jobs(

@@ -883,6 +883,8 @@ HUGE_CURSOR = base64.urlsafe_b64encode(b"9" * 30).decode()
         pytest.param({"cursor": "a"}, "cursor", "not a cursor", id="cursor-short"),
         pytest.param({"cursor": "_w"}, "cursor", "not a cursor", id="cursor-not-utf8"),
         pytest.param({"cursor": HUGE_CURSOR}, "cursor", "not a cursor", id="cursor-huge-number"),
+        pytest.param({"fields": "bogus"}, "fields", "unknown field 'bogus'", id="fields-unknown"),
+        pytest.param({"fields": "input,id"}, "fields", "unknown field 'id'", id="fields-summary"),
     ],
 )
 def test_bad_job_list_query_is_400_naming_the_parameter(
