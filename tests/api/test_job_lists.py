@@ -9,6 +9,8 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
+from sqlalchemy import event
+
 from tests.conftest import TEST_IMAGE, LiveServer
 
 JOBS = "/v1/projects/default/jobs"
@@ -165,3 +167,26 @@ def test_a_job_larger_than_the_bound_still_makes_a_page(
     pages = walk(server, fields="input")
     assert [[item["id"] for item in page] for page in pages] == [[i] for i in ids[::-1]]
     assert all(page[0]["input"] == "x" * 100_000 for page in pages)
+
+
+def test_a_list_reads_only_the_columns_it_shows(make_server: Callable[..., LiveServer]) -> None:
+    server = waiting_server(make_server)
+    submit_full(server, 1)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM jobs" in statement and "ORDER BY jobs.seq DESC" in statement:
+            statements.append(statement)
+
+    engine = server.services.db.read_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        listed(server)
+        listed(server, fields="input,metadata")
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    summary, with_fields = statements
+    columns = ("command", "parameters", "env", "secret_env_keys", "input", "metadata", "output")
+    assert "jobs.status" in summary
+    assert not [c for c in columns if f"jobs.{c}" in summary]
+    assert [c for c in columns if f"jobs.{c}" in with_fields] == ["input", "metadata"]
