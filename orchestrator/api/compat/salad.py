@@ -264,6 +264,10 @@ def delete_queue(
     return Response(status_code=202)
 
 
+# The fields of a Salad job that may be large: what one batch of a page is sized by.
+SALAD_FIELDS = ("input", "metadata", "output")
+
+
 @router.get(
     "/projects/{project_name}/queues/{queue_name}/jobs",
     response_model=QueueJobCollection,
@@ -293,10 +297,6 @@ def list_queue_jobs(
     last = rows[-1].seq if len(rows) == batch < page_size else None
     body = _items(services, queue, first, last, page_size - len(rows), batch)
     return StreamingResponse(body, media_type="application/json")
-
-
-# The fields of a Salad job that may be large: what one batch of a page is sized by.
-SALAD_FIELDS = ("input", "metadata", "output")
 
 
 def _items(
