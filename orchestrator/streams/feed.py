@@ -203,9 +203,12 @@ class Feeds:
         return feed
 
     def followers(self, key: Hashable) -> int:
-        """How many followers of the stream ``key`` read only its feed now (caught up)."""
+        """How many followers of the stream ``key`` read only its feed now (caught up, and not
+        fallen behind)."""
         feed = self.feeds.get(key)
-        return 0 if feed is None else sum(s.caught_up for s in feed.followers)
+        if feed is None:
+            return 0
+        return sum(s.caught_up and not s.overflowed for s in feed.followers)
 
     async def follow(
         self,
