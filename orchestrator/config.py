@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     # One secret value (a secret_env entry, a secret header), as UTF-8: masking's work and the
     # memory it takes grow with it.
     max_secret_bytes: int = Field(default=65_536, ge=16)
+    # Live streams (log follows and event streams) one token may hold open on one server at
+    # once; the next gets 429. Counted per process: N servers let a token hold N times this.
+    max_streams_per_token: int = Field(default=32, ge=1, le=100_000)
     secret_key: SecretStr | None = None
     # Tests only: the runner exits at once (as kill -9 would) the first time it reaches this
     # point of an attempt (``crash_points.POINTS``), so a test can crash it anywhere.

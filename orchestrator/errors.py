@@ -116,3 +116,14 @@ class LimitExceeded(OrchestratorError):
     """The request is over one of the server's limits."""
 
     code = "limit_exceeded"
+
+
+class TooManyRequests(OrchestratorError):
+    """Too many requests of this kind are open at once; try again later."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, field: str | None = None, retry_after: int = 1) -> None:
+        super().__init__(message, field=field)
+        # Seconds a client should wait before trying again (the Retry-After header).
+        self.retry_after = retry_after

@@ -1,6 +1,6 @@
 """Builds and owns the long-lived parts of a process: database, hub (and its relay to other
-processes on PostgreSQL), secret box, engine, runner, scheduler, HTTP-target sender, webhook
-sender, retention collector."""
+processes on PostgreSQL), secret box, engine, runner, live streams, scheduler, HTTP-target
+sender, webhook sender, retention collector."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from orchestrator.services.schedules import Checks
 from orchestrator.storage.db import Database
 from orchestrator.storage.private_files import database_files, secure_data_dir, sqlite_file
 from orchestrator.storage.secret_box import KEY_FILE, SecretBox, open_box
+from orchestrator.streams.job_streams import JobStreams
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.loop import Loop
 
@@ -54,6 +55,7 @@ class Services:
     policy: ContainerPolicy
     limits: InputLimits
     runner: Runner | None
+    streams: JobStreams  # live log and event streams: one reader per job, capped per token
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
     # API servers only (``orchestrator serve``): a runner alone fires no schedules, sends no
     # HTTP requests and no webhooks. Several servers share the work through the database.
@@ -115,6 +117,7 @@ class Services:
             policy=policy,
             limits=limits,
             runner=runner,
+            streams=JobStreams(settings, db, hub),
             relay=relay,
             scheduler=Scheduler(settings, db, hub, checks) if api else None,
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,

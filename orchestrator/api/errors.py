@@ -26,6 +26,7 @@ from orchestrator.errors import (
     NotFound,
     OrchestratorError,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
 )
 from orchestrator.schemas.common import ErrorPublic
@@ -42,6 +43,7 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     LimitExceeded: 422,
+    TooManyRequests: 429,
     EngineUnavailable: 503,
     DatabaseUnavailable: 503,
 }
@@ -60,6 +62,8 @@ ERROR_DESCRIPTIONS = {
     409: "The request conflicts with the resource's current state.",
     413: "The request body, or a part of it, is larger than the server's limit.",
     422: "The request is over one of the server's limits (e.g. the number of parameters).",
+    429: "Too many requests of this kind are open at once (e.g. a token's live streams); "
+    "`Retry-After` says when to try again.",
 }
 
 
@@ -81,6 +85,8 @@ def headers_for(exc: OrchestratorError) -> dict[str, str] | None:
     (an outage is logged once for the process by ``storage.db.Outage``, not once per request)."""
     if isinstance(exc, Unauthorized):
         return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, TooManyRequests):
+        return {"Retry-After": str(exc.retry_after)}
     if isinstance(exc, DatabaseUnavailable):
         logger.log(
             logging.DEBUG if exc.outage else logging.WARNING,

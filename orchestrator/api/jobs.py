@@ -3,8 +3,9 @@ streams."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -13,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
+from orchestrator.api.live import LiveStream
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page
@@ -26,8 +28,9 @@ from orchestrator.schemas.jobs import (
     page_chunks,
 )
 from orchestrator.services import job_queries, jobs, projects, retention
-from orchestrator.storage.models import Job, JobEvent, JobLog
-from orchestrator.wakeups.topics import job_topic
+from orchestrator.storage.models import Job, JobLog
+from orchestrator.streams.feed import Item
+from orchestrator.streams.guard import Lease
 
 router = APIRouter(
     prefix="/v1/projects/{project}/jobs",
@@ -36,7 +39,10 @@ router = APIRouter(
     responses=responses(401, 403, 404),
 )
 
-KEEPALIVE_SECONDS = 15.0
+# What the event stream sends after ``job_streams.KEEPALIVE_SECONDS`` without an event, and
+# before it closes because its token no longer may read the job (SSE comments: clients skip them).
+KEEPALIVE = b": keepalive\n\n"
+TOKEN_ENDED = b": the token was revoked or no longer sees this project; the stream ends\n\n"
 
 # The stream's 200 in the OpenAPI document: each event's `data` is a JobEventPublic as JSON.
 EVENT_STREAM = {
@@ -182,52 +188,34 @@ def _job(services: Services, project: str, job_id: str) -> Job:
         return job_queries.get(session, project, job_id)
 
 
-def _logs_after(
-    services: Services, project: str, job_id: str, after: int, attempt: int | None
-) -> tuple[JobStatus, list[JobLog]]:
-    # Status first: logs are committed before the terminal status, so a terminal status read
-    # here means the logs read next are complete.
-    with services.db.read() as session:
-        status = job_queries.get(session, project, job_id).status
-        return status, job_queries.logs(session, job_id, after, attempt)
+async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+    async with aclosing(batches):
+        async for items in batches:
+            if items:
+                yield b"".join(item.data for item in items)
 
 
-async def _follow_logs(
-    services: Services, project: str, job_id: str, attempt: int | None
-) -> AsyncIterator[str]:
-    after = 0
-    topic = job_topic(job_id)
-    while True:
-        seen = services.hub.version(topic)
-        status, rows = await run_in_threadpool(
-            _logs_after, services, project, job_id, after, attempt
-        )
-        for row in rows:
-            assert row.id is not None
-            after = row.id
-            yield row.text
-        if rows:
-            continue
-        if status.terminal:
-            return
-        await services.hub.wait_async(topic, seen, services.settings.poll_interval)
-
-
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=responses(400))
+@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=responses(400, 429))
 async def get_logs(
     project: str,
     job_id: str,
     services: ServicesDep,
+    actor: ProjectActorDep,
     follow: bool = False,
     attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
 ) -> Response:
-    """The job's output as text (all attempts, or one); ``follow=true`` streams until it ends."""
+    """The job's output as text (all attempts, or one); ``follow=true`` streams until it ends.
+
+    A follow is a live stream: it counts against the token's ``ORCH_MAX_STREAMS_PER_TOKEN``
+    (429 above it) and closes when the token is revoked or no longer sees the project.
+    """
     await run_in_threadpool(_job, services, project, job_id)
     if follow:
-        return StreamingResponse(
-            _follow_logs(services, project, job_id, attempt),
+        lease = services.streams.open(actor, project)
+        return LiveStream(
+            _log_text(services.streams.logs(project, job_id, attempt, lease)),
+            partial(services.streams.close, lease),
             media_type="text/plain; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
     return StreamingResponse(
@@ -250,58 +238,38 @@ async def _stored_logs(services: Services, job_id: str, attempt: int | None) -> 
         after = rows[-1].id
 
 
-def _events_after(
-    services: Services, project: str, job_id: str, after: int
-) -> tuple[JobStatus, list[JobEvent]]:
-    with services.db.read() as session:
-        status = job_queries.get(session, project, job_id).status
-        return status, job_queries.events(session, job_id, after)
-
-
-def _sse(event: JobEventPublic) -> str:
-    data = json.dumps(event.model_dump(mode="json"))
-    return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
-
-
-async def _follow_events(
-    services: Services, project: str, job_id: str, after: int
-) -> AsyncIterator[str]:
-    topic = job_topic(job_id)
-    while True:
-        seen = services.hub.version(topic)
-        status, rows = await run_in_threadpool(_events_after, services, project, job_id, after)
-        for row in rows:
-            event = JobEventPublic.from_row(row)
-            after = event.id
-            yield _sse(event)
-        if status.terminal and not rows:
-            return
-        if rows:
-            continue
-        if not await services.hub.wait_async(topic, seen, KEEPALIVE_SECONDS):
-            yield ": keepalive\n\n"
+async def _event_stream(batches: AsyncGenerator[list[Item]], lease: Lease) -> AsyncGenerator[bytes]:
+    async with aclosing(batches):
+        async for items in batches:
+            yield b"".join(item.data for item in items) if items else KEEPALIVE
+    if lease.ended:
+        yield TOKEN_ENDED
 
 
 # StreamingResponse has no media type of its own, so FastAPI adds no schema to EVENT_STREAM.
 @router.get(
     "/{job_id}/stream",
     response_class=StreamingResponse,
-    responses={200: EVENT_STREAM, **responses(400)},
+    responses={200: EVENT_STREAM, **responses(400, 429)},
 )
 async def stream_job(
     project: str,
     job_id: str,
     services: ServicesDep,
+    actor: ProjectActorDep,
     last_event_id: Annotated[int | None, Header(ge=0, le=2**62)] = None,
 ) -> StreamingResponse:
     """Server-sent events: every event of the job as it happens, closing at a terminal state.
 
     Each message's ``event`` is the event type and its ``data`` the event with the job's status.
-    Reconnect with ``Last-Event-ID`` to resume after the last event seen.
+    Reconnect with ``Last-Event-ID`` to resume after the last event seen. A live stream: it
+    counts against the token's ``ORCH_MAX_STREAMS_PER_TOKEN`` (429 above it); when the token is
+    revoked or no longer sees the project, a comment says so and the stream closes.
     """
     await run_in_threadpool(_job, services, project, job_id)
-    return StreamingResponse(
-        _follow_events(services, project, job_id, last_event_id or 0),
+    lease = services.streams.open(actor, project)
+    return LiveStream(
+        _event_stream(services.streams.events(project, job_id, last_event_id or 0, lease), lease),
+        partial(services.streams.close, lease),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -39,5 +39,5 @@ def revoke_token(token_id: str, services: ServicesDep, actor: ActorDep) -> Token
     """Revoke a token: it stops working at once."""
     actor.require_admin()
     with services.db.transaction() as session:
-        token = tokens.revoke(session, token_id, actor)
+        token = tokens.revoke(session, token_id, actor, services.hub)
     return TokenPublic.from_row(token)

@@ -131,12 +131,15 @@ def _newest_first(
         before = rows[-1].seq
 
 
-def events(session: Session, job_id: str, after: int = 0) -> list[JobEvent]:
-    """The job's events with an id greater than ``after``, oldest first."""
+def events(
+    session: Session, job_id: str, after: int = 0, limit: int | None = None
+) -> list[JobEvent]:
+    """The job's events with an id greater than ``after``, oldest first (the first ``limit``)."""
     statement = (
         select(JobEvent)
         .where(JobEvent.job_id == job_id, col(JobEvent.id) > after)
         .order_by(col(JobEvent.id))
+        .limit(limit)
     )
     return list(session.exec(statement).all())
 

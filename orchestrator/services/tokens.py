@@ -11,6 +11,7 @@ import hashlib
 import os
 import secrets
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,7 +21,10 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.roles import Role
 from orchestrator.services import audit, projects
 from orchestrator.services.audit import SYSTEM, Actor
+from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Token, utcnow
+from orchestrator.wakeups.hub import Hub
+from orchestrator.wakeups.topics import TOKENS
 
 TOKEN_PREFIX = "orch_"
 ADMIN_TOKEN_FILE = "admin-token"
@@ -62,7 +66,23 @@ def authenticate(session: Session, plain: str) -> Actor | None:
     ).first()
     if token is None:
         return None
+    return _actor(token)
+
+
+def _actor(token: Token) -> Actor:
     return Actor(token_id=token.id, name=token.name, role=Role(token.role), project=token.project)
+
+
+def active(session: Session, token_ids: Iterable[str]) -> dict[str, Actor]:
+    """The actors of those of ``token_ids`` that still work (not revoked), by id: one query, for
+    the live streams' re-check of the tokens they were opened with."""
+    ids = sorted(set(token_ids))
+    if not ids:
+        return {}
+    rows = session.exec(
+        select(Token).where(col(Token.id).in_(ids), col(Token.revoke_time).is_(None))
+    ).all()
+    return {token.id: _actor(token) for token in rows}
 
 
 def list_all(session: Session) -> list[Token]:
@@ -70,8 +90,12 @@ def list_all(session: Session) -> list[Token]:
     return list(session.exec(select(Token).order_by(sa.desc(col(Token.create_time)))).all())
 
 
-def revoke(session: Session, token_id: str, actor: Actor) -> Token:
-    """Revoke a token at once; NotFound names it; revoking twice is a Conflict."""
+def revoke(session: Session, token_id: str, actor: Actor, hub: Hub | None = None) -> Token:
+    """Revoke a token at once; NotFound names it; revoking twice is a Conflict.
+
+    After commit, ``hub`` (here and, through the relay, on other servers) wakes the live
+    streams' token check, so the token's open streams end now rather than at the next check.
+    """
     token = session.get(Token, token_id)
     if token is None:
         raise NotFound(f"token '{token_id}' not found", field="token")
@@ -80,6 +104,8 @@ def revoke(session: Session, token_id: str, actor: Actor) -> Token:
     token.revoke_time = utcnow()
     session.add(token)
     audit.record(session, actor, "token_revoked", f"token/{token.id}", token.project)
+    if hub is not None:
+        after_commit(session, lambda: hub.publish(TOKENS))
     return token
 
 

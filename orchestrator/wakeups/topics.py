@@ -7,6 +7,7 @@ CANCEL = "cancel"  # a cancel was requested: runners pass it on
 WEBHOOKS = "webhooks"  # a delivery became due, or a send slot came free: the webhook sender
 SCHEDULES = "schedules"  # a schedule was created or changed: the scheduler looks again
 HTTP_RUNS = "http-runs"  # an HTTP run became due (the scheduler publishes it): the sender
+TOKENS = "tokens"  # a token was revoked: live streams re-check their tokens now
 
 
 def job_topic(job_id: str) -> str:

@@ -236,3 +236,33 @@ def test_followers_on_the_api_server_see_the_other_servers_logs_and_events(
             assert any("event: cancelled" in line for line in lines)
             seen_after = time.monotonic() - cancelled_at
     assert seen_after < 5, f"the cancelled event took {seen_after:.2f} s to reach the stream"
+
+
+def test_a_revoke_on_one_server_ends_the_token_s_streams_on_the_other(
+    api_and_runner: tuple[LiveServer, LiveServer],
+) -> None:
+    api, runner = api_and_runner
+    job = looping_job(api, "loop")
+    created = api.http.post(
+        "/v1/tokens", json={"name": "reader", "role": "read", "project": "default"}
+    )
+    assert created.status_code == 201, created.text
+    token = created.json()
+    path = f"/v1/projects/default/jobs/{job['id']}/stream"
+    headers = {"Authorization": f"Bearer {token['token']}"}
+    # The API server also re-checks its streams' tokens every 2 s on its own, so the stream
+    # ends either way; the time printed shows the relayed wake-up (milliseconds, not seconds).
+    with (
+        httpx.Client(base_url=api.url, headers=headers, timeout=10) as client,
+        client.stream("GET", path) as events,
+    ):
+        lines = events.iter_lines()
+        assert any("event: started" in line for line in lines)
+        revoked_at = time.monotonic()
+        assert runner.http.delete(f"/v1/tokens/{token['id']}").status_code == 200
+        rest = list(lines)
+        ended_after = time.monotonic() - revoked_at
+    assert rest[-2].startswith(": the token was revoked")
+    guard = api.services.streams.guard
+    wait_for(lambda: guard.held(token["id"]) == 0)
+    print(f"revoke to stream end on the other server: {ended_after:.2f} s")
