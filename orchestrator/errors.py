@@ -116,3 +116,9 @@ class LimitExceeded(OrchestratorError):
     """The request is over one of the server's limits."""
 
     code = "limit_exceeded"
+
+
+class LimitReached(Conflict):
+    """A project holds as many of these as the server allows: delete one first."""
+
+    code = "limit_reached"
