@@ -31,6 +31,7 @@ from pydantic_settings import (
 from orchestrator.rules.crash_points import CrashPoint
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
+from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.rules.units import parse_retention, parse_size
 
 
@@ -185,6 +186,19 @@ class Settings(BaseSettings):
     # once; the next gets 429. Counted per process: N servers let a token hold N times this.
     max_streams_per_token: int = Field(default=32, ge=1, le=100_000)
     secret_key: SecretStr | None = None
+    # What one project may hold (``rules.project_caps``); 0 leaves a cap unbounded. Tokens:
+    # active ones (admin tokens count together as one more group); versions: of one definition.
+    max_schedules_per_project: int = Field(default=1000, ge=0)
+    max_queues_per_project: int = Field(default=100, ge=0)
+    max_definitions_per_project: int = Field(default=1000, ge=0)
+    max_versions_per_definition: int = Field(default=1000, ge=0)
+    max_tokens_per_project: int = Field(default=100, ge=0)
+    # HTTP connections (``api/server.py``): a request head must be complete this many seconds
+    # after the connection opens (or after its first byte, on a kept-alive connection); and
+    # at most ``max_connections`` sockets are open at once (streams included), the next ones
+    # answered 503 and closed.
+    header_timeout: float = Field(default=10.0, gt=0)
+    max_connections: int = Field(default=1000, ge=1)
     # Tests only: the runner exits at once (as kill -9 would) the first time it reaches this
     # point of an attempt (``crash_points.POINTS``), so a test can crash it anywhere.
     test_crash_point: CrashPoint | None = None
@@ -303,6 +317,16 @@ class Settings(BaseSettings):
             max_parameters=self.max_parameters,
             max_env=self.max_env,
             max_secret_bytes=self.max_secret_bytes,
+        )
+
+    def project_caps(self) -> ProjectCaps:
+        """How many of each thing one project may hold."""
+        return ProjectCaps(
+            schedules=self.max_schedules_per_project,
+            queues=self.max_queues_per_project,
+            definitions=self.max_definitions_per_project,
+            versions=self.max_versions_per_definition,
+            tokens=self.max_tokens_per_project,
         )
 
     def resolved_database_url(self) -> str:

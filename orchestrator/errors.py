@@ -127,3 +127,9 @@ class TooManyRequests(OrchestratorError):
         super().__init__(message, field=field)
         # Seconds a client should wait before trying again (the Retry-After header).
         self.retry_after = retry_after
+
+
+class LimitReached(Conflict):
+    """A project holds as many of these as the server allows: delete one first."""
+
+    code = "limit_reached"

@@ -17,6 +17,7 @@ from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.runner.claim_loop import Runner
 from orchestrator.services import projects, runners, tokens
 from orchestrator.services.schedules import Checks
@@ -54,6 +55,7 @@ class Services:
     engine: DockerEngine
     policy: ContainerPolicy
     limits: InputLimits
+    caps: ProjectCaps
     runner: Runner | None
     streams: JobStreams  # live log and event streams: one reader per job, capped per token
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
@@ -116,6 +118,7 @@ class Services:
             engine=engine,
             policy=policy,
             limits=limits,
+            caps=settings.project_caps(),
             runner=runner,
             streams=JobStreams(settings, db, hub),
             relay=relay,

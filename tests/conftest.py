@@ -26,6 +26,7 @@ import pytest
 import uvicorn
 
 from orchestrator.api import create_app
+from orchestrator.api.server import build as build_server
 from orchestrator.config import Settings
 from orchestrator.process import Services
 from orchestrator.services import runners
@@ -226,20 +227,18 @@ def bearer(token: str) -> dict[str, str]:
 
 def start_server(settings: Settings) -> LiveServer:
     app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    # The server `orchestrator serve` runs: its protocol, its header timeout, its caps.
+    http_server = build_server(app, settings, log_level="warning")
+    thread = threading.Thread(target=http_server.run, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, timeout=30)
-    url = f"http://127.0.0.1:{settings.port}"
+    wait_for(lambda: http_server.started, timeout=30)
+    url = f"http://{settings.host}:{settings.port}"
     return LiveServer(
         url=url,
         settings=settings,
         services=app.state.services,
         http=httpx.Client(base_url=url, timeout=30, headers=bearer(admin_token(settings))),
-        _server=server,
+        _server=http_server,
         _thread=thread,
     )
 

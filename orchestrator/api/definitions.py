@@ -102,7 +102,7 @@ def _parse_batch(raw: bytes) -> list[definition_spec.DefinitionSpec]:
     response_description="A new version",
     responses={
         200: {"model": DefinitionPublic, "description": "Identical to the latest version"},
-        **responses(400, 413, 422),
+        **responses(400, 409, 413, 422),
     },
     openapi_extra={
         "requestBody": {
@@ -135,7 +135,13 @@ async def register_definition(
         with services.db.transaction() as session:
             projects.get(session, project)
             return definitions.register(
-                session, project, spec, policy=services.policy, limits=services.limits, actor=actor
+                session,
+                project,
+                spec,
+                policy=services.policy,
+                limits=services.limits,
+                caps=services.caps,
+                actor=actor,
             )
 
     registered = await run_in_threadpool(parse_and_store)
@@ -151,7 +157,7 @@ async def register_definition(
     ":batch",
     response_model=DefinitionBatch,
     response_description="Every definition registered (each new, or equal to its latest version)",
-    responses=responses(400, 413, 422),
+    responses=responses(400, 409, 413, 422),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -191,7 +197,13 @@ async def register_definitions(
         with services.db.transaction() as session:
             projects.get(session, project)
             registered = definitions.register_all(
-                session, project, specs, policy=services.policy, limits=services.limits, actor=actor
+                session,
+                project,
+                specs,
+                policy=services.policy,
+                limits=services.limits,
+                caps=services.caps,
+                actor=actor,
             )
         return [
             DefinitionRegistered(

@@ -59,7 +59,8 @@ ERROR_DESCRIPTIONS = {
     403: "The token may not do this: it is read-only, for another project, or not an admin's; "
     "or the container policy refuses an option.",
     404: "The project, or the resource the path names, does not exist.",
-    409: "The request conflicts with the resource's current state.",
+    409: "The request conflicts with the resource's current state, or the project holds as "
+    "many of these as the server allows (`limit_reached`, naming the setting).",
     413: "The request body, or a part of it, is larger than the server's limit.",
     422: "The request is over one of the server's limits (e.g. the number of parameters).",
     429: "Too many requests of this kind are open at once (e.g. a token's live streams); "

@@ -36,7 +36,7 @@ def create_queue(
 ) -> QueuePublic:
     """Create a queue."""
     with services.db.transaction() as session:
-        queue = queues.create(session, project, body, actor)
+        queue = queues.create(session, project, body, actor, caps=services.caps)
         public = _public(session, queue)
     response.headers["Location"] = f"/v1/projects/{project}/queues/{queue.name}"
     return public

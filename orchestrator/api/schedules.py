@@ -48,7 +48,9 @@ def create_schedule(
     """Create a schedule: a ``cron`` expression (in ``timezone``) or a one-shot ``run_at``,
     whose target is a job submission or an HTTP request."""
     with services.db.transaction() as session:
-        schedule = schedules.create(session, services.hub, project, body, actor, _checks(services))
+        schedule = schedules.create(
+            session, services.hub, project, body, actor, _checks(services), caps=services.caps
+        )
         public = schedule_queries.public(session, schedule)
     response.headers["Location"] = f"/v1/projects/{project}/schedules/{schedule.name}"
     return public

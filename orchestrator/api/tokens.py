@@ -13,14 +13,18 @@ from orchestrator.services import tokens
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"], responses=responses(401, 403))
 
 
-@router.post("", status_code=201, response_model=TokenCreated, responses=responses(400, 404, 413))
+@router.post(
+    "", status_code=201, response_model=TokenCreated, responses=responses(400, 404, 409, 413)
+)
 def create_token(
     body: TokenCreate, services: ServicesDep, actor: ActorDep, response: Response
 ) -> TokenCreated:
     """Create a token; the response is the only place its value ever appears."""
     actor.require_admin()
     with services.db.transaction() as session:
-        token, plain = tokens.create(session, body.name, body.role, body.project, actor)
+        token, plain = tokens.create(
+            session, body.name, body.role, body.project, actor, caps=services.caps
+        )
     response.headers["Location"] = f"/v1/tokens/{token.id}"
     return TokenCreated(**TokenPublic.from_row(token).model_dump(), token=plain)
 

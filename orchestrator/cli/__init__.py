@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import typer
-import uvicorn
 from pydantic import ValidationError
 
 from orchestrator.cli import (
@@ -41,7 +40,7 @@ def serve(
     runner: bool = typer.Option(True, help="Run jobs in this process (--no-runner: API only)."),
 ) -> None:
     """Run the API and a runner on the local Docker engine in one process."""
-    from orchestrator.api import create_app
+    from orchestrator.api import create_app, server
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -62,13 +61,7 @@ def serve(
         fail(exc.message, code=2)
     configure_logging()
     typer.echo(f"data dir: {settings.data_dir}")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        timeout_graceful_shutdown=5,
-    )
+    server.run(create_app(settings), settings)
 
 
 app.add_typer(definitions.app, name="definitions")

@@ -26,6 +26,7 @@ from orchestrator.rules.fields import (
 )
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.services import audit
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import serialize
@@ -47,12 +48,15 @@ def register(
     *,
     policy: ContainerPolicy,
     limits: InputLimits,
+    caps: ProjectCaps,
     actor: Actor | None = None,
 ) -> Registered:
     """Store ``spec`` as the next version, unless it equals the latest version.
 
     The spec must pass the container policy (403 naming the option or the ceiling, its
-    timeout included) and the input limits.
+    timeout included) and the input limits; a new version must be within ``caps`` (a new
+    name among the project's definitions, a new version among the name's): LimitReached.
+    Registering the latest version again is never refused by them.
     """
     policy.check(spec.container_options(), timeout=spec.timeout)
     limits.check_counts(len(spec.parameters), len(spec.env) + len(spec.secrets))
@@ -62,6 +66,10 @@ def register(
     latest = _latest(session, project, spec.name)
     if latest is not None and _normalized_hash(latest) == digest:
         return Registered(latest, created=False)
+    if latest is None:
+        _check_name_cap(session, project, caps)
+    else:
+        caps.check(Capped.VERSIONS, latest.version, f"definition '{spec.name}'")
     definition = Definition(
         project=project,
         name=spec.name,
@@ -77,6 +85,18 @@ def register(
     return Registered(definition, created=True)
 
 
+def _check_name_cap(session: Session, project: str, caps: ProjectCaps) -> None:
+    # Counted under the lock, so two new names at the cap cannot both pass. Taken after the
+    # name's own lock, always in that order: no deadlock with another name's registration.
+    serialize(session, f"cap:definitions:{project}")
+    names = session.exec(
+        select(sa.func.count(sa.distinct(col(Definition.name)))).where(
+            Definition.project == project
+        )
+    ).one()
+    caps.check(Capped.DEFINITIONS, names, f"project '{project}'")
+
+
 def register_all(
     session: Session,
     project: str,
@@ -84,6 +104,7 @@ def register_all(
     *,
     policy: ContainerPolicy,
     limits: InputLimits,
+    caps: ProjectCaps,
     actor: Actor | None = None,
 ) -> list[Registered]:
     """Register every spec, in order, in the caller's transaction, as ``register`` does each.
@@ -99,7 +120,9 @@ def register_all(
     for index, spec in enumerate(specs):
         try:
             registered.append(
-                register(session, project, spec, policy=policy, limits=limits, actor=actor)
+                register(
+                    session, project, spec, policy=policy, limits=limits, caps=caps, actor=actor
+                )
             )
         except OrchestratorError as exc:
             where = f"definitions[{index}]"

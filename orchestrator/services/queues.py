@@ -7,10 +7,12 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.fields import storable
+from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.rules.states import ACTIVE, UNFINISHED, JobStatus
 from orchestrator.schemas.queues import QueueCreate, QueueUpdate
 from orchestrator.services import audit, definitions, jobs, projects
 from orchestrator.services.audit import Actor
+from orchestrator.storage.db import serialize
 from orchestrator.storage.models import Job, Queue, utcnow
 
 
@@ -68,8 +70,11 @@ def _check_default_definition(session: Session, project: str, reference: str | N
             ) from None
 
 
-def create(session: Session, project: str, request: QueueCreate, actor: Actor) -> Queue:
-    """A new queue; Conflict when the name is taken."""
+def create(
+    session: Session, project: str, request: QueueCreate, actor: Actor, *, caps: ProjectCaps
+) -> Queue:
+    """A new queue; Conflict when the name is taken, LimitReached when the project holds as
+    many queues as ``caps`` allow."""
     projects.get(session, project)
     exists = session.exec(
         select(Queue).where(Queue.project == project, Queue.name == request.name)
@@ -78,6 +83,12 @@ def create(session: Session, project: str, request: QueueCreate, actor: Actor) -
         raise Conflict(
             f"queue '{request.name}' already exists in project '{project}'", field="name"
         )
+    # Counted under the lock, so two creates at the cap cannot both pass.
+    serialize(session, f"cap:queues:{project}")
+    count = session.exec(
+        select(sa.func.count()).select_from(Queue).where(Queue.project == project)
+    ).one()
+    caps.check(Capped.QUEUES, count, f"project '{project}'")
     _check_default_definition(session, project, request.default_definition)
     queue = Queue(project=project, **request.model_dump())
     session.add(queue)

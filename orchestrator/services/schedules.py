@@ -23,6 +23,7 @@ from orchestrator.rules import cron
 from orchestrator.rules.fields import storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
 from orchestrator.rules.schedule_states import (
     FINISHED,
@@ -40,7 +41,7 @@ from orchestrator.schemas.schedules import (
 )
 from orchestrator.services import audit, jobs, projects, webhooks
 from orchestrator.services.audit import Actor
-from orchestrator.storage.db import after_commit
+from orchestrator.storage.db import after_commit, serialize
 from orchestrator.storage.models import Schedule, ScheduleRun, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
@@ -205,15 +206,24 @@ def create(
     request: ScheduleCreate,
     actor: Actor,
     checks: Checks,
+    *,
+    caps: ProjectCaps,
     now: datetime | None = None,
 ) -> Schedule:
-    """Validate and store a schedule; the scheduler fires it from ``next_run_at`` on."""
+    """Validate and store a schedule; the scheduler fires it from ``next_run_at`` on.
+    LimitReached when the project holds as many schedules (any status) as ``caps`` allow."""
     projects.get(session, project)
     now = now or utcnow()
     if session.exec(
         select(Schedule.id).where(Schedule.project == project, Schedule.name == request.name)
     ).first():
         raise Conflict(f"a schedule named '{request.name}' already exists", field="name")
+    # Counted under the lock, so two creates at the cap cannot both pass.
+    serialize(session, f"cap:schedules:{project}")
+    count = session.exec(
+        select(sa.func.count()).select_from(Schedule).where(Schedule.project == project)
+    ).one()
+    caps.check(Capped.SCHEDULES, count, f"project '{project}'")
     schedule = Schedule(
         id=str(uuid.uuid4()),
         project=project,

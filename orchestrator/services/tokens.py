@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.rules.roles import Role
 from orchestrator.services import audit, projects
 from orchestrator.services.audit import SYSTEM, Actor
-from orchestrator.storage.db import after_commit
+from orchestrator.storage.db import after_commit, serialize
 from orchestrator.storage.models import Token, utcnow
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import TOKENS
@@ -35,15 +36,39 @@ def _hash(token: str) -> str:
 
 
 def create(
-    session: Session, name: str, role: Role, project: str | None, actor: Actor = SYSTEM
+    session: Session,
+    name: str,
+    role: Role,
+    project: str | None,
+    actor: Actor = SYSTEM,
+    *,
+    caps: ProjectCaps,
 ) -> tuple[Token, str]:
-    """A new token and its plain value (shown once, never stored)."""
+    """A new token and its plain value (shown once, never stored). LimitReached when its
+    project (for an admin token: the admin tokens) holds as many active tokens as ``caps``
+    allow."""
     if role is Role.ADMIN and project is not None:
         raise InvalidRequest("project: an admin token covers every project", field="project")
     if role is not Role.ADMIN:
         if project is None:
             raise InvalidRequest(f"project: a {role} token needs a project", field="project")
         projects.get(session, project)
+    # Counted under the lock, so two creates at the cap cannot both pass.
+    serialize(session, f"cap:tokens:{project or ''}")
+    active = session.exec(
+        select(sa.func.count())
+        .select_from(Token)
+        .where(col(Token.project).is_(None) if project is None else Token.project == project)
+        .where(col(Token.revoke_time).is_(None))
+    ).one()
+    holder = "the admin role" if project is None else f"project '{project}'"
+    caps.check(Capped.TOKENS, active, holder)
+    return _insert(session, name, role, project, actor)
+
+
+def _insert(
+    session: Session, name: str, role: Role, project: str | None, actor: Actor
+) -> tuple[Token, str]:
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = Token(
         id=str(uuid.uuid4()),
@@ -119,7 +144,8 @@ def ensure_admin_token(session: Session, data_dir: Path) -> Path | None:
     ).first()
     if exists is not None:
         return None
-    _, plain = create(session, "admin (first start)", Role.ADMIN, None)
+    # The first one: no cap to check.
+    _, plain = _insert(session, "admin (first start)", Role.ADMIN, None, SYSTEM)
     path = data_dir / ADMIN_TOKEN_FILE
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

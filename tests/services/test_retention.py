@@ -100,6 +100,7 @@ def register_noop(services: Services, project: str) -> None:
             ),
             policy=services.policy,
             limits=services.limits,
+            caps=services.caps,
         )
 
 

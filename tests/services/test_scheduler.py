@@ -62,6 +62,7 @@ class World:
                 ScheduleCreate.model_validate(body),
                 SYSTEM,
                 self.checks,
+                caps=self.services.caps,
                 now=self.clock(),
             )
 
@@ -103,6 +104,7 @@ def make_world(settings: Settings, start: str) -> tuple[World, Callable[[], None
                 definition_spec.validate_spec(spec, "test"),
                 policy=services.policy,
                 limits=services.limits,
+                caps=services.caps,
             )
     clock = Clock(datetime.fromisoformat(start).astimezone(UTC))
     checks = Checks(box=services.box, policy=services.policy, limits=services.limits)

@@ -37,7 +37,9 @@ def _schedule(services: Services) -> Schedule:
         {"name": "ping", "cron": "0 9 * * *", "target": {"http": {"url": "http://127.0.0.1:9/"}}}
     )
     with services.db.transaction() as session:
-        return schedules.create(session, None, "default", request, SYSTEM, checks)
+        return schedules.create(
+            session, None, "default", request, SYSTEM, checks, caps=services.caps
+        )
 
 
 def test_a_schedule_status_outside_the_vocabulary_is_refused(services: Services) -> None:

@@ -185,7 +185,7 @@ def create_job(body: QuedupJobCreate, services: ServicesDep, actor: ActorDep) ->
         projects.get(session, PROJECT)
         _check_unique(session, body.name)
         schedule = schedules.create(
-            session, services.hub, PROJECT, request, actor, _checks(services)
+            session, services.hub, PROJECT, request, actor, _checks(services), caps=services.caps
         )
         _keep_name(schedule, body.name)
         return public(schedule)

@@ -58,7 +58,8 @@ DESCRIPTIONS = {
     401: "No `Salad-Api-Key` was sent, or it is not a valid token.",
     403: "The token may not do this (read-only, another project, or not an admin's).",
     404: "The organization, project, queue or job does not exist.",
-    409: "The request conflicts with the current state (a queue name taken, a busy queue).",
+    409: "The request conflicts with the current state (a queue name taken, a busy queue), or "
+    "the project holds as many queues as the server allows.",
 }
 
 Name = Annotated[str, Path(min_length=2, max_length=63, pattern=NAME_PATTERN)]
@@ -193,7 +194,7 @@ def create_queue(
     )
     with services.db.transaction() as session:
         projects.get(session, project_name)
-        row = queues.create(session, project_name, request, actor)
+        row = queues.create(session, project_name, request, actor, caps=services.caps)
         public = salad.queue(session, row, organization_name)
     response.headers["Location"] = (
         f"/organizations/{organization_name}/projects/{project_name}/queues/{row.name}"
