@@ -16,6 +16,7 @@ from orchestrator.background.webhook_sender import WebhookSender
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.outbound import OutboundRule
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.runner.claim_loop import Runner
 from orchestrator.services import projects, runners, tokens
@@ -53,6 +54,7 @@ class Services:
     engine: DockerEngine
     policy: ContainerPolicy
     limits: InputLimits
+    outbound: OutboundRule  # what webhook and HTTP-target URLs may reach
     runner: Runner | None
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
     # API servers only (``orchestrator serve``): a runner alone fires no schedules, sends no
@@ -114,6 +116,7 @@ class Services:
             engine=engine,
             policy=policy,
             limits=limits,
+            outbound=settings.outbound_rule(),
             runner=runner,
             relay=relay,
             scheduler=Scheduler(settings, db, hub, checks) if api else None,

@@ -17,7 +17,7 @@ from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page
 from orchestrator.schemas.jobs import JobCreate, JobEventPublic, JobPublic
-from orchestrator.services import job_queries, jobs, projects, retention
+from orchestrator.services import job_queries, jobs, outbound, projects, retention
 from orchestrator.storage.models import Job, JobEvent, JobLog
 from orchestrator.wakeups.topics import job_topic
 
@@ -69,6 +69,7 @@ def submit_job(
     response: Response,
 ) -> JobPublic:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
+    outbound.check_submission(services.outbound, body)
     with services.db.transaction() as session:
         job = jobs.submit(
             session,
