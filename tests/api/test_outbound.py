@@ -9,14 +9,21 @@ reaches a job's error as one short line."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from orchestrator.background.outbound import OutboundRefused, guarded_transport
 from orchestrator.rules.outbound import OutboundRule, parse_networks
@@ -219,6 +226,77 @@ def test_the_transport_checks_what_a_name_resolves_to_when_it_connects(
     assert answer.status_code == 200
     (request,) = receiver.received
     assert request.path == "/c" and request.headers["host"] == f"localhost:{port}"
+
+
+def _certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for the name ``localhost`` only (no address in it), and its
+    key: PEM files in ``directory``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+def test_https_names_the_host_though_the_checked_address_is_connected_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = _certificate(tmp_path)
+    seen: list[tuple[str | None, str | None]] = []  # (SNI, Host header)
+    server_names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    context.sni_callback = lambda _socket, name, _context: server_names.append(name)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append((server_names[-1] if server_names else None, self.headers["Host"]))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.daemon_threads = True
+    port = server.server_address[1]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The transport trusts the certificate as httpx does a deployment's own CA.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    try:
+        allowed = OutboundRule(parse_networks("127.0.0.0/8,::1"))
+        transport = guarded_transport(allowed, httpx.Limits(max_connections=2))
+        with httpx.Client(transport=transport) as client:
+            answer = client.get(f"https://localhost:{port}/")
+            # The certificate names localhost, not the address: checked against the URL's host.
+            with pytest.raises(httpx.ConnectError, match="certificate verify failed"):
+                client.get(f"https://127.0.0.1:{port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert answer.status_code == 204
+    assert seen == [("localhost", f"localhost:{port}")]
 
 
 # --- images and engine errors --------------------------------------------------------------
