@@ -30,6 +30,7 @@ from pydantic_settings import (
 
 from orchestrator.rules.crash_points import CrashPoint
 from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.outbound import OutboundRule, parse_networks
 from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
 from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.rules.units import parse_retention, parse_size
@@ -156,6 +157,9 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(default=3600.0, gt=0)
     webhook_retry_for: float = Field(default=86400.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    # Outbound requests (webhooks, HTTP targets) reach public addresses only, and these
+    # networks besides (comma-separated CIDRs, e.g. ``10.0.0.0/8``): ``rules.outbound``.
+    outbound_allow_networks: str = ""
 
     # Retention: finished jobs (with their events, logs and webhook deliveries) and finished
     # schedule runs older than ``retention`` are deleted, audit entries older than
@@ -252,6 +256,12 @@ class Settings(BaseSettings):
     def _split_list(cls, value: object) -> object:
         return _comma_list(value)
 
+    @field_validator("outbound_allow_networks")
+    @classmethod
+    def _check_networks(cls, value: str) -> str:
+        parse_networks(value)  # its ValueError names the item that is not a network
+        return value
+
     @field_validator("url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:
@@ -328,6 +338,10 @@ class Settings(BaseSettings):
             versions=self.max_versions_per_definition,
             tokens=self.max_tokens_per_project,
         )
+
+    def outbound_rule(self) -> OutboundRule:
+        """What outbound requests may reach (``ORCH_OUTBOUND_ALLOW_NETWORKS``)."""
+        return OutboundRule(parse_networks(self.outbound_allow_networks))
 
     def resolved_database_url(self) -> str:
         """The database URL; a SQLite file in the data dir unless ``ORCH_DATABASE_URL`` is set."""

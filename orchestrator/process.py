@@ -16,6 +16,7 @@ from orchestrator.background.webhook_sender import WebhookSender
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.outbound import OutboundRule
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.runner.claim_loop import Runner
@@ -56,6 +57,7 @@ class Services:
     policy: ContainerPolicy
     limits: InputLimits
     caps: ProjectCaps
+    outbound: OutboundRule  # what webhook and HTTP-target URLs may reach
     runner: Runner | None
     streams: JobStreams  # live log and event streams: one reader per job, capped per token
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
@@ -119,6 +121,7 @@ class Services:
             policy=policy,
             limits=limits,
             caps=settings.project_caps(),
+            outbound=settings.outbound_rule(),
             runner=runner,
             streams=JobStreams(settings, db, hub),
             relay=relay,

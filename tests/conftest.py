@@ -60,6 +60,19 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: floa
         time.sleep(interval)
 
 
+# The tests' receivers (webhooks, HTTP targets, registries) listen on 127.0.0.1, which outbound
+# requests may not reach by default: every server, sender and subprocess of the tests is allowed
+# it here, through the environment. A test of the default passes ``outbound_allow_networks=""``.
+OUTBOUND_ALLOWED = "127.0.0.0/8"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def outbound_to_loopback() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ORCH_OUTBOUND_ALLOW_NETWORKS", OUTBOUND_ALLOWED)
+        yield
+
+
 # --- Docker ---------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from orchestrator.schemas.jobs import (
     list_fields,
     page_chunks,
 )
-from orchestrator.services import job_queries, jobs, projects, retention
+from orchestrator.services import job_queries, jobs, outbound, projects, retention
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 from orchestrator.streams.guard import Lease
@@ -83,6 +83,7 @@ def submit_job(
     response: Response,
 ) -> JobPublic:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
+    outbound.check_submission(services.outbound, body)
     with services.db.transaction() as session:
         job = jobs.submit(
             session,

@@ -19,7 +19,7 @@ from orchestrator.schemas.schedules import (
     ScheduleRunPublic,
     ScheduleUpdate,
 )
-from orchestrator.services import projects, schedule_queries, schedules
+from orchestrator.services import outbound, projects, schedule_queries, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import utcnow
 
@@ -47,6 +47,7 @@ def create_schedule(
 ) -> SchedulePublic:
     """Create a schedule: a ``cron`` expression (in ``timezone``) or a one-shot ``run_at``,
     whose target is a job submission or an HTTP request."""
+    outbound.check_schedule_target(services.outbound, body.target)
     with services.db.transaction() as session:
         schedule = schedules.create(
             session, services.hub, project, body, actor, _checks(services), caps=services.caps
@@ -78,6 +79,7 @@ def update_schedule(
     project: str, name: str, body: ScheduleUpdate, services: ServicesDep, actor: ProjectActorDep
 ) -> SchedulePublic:
     """Change the given fields (a new ``target`` replaces the old one whole)."""
+    outbound.check_schedule_target(services.outbound, body.target)
     with services.db.transaction() as session:
         projects.get(session, project)
         schedule = schedules.update(

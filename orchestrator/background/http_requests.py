@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from orchestrator.background.outbound import OutboundRefused
 from orchestrator.rules.masking import mask
 from orchestrator.storage.models import utcnow
 from orchestrator.storage.secret_box import SecretBox
@@ -45,6 +46,7 @@ class Outcome:
     duration_ms: float | None = None
     body: str | None = None
     error: str | None = None
+    refused: bool = False  # the outbound rule refused the address: nothing was sent
 
     @property
     def ok(self) -> bool:
@@ -132,6 +134,8 @@ def send(client: httpx.Client, request: HttpRequest) -> Outcome:
                 if len(kept) >= keep or time.monotonic() - started > request.timeout:
                     break
             status_code = response.status_code
+    except OutboundRefused as exc:
+        return Outcome(started=started_at, error=f"not sent: {exc}", refused=True)
     except Exception as exc:
         return Outcome(
             started=started_at,

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 
 from orchestrator.background.http_requests import Outcome, build_request, describe, send
+from orchestrator.background.outbound import guarded_transport
 from orchestrator.config import Settings
 from orchestrator.errors import DatabaseUnavailable, OrchestratorError
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS
@@ -105,7 +106,8 @@ class HttpTargetRunner:
     def _ensure_pool(self) -> tuple[ThreadPoolExecutor, httpx.Client]:
         if self._pool is None or self._client is None:
             limits = httpx.Limits(max_connections=self._capacity)
-            self._client = httpx.Client(limits=limits, follow_redirects=False)
+            transport = guarded_transport(self.settings.outbound_rule(), limits)
+            self._client = httpx.Client(transport=transport, follow_redirects=False)
             self._pool = ThreadPoolExecutor(self._capacity, thread_name_prefix="http-target")
         return self._pool, self._client
 
@@ -285,7 +287,9 @@ class HttpTargetRunner:
             ):
                 return False
             delays = schedule.retry_delays if schedule is not None else []
-            delay = None if outcome.ok else retry_delay(claim.attempt, delays)
+            # A refused address is not retried: only a change of DNS or settings would help.
+            retried = not outcome.ok and not outcome.refused
+            delay = retry_delay(claim.attempt, delays) if retried else None
             run.status_code, run.duration_ms = outcome.status_code, outcome.duration_ms
             run.response_body, run.error = outcome.body, outcome.error
             run.attempt_log = [

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator import __version__
+from orchestrator.background.outbound import OutboundRefused, guarded_transport
 from orchestrator.config import Settings
 from orchestrator.errors import DatabaseUnavailable
 from orchestrator.rules.delivery_states import DeliveryStatus
@@ -120,6 +121,9 @@ class _Result:
     status_code: int | None
     error: str | None
     duration_ms: float
+    # Not to be tried again: the outbound rule refused the receiver's address. Only a change
+    # of DNS or of the settings would let a retry through; a redelivery can be asked for then.
+    final: bool = False
 
     @property
     def ok(self) -> bool:
@@ -158,12 +162,13 @@ class WebhookSender:
             topics=lambda: (WEBHOOKS,),
         )
         self._pool = ThreadPoolExecutor(settings.webhook_concurrency, "webhook")
+        limits = httpx.Limits(
+            max_connections=settings.webhook_concurrency, max_keepalive_connections=0
+        )
         self._client = httpx.Client(
             timeout=settings.webhook_timeout,
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=settings.webhook_concurrency, max_keepalive_connections=0
-            ),
+            transport=guarded_transport(settings.outbound_rule(), limits),
             headers={"user-agent": f"orchestrator/{__version__}"},
         )
 
@@ -333,6 +338,7 @@ class WebhookSender:
         started = time.monotonic()
         status_code = None
         error = None
+        final = False
         try:
             # Streamed and closed unread: only the status matters, and a large or slow
             # answer body must not hold the slot.
@@ -344,13 +350,15 @@ class WebhookSender:
                 auth=basic_auth(claim.userinfo),
             ) as response:
                 status_code = response.status_code
+        except OutboundRefused as exc:
+            error, final = f"not sent: {exc}", True
         except Exception as exc:
             error = describe_error(exc, claim.url, claim.userinfo)
         if status_code is not None and not 200 <= status_code < 300:
             error = f"the receiver answered HTTP {status_code}"
             if 300 <= status_code < 400:
                 error += " (redirects are not followed)"
-        return _Result(status_code, error, round((time.monotonic() - started) * 1000, 1))
+        return _Result(status_code, error, round((time.monotonic() - started) * 1000, 1), final)
 
     def _record(self, claim: _Claim, result: _Result) -> None:
         now = utcnow()
@@ -393,7 +401,9 @@ class WebhookSender:
             row.next_attempt_at = None
             detail = {"delivery": row.number, "status_code": result.status_code}
             return EventType.WEBHOOK_DELIVERED, {**detail, "attempts": row.attempts}
-        retry_at = next_attempt(row.attempts, row.create_time, now, self.settings)
+        retry_at = None
+        if not result.final:
+            retry_at = next_attempt(row.attempts, row.create_time, now, self.settings)
         if retry_at is not None:
             set_delivery_status(session, row, DeliveryStatus.PENDING)
             row.next_attempt_at = retry_at

@@ -40,6 +40,11 @@ from orchestrator.errors import (
     ImageUnavailable,
     MountSourceMissing,
 )
+from orchestrator.rules.quoting import short_quote
+
+
+def _quote(exc: docker.errors.APIError) -> str:
+    return short_quote(str(exc.explanation or exc))
 
 
 def _unavailable(exc: Exception) -> EngineUnavailable:
@@ -90,12 +95,13 @@ class DockerEngine:
         """Run one Docker call, translating its errors."""
         try:
             return func(*args, **kwargs)
+        # The engine's words in one short line: they may quote a registry's whole answer.
         except docker.errors.NotFound as exc:
-            raise ContainerMissing(f"{what} failed: {exc.explanation or exc}") from exc
+            raise ContainerMissing(f"{what} failed: {_quote(exc)}") from exc
         except docker.errors.APIError as exc:
-            raise ContainerFailure(f"{what} failed: {exc.explanation or exc}") from exc
+            raise ContainerFailure(f"{what} failed: {_quote(exc)}") from exc
         except docker.errors.DockerException as exc:
-            raise ContainerFailure(f"{what} failed: {exc}") from exc
+            raise ContainerFailure(f"{what} failed: {short_quote(str(exc))}") from exc
         except Exception as exc:
             if _is_connection_error(exc):
                 raise _unavailable(exc) from exc

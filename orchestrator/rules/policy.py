@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from orchestrator.errors import OrchestratorError, PolicyRefused
+from orchestrator.rules import outbound
 from orchestrator.rules import resource_ceilings as ceilings
 
 # Where container engines put their API sockets; a host mount of one of these (or of a directory
@@ -86,6 +87,11 @@ class PolicySettings(BaseModel):
     )
     allowed_images: list[str] = Field(
         default_factory=list, description="prefixes an image must start with (none: any image)"
+    )
+    allow_local_registries: bool = Field(
+        default=False,
+        description="allow images from a registry on a loopback or link-local address "
+        "(`localhost:5000/app`, `127.0.0.1:5000/app`)",
     )
     # Ceilings: the most a definition or a job may ask for (``rules.resource_ceilings``).
     max_memory: ceilings.Size = Field(
@@ -206,6 +212,14 @@ class ContainerPolicy(PolicySettings):
         return {**container, "volumes": volumes} if "volumes" in container else dict(container)
 
     def _check_image(self, image: str) -> None:
+        registry = local_registry(image)
+        if registry is not None and not self.allow_local_registries:
+            _refuse(
+                "image",
+                f"an image from the registry {registry} (this host's own services, or its "
+                "cloud's metadata, would be asked for it)",
+                "allow_local_registries",
+            )
         if not self.allowed_images:
             return
         if any(f.startswith(p) for p in self.allowed_images for f in (image, full_image(image))):
@@ -424,6 +438,26 @@ def full_image(image: str) -> str:
     if not rest:
         return f"docker.io/library/{image}"
     return f"docker.io/{image}"
+
+
+def local_registry(image: str) -> str | None:
+    """The registry part of ``image`` when it names this host (``localhost``, a name under
+    ``.localhost``, or a loopback, link-local or unspecified address in any spelling); else
+    None. A registry name is not resolved: the engine resolves it, maybe on another host."""
+    first, _, rest = image.partition("/")
+    if not rest or not ("." in first or ":" in first or first == "localhost"):
+        return None  # Docker Hub's
+    host = first.lower()
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return first
+    address = outbound.literal_address(host)
+    if address is not None and outbound.kind_of(address) in outbound.LOCAL_KINDS:
+        return first
+    return None
 
 
 def exposes_docker_socket(source: str) -> bool:

@@ -33,7 +33,15 @@ from orchestrator.process import Services
 from orchestrator.storage.models import Job
 from orchestrator.storage.secret_box import KEY_FILE, SecretBox, generate_key, write_key_file
 
-from ..conftest import TEST_IMAGE, LiveServer, bearer, free_port, unavailable, wait_for
+from ..conftest import (
+    OUTBOUND_ALLOWED,
+    TEST_IMAGE,
+    LiveServer,
+    bearer,
+    free_port,
+    unavailable,
+    wait_for,
+)
 from ..receiver import Receiver
 
 CANARY = "canary-Xr7Lm4-at-rest"
@@ -181,6 +189,7 @@ def served(database_url: str, data_dir: Path, log: Path) -> Iterator[httpx.Clien
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env |= {"ORCH_DATA_DIR": str(data_dir), "ORCH_DATABASE_URL": database_url}
     env |= {"ORCH_PORT": str(port), "ORCH_POLL_INTERVAL": "1"}
+    env |= {"ORCH_OUTBOUND_ALLOW_NETWORKS": OUTBOUND_ALLOWED}  # the receiver is on 127.0.0.1
     with log.open("w") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator", "serve", "--no-runner"],

@@ -40,8 +40,10 @@ from ..conftest import (
 from .test_webhooks import Receiver
 
 JOBS = "/v1/projects/default/jobs"
-# A registry that refuses connections at once, so a pull fails fast and offline.
+# A registry that refuses connections at once, so a pull fails fast and offline (a local
+# registry, which the policy must allow: LOCAL_REGISTRIES).
 MISSING_IMAGE = "127.0.0.1:9/orch-absent:never"
+LOCAL_REGISTRIES = {"policy_allow_local_registries": True}
 # Keeps the container alive until it is stopped; SIGTERM ends it at once.
 WAIT_FOR_STOP = "trap 'exit 143' TERM; sleep 300 & wait $!"
 # A body limit small enough that a too-large body is cheap to send.
@@ -501,7 +503,10 @@ NUL_OUTPUT = 'printf \'{"v": "\\u0000 %s"}\' "$API_TOKEN" > "$ORCH_OUTPUT"'
 PRINT_FOREVER = 'while :; do echo "out=$API_TOKEN"; echo "err=$API_TOKEN" >&2; sleep 0.05; done'
 
 
-def test_failure_timeout_and_cancel_while_printing_it(server: LiveServer, canary: str) -> None:
+def test_failure_timeout_and_cancel_while_printing_it(
+    make_server: Callable[..., LiveServer], canary: str
+) -> None:
+    server = make_server(**LOCAL_REGISTRIES)
     fail_script = (
         'echo "out=$API_TOKEN"; echo "err=$API_TOKEN" >&2; '
         'printf \'{"partial": "%s"}\' "$API_TOKEN" > "$ORCH_OUTPUT"; exit 3'
@@ -702,6 +707,7 @@ def served(
         ORCH_STOP_GRACE_PERIOD="1",
         ORCH_POLL_INTERVAL="1",
         ORCH_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
+        ORCH_POLICY_ALLOW_LOCAL_REGISTRIES="true",
     )
     log = tmp_path / "server.log"
     with log.open("wb") as sink:

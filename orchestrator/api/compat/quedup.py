@@ -37,7 +37,7 @@ from orchestrator.schemas.schedules import (
     ScheduleTarget,
     ScheduleUpdate,
 )
-from orchestrator.services import projects, schedule_queries, schedules
+from orchestrator.services import outbound, projects, schedule_queries, schedules
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import Schedule
 
@@ -181,6 +181,7 @@ def create_job(body: QuedupJobCreate, services: ServicesDep, actor: ActorDep) ->
         run_at=None if body.schedule is not None else body.run_at,
         target=_target(body.method, str(body.url), body.body, body.headers or {}),
     )
+    outbound.check_url(services.outbound, str(body.url), "url")
     with services.db.transaction() as session:
         projects.get(session, PROJECT)
         _check_unique(session, body.name)
@@ -241,6 +242,8 @@ def update_job(
         raise InvalidRequest("method: must not be null")
     if "url" in body.model_fields_set and body.url is None:
         raise InvalidRequest("url: must not be null")
+    if body.url is not None:
+        outbound.check_url(services.outbound, str(body.url), "url")
     with services.db.transaction() as session:
         schedule = _get(session, job_id, lock=True)
         name = body.name if body.name is not None else schedule.target[NAME_KEY]

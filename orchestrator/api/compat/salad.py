@@ -34,7 +34,7 @@ from orchestrator.schemas.salad import (
     SaladQueue,
     WebhookSecretKey,
 )
-from orchestrator.services import job_queries, jobs, projects, queues, salad, webhooks
+from orchestrator.services import job_queries, jobs, outbound, projects, queues, salad, webhooks
 from orchestrator.services.audit import Actor
 from orchestrator.storage.models import Job, Queue
 
@@ -342,6 +342,7 @@ def create_queue_job(
         {"queue": queue_name, "input": body.input, "metadata": body.metadata or {}}
         | ({"webhook": str(body.webhook)} if body.webhook is not None else {})
     )
+    outbound.check_submission(services.outbound, request)
     with services.db.transaction() as session:
         _queue(session, project_name, queue_name)
         job = jobs.submit(
