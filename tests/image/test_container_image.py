@@ -77,10 +77,10 @@ def image_python(client: docker.DockerClient, image: str) -> tuple[str, str]:
     return f"{major}.{minor}", libc
 
 
-def download_wheels(directory: Path, python: str, libc: str) -> None:
-    """The package's wheel and its dependencies' (with PostgreSQL's) for ``python`` on a
-    glibc ``libc`` machine, whatever Python runs the tests."""
-    pip("wheel", "--no-deps", "-w", str(directory), str(ROOT))
+def download_wheels(directory: Path, source: Path, python: str, libc: str) -> None:
+    """The package's wheel (built from ``source``) and its dependencies' (with PostgreSQL's)
+    for ``python`` on a glibc ``libc`` machine, whatever Python runs the tests."""
+    pip("wheel", "--no-deps", "-w", str(directory), str(source))
     (wheel,) = directory.glob("orchestrator-*.whl")
     machine = platform.machine()
     glibc_minor = int(libc.split(".")[1])
@@ -107,19 +107,15 @@ def pip(*arguments: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def build_context(wheels: Path) -> Any:
-    """The build context ``docker build .`` sends (``.dockerignore`` applied), with ``wheels``
-    as its ``wheels/``: a temporary tar file, at its start."""
+def build_context() -> Any:
+    """The build context ``docker build .`` sends (``.dockerignore`` applied): a temporary tar
+    file, at its start."""
     patterns = [
         line.strip()
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    context = build.tar(str(ROOT), exclude=patterns, dockerfile=("Dockerfile", None))
-    with tarfile.open(fileobj=context, mode="a") as archive:
-        archive.add(wheels, arcname="wheels")
-    context.seek(0)
-    return context
+    return build.tar(str(ROOT), exclude=patterns, dockerfile=("Dockerfile", None))
 
 
 @pytest.fixture(scope="module")
@@ -131,21 +127,22 @@ def server_image(
         docker_client.images.get(BASE_IMAGE)
     except docker.errors.ImageNotFound:
         unavailable(f"the base image {BASE_IMAGE} (scripts/build-local-images)")
-    wheels = tmp_path_factory.mktemp("wheels")
-    download_wheels(wheels, *image_python(docker_client, BASE_IMAGE))
-    context = build_context(wheels)
+    context = build_context()
+    # The package's wheel is built from what the build gets, not from the checkout (whose
+    # build/ may hold modules deleted since).
+    source = tmp_path_factory.mktemp("context")
     with tarfile.open(fileobj=context) as archive:
         sent = {name.split("/")[0] for name in archive.getnames()}
-    context.seek(0)
+        archive.extractall(source, filter="data")
     # What .dockerignore lets through, and nothing else (no tests, .git, caches or data).
-    assert sent == {
-        ".dockerignore",
-        "Dockerfile",
-        "README.md",
-        "pyproject.toml",
-        "orchestrator",
-        "wheels",
-    }
+    assert sent == {".dockerignore", "Dockerfile", "README.md", "pyproject.toml", "orchestrator"}
+    wheels = tmp_path_factory.mktemp("wheels")
+    download_wheels(wheels, source, *image_python(docker_client, BASE_IMAGE))
+    # Appended from the start: tarfile finds the archive's end by reading its members.
+    context.seek(0)
+    with tarfile.open(fileobj=context, mode="a") as archive:
+        archive.add(wheels, arcname="wheels")
+    context.seek(0)
     tag = f"orchestrator-test:{uuid.uuid4().hex[:10]}"
     stream = docker_client.api.build(
         fileobj=context,
@@ -353,11 +350,12 @@ def started(deployment: Deployment) -> tuple[Container, httpx.Client]:
 def the_runner(http: httpx.Client, container: Container) -> dict[str, Any] | None:
     """The server's one runner, once the process in ``container`` has registered it (until the
     old one's lease runs out, the registry shows the killed container's)."""
-    (runner,) = http.get("/v1/runners").json()["items"] or [None]
+    runners = http.get("/v1/runners").json()["items"]
+    assert len(runners) <= 1, f"more than one runner: {[runner['name'] for runner in runners]}"
     hostname = container.attrs["Config"]["Hostname"]
-    if runner is None or runner["state"] != "active" or runner["hostname"] != hostname:
+    if not runners or runners[0]["state"] != "active" or runners[0]["hostname"] != hostname:
         return None
-    return dict(runner)
+    return dict(runners[0])
 
 
 def job_of(http: httpx.Client, job_id: str) -> dict[str, Any]:
