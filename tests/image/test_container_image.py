@@ -382,6 +382,8 @@ def submit(http: httpx.Client, definition: str, input_data: dict[str, Any]) -> s
     return str(response.json()["id"])
 
 
+# The first test's time includes building the image (about a minute on a loaded machine).
+@pytest.mark.timeout(600)
 def test_a_recreated_server_container_keeps_its_jobs_and_its_runner_name(
     deployment: Deployment, docker_client: docker.DockerClient
 ) -> None:
