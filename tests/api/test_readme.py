@@ -2,9 +2,10 @@
 
 Every fenced block is checked by its language: a YAML block is loaded the way the product loads
 it (a definition by the definitions loader, a policy file as the server reads
-``ORCH_POLICY_FILE``), a JSON block parses, every body a ``curl`` example in a shell block sends
-parses (a file it names exists and loads), and a Python block compiles. A block this file cannot
-tell the kind of fails it: a new example is checked, never skipped.
+``ORCH_POLICY_FILE``, a Compose file is ``compose.yaml`` word for word), a JSON block parses,
+every body a ``curl`` example in a shell block sends parses (a file it names exists and loads),
+and a Python block compiles. A block this file cannot tell the kind of fails it: a new example
+is checked, never skipped.
 """
 
 from __future__ import annotations
@@ -74,8 +75,11 @@ BLOCKS = readme_blocks()
 
 
 def yaml_kind(block: Block) -> str:
-    """``definition`` or ``policy``, by the keys of the block's mapping; fails on anything else."""
+    """``definition``, ``policy`` or ``compose``, by the keys of the block's mapping; fails on
+    anything else."""
     data = yaml.safe_load(block.text)
+    if isinstance(data, dict) and "services" in data:
+        return "compose"
     if isinstance(data, dict) and data and set(map(str, data)) <= set(POLICY_FIELDS):
         return "policy"
     if isinstance(data, dict) and "image" in data:
@@ -84,9 +88,16 @@ def yaml_kind(block: Block) -> str:
 
 
 def check_yaml(block: Block, tmp_path: Path) -> None:
-    """Load a definition with the definitions loader, a policy file as the server does."""
-    if yaml_kind(block) == "definition":
+    """Load a definition with the definitions loader, a policy file as the server does; a
+    Compose file is the repository's ``compose.yaml``, word for word."""
+    kind = yaml_kind(block)
+    if kind == "definition":
         assert len(definition_spec.load_yaml(block.text, str(block))) == 1
+        return
+    if kind == "compose":
+        assert block.text + "\n" == (ROOT / "compose.yaml").read_text(), (
+            f"{block}: not compose.yaml"
+        )
         return
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(block.text)
@@ -141,7 +152,7 @@ def test_readme_block_loads_as_the_product_loads_it(block: Block, tmp_path: Path
 def test_the_readme_shows_a_definition_a_policy_file_and_curl_bodies() -> None:
     # The blocks above were found: a fence this file misreads would otherwise pass unchecked.
     kinds = {yaml_kind(block) for block in BLOCKS if block.language == "yaml"}
-    assert kinds == {"definition", "policy"}
+    assert kinds == {"definition", "policy", "compose"}
     assert any(curl_bodies(block.text) for block in BLOCKS if block.language == "sh")
 
 
