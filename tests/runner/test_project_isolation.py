@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import docker
@@ -17,6 +18,7 @@ import pytest
 
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import ContainerSpec
+from orchestrator.errors import ContainerFailure
 
 from .. import workers
 from ..conftest import TEST_IMAGE, LiveServer, installation_of, wait_for
@@ -345,3 +347,50 @@ def test_runners_racing_to_make_a_project_network_end_on_one(
             network.remove()
         for engine in engines:
             engine.close()
+
+
+@pytest.mark.docker
+def test_a_same_named_network_or_volume_of_someone_else_is_never_used(
+    docker_client: docker.DockerClient, busybox_image: str
+) -> None:
+    installation = uuid.uuid4().hex
+    labels = {"orchestrator.installation": installation, "orchestrator.project": "taken"}
+    name = f"orch-{installation[:12]}-taken"
+    # Made by someone else, under the names the project's would have, without its labels.
+    squatter = docker_client.networks.create(name, labels=TEST_LABEL)
+    volume = docker_client.volumes.create(f"{name}.data", labels=TEST_LABEL)
+    engine = DockerEngine(None, timeout=30, pool_size=2)
+    spec = ContainerSpec(
+        name=f"{name}-probe",
+        image=busybox_image,
+        command=["true"],
+        env={},
+        labels=labels,
+        network=name,
+        own_labels=labels,
+        own_network=True,
+    )
+    made: list[str] = []
+    try:
+        made.append(engine.create(spec))
+        joined = docker_client.api.inspect_container(made[0])["HostConfig"]["NetworkMode"]
+        (own,) = docker_client.networks.list(
+            filters={"label": f"orchestrator.installation={installation}"}
+        )
+        assert joined == own.id != squatter.id
+        assert own.name == name and own.attrs["Labels"] == labels
+        with pytest.raises(ContainerFailure, match=r"volume .* was not made for this project"):
+            engine.create(replace(spec, name=f"{name}-volume", own_volumes=(volume.name,)))
+        squatter.reload()
+        volume.reload()
+        assert squatter.attrs["Labels"] == TEST_LABEL and volume.attrs["Labels"] == TEST_LABEL
+    finally:
+        for container_id in made:
+            docker_client.api.remove_container(container_id, force=True)
+        for network in docker_client.networks.list(
+            filters={"label": f"orchestrator.installation={installation}"}
+        ):
+            network.remove()
+        squatter.remove()
+        volume.remove()
+        engine.close()
