@@ -4,14 +4,13 @@ Everything that weakens the wall between a job and its host, or between projects
 unless the server's policy allows it: privileged mode, the host's network, PID, IPC or user
 namespaces, a network other than the project's own (or none), a volume shared beyond the
 project, bind mounts of host paths (the Docker socket above all), added capabilities and
-devices; images may be
-restricted to allowed prefixes; what a job may ask for is bounded by the resource ceilings
-(``rules.resource_ceilings``). A refusal is a ``PolicyRefused`` (403) naming the option and
-the setting that would allow it. The check runs at registration, at submit and again in the
-runner, whose own policy may differ. The socket rule is decided on the real file a host path
-leads to on this machine (symlinks, ``//``, ``..``, /proc and bind mounts seen through), so a
-check reads the filesystem when a definition has host paths; ``resolve_for_runner`` hands the
-runner the real paths it checked, to mount those.
+devices; images may be restricted to allowed prefixes; what a job may ask for is bounded by
+the resource ceilings (``rules.resource_ceilings``). A refusal is a ``PolicyRefused`` (403)
+naming the option and the setting that would allow it. The check runs at registration, at
+submit and again in the runner, whose own policy may differ. The socket rule is decided on
+the real file a host path leads to on this machine (symlinks, ``//``, ``..``, /proc and bind
+mounts seen through), so a check reads the filesystem when a definition has host paths;
+``resolve_for_runner`` hands the runner the real paths it checked, to mount those.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ engine alone: runners racing to make a project's network end on one."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -127,7 +128,8 @@ def test_resources(docker_client: docker.DockerClient) -> Iterator[Callable[[str
     for resource in made:
         for container in docker_client.containers.list(all=True, ignore_removed=True):
             if resource.name in str(container.attrs["HostConfig"]):
-                container.remove(force=True)
+                with contextlib.suppress(docker.errors.APIError):  # being removed already
+                    container.remove(force=True)
         resource.remove()
 
 
