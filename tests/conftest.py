@@ -307,6 +307,11 @@ def make_server(
         )
         for container in listed:
             container.remove(force=True)
+        # Its projects' networks and volumes, once their containers are gone.
+        for network in docker_client.networks.list(filters={"label": label}):
+            network.remove()
+        for volume in docker_client.volumes.list(filters={"label": label}):
+            volume.remove(force=True)
 
 
 @pytest.fixture

@@ -71,6 +71,8 @@ class DockerEngine:
         self.pool_size = pool_size
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
+        # One network made at a time by this process (``_own_network``).
+        self._network_lock = threading.Lock()
 
     def _docker(self) -> docker.DockerClient:
         with self._lock:
@@ -136,17 +138,86 @@ class DockerEngine:
 
     def create(self, spec: ContainerSpec) -> str:
         """Create (not start) the container, pulling its image first when the engine lacks it
-        (as ``docker run`` does: no image check per container); returns its id."""
+        (as ``docker run`` does: no image check per container), and making first the network
+        and volumes it owns (``spec.own_*``); returns its id."""
+        for volume in spec.own_volumes:
+            self._own_volume(volume, spec.own_labels)
+        network = self._own_network(spec.network, spec.own_labels) if spec.own_network else None
         try:
-            return self._create(spec)
+            return self._create_pulling(spec, network)
+        except ContainerMissing as exc:
+            if network is None or network not in exc.message:
+                raise
+        # The network went between finding and joining it: a duplicate another runner removed.
+        return self._create_pulling(spec, self._own_network(spec.network, spec.own_labels))
+
+    def _create_pulling(self, spec: ContainerSpec, network: str | None) -> str:
+        try:
+            return self._create(spec, network)
         except ImageUnavailable:
             self.ensure_image(spec.image)
-        return self._create(spec)
+        return self._create(spec, network)
 
-    def _create(self, spec: ContainerSpec) -> str:
+    def _own_network(self, name: str, labels: dict[str, str]) -> str:
+        """The id of the network ``name`` carrying ``labels``, made if there is none.
+
+        Docker before 25 lets two creates of one name both succeed (two runners on one engine,
+        or two attempts of one runner), so the network is the oldest of those carrying the
+        labels, and a runner that made another one removes its own. A network of that name
+        without the labels (someone else's) is never joined nor touched."""
+        found = self._labelled_networks(name, labels)
+        if found:
+            return found[0]
+        with self._network_lock:
+            found = self._labelled_networks(name, labels)
+            if found:
+                return found[0]
+            api = self._docker().api
+            try:
+                made = self._call(
+                    "network create", api.create_network, name, driver="bridge", labels=labels
+                )
+            except ContainerFailure as exc:
+                # Docker 25 and later keep names unique: another runner's may have come first.
+                found = self._labelled_networks(name, labels)
+                if found:
+                    return found[0]
+                raise ContainerFailure(f"the network {name} cannot be made: {exc.message}") from exc
+            found = self._labelled_networks(name, labels)
+        made_id = str(made["Id"])
+        if found and found[0] != made_id:
+            try:
+                self._call("network remove", api.remove_network, made_id)
+            except ContainerFailure:
+                pass  # joined meanwhile by a runner that did not see the oldest yet: it stays
+            return found[0]
+        return made_id
+
+    def _labelled_networks(self, name: str, labels: dict[str, str]) -> list[str]:
+        """Ids of the networks named ``name`` carrying ``labels``, oldest first."""
+        filters = {"name": [name], "label": [f"{k}={v}" for k, v in labels.items()]}
+        listed = self._call("network list", self._docker().api.networks, filters=filters)
+        # Docker's name filter matches parts of names.
+        exact = [n for n in listed if n.get("Name") == name]
+        exact.sort(key=lambda n: (_docker_time(n.get("Created")) or _EPOCH, str(n["Id"])))
+        return [str(n["Id"]) for n in exact]
+
+    def _own_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Make the named volume ``name`` with ``labels``; one that exists must carry them."""
+        api = self._docker().api
+        volume = self._call("volume create", api.create_volume, name, labels=labels)
+        # Docker answers an existing volume's create with that volume, as it is.
+        found = volume.get("Labels") or {}
+        if any(found.get(key) != value for key, value in labels.items()):
+            raise ContainerFailure(
+                f"the volume {name} exists but was not made for this project "
+                "(its labels differ); it is not mounted"
+            )
+
+    def _create(self, spec: ContainerSpec, network: str | None) -> str:
         api = self._docker().api
         host_config: dict[str, Any] = {
-            "network_mode": spec.network,
+            "network_mode": network or spec.network,
             "binds": spec.volumes or None,
             "privileged": spec.privileged,
             "cap_add": spec.cap_add or None,
@@ -401,6 +472,9 @@ class DockerEngine:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _docker_time(text: str | None) -> datetime | None:

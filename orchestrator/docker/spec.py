@@ -10,6 +10,8 @@ LABEL_PREFIX = "orchestrator."
 # Every container an installation makes carries its id (``installation`` table): nothing an
 # installation does touches another's containers, even on one engine under one runner name.
 INSTALLATION_LABEL = f"{LABEL_PREFIX}installation"
+# The project a container, network or volume belongs to.
+PROJECT_LABEL = f"{LABEL_PREFIX}project"
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class ContainerSpec:
     # The runner's own read-write bind mounts: path in the container -> path on the engine's
     # host. Not the job's ``volumes``, which the policy rules.
     mounts: dict[str, str] = field(default_factory=dict)
+    # What the engine makes on demand for the container, labelled ``own_labels`` (a project's
+    # network and named volumes): ``network`` itself when ``own_network``, and the named volumes
+    # ``own_volumes``. Such a network is found by its labels, never by its name alone.
+    own_labels: dict[str, str] = field(default_factory=dict)
+    own_network: bool = False
+    own_volumes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -123,13 +124,41 @@ class RetryPolicy(StrictModel):
 VOLUME_PATTERN = re.compile(r"^(?P<source>[^:]+):(?P<target>/[^:]*)(?::(?P<mode>ro|rw))?$")
 # Docker's rule for volume names; anything else that is not an absolute path is a mistake.
 VOLUME_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]+$")
+# ``shared:models:/models``: the engine's volume ``models`` itself, not the project's own
+# ``models`` (allowed by the policy's ``shared_volumes``).
+SHARED_VOLUME_PREFIX = "shared:"
+
+
+@dataclass(frozen=True)
+class VolumeEntry:
+    """One entry of ``volumes``: a host path (``kind`` "host"), the project's own named volume
+    ("project"), or a volume shared by name beyond the project ("shared"); ``rest`` is what
+    follows the source: ``/container/path`` with its ``:ro`` or ``:rw``."""
+
+    kind: Literal["host", "project", "shared"]
+    source: str
+    rest: str
+
+
+def parse_volume(volume: str) -> VolumeEntry:
+    """The parts of a ``volumes`` entry (one the spec accepted)."""
+    if volume.startswith(SHARED_VOLUME_PREFIX):
+        # Else a volume named "shared" (``shared:/data``): its target is an absolute path.
+        match = VOLUME_PATTERN.match(volume.removeprefix(SHARED_VOLUME_PREFIX))
+        if match and not match["source"].startswith("/"):
+            source, _, rest = volume.removeprefix(SHARED_VOLUME_PREFIX).partition(":")
+            return VolumeEntry("shared", source, rest)
+    source, _, rest = volume.partition(":")
+    return VolumeEntry("host" if source.startswith("/") else "project", source, rest)
 
 
 def _check_volume(volume: str) -> str:
-    match = VOLUME_PATTERN.match(volume)
+    shared = volume.startswith(SHARED_VOLUME_PREFIX) and parse_volume(volume).kind == "shared"
+    match = VOLUME_PATTERN.match(volume.removeprefix(SHARED_VOLUME_PREFIX) if shared else volume)
     if not match:
         raise ValueError(
-            f"{volume!r} is not 'name:/container/path[:ro]' or '/host/path:/container/path[:ro]'"
+            f"{volume!r} is not 'name:/container/path[:ro]', "
+            "'shared:name:/container/path[:ro]' or '/host/path:/container/path[:ro]'"
         )
     source = match["source"]
     if not source.startswith("/") and not VOLUME_NAME_PATTERN.match(source):
@@ -181,7 +210,9 @@ class DefinitionSpec(StrictModel):
     working_dir: Annotated[Text, StringConstraints(pattern=r"^/")] | None = None
     user: Annotated[Text, StringConstraints(min_length=1)] | None = None
     labels: dict[Text, Text] = Field(default_factory=dict)
-    network: Annotated[Text, StringConstraints(min_length=1)] = "bridge"
+    # None: the project's own network (made by the runner); else Docker's name for a network
+    # (``bridge``, ``none``, ``host``, ``container:<name>``, a named one), which the policy rules.
+    network: Annotated[Text, StringConstraints(min_length=1)] | None = None
     volumes: list[Volume] = Field(default_factory=list)
     privileged: bool = False
     cap_add: list[Text] = Field(default_factory=list)
@@ -208,9 +239,11 @@ class DefinitionSpec(StrictModel):
 
     @field_validator("network")
     @classmethod
-    def _reachable_worker(cls, value: str, info: ValidationInfo) -> str:
-        if info.data.get("worker") is not None and (
-            value in UNREACHABLE_NETWORKS or value.startswith("container:")
+    def _reachable_worker(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if (
+            value is not None
+            and info.data.get("worker") is not None
+            and (value in UNREACHABLE_NETWORKS or value.startswith("container:"))
         ):
             raise ValueError(
                 f"a worker must be reachable at its own address; network {value!r} gives it none"

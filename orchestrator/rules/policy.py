@@ -1,15 +1,16 @@
 """The container policy: which risky container options definitions may ask for.
 
-Everything that weakens the wall between a job and its host is refused unless the server's
-policy allows it: privileged mode, the host's network, PID, IPC or user namespaces, bind mounts
-of host paths (the Docker socket above all), added capabilities and devices; images may be
-restricted to allowed prefixes; what a job may ask for is bounded by the resource ceilings
-(``rules.resource_ceilings``). A refusal is a ``PolicyRefused`` (403) naming the option and
-the setting that would allow it. The check runs at registration, at submit and again in the
-runner, whose own policy may differ. The socket rule is decided on the real file a host path
-leads to on this machine (symlinks, ``//``, ``..``, /proc and bind mounts seen through), so a
-check reads the filesystem when a definition has host paths; ``resolve_for_runner`` hands the
-runner the real paths it checked, to mount those.
+Everything that weakens the wall between a job and its host, or between projects, is refused
+unless the server's policy allows it: privileged mode, the host's network, PID, IPC or user
+namespaces, a network other than the project's own (or none), a volume shared beyond the
+project, bind mounts of host paths (the Docker socket above all), added capabilities and
+devices; images may be restricted to allowed prefixes; what a job may ask for is bounded by
+the resource ceilings (``rules.resource_ceilings``). A refusal is a ``PolicyRefused`` (403)
+naming the option and the setting that would allow it. The check runs at registration, at
+submit and again in the runner, whose own policy may differ. The socket rule is decided on
+the real file a host path leads to on this machine (symlinks, ``//``, ``..``, /proc and bind
+mounts seen through), so a check reads the filesystem when a definition has host paths;
+``resolve_for_runner`` hands the runner the real paths it checked, to mount those.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestrator.errors import OrchestratorError, PolicyRefused
 from orchestrator.rules import outbound
 from orchestrator.rules import resource_ceilings as ceilings
+from orchestrator.rules.definition_spec import parse_volume
 
 # Where container engines put their API sockets; a host mount of one of these (or of a directory
 # holding one) hands the job the engine, which is root on the host. Refused as spelled even where
@@ -92,6 +94,16 @@ class PolicySettings(BaseModel):
         default=False,
         description="allow images from a registry on a loopback or link-local address "
         "(`localhost:5000/app`, `127.0.0.1:5000/app`)",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="networks `network` may name beyond the project's own and `none` "
+        "(`bridge`: Docker's default network, shared by every container on the engine)",
+    )
+    shared_volumes: list[str] = Field(
+        default_factory=list,
+        description="volumes `volumes` may mount by their own name, shared beyond the project "
+        "(`shared:<name>:/path`)",
     )
     # Ceilings: the most a definition or a job may ask for (``rules.resource_ceilings``).
     max_memory: ceilings.Size = Field(
@@ -179,15 +191,7 @@ class ContainerPolicy(PolicySettings):
         self._check_image(str(container["image"]))
         if container.get("privileged") and not self.allow_privileged:
             _refuse("privileged", "privileged mode", "allow_privileged")
-        network = str(container.get("network") or "bridge")
-        if network == "host" and not self.allow_host_network:
-            _refuse("network", "the host's network (network: host)", "allow_host_network")
-        if network.startswith("container:") and not self.allow_host_network:
-            _refuse(
-                "network",
-                f"another container's network namespace (network: {network})",
-                "allow_host_network",
-            )
+        self._check_network(container.get("network"))
         for field, allowed, setting in (
             ("pid", self.allow_host_pid, "allow_host_pid"),
             ("ipc", self.allow_host_ipc, "allow_host_ipc"),
@@ -211,6 +215,26 @@ class ContainerPolicy(PolicySettings):
             raise PolicyRefused(excess.message(setting_name(excess.setting)), field=excess.field)
         return {**container, "volumes": volumes} if "volumes" in container else dict(container)
 
+    def _check_network(self, network: str | None) -> None:
+        """Refuse a network beyond the project's own (None) and ``none`` unless allowed."""
+        if network is None or network == "none":
+            return  # its project's own network, or none at all: it reaches no other project
+        if network == "host" or network.startswith("container:"):
+            if not self.allow_host_network:
+                what = (
+                    "the host's network (network: host)"
+                    if network == "host"
+                    else f"another container's network namespace (network: {network})"
+                )
+                _refuse("network", what, "allow_host_network")
+            return
+        if network not in self.allowed_networks:
+            _refuse(
+                "network",
+                f"the network {network}, shared beyond the project (network: {network}),",
+                "allowed_networks",
+            )
+
     def _check_image(self, image: str) -> None:
         registry = local_registry(image)
         if registry is not None and not self.allow_local_registries:
@@ -232,10 +256,16 @@ class ContainerPolicy(PolicySettings):
 
     def _volume(self, index: int, volume: str, host: _Host, *, on_runner: bool) -> str:
         """``volume`` as the engine should mount it, or ``PolicyRefused``."""
-        source, _, rest = volume.partition(":")
-        if not source.startswith("/"):
-            return volume  # a named volume: Docker manages it, no host path is exposed
+        entry = parse_volume(volume)
         field = f"volumes[{index}]"
+        if entry.kind == "project":
+            return volume  # the project's own volume (the runner names it): nothing shared
+        if entry.kind == "shared":
+            if entry.source not in self.shared_volumes:
+                what = f"the volume {entry.source}, shared beyond the project,"
+                _refuse(field, what, "shared_volumes")
+            return volume
+        source, rest = entry.source, entry.rest
         if not self.allow_host_mounts:
             _refuse(field, f"a bind mount of the host path {source}", "allow_host_mounts")
         if self.allow_docker_socket:

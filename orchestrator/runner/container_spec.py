@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from orchestrator.config import Settings
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerSpec
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, PROJECT_LABEL, ContainerSpec
+from orchestrator.rules.definition_spec import parse_volume
 from orchestrator.rules.masking import Masker
 from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
 from orchestrator.storage.models import Job
@@ -17,6 +18,18 @@ from orchestrator.storage.models import Job
 def attempt_name(job_id: str, attempt: int) -> str:
     """The name of an attempt's container and of its run directory."""
     return f"orch-{job_id}-{attempt}"
+
+
+def project_network(installation: str, project: str) -> str:
+    """The name of a project's own network on an engine: ``orch-<installation>-<project>``,
+    with the installation id's first 12 characters (its labels tell the rest)."""
+    return f"orch-{installation[:12]}-{project}"
+
+
+def project_volume(installation: str, project: str, volume: str) -> str:
+    """The engine's name of the project's own volume ``volume``: its network's name, a dot,
+    and the name (a project name holds no dot, so no two projects' names meet)."""
+    return f"{project_network(installation, project)}.{volume}"
 
 
 def container_name(job: Job) -> str:
@@ -38,6 +51,8 @@ def container_spec(
     A job whose definition sets no memory or pids limit gets the server's defaults.
     ``run_dir``: the runner's directory to mount at ``/run/orchestrator``, if any;
     ``volumes``: the job's volumes as the runner's policy resolved them (real host paths).
+    The container joins its project's own network unless its definition names another, and
+    each named volume is the project's own unless the definition asks for a shared one.
     """
     options = job.container
     resources = options["resources"]
@@ -57,9 +72,20 @@ def container_spec(
         f"{LABEL_PREFIX}job-id": job.id,
         f"{LABEL_PREFIX}attempt": str(job.attempt),
         f"{LABEL_PREFIX}runner": runner,
-        f"{LABEL_PREFIX}project": job.project,
+        PROJECT_LABEL: job.project,
         f"{LABEL_PREFIX}queue": job.queue,
     }
+    own_volumes = []
+    binds = []
+    for volume in options["volumes"] if volumes is None else volumes:
+        entry = parse_volume(volume)
+        if entry.kind == "project":
+            name = project_volume(installation, job.project, entry.source)
+            own_volumes.append(name)
+            binds.append(f"{name}:{entry.rest}")
+        else:
+            binds.append(f"{entry.source}:{entry.rest}")
+    network = options.get("network")
     return ContainerSpec(
         name=container_name(job),
         image=options["image"],
@@ -68,8 +94,8 @@ def container_spec(
         labels=labels,
         working_dir=options["working_dir"],
         user=options["user"],
-        network=options["network"],
-        volumes=options["volumes"] if volumes is None else volumes,
+        network=network or project_network(installation, job.project),
+        volumes=binds,
         privileged=options["privileged"],
         cap_add=options["cap_add"],
         devices=options["devices"],
@@ -82,6 +108,9 @@ def container_spec(
         shm_size=resources["shm_size"],
         gpus=resources["gpus"],
         mounts={RUN_DIR: run_dir} if run_dir else {},
+        own_labels={INSTALLATION_LABEL: installation, PROJECT_LABEL: job.project},
+        own_network=network is None,
+        own_volumes=tuple(own_volumes),
     )
 
 

@@ -14,7 +14,8 @@ import docker
 import pytest
 
 from orchestrator.config import Settings
-from orchestrator.errors import PolicyRefused
+from orchestrator.errors import DefinitionInvalid, PolicyRefused
+from orchestrator.rules.definition_spec import VolumeEntry, parse_volume, validate_spec
 from orchestrator.rules.policy import (
     ContainerPolicy,
     PolicyError,
@@ -37,6 +38,10 @@ REFUSED = [
     ({"privileged": True}, "privileged", "ORCH_POLICY_ALLOW_PRIVILEGED", {}),
     ({"network": "host"}, "network", "ORCH_POLICY_ALLOW_HOST_NETWORK", {}),
     ({"network": "container:other"}, "network", "ORCH_POLICY_ALLOW_HOST_NETWORK", {}),
+    ({"network": "bridge"}, "network", "ORCH_POLICY_ALLOWED_NETWORKS", {}),
+    ({"network": "backend"}, "network", "ORCH_POLICY_ALLOWED_NETWORKS", {"bridge"}),
+    ({"volumes": ["data:/d", "shared:models:/m:ro"]}, "volumes[1]", "SHARED_VOLUMES", {}),
+    ({"volumes": ["shared:models:/m"]}, "volumes[0]", "SHARED_VOLUMES", {"data"}),
     ({"pid": "host"}, "pid", "ORCH_POLICY_ALLOW_HOST_PID", {}),
     ({"ipc": "host"}, "ipc", "ORCH_POLICY_ALLOW_HOST_IPC", {}),
     ({"userns": "host"}, "userns", "ORCH_POLICY_ALLOW_HOST_USERNS", {}),
@@ -56,6 +61,8 @@ def test_policy_refuses_each_option_naming_it(
     policy = ContainerPolicy(
         allow_capabilities=sorted(allowed) if field.startswith("cap_add") else [],
         allowed_images=sorted(allowed) if field == "image" else [],
+        allowed_networks=sorted(allowed) if field == "network" else [],
+        shared_volumes=sorted(allowed) if field.startswith("volumes") else [],
     )
     with pytest.raises(Exception) as caught:
         policy.check(spec(**fields))
@@ -88,6 +95,8 @@ def test_everything_is_allowed_when_the_policy_says_so() -> None:
         allow_devices=True,
         allow_capabilities=["all"],
         allowed_images=["docker.io/library/"],
+        allowed_networks=["bridge"],
+        shared_volumes=["models"],
     ).check(
         spec(
             privileged=True,
@@ -95,11 +104,29 @@ def test_everything_is_allowed_when_the_policy_says_so() -> None:
             pid="host",
             ipc="host",
             userns="host",
-            volumes=["/srv:/srv"],
+            volumes=["/srv:/srv", "shared:models:/models:ro"],
             devices=["/dev/fuse"],
             cap_add=["cap_sys_admin"],
         )
     )
+
+
+def test_a_network_or_volume_of_the_project_alone_needs_no_permission() -> None:
+    policy = ContainerPolicy()
+    for network in (None, "none"):
+        policy.check(spec(network=network, volumes=["data:/data", "shared:/shared:ro"]))
+    ContainerPolicy(allowed_networks=["bridge"]).check(spec(network="bridge"))
+
+
+def test_volume_entries_say_whose_volume_they_mount() -> None:
+    assert parse_volume("data:/data") == VolumeEntry("project", "data", "/data")
+    # A volume named "shared" is the project's own; ``shared:<name>:`` asks for a shared one.
+    assert parse_volume("shared:/s:ro") == VolumeEntry("project", "shared", "/s:ro")
+    assert parse_volume("shared:models:/m:ro") == VolumeEntry("shared", "models", "/m:ro")
+    assert parse_volume("/srv/in:/in") == VolumeEntry("host", "/srv/in", "/in")
+    for bad in ("shared:/srv/in:/in", "shared:bad name:/m", "shared:models"):
+        with pytest.raises(DefinitionInvalid, match=r"volumes\[0\]"):
+            validate_spec(spec(volumes=[bad]), "test")
 
 
 def test_names_and_paths_are_normalized() -> None:

@@ -32,11 +32,13 @@ from tests.conftest import (
     LiveServer,
     drop_database,
     free_port,
+    installation_of,
     postgres_admin,
     unavailable,
     wait_for,
 )
 from tests.hosts import RunnerProcess, SecondEngine
+from tests.workers import build_worker_image, worker_definition
 
 FIRST_ENGINE = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
 RUNNER_SETTINGS = {
@@ -504,3 +506,36 @@ def test_an_attempt_that_ends_while_the_database_is_away_is_recorded_when_it_ret
         wait_for(lambda: not cluster.containers("host-2"))
     finally:
         proxy.down()
+
+
+def test_a_runner_on_the_second_engine_makes_the_projects_network_there(cluster: Cluster) -> None:
+    # Networks are per engine: each runner makes its project's network where it runs the job.
+    engine = cluster.second.client
+    image = build_worker_image(engine, TEST_IMAGE)
+    cluster.queue("far")
+    cluster.api.register(worker_definition("far-worker", image))
+    cluster.api.register({"name": "far-job", "image": TEST_IMAGE, "command": ["true"]})
+    runner = cluster.runner("host-2", "second", capacity=2, queues=["far"])
+    installation = installation_of(cluster.api.settings)
+    label = f"orchestrator.installation={installation}"
+    try:
+        worker = cluster.api.submit(definition="far-worker", queue="far", input={"text": "far"})
+        job = cluster.api.submit(definition="far-job", queue="far")
+        # The runner, on this host, reached the worker on the second engine's project network.
+        assert cluster.api.wait_job(worker["id"])["output"] == "far"
+        assert cluster.api.wait_job(job["id"])["status"] == "succeeded"
+        (network,) = engine.networks.list(filters={"label": label})
+        assert network.name == f"orch-{installation[:12]}-default"
+        assert network.attrs["Labels"]["orchestrator.project"] == "default"
+        first = docker.DockerClient(base_url=FIRST_ENGINE)
+        try:
+            assert not first.networks.list(filters={"label": label})
+        finally:
+            first.close()
+    finally:
+        runner.terminate()
+        runner.wait()
+        for container in engine.containers.list(all=True, filters={"label": label}):
+            container.remove(force=True)
+        for network in engine.networks.list(filters={"label": label}):
+            network.remove()

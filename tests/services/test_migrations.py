@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 
+from orchestrator.rules.definition_spec import DefinitionSpec, spec_hash
 from orchestrator.services import runners
 from orchestrator.storage import migrations
 from orchestrator.storage.db import Database
@@ -155,6 +157,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0006",
         "0007",
         "0008",
+        "0009",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -256,6 +259,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0006",
         "0007",
         "0008",
+        "0009",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -583,3 +587,56 @@ def test_0008_gives_projects_a_retention_of_their_own_and_jobs_the_expiry_index(
         inspector = sa.inspect(connection)
         assert "retention" not in {c["name"] for c in inspector.get_columns("projects")}
         assert "ix_jobs_project_finish" not in {i["name"] for i in inspector.get_indexes("jobs")}
+
+
+def stored_networks(db: Database) -> dict[str, Any]:
+    """The ``network`` of each job's container by status, and of the definition with its hash."""
+    with db.read_engine.connect() as connection:
+        jobs = connection.execute(sa.text("SELECT status, container FROM jobs")).all()
+        spec, digest = connection.execute(sa.text("SELECT spec, spec_hash FROM definitions")).one()
+    containers = {job.status: job.container for job in jobs}
+    if isinstance(spec, str):  # SQLite's JSON through a plain SELECT
+        containers = {status: json.loads(value) for status, value in containers.items()}
+        spec = json.loads(spec)
+    networks = {
+        status: container.get("network", "absent") for status, container in containers.items()
+    }
+    return {"jobs": networks, "definition": spec["network"], "hash": digest, "spec": spec}
+
+
+def test_0009_moves_definitions_and_unfinished_jobs_off_the_bridge(database: Database) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0008")
+    # As 0008's release stored them: every definition and job with Docker's bridge.
+    spec = {**definitions_spec(), "network": "bridge"}
+    with database.write_engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE definitions SET spec = :spec, spec_hash = :digest"),
+            {"spec": json.dumps(spec), "digest": spec_hash(spec)},
+        )
+        connection.execute(
+            sa.text("UPDATE jobs SET container = :container"),
+            {"container": json.dumps({"image": "busybox:1.36", "network": "bridge"})},
+        )
+
+    assert [line.split(":")[0] for line in database.upgrade_schema().applied] == ["0009"]
+
+    after = stored_networks(database)
+    unfinished = {"scheduled", "queued", "starting", "running"}
+    assert after["jobs"] == {s: None if s in unfinished else "bridge" for s in OLD_JOBS}
+    assert after["definition"] is None
+    # Registering the same file again finds the same version: the hash is today's.
+    assert after["hash"] == spec_hash(after["spec"]) == spec_hash(definitions_spec())
+    assert_seeded_data_intact(database)
+
+    migrate_down_to(database, "0008")
+    before = stored_networks(database)
+    assert before["jobs"] == dict.fromkeys(OLD_JOBS, "bridge")
+    assert before["definition"] == "bridge"
+    assert before["hash"] == spec_hash(spec)
+
+
+def definitions_spec() -> dict[str, Any]:
+    """A definition's canonical spec as this release stores it (no network: its project's)."""
+    return DefinitionSpec.model_validate({"name": "etl", "image": "busybox:1.36"}).canonical()
