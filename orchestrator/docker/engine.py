@@ -9,6 +9,7 @@ The client is created lazily, so a server starts while its engine is down.
 from __future__ import annotations
 
 import io
+import re
 import tarfile
 import threading
 import time
@@ -73,6 +74,10 @@ class DockerEngine:
         self._lock = threading.Lock()
         # One network made at a time by this process (``_own_network``).
         self._network_lock = threading.Lock()
+        # The container this process runs in, if it is one on this engine (``_runner_container``):
+        # looked up once.
+        self._runner_container_id: str | None = None
+        self._runner_container_known = False
 
     def _docker(self) -> docker.DockerClient:
         with self._lock:
@@ -144,12 +149,46 @@ class DockerEngine:
             self._own_volume(volume, spec.own_labels)
         network = self._own_network(spec.network, spec.own_labels) if spec.own_network else None
         try:
-            return self._create_pulling(spec, network)
+            container_id = self._create_pulling(spec, network)
         except ContainerMissing as exc:
             if network is None or network not in exc.message:
                 raise
-        # The network went between finding and joining it: a duplicate another runner removed.
-        return self._create_pulling(spec, self._own_network(spec.network, spec.own_labels))
+            # The network went between finding and joining it: a duplicate another runner
+            # removed.
+            container_id = self._create_pulling(
+                spec, self._own_network(spec.network, spec.own_labels)
+            )
+        if spec.own_network and spec.reached_by_runner:
+            self._reach_from_runner(container_id, spec)
+        return container_id
+
+    def _reach_from_runner(self, container_id: str, spec: ContainerSpec) -> None:
+        """Let a runner that is itself a container on this engine reach ``container_id`` (not
+        started yet): both join the project's internal runner network, ``<network>.runner``
+        (a dot: no project name has one).
+
+        Not the project's own network: joining that would let Docker make it the runner
+        container's default route (it picks the first network by name), moving its published
+        ports. An internal network is never a default route, and holds only this project's
+        containers that the runner talks to."""
+        runner = self._runner_container()
+        if runner is None:
+            return  # on the engine's host: it reaches the container on its own network
+        access = self._own_network(f"{spec.network}.runner", spec.own_labels, internal=True)
+        api = self._docker().api
+        if access not in self._networks_of(runner):
+            try:
+                self._call("network connect", api.connect_container_to_network, runner, access)
+            except ContainerFailure:
+                if access not in self._networks_of(runner):  # else joined meanwhile
+                    raise
+        self._call("network connect", api.connect_container_to_network, container_id, access)
+
+    def _networks_of(self, container_id: str) -> set[str]:
+        """The ids of the networks ``container_id`` is on."""
+        info = self._call("container inspect", self._docker().api.inspect_container, container_id)
+        networks = info.get("NetworkSettings", {}).get("Networks") or {}
+        return {str(n.get("NetworkID")) for n in networks.values()}
 
     def _create_pulling(self, spec: ContainerSpec, network: str | None) -> str:
         try:
@@ -158,8 +197,9 @@ class DockerEngine:
             self.ensure_image(spec.image)
         return self._create(spec, network)
 
-    def _own_network(self, name: str, labels: dict[str, str]) -> str:
-        """The id of the network ``name`` carrying ``labels``, made if there is none.
+    def _own_network(self, name: str, labels: dict[str, str], *, internal: bool = False) -> str:
+        """The id of the network ``name`` carrying ``labels``, made (``internal``: without a
+        route out) if there is none.
 
         Docker before 25 lets two creates of one name both succeed (two runners on one engine,
         or two attempts of one runner), so the network is the oldest of those carrying the
@@ -175,7 +215,12 @@ class DockerEngine:
             api = self._docker().api
             try:
                 made = self._call(
-                    "network create", api.create_network, name, driver="bridge", labels=labels
+                    "network create",
+                    api.create_network,
+                    name,
+                    driver="bridge",
+                    labels=labels,
+                    internal=internal,
                 )
             except ContainerFailure as exc:
                 # Docker 25 and later keep names unique: another runner's may have come first.
@@ -201,6 +246,24 @@ class DockerEngine:
         exact = [n for n in listed if n.get("Name") == name]
         exact.sort(key=lambda n: (_docker_time(n.get("Created")) or _EPOCH, str(n["Id"])))
         return [str(n["Id"]) for n in exact]
+
+    def _runner_container(self) -> str | None:
+        """The id of the container this process runs in, if it is a container of this engine;
+        None on a host, or in a container of another engine."""
+        if self._runner_container_known:
+            return self._runner_container_id
+        found: str | None = None
+        candidate = _own_container_id()
+        if candidate is not None:
+            try:
+                info = self._call(
+                    "container inspect", self._docker().api.inspect_container, candidate
+                )
+                found = str(info["Id"])
+            except ContainerMissing:
+                found = None  # a container of another engine
+        self._runner_container_id, self._runner_container_known = found, True
+        return found
 
     def _own_volume(self, name: str, labels: dict[str, str]) -> None:
         """Make the named volume ``name`` with ``labels``; one that exists must carry them."""
@@ -409,11 +472,19 @@ class DockerEngine:
         )
 
     def address(self, container_id: str, network: str) -> str | None:
-        """The container's IP address on ``network`` (else on any of its networks); None when
-        it has none (not running, or a network mode without an address of its own)."""
+        """The container's IP address on ``network`` (else on any of its networks; for a runner
+        in a container, on one they share); None when it has none (not running, or a network
+        mode without an address of its own)."""
         info = self._call("container inspect", self._docker().api.inspect_container, container_id)
         networks: dict[str, Any] = info.get("NetworkSettings", {}).get("Networks") or {}
         preferred = networks.get(network) or {}
+        runner = self._runner_container()
+        if runner is not None:
+            # A runner in a container reaches it on a network they share (``_reach_from_runner``).
+            shared = self._networks_of(runner)
+            preferred = next(
+                (n for n in networks.values() if n.get("NetworkID") in shared), preferred
+            )
         addresses = [preferred.get("IPAddress")] + [n.get("IPAddress") for n in networks.values()]
         return next((address for address in addresses if address), None)
 
@@ -475,6 +546,21 @@ class DockerEngine:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Docker bind-mounts a container's own hostname, hosts and resolv.conf files from its directory
+# on the engine's host, named by the container's id: /proc/self/mountinfo shows it, under cgroup
+# v1 and v2 alike.
+_CONTAINER_DIRECTORY = re.compile(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)\s")
+
+
+def _own_container_id() -> str | None:
+    """The Docker id of the container this process runs in, as its mounts say; None outside
+    one (or where they do not say)."""
+    try:
+        with open("/proc/self/mountinfo") as mounts:
+            found = _CONTAINER_DIRECTORY.search(mounts.read())
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def _docker_time(text: str | None) -> datetime | None:

@@ -47,6 +47,9 @@ class ContainerSpec:
     own_labels: dict[str, str] = field(default_factory=dict)
     own_network: bool = False
     own_volumes: tuple[str, ...] = ()
+    # The runner talks to the container over its network (an HTTP worker): a runner that is
+    # itself a container on this engine reaches it on an internal network they share.
+    reached_by_runner: bool = False
 
 
 @dataclass(frozen=True)

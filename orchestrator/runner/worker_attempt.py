@@ -71,7 +71,13 @@ def worker_spec(
         f"{LABEL_PREFIX}project": job.project,
         f"{LABEL_PREFIX}queue": job.queue,
     }
-    return replace(base, name=f"orch-worker-{job.definition_name}", env=env, labels=labels)
+    return replace(
+        base,
+        name=f"orch-worker-{job.definition_name}",
+        env=env,
+        labels=labels,
+        reached_by_runner=True,
+    )
 
 
 def pool_key(job: Job, spec: ContainerSpec, config: WorkerConfig) -> str:

@@ -169,6 +169,8 @@ class Deployment(abc.ABC):
     def __init__(self, client: docker.DockerClient) -> None:
         self.client = client
         self.runner_names: set[str] = set()
+        # The installations its servers made projects' networks for.
+        self.installations: set[str] = set()
 
     @abc.abstractmethod
     def start(self) -> Container:
@@ -179,13 +181,17 @@ class Deployment(abc.ABC):
         """Remove the containers, volumes and networks it made."""
 
     def remove_jobs(self) -> None:
-        """The job containers its runner left (none when the test passes)."""
+        """The job and worker containers its runner left, and its projects' networks."""
         for name in self.runner_names:
             listed = self.client.containers.list(
                 all=True, filters={"label": f"orchestrator.runner={name}"}, ignore_removed=True
             )
             for container in listed:
                 container.remove(force=True)
+        for installation in self.installations:
+            label = f"orchestrator.installation={installation}"
+            for network in self.client.networks.list(filters={"label": label}):
+                network.remove()
 
 
 class DockerRun(Deployment):
@@ -369,6 +375,26 @@ def job_in(http: httpx.Client, job_id: str, status: str) -> dict[str, Any] | Non
     return job if job["status"] == status else None
 
 
+# The README's HTTP worker: busybox httpd answering each job with its input.
+ECHO_WORKER_SCRIPT = """mkdir -p /www/cgi-bin
+cat > /www/cgi-bin/echo <<'CGI'
+#!/bin/sh
+printf 'Content-Type: application/json\\r\\n\\r\\n'
+head -c "$CONTENT_LENGTH"
+CGI
+chmod +x /www/cgi-bin/echo
+echo ok > /www/health
+exec httpd -f -p 8080 -h /www
+"""
+ECHO_WORKER = {
+    "name": "echo-worker",
+    "image": TEST_IMAGE,
+    "command": ["sh", "-c", ECHO_WORKER_SCRIPT],
+    "worker": {"port": 8080, "path": "/cgi-bin/echo", "readiness_path": "/health"},
+    "timeout": "30s",
+}
+
+
 def register(http: httpx.Client, name: str, script: str) -> None:
     spec = {"name": name, "image": TEST_IMAGE, "command": ["sh", "-c", script]}
     response = http.post("/v1/projects/default/definitions", json=spec)
@@ -400,6 +426,26 @@ def test_a_recreated_server_container_keeps_its_jobs_and_its_runner_name(
     assert job["output"] == {"n": 1}
     # The engine does not see the container's files: input and output went by the archive API.
     wait_for(lambda: b"instead of mounting them" in first.logs(), timeout=10)
+
+    # An HTTP worker sits on the project's own network, out of the server container's reach:
+    # the worker and the server's container both join the project's internal runner network.
+    response = http.post("/v1/projects/default/definitions", json=ECHO_WORKER)
+    assert response.status_code in (200, 201), response.text
+    served = submit(http, "echo-worker", {"text": "hello"})
+    (worker,) = wait_for(
+        lambda: docker_client.containers.list(
+            filters={"label": f"orchestrator.runner={runner['name']}", "name": "orch-worker-"}
+        ),
+        timeout=60,
+    )
+    deployment.installations.add(worker.labels["orchestrator.installation"])
+    job = wait_for(lambda: job_in(http, served, "succeeded"), timeout=90)
+    assert job["output"] == {"text": "hello"}
+    # On the project's internal runner network, which never becomes its default route (its
+    # published port stays where it was: the API answers on).
+    first.reload()
+    assert any(name.endswith(".runner") for name in first.attrs["NetworkSettings"]["Networks"])
+    assert http.get("/healthz").status_code == 200
 
     held = submit(http, "held", {"n": 2})
     wait_for(lambda: job_in(http, held, "running"), timeout=60)
