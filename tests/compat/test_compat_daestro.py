@@ -266,7 +266,8 @@ def test_a_waiting_job_is_cancelled_at_once(make_server: Callable[..., LiveServe
 
 
 def test_failed_timeout_and_error_states(make_server: Callable[..., LiveServer]) -> None:
-    server = make_server()
+    # The missing image's registry is on loopback, which the policy refuses unless allowed.
+    server = make_server(policy_allow_local_registries=True)
     setup_project(server, "my-project", "first-job-queue")
     server.register(
         {"name": "slow", "image": TEST_IMAGE, "command": ["sleep", "60"], "timeout": 1},

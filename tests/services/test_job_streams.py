@@ -38,6 +38,7 @@ def services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
             ),
             policy=built.policy,
             limits=built.limits,
+            caps=built.caps,
         )
     yield built
     built.close()
