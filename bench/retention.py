@@ -2,7 +2,8 @@
 latency while it runs.
 
 One server (no runner) holds N finished jobs past retention, each with its three events and a
-log row, copied in bulk from a real cancelled job. The server keeps everything at first
+log row, copied in bulk from a real cancelled job (the events and logs stored in the jobs'
+order, as when jobs come and go over time). The server keeps everything at first
 (``ORCH_RETENTION=0``): submits over its API are timed while the database is idle. Then the
 project's retention is set to 30 days (``PATCH /v1/projects/default``) and the server's own
 collector (the background loop, ``ORCH_GC_INTERVAL=0.5``) deletes the backlog while the same
@@ -64,12 +65,15 @@ def load_backlog(db: Database, template_id: str, count: int) -> float:
     events = (
         "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
         "SELECT j.id, e.time, e.type, e.attempt, e.status, e.detail "
-        "FROM jobs AS j, job_events AS e WHERE e.job_id = :template AND j.id <> :template"
+        "FROM jobs AS j, job_events AS e WHERE e.job_id = :template AND j.id <> :template "
+        # A job's events side by side, in the order of the jobs (as when jobs come and go over
+        # time), not in the order of their random ids (a join may scan jobs by its id index).
+        "ORDER BY j.seq, e.id"
     )
     logs = (
         "INSERT INTO job_logs (job_id, attempt, time, text) "
         "SELECT j.id, 1, j.create_time, 'a line of output\n' FROM jobs AS j "
-        "WHERE j.id <> :template"
+        "WHERE j.id <> :template ORDER BY j.seq"
     )
     began = time.perf_counter()
     with db.write_engine.begin() as connection:
