@@ -118,7 +118,7 @@ def main() -> None:
     args = parser.parse_args()
     record = machine()
     count = args.jobs or (20_000 if args.smoke else 1_000_000)
-    submits = 100 if args.smoke else 300
+    submits = 100 if args.smoke else 1000
     kind = "postgres" if args.postgres else "sqlite"
     with (
         tempfile.TemporaryDirectory(prefix="bench-retention-") as tmpdir,
@@ -141,7 +141,7 @@ def main() -> None:
             server.http.post(f"/v1/projects/default/jobs/{template['id']}/cancel")
             load_s = load_backlog(db, template["id"], count)
             print(f"  {count} finished jobs loaded in {load_s:.1f} s", flush=True)
-            time_submits(server, 20)  # warm-up
+            time_submits(server, 50)  # warm-up
             idle = time_submits(server, submits)
             began = time.perf_counter()
             server.http.patch("/v1/projects/default", json={"retention": "30d"}).raise_for_status()

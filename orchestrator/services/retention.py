@@ -273,25 +273,26 @@ class Collection:
 
     def batch(self) -> Removed:
         """Delete one batch; what went (``more``: call again after ``pause``)."""
-        with self.db.transaction(bulk=True) as session:
-            session.connection()  # BEGIN: from here the writer is ours
-            began = time.monotonic()
-            removed = collect(session, self.keep, self.clock(), self.size)
-        held = time.monotonic() - began
+        # The writer turn is held from the batch's BEGIN to the end of its vacuum, then the
+        # checkpoint starts at once: a submit that waited for the turn finds the checkpoint
+        # under way and leaves it (its own commit would otherwise make it, on its time).
+        with self.db.writer_turn():
+            with self.db.transaction(bulk=True) as session:
+                session.connection()  # BEGIN: from here the writer is ours
+                began = time.monotonic()
+                removed = collect(session, self.keep, self.clock(), self.size)
+            if removed.total:
+                self.db.release_free_pages()
+            held = time.monotonic() - began
         if removed.total:
-            released = time.monotonic()
-            self.db.release_free_pages()
             self.db.checkpoint()
-            # The checkpoint leaves the writer free: the pause only makes up the difference.
-            after = time.monotonic() - released
-        else:
-            after = 0.0
         if removed.more:
             # Only a full batch says how many fit in the time; at most double or halve.
             wanted = self.size * self.batch_time / max(held, 1e-4)
             wanted = min(max(wanted, self.size / 2), self.size * 2)
             self.size = int(min(max(wanted, min(FIRST_BATCH, self.max_batch)), self.max_batch))
-        self.pause = max(held - after, 0.0)
+        # The checkpoint leaves the writer free: the pause only makes up the difference.
+        self.pause = max(held - (time.monotonic() - began - held), 0.0)
         return removed
 
     def until_done(self) -> Removed:

@@ -387,7 +387,7 @@ class Database:
         the commit, holding this process's writer turn for as long again as the transaction.
         """
         engine = self._bulk_engine if bulk and self._bulk_engine is not None else self.write_engine
-        with _translated(), self._writer_turn():
+        with _translated(), self.writer_turn():
             with Session(engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
@@ -396,7 +396,7 @@ class Database:
             callback()
 
     @contextmanager
-    def _writer_turn(self) -> Iterator[None]:
+    def writer_turn(self) -> Iterator[None]:
         """On SQLite, this process's writers take turns on a lock before ``BEGIN IMMEDIATE``.
 
         SQLite admits one writer; the others wait in its busy handler, which sleeps up to
@@ -421,7 +421,7 @@ class Database:
             return 0
         # Outside SQLAlchemy's transaction: only the driver's script call steps the statement
         # to its end (a plain execute frees one page), and it runs in autocommit.
-        with _translated(), self._writer_turn():
+        with _translated(), self.writer_turn():
             # The bulk engine's connection: its commit leaves the checkpoint to ``checkpoint``.
             pooled = (self._bulk_engine or self.write_engine).raw_connection()
             try:
