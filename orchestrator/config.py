@@ -159,8 +159,8 @@ class Settings(BaseSettings):
     # Retention: finished jobs (with their events, logs and webhook deliveries) and finished
     # schedule runs older than ``retention`` are deleted, audit entries older than
     # ``audit_retention``; 0 keeps them. A project may set its own ``retention``. Collection
-    # runs every ``gc_interval`` seconds, in transactions sized to hold the database for about
-    # ``gc_batch_time`` seconds each, of ``gc_batch`` jobs at most.
+    # runs every ``gc_interval`` seconds, in transactions of ``gc_batch`` jobs at most; on
+    # SQLite each is sized to hold the one writer for about ``gc_batch_time`` seconds.
     retention: Annotated[float, BeforeValidator(parse_retention)] = 30 * 86400.0
     audit_retention: Annotated[float, BeforeValidator(parse_retention)] = 365 * 86400.0
     gc_interval: float = Field(default=300.0, gt=0)
