@@ -372,3 +372,32 @@ def test_the_sqlite_file_stops_growing_when_jobs_come_and_go(world: World) -> No
         after.append(pages())
     assert max(after[1:]) <= after[0], after
     assert orphans(world) == {"job_events": 0, "job_logs": 0, "webhook_deliveries": 0}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_collector_gives_free_pages_back_once_the_backlog_is_gone(world: World) -> None:
+    """During a backlog the freed pages stay free (new rows would reuse them); once it is gone,
+    each batch gives back ``RELEASE_PAGES`` and says there is more until fewer are left."""
+    db = world.services.db
+
+    def pragma(name: str) -> int:
+        with db.read() as session:
+            return int(session.connection().exec_driver_sql(f"PRAGMA {name}").scalar() or 0)
+
+    for _ in range(20):
+        job_id = world.submit()
+        with db.transaction() as session:
+            attempts.append_logs(session, None, job_id, 1, [(utcnow(), "x" * 50_000)] * 4)
+    full = pragma("page_count")
+    batches = collection(world, max_batch=10)
+    first = batches.batch()
+    assert (first.jobs, first.more) == (10, True)
+    assert pragma("freelist_count") > 0
+    assert pragma("page_count") == full
+    steps = [batches.batch()]
+    while steps[-1].more:
+        steps.append(batches.batch())
+    assert sum(step.jobs for step in steps) == 10
+    assert len(steps) > 2  # a full release at least, then the last, smaller one
+    assert pragma("freelist_count") < retention.RELEASE_PAGES
+    assert pragma("page_count") < full - retention.RELEASE_PAGES
