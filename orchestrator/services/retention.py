@@ -47,9 +47,9 @@ from orchestrator.storage.models import (
 # A collection's first batch, and the smallest: the time a batch takes decides the next size.
 FIRST_BATCH = 50
 # Free pages given back to the file system per batch once a backlog is gone (SQLite). Not
-# during one: the driver frees one page per call, each call hands the interpreter lock to the
-# server's request threads and waits to get it back, holding the writer meanwhile (a backlog
-# went at 3,207 jobs/s with a release after each batch, 5,240 without, same machine and hour).
+# during one: the vacuum moves pages (more to write, and to checkpoint) and the driver steps it
+# one page per call, all while holding the writer (a backlog went at 3,207 jobs/s with a
+# release after each batch, 5,240 without, on the same machine within minutes).
 RELEASE_PAGES = 512
 
 
