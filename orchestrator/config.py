@@ -164,11 +164,13 @@ class Settings(BaseSettings):
     # Retention: finished jobs (with their events, logs and webhook deliveries) and finished
     # schedule runs older than ``retention`` are deleted, audit entries older than
     # ``audit_retention``; 0 keeps them. A project may set its own ``retention``. Collection
-    # runs every ``gc_interval`` seconds, ``gc_batch`` jobs per transaction.
+    # runs every ``gc_interval`` seconds, in transactions of ``gc_batch`` jobs at most; on
+    # SQLite each is sized to hold the one writer for about ``gc_batch_time`` seconds.
     retention: Annotated[float, BeforeValidator(parse_retention)] = 30 * 86400.0
     audit_retention: Annotated[float, BeforeValidator(parse_retention)] = 365 * 86400.0
     gc_interval: float = Field(default=300.0, gt=0)
     gc_batch: int = Field(default=500, ge=1, le=10_000)
+    gc_batch_time: float = Field(default=0.01, gt=0, le=10)
 
     # SaladCloud's drop-in API: the one organisation name it answers to; unset, any name.
     salad_organization: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")

@@ -1,6 +1,6 @@
-"""The collector: deletes what is past retention in the background, one small batch per
-transaction, back to back while a backlog lasts (with a short pause between batches, so
-submits and claims get the writer in turn), then every ``gc_interval`` seconds.
+"""The collector: deletes what is past retention in the background, in batches sized to hold
+the database briefly (``services.retention.Collection``), back to back with a pause as long as
+each batch while a backlog lasts, then every ``gc_interval`` seconds.
 
 Several servers on one database may collect at once: each batch takes its jobs with
 ``SKIP LOCKED`` on PostgreSQL, and deleting a row another server deleted first is no error.
@@ -13,17 +13,13 @@ from collections.abc import Callable
 from datetime import datetime
 
 from orchestrator.config import Settings
-from orchestrator.services import retention
-from orchestrator.services.retention import Removed, Retention
+from orchestrator.services.retention import Collection, Removed, Retention
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import utcnow
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.loop import Loop
 
 logger = logging.getLogger(__name__)
-
-# Between two batches of a backlog: long enough for a waiting writer to take its turn.
-BATCH_PAUSE_SECONDS = 0.05
 
 
 class Collector:
@@ -33,14 +29,19 @@ class Collector:
         self, settings: Settings, db: Database, hub: Hub, clock: Callable[[], datetime] = utcnow
     ) -> None:
         self.settings = settings
-        self.db = db
-        self.clock = clock
+        self.collection = Collection(
+            db,
+            Retention.from_settings(settings),
+            clock,
+            max_batch=settings.gc_batch,
+            batch_time=settings.gc_batch_time,
+        )
         self._more = False
         self.loop = Loop(
             name="retention",
             hub=hub,
             run_once=self.collect_batch,
-            next_wait=lambda: BATCH_PAUSE_SECONDS if self._more else settings.gc_interval,
+            next_wait=lambda: self.collection.pause if self._more else settings.gc_interval,
             failure_wait=lambda: settings.gc_interval,
             failed="retention pass failed",
             action="retention_failed",
@@ -48,16 +49,8 @@ class Collector:
 
     def collect_batch(self) -> Removed:
         """Delete one batch of what is past retention; what went."""
-        with self.db.transaction() as session:
-            removed = retention.collect(
-                session,
-                Retention.from_settings(self.settings),
-                self.clock(),
-                self.settings.gc_batch,
-            )
+        removed = self.collection.batch()
         self._more = removed.more
-        if removed.total:
-            self.db.release_free_pages()
         if removed.total:
             logger.info(
                 "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "

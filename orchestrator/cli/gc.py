@@ -12,7 +12,7 @@ from orchestrator.errors import DatabaseUnavailable
 from orchestrator.services import retention
 from orchestrator.services.retention import Removed, Retention
 from orchestrator.storage import migrations
-from orchestrator.storage.db import FREE_PAGES_PER_RELEASE, Database
+from orchestrator.storage.db import Database
 from orchestrator.storage.models import utcnow
 
 
@@ -43,10 +43,7 @@ def _run(settings: Settings, database: Database, dry_run: bool) -> Removed:
     if dry_run:
         with database.read() as session:
             return retention.expired(session, keep, utcnow())
-    total = Removed(more=True)
-    while total.more:
-        with database.transaction() as session:
-            total.add(retention.collect(session, keep, utcnow(), settings.gc_batch))
-    while database.release_free_pages() == FREE_PAGES_PER_RELEASE:
-        pass
-    return total
+    collection = retention.Collection(
+        database, keep, utcnow, max_batch=settings.gc_batch, batch_time=settings.gc_batch_time
+    )
+    return collection.until_done()

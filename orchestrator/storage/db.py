@@ -157,12 +157,12 @@ def outage_of(url: str) -> Outage:
         return _outages.setdefault(key, Outage())
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+def _sqlite_engine(url: str, *, immediate: bool, checkpoints: bool = True) -> Engine:
     engine = sa.create_engine(
         url,
         connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-        pool_size=20,
-        max_overflow=20,
+        pool_size=20 if checkpoints else 2,
+        max_overflow=20 if checkpoints else 2,
         # A bug's traceback still names the statement, but not the values (job data) it bound.
         hide_parameters=True,
     )
@@ -179,6 +179,9 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        if not checkpoints:
+            # Its commits leave the WAL as it is: ``Database.checkpoint`` copies it later.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -265,6 +268,10 @@ class Database:
                 private_files.prepare_sqlite_file(database)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            # Bulk transactions (retention's batches): no checkpoint at their commit.
+            self._bulk_engine: Engine | None = _sqlite_engine(
+                url, immediate=True, checkpoints=False
+            )
             self._writer_lock: threading.RLock | None = _sqlite_writer_lock(url)
         else:
             self.write_engine = _postgres_engine(url, self.outage)
@@ -272,6 +279,7 @@ class Database:
             # READ COMMITTED each statement takes its own snapshot inside a transaction too,
             # so a read sees exactly what it saw in one.
             self.read_engine = self.write_engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._bulk_engine = None
             self._writer_lock = None
         # Every statement of the process passes here, whoever runs it: the first connection
         # failure starts the outage, the first success after it ends it. (On PostgreSQL the
@@ -279,6 +287,8 @@ class Database:
         engines = [self.write_engine]
         if self.read_engine.pool is not self.write_engine.pool:
             engines.append(self.read_engine)
+        if self._bulk_engine is not None:
+            engines.append(self._bulk_engine)
         for engine in engines:
             event.listen(engine, "handle_error", self._on_error)
             event.listen(engine, "after_cursor_execute", self._on_success)
@@ -368,10 +378,17 @@ class Database:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A write transaction: committed on success, rolled back on any exception."""
-        with _translated(), self._writer_turn():
-            with Session(self.write_engine, expire_on_commit=False) as session:
+    def transaction(self, *, bulk: bool = False) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception.
+
+        ``bulk`` (retention's batches, which write thousands of pages): on SQLite its commit
+        leaves the copy of those pages from the WAL into the database file to ``checkpoint``,
+        which the caller runs once the writer is free. Otherwise the checkpoint would run at
+        the commit, holding this process's writer turn for as long again as the transaction.
+        """
+        engine = self._bulk_engine if bulk and self._bulk_engine is not None else self.write_engine
+        with _translated(), self.writer_turn():
+            with Session(engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
                 callbacks = session.info.pop(AFTER_COMMIT, [])
@@ -379,7 +396,7 @@ class Database:
             callback()
 
     @contextmanager
-    def _writer_turn(self) -> Iterator[None]:
+    def writer_turn(self) -> Iterator[None]:
         """On SQLite, this process's writers take turns on a lock before ``BEGIN IMMEDIATE``.
 
         SQLite admits one writer; the others wait in its busy handler, which sleeps up to
@@ -404,8 +421,9 @@ class Database:
             return 0
         # Outside SQLAlchemy's transaction: only the driver's script call steps the statement
         # to its end (a plain execute frees one page), and it runs in autocommit.
-        with _translated(), self._writer_turn():
-            pooled = self.write_engine.raw_connection()
+        with _translated(), self.writer_turn():
+            # The bulk engine's connection: its commit leaves the checkpoint to ``checkpoint``.
+            pooled = (self._bulk_engine or self.write_engine).raw_connection()
             try:
                 driver = cast(sqlite3.Connection, pooled.driver_connection)
                 if driver.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
@@ -414,6 +432,20 @@ class Database:
                 if free:
                     driver.executescript(f"PRAGMA incremental_vacuum({int(limit)});")
                 return min(free, limit)
+            finally:
+                pooled.close()
+
+    def checkpoint(self) -> None:
+        """On SQLite, copy the pages the WAL holds into the database file (after a ``bulk``
+        transaction). Passive: it waits for no one, and writers go on meanwhile (in this
+        process too: it runs outside the writer turn). Nothing on PostgreSQL."""
+        if self._bulk_engine is None:
+            return
+        with _translated():
+            pooled = self._bulk_engine.raw_connection()
+            try:
+                driver = cast(sqlite3.Connection, pooled.driver_connection)
+                driver.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             finally:
                 pooled.close()
 
@@ -428,6 +460,8 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine.pool is not self.write_engine.pool:
             self.read_engine.dispose()
+        if self._bulk_engine is not None:
+            self._bulk_engine.dispose()
 
 
 def serialize(session: Session, key: str) -> None:

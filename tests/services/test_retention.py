@@ -286,3 +286,119 @@ def test_a_new_sqlite_database_gives_the_pages_retention_freed_back(world: World
         pass
     assert pragma("freelist_count") == 0
     assert pragma("page_count") <= full - freed
+
+
+def collection(world: World, *, days: float = 31, max_batch: int = 500) -> retention.Collection:
+    """The collector's batches (``Collection``), as if ``days`` had passed."""
+    return retention.Collection(
+        world.services.db,
+        KEEP,
+        lambda: utcnow() + timedelta(days=days),
+        max_batch=max_batch,
+        batch_time=0.01,
+    )
+
+
+def test_batches_never_exceed_the_largest_and_go_on_until_nothing_is_left(world: World) -> None:
+    done = [world.submit() for _ in range(5)]
+    batches = collection(world, max_batch=2)
+    first = batches.batch()
+    assert (first.jobs, first.more) == (2, True)
+    rest = batches.until_done()
+    assert (rest.jobs, rest.events, rest.logs, rest.more) == (3, 9, 6, False)
+    assert all(world.rows_of(job) == dict.fromkeys(world.rows_of(job), 0) for job in done)
+
+
+def orphans(world: World) -> dict[str, int]:
+    """Rows of each kind whose job is gone."""
+    jobs = select(Job.id)
+    return {
+        table.__tablename__: world.count(table, col(table.job_id).not_in(jobs))
+        for table in (JobEvent, JobLog, WebhookDelivery)
+    }
+
+
+def test_a_batch_that_fails_half_way_deletes_nothing(world: World) -> None:
+    """A batch is one transaction: when the database refuses its last statement (the jobs'
+    own rows; here a trigger stands for a crash or a lost connection), the events, logs and
+    deliveries it had already deleted come back, and no row outlives its job."""
+    done = [world.submit() for _ in range(3)]
+    db = world.services.db
+    refuse = {
+        "sqlite": [
+            f"CREATE TRIGGER refuse BEFORE DELETE ON jobs WHEN old.id = '{done[-1]}' "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        ],
+        "postgresql": [
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused'; END $$",
+            f"CREATE TRIGGER refuse BEFORE DELETE ON jobs FOR EACH ROW "
+            f"WHEN (old.id = '{done[-1]}') EXECUTE FUNCTION refuse()",
+        ],
+    }[db.dialect]
+    with db.transaction() as session:
+        for statement in refuse:
+            session.connection().exec_driver_sql(statement)
+    with pytest.raises(sa.exc.DBAPIError, match="refused"):
+        collection(world).batch()
+    assert all(
+        world.rows_of(job) == {"jobs": 1, "events": 3, "logs": 2, "deliveries": 1} for job in done
+    )
+    with db.transaction() as session:
+        session.connection().exec_driver_sql(
+            "DROP TRIGGER refuse" + (" ON jobs" if db.is_postgres else "")
+        )
+    assert collection(world).until_done().jobs == 3
+    assert orphans(world) == {"job_events": 0, "job_logs": 0, "webhook_deliveries": 0}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_sqlite_file_stops_growing_when_jobs_come_and_go(world: World) -> None:
+    """The soak in one process, without time (bench/retention_soak.py times it): rounds of
+    jobs that finish and expire; after each round's collection the file has the pages of the
+    first round's at most, so nothing piles up from one round to the next."""
+    db = world.services.db
+
+    def pages() -> int:
+        with db.read() as session:
+            return int(session.connection().exec_driver_sql("PRAGMA page_count").scalar() or 0)
+
+    after: list[int] = []
+    for _ in range(4):
+        for _ in range(30):
+            job_id = world.submit()
+            with db.transaction() as session:
+                attempts.append_logs(session, None, job_id, 1, [(utcnow(), "x" * 10_000)] * 3)
+        assert collection(world).until_done().jobs == 30
+        after.append(pages())
+    assert max(after[1:]) <= after[0], after
+    assert orphans(world) == {"job_events": 0, "job_logs": 0, "webhook_deliveries": 0}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_collector_gives_free_pages_back_once_the_backlog_is_gone(world: World) -> None:
+    """During a backlog the freed pages stay free (new rows would reuse them); once it is gone,
+    each batch gives back ``RELEASE_PAGES`` and says there is more until fewer are left."""
+    db = world.services.db
+
+    def pragma(name: str) -> int:
+        with db.read() as session:
+            return int(session.connection().exec_driver_sql(f"PRAGMA {name}").scalar() or 0)
+
+    for _ in range(20):
+        job_id = world.submit()
+        with db.transaction() as session:
+            attempts.append_logs(session, None, job_id, 1, [(utcnow(), "x" * 50_000)] * 4)
+    full = pragma("page_count")
+    batches = collection(world, max_batch=10)
+    first = batches.batch()
+    assert (first.jobs, first.more) == (10, True)
+    assert pragma("freelist_count") > 0
+    assert pragma("page_count") == full
+    steps = [batches.batch()]
+    while steps[-1].more:
+        steps.append(batches.batch())
+    assert sum(step.jobs for step in steps) == 10
+    assert len(steps) > 2  # a full release at least, then the last, smaller one
+    assert pragma("freelist_count") < retention.RELEASE_PAGES
+    assert pragma("page_count") < full - retention.RELEASE_PAGES
