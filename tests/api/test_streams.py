@@ -51,7 +51,8 @@ class Follower(threading.Thread):
                 client.stream("GET", self.path, **self.options) as response,
             ):
                 self.status = response.status_code
-                self.text = "".join(response.iter_text())
+                for chunk in response.iter_text():
+                    self.text += chunk  # as it comes: a test may wait for a line
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
@@ -229,6 +230,8 @@ def test_streams_end_when_their_token_is_revoked(server: LiveServer) -> None:
     logs, events = open_streams(server, job["id"], token["token"])
     guard = server.services.streams.guard
     assert guard.held(token["id"]) == 2
+    # The log stream has delivered a line (the job's first flush may come after the join).
+    wait_for(lambda: "tick\n" in logs.text)
 
     revoked = server.http.delete(f"/v1/tokens/{token['id']}")
     assert revoked.status_code == 200, revoked.text
@@ -252,6 +255,7 @@ def test_streams_end_when_their_token_no_longer_sees_the_project(server: LiveSer
     assert created.status_code == 201, created.text
     token = make_token(server)
     logs, events = open_streams(server, job["id"], token["token"])
+    wait_for(lambda: "tick\n" in logs.text)
     # Tokens cannot be edited over the API: the row is changed as an edit would change it, and
     # the periodic check (no revoke wakes it) ends the streams.
     checks = server.services.streams.guard.checks
