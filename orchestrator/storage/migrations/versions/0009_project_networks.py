@@ -29,10 +29,9 @@ def _spec_hash(spec: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def upgrade() -> None:
-    """Definitions and unfinished jobs stored with ``network: bridge`` run on their project's
-    network, as definitions registered from now on without a network do."""
-    bind = op.get_bind()
+def _set_definitions_network(bind: sa.Connection, old: str | None, new: str | None) -> None:
+    """Stored definitions whose spec sets ``network`` to ``old`` set it to ``new`` (their hash
+    made again)."""
     definitions = sa.table(
         "definitions",
         sa.column("id", sa.Integer),
@@ -41,13 +40,20 @@ def upgrade() -> None:
     )
     for row in bind.execute(sa.select(definitions.c.id, definitions.c.spec)).all():
         spec = row.spec
-        if isinstance(spec, dict) and spec.get("network") == "bridge":
-            spec = {**spec, "network": None}
+        if isinstance(spec, dict) and "network" in spec and spec["network"] == old:
+            spec = {**spec, "network": new}
             bind.execute(
                 definitions.update()
                 .where(definitions.c.id == row.id)
                 .values(spec=spec, spec_hash=_spec_hash(spec))
             )
+
+
+def upgrade() -> None:
+    """Definitions and unfinished jobs stored with ``network: bridge`` run on their project's
+    network, as definitions registered from now on without a network do."""
+    bind = op.get_bind()
+    _set_definitions_network(bind, "bridge", None)
     statuses = ", ".join(f"'{status}'" for status in UNFINISHED)
     if bind.dialect.name == "postgresql":
         op.execute(
@@ -64,21 +70,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Back to Docker's bridge: an older release knows no project networks."""
     bind = op.get_bind()
-    definitions = sa.table(
-        "definitions",
-        sa.column("id", sa.Integer),
-        sa.column("spec", sa.JSON),
-        sa.column("spec_hash", sa.String),
-    )
-    for row in bind.execute(sa.select(definitions.c.id, definitions.c.spec)).all():
-        spec = row.spec
-        if isinstance(spec, dict) and "network" in spec and spec["network"] is None:
-            spec = {**spec, "network": "bridge"}
-            bind.execute(
-                definitions.update()
-                .where(definitions.c.id == row.id)
-                .values(spec=spec, spec_hash=_spec_hash(spec))
-            )
+    _set_definitions_network(bind, None, "bridge")
     statuses = ", ".join(f"'{status}'" for status in UNFINISHED)
     if bind.dialect.name == "postgresql":
         op.execute(
