@@ -19,9 +19,12 @@ on its own kept-alive connection, would be refused too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import h11
@@ -39,6 +42,8 @@ logger = logging.getLogger(__name__)
 STARTUP_FAILURE = 3
 # Seconds a stopping server lets open requests (streams) finish before it cancels them.
 GRACEFUL_SHUTDOWN = 5
+# The signals that stop a server gracefully.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _answer(status: str, body: dict[str, Any], *headers: str) -> bytes:
@@ -173,9 +178,27 @@ def build(app: FastAPI, settings: Settings, *, log_level: str = "info") -> uvico
     return uvicorn.Server(config)
 
 
+@contextlib.contextmanager
+def _stop_signals_handled() -> Iterator[None]:
+    """SIGINT and SIGTERM, once uvicorn has finished its graceful shutdown, do nothing more.
+
+    uvicorn (0.29+) raises a signal it shut down for again after restoring the handlers it
+    found, so the process would then die of it (143, or 130 through the CLI): a stop that was
+    asked for and carried out is a success, exit 0, for ``docker stop``, systemd and scripts.
+    """
+    previous = {sig: signal.signal(sig, lambda _sig, _frame: None) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run(app: FastAPI, settings: Settings) -> None:
-    """Serve ``app`` until a signal stops it; exit with ``STARTUP_FAILURE`` if it cannot start."""
+    """Serve ``app`` until SIGINT or SIGTERM stops it (exit 0 once shut down); exit with
+    ``STARTUP_FAILURE`` if it cannot start."""
     server = build(app, settings)
-    server.run()
+    with _stop_signals_handled():
+        server.run()
     if not server.started:
         sys.exit(STARTUP_FAILURE)
