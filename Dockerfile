@@ -9,8 +9,9 @@
 #     -v orchestrator-data:/data orchestrator
 #
 # Build arguments: BASE, any image with Python 3.11+ and its venv module (CI uses a local Debian
-# image from scripts/build-base-image: there is no registry there); OFFLINE, when not empty,
-# installs from the wheels in wheels/ of the build context with no package index.
+# image from scripts/build-local-images: there is no registry there); OFFLINE, when not empty,
+# installs from the wheels in wheels/ of the build context with no package index. Either way
+# pip keeps to constraints.txt, the versions CI tested.
 ARG BASE=python:3.12-slim
 
 FROM ${BASE}
@@ -27,9 +28,10 @@ COPY . /src
 RUN python3 -m venv /opt/orchestrator \
  && if [ -n "$OFFLINE" ]; then \
       /opt/orchestrator/bin/pip install --no-cache-dir --no-index --find-links /src/wheels \
-        'orchestrator[postgres]'; \
+        --constraint /src/constraints.txt 'orchestrator[postgres]'; \
     else \
-      /opt/orchestrator/bin/pip install --no-cache-dir '/src[postgres]'; \
+      /opt/orchestrator/bin/pip install --no-cache-dir --constraint /src/constraints.txt \
+        '/src[postgres]'; \
     fi \
  && rm -rf /src
 # PATH in full: an imported base image (docker import) has none to extend.

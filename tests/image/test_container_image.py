@@ -95,6 +95,8 @@ def download_wheels(directory: Path, source: Path, python: str, libc: str) -> No
         "--implementation=cp",
         f"--python-version={python}",
         *(f"--platform={tag}" for tag in platforms),
+        "--constraint",
+        str(source / "constraints.txt"),
         f"{wheel}[postgres]",
     )
 
@@ -135,7 +137,14 @@ def server_image(
         sent = {name.split("/")[0] for name in archive.getnames()}
         archive.extractall(source, filter="data")
     # What .dockerignore lets through, and nothing else (no tests, .git, caches or data).
-    assert sent == {".dockerignore", "Dockerfile", "README.md", "pyproject.toml", "orchestrator"}
+    assert sent == {
+        ".dockerignore",
+        "Dockerfile",
+        "README.md",
+        "pyproject.toml",
+        "constraints.txt",
+        "orchestrator",
+    }
     wheels = tmp_path_factory.mktemp("wheels")
     download_wheels(wheels, source, *image_python(docker_client, BASE_IMAGE))
     # Appended from the start: tarfile finds the archive's end by reading its members.
