@@ -162,15 +162,16 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
         return Removed()
     connection = session.connection()
 
-    def gone(table: Any, column: Any) -> int:
-        statement = sa.delete(table).where(_among(session, column, job_ids))
+    def gone(model: type[Job | JobEvent | JobLog | WebhookDelivery], column: Any) -> int:
+        # On a Connection the statement runs as plain SQL, whatever model names the table.
+        statement = sa.delete(model).where(_among(session, column, job_ids))
         return int(connection.execute(statement).rowcount)
 
     return Removed(
-        events=gone(JobEvent.__table__, JobEvent.job_id),
-        logs=gone(JobLog.__table__, JobLog.job_id),
-        deliveries=gone(WebhookDelivery.__table__, WebhookDelivery.job_id),
-        jobs=gone(Job.__table__, Job.id),
+        events=gone(JobEvent, JobEvent.job_id),
+        logs=gone(JobLog, JobLog.job_id),
+        deliveries=gone(WebhookDelivery, WebhookDelivery.job_id),
+        jobs=gone(Job, Job.id),
     )
 
 
