@@ -9,6 +9,7 @@ Several servers on one database may collect at once: each batch takes its jobs w
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -20,6 +21,9 @@ from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.loop import Loop
 
 logger = logging.getLogger(__name__)
+
+# Seconds between two log lines while a backlog is being deleted.
+REPORT_SECONDS = 10.0
 
 
 class Collector:
@@ -37,6 +41,8 @@ class Collector:
             batch_time=settings.gc_batch_time,
         )
         self._more = False
+        self._unreported = Removed()
+        self._report_at = 0.0
         self.loop = Loop(
             name="retention",
             hub=hub,
@@ -48,22 +54,33 @@ class Collector:
         )
 
     def collect_batch(self) -> Removed:
-        """Delete one batch of what is past retention; what went."""
+        """Delete one batch of what is past retention; what went. What a backlog removed is
+        logged once it is gone, and every ``REPORT_SECONDS`` while it lasts (a backlog of a
+        million jobs is thousands of batches: a line each would bury the server's log)."""
         removed = self.collection.batch()
         self._more = removed.more
-        if removed.total:
-            logger.info(
-                "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
-                "deliveries), %d schedule runs and %d audit entries",
-                removed.jobs,
-                removed.events,
-                removed.logs,
-                removed.deliveries,
-                removed.schedule_runs,
-                removed.audit_events,
-                extra={"action": "retention_collected"},
-            )
+        self._unreported.add(removed)
+        now = time.monotonic()
+        if self._unreported.total and (not removed.more or now >= self._report_at):
+            self._report(self._unreported)
+            self._unreported = Removed()
+            self._report_at = now + REPORT_SECONDS
         return removed
+
+    @staticmethod
+    def _report(removed: Removed) -> None:
+        logger.info(
+            "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
+            "deliveries), %d schedule runs and %d audit entries%s",
+            removed.jobs,
+            removed.events,
+            removed.logs,
+            removed.deliveries,
+            removed.schedule_runs,
+            removed.audit_events,
+            "; more to go" if removed.more else "",
+            extra={"action": "retention_collected"},
+        )
 
     def start(self) -> None:
         """Start the loop thread."""

@@ -9,6 +9,7 @@ its event and webhook message); their age comes from the ``now`` collection is g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlmodel import col, func, select
 from typer.testing import CliRunner
 
+from orchestrator.background.retention import Collector
 from orchestrator.cli import app as cli_app
 from orchestrator.config import Settings
 from orchestrator.errors import Conflict, NotFound
@@ -402,3 +404,29 @@ def test_the_collector_gives_free_pages_back_once_the_backlog_is_gone(world: Wor
     assert len(steps) > 2  # a full release at least, then the last, smaller one
     assert pragma("freelist_count") < retention.RELEASE_PAGES
     assert pragma("page_count") < full - retention.RELEASE_PAGES
+
+
+def test_the_collector_logs_a_backlog_as_a_summary_not_a_line_per_batch(
+    world: World, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Six batches of one job: one line when the first goes (the backlog has begun), one when
+    the last does; together they count every job."""
+    for _ in range(6):
+        world.submit()
+    settings = make_settings(runner_enabled=False, gc_batch=1)
+    services = world.services
+    collector = Collector(
+        settings, services.db, services.hub, clock=lambda: utcnow() + timedelta(days=31)
+    )
+    caplog.set_level(logging.INFO, logger="orchestrator.background.retention")
+    batches = [collector.collect_batch()]
+    while batches[-1].more:
+        batches.append(collector.collect_batch())
+    assert sum(batch.jobs for batch in batches) == 6
+    lines = [r for r in caplog.records if getattr(r, "action", None) == "retention_collected"]
+    assert [line.getMessage() for line in lines] == [
+        "retention: deleted 1 finished jobs (3 events, 2 log batches, 1 webhook deliveries), "
+        "0 schedule runs and 0 audit entries; more to go",
+        "retention: deleted 5 finished jobs (15 events, 10 log batches, 5 webhook deliveries), "
+        "0 schedule runs and 0 audit entries",
+    ]
