@@ -317,6 +317,19 @@ class Server:
         """The server process's id (for CPU, RSS and py-spy)."""
         return self.process.pid
 
+    def installation(self) -> str:
+        """The installation id in the server's database (its networks carry it)."""
+        from orchestrator.services import runners
+        from orchestrator.storage.db import Database
+
+        url = self.env.get("ORCH_DATABASE_URL") or f"sqlite:///{self.data_dir / 'orchestrator.db'}"
+        db = Database(url)
+        try:
+            with db.read() as session:
+                return runners.installation_id(session)
+        finally:
+            db.dispose()
+
     @property
     def label(self) -> str:
         """The label on every container this server's runner makes."""
@@ -425,8 +438,21 @@ def running_server(tmpdir: Path | str, **env: Any) -> Iterator[Server]:
     try:
         yield server
     finally:
+        installation = server.installation()
         server.stop()
         cleanup(server.label)
+        remove_networks(installation)
+
+
+def remove_networks(installation: str) -> None:
+    """Remove the project networks (and volumes) ``installation`` made: Docker has address
+    pools for about 30 networks, and a bench run leaves a new installation's behind."""
+    client = docker_client()
+    label = f"orchestrator.installation={installation}"
+    for network in client.networks.list(filters={"label": label}):
+        network.remove()
+    for volume in client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
 
 
 @contextmanager
@@ -450,7 +476,16 @@ def postgres_database(url: str | None) -> Iterator[str | None]:
         yield f"{base}/{name}"
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            # FORCE cannot end an autovacuum worker (the superuser's) unless the role may
+            # signal it: such a worker ends soon by itself, so try again meanwhile.
+            for attempt in range(60):
+                try:
+                    admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    break
+                except psycopg.errors.InsufficientPrivilege:
+                    if attempt == 59:
+                        raise
+                    time.sleep(1)
 
 
 def wait_until(predicate: Any, timeout: float = 60.0, interval: float = 0.05) -> Any:

@@ -106,7 +106,11 @@ def measure(followers: int, seconds: float, database_url: str | None) -> dict[st
     with (
         tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp,
         common.running_server(
-            tmp, database_url=database_url, max_streams_per_token=followers + 10
+            tmp,
+            database_url=database_url,
+            max_streams_per_token=followers + 10,
+            # The followers' sockets and the bench's own clients.
+            max_connections=followers + 100,
         ) as server,
     ):
         server.register({"name": "chatty", "image": common.IMAGE, "command": ["sh", "-c", SCRIPT]})

@@ -298,20 +298,23 @@ def make_server(
     for server in started:
         server.stop()
     for server in started:
-        # Everything the installation made (runner processes of the test's included), and
-        # nothing else on the engine.
-        label = f"orchestrator.installation={installation_of(server.settings)}"
-        # ignore_removed: the runner may remove a container between docker-py's list and inspect.
-        listed = docker_client.containers.list(
-            all=True, filters={"label": label}, ignore_removed=True
-        )
-        for container in listed:
-            container.remove(force=True)
-        # Its projects' networks and volumes, once their containers are gone.
-        for network in docker_client.networks.list(filters={"label": label}):
-            network.remove()
-        for volume in docker_client.volumes.list(filters={"label": label}):
-            volume.remove(force=True)
+        remove_installation(docker_client, installation_of(server.settings))
+
+
+def remove_installation(docker_client: docker.DockerClient, installation: str) -> None:
+    """Remove everything ``installation`` made on the engine (runner processes of the test's
+    included): its containers, then its projects' networks and volumes, and nothing else.
+    Docker has address pools for about 30 networks: a test that leaves its networks behind
+    makes later ones fail to create theirs."""
+    label = f"orchestrator.installation={installation}"
+    # ignore_removed: the runner may remove a container between docker-py's list and inspect.
+    listed = docker_client.containers.list(all=True, filters={"label": label}, ignore_removed=True)
+    for container in listed:
+        container.remove(force=True)
+    for network in docker_client.networks.list(filters={"label": label}):
+        network.remove()
+    for volume in docker_client.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
 
 
 @pytest.fixture

@@ -35,7 +35,9 @@ from ..conftest import (
     admin_token,
     bearer,
     free_port,
+    installation_of,
     postgres_admin,
+    remove_installation,
     start_server,
     unavailable,
     wait_for,
@@ -177,11 +179,7 @@ def shared_server(
         yield server
     finally:
         server.stop()
-        label = f"orchestrator.runner={settings.runner_name}"
-        for container in docker_client.containers.list(
-            all=True, filters={"label": label}, ignore_removed=True
-        ):
-            container.remove(force=True)
+        remove_installation(docker_client, installation_of(settings))
         if database is not None:
             with postgres_admin() as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from orchestrator.cli import app
+from orchestrator.config import Settings
 from orchestrator.docker.log_stream import STDOUT, LogFrame
 from orchestrator.runner.log_pump import LogPump
 
@@ -35,6 +36,8 @@ from ..conftest import (
     bearer,
     containers_of,
     free_port,
+    installation_of,
+    remove_installation,
     wait_for,
 )
 from .test_webhooks import Receiver
@@ -735,11 +738,9 @@ def served(
         if process.poll() is None:
             process.kill()
             process.wait(30)
-        label = f"orchestrator.runner={runner_name}"
-        for container in docker_client.containers.list(
-            all=True, filters={"label": label}, ignore_removed=True
-        ):
-            container.remove(force=True)
+        if (data_dir / "admin-token").exists():  # it started: its installation exists
+            settings = Settings(data_dir=data_dir, database_url=database_url)
+            remove_installation(docker_client, installation_of(settings))
 
 
 def test_the_server_log_never_has_it(
