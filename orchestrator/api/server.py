@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -198,6 +199,11 @@ def run(app: FastAPI, settings: Settings) -> None:
     """Serve ``app`` until SIGINT or SIGTERM stops it (exit 0 once shut down); exit with
     ``STARTUP_FAILURE`` if it cannot start."""
     server = build(app, settings)
+    # What is loaded by now (modules, classes, the app and its routes) lives as long as the
+    # process: out of the garbage collector's way, a full collection has less to walk, and
+    # with a thousand streams open such a collection stalled every request for tens of ms.
+    gc.collect()
+    gc.freeze()
     with _stop_signals_handled():
         server.run()
     if not server.started:
