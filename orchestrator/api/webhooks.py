@@ -15,7 +15,7 @@ from orchestrator.schemas.webhooks import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.services import job_queries, projects, webhooks
+from orchestrator.services import job_queries, projects, webhook_secrets, webhooks
 from orchestrator.storage.models import WebhookDelivery
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
@@ -91,7 +91,7 @@ def get_webhook_secret(project: str, services: ServicesDep, actor: ActorDep) -> 
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.reveal_project_secret(session, services.box, project, actor)
+        secret = webhook_secrets.reveal_project_secret(session, services.box, project, actor)
     return WebhookSecretPublic(secret=secret)
 
 
@@ -104,5 +104,5 @@ def rotate_webhook_secret(
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.rotate_secret(session, services.box, project, actor)
+        secret = webhook_secrets.rotate_secret(session, services.box, project, actor)
     return WebhookSecretPublic(secret=secret)

@@ -29,13 +29,11 @@ from orchestrator.rules.masking import mask, public_url, userinfo_of, with_useri
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS, exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
+from orchestrator.services.webhook_secrets import api_secret, project_secret, sign
 from orchestrator.services.webhooks import (
-    api_secret,
     open_userinfo,
-    project_secret,
     seal_migrated_credentials,
     set_delivery_status,
-    sign,
 )
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow

@@ -23,7 +23,7 @@ from sqlmodel import select
 from orchestrator.background import webhook_sender
 from orchestrator.rules import masking
 from orchestrator.rules.masking import public_url
-from orchestrator.services import webhooks
+from orchestrator.services import webhook_secrets, webhooks
 from orchestrator.storage import key_rotation
 from orchestrator.storage.models import Job, Schedule, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox, generate_key
@@ -585,7 +585,7 @@ def test_key_rotation_keeps_the_webhook_secret(server: LiveServer, receiver: Rec
 
 def test_sign_matches_the_standard_library() -> None:
     key = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    ours = webhooks.sign(key, "msg_1", 1_700_000_000, '{"a":"é"}')
+    ours = webhook_secrets.sign(key, "msg_1", 1_700_000_000, '{"a":"é"}')
     theirs = standardwebhooks.webhooks.Webhook(key).sign(
         "msg_1", datetime.fromtimestamp(1_700_000_000, UTC), '{"a":"é"}'
     )
