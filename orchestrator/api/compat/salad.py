@@ -437,8 +437,8 @@ def get_webhook_secret_key(
 def update_webhook_secret_key(
     organization_name: Name, services: ServicesDep, actor: ActorDep
 ) -> WebhookSecretKey:
-    """Replace the key; deliveries sent from now on are signed with the new one. Needs an admin
-    token."""
+    """Replace the key; deliveries sent from now on are signed with the new one and, for
+    ``ORCH_WEBHOOK_SECRET_GRACE``, with the one it replaced too. Needs an admin token."""
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
         key = rotate_api_secret(session, services.box, salad.SALAD, actor)
