@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     webhook_retry_max: float = Field(default=3600.0, gt=0)
     webhook_retry_for: float = Field(default=86400.0, ge=0)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    # Seconds after a signing secret is rotated during which deliveries are signed with the
+    # secret it replaced too (``services.webhook_secrets.signing_secrets``); 0: the new one only.
+    webhook_secret_grace: float = Field(default=86400.0, ge=0)
     # Outbound requests (webhooks, HTTP targets) reach public addresses only, and these
     # networks besides (comma-separated CIDRs, e.g. ``10.0.0.0/8``): ``rules.outbound``.
     outbound_allow_networks: str = ""

@@ -15,7 +15,7 @@ from orchestrator.schemas.webhooks import (
     WebhookDeliveryPublic,
     WebhookSecretPublic,
 )
-from orchestrator.services import job_queries, projects, webhooks
+from orchestrator.services import job_queries, projects, webhook_secrets, webhooks
 from orchestrator.storage.models import WebhookDelivery
 
 router = APIRouter(tags=["webhooks"], responses=responses(401, 403, 404))
@@ -71,7 +71,8 @@ def redeliver(
     actor: ProjectActorDep,
 ) -> WebhookDeliveryPublic:
     """Send a delivery again: a new delivery with the same ``webhook-id`` and body, signed
-    anew with the project's current secret. 409 when the job has no webhook."""
+    anew as any delivery sent now (the current secret, and the one a rotation replaced while
+    its grace lasts). 409 when the job has no webhook."""
     with services.db.transaction() as session:
         projects.get(session, project)
         job = job_queries.get(session, project, job_id)
@@ -91,18 +92,26 @@ def get_webhook_secret(project: str, services: ServicesDep, actor: ActorDep) -> 
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.reveal_project_secret(session, services.box, project, actor)
-    return WebhookSecretPublic(secret=secret)
+        secret = webhook_secrets.reveal_project_secret(session, services.box, project, actor)
+        until = webhook_secrets.previous_secret_until(
+            session, project, services.settings.webhook_secret_grace
+        )
+    return WebhookSecretPublic(secret=secret, previous_secret_until=until)
 
 
 @router.post("/v1/projects/{project}/webhook-secret", response_model=WebhookSecretPublic)
 def rotate_webhook_secret(
     project: str, services: ServicesDep, actor: ActorDep
 ) -> WebhookSecretPublic:
-    """Replace the project's signing secret; deliveries sent from now on are signed with the
-    new one (receivers should accept both for a while)."""
+    """Replace the project's signing secret: deliveries sent from now on are signed with the
+    new one and, until ``previous_secret_until`` (``ORCH_WEBHOOK_SECRET_GRACE`` after now),
+    with the one it replaced too, so receivers move to the new one without a cutover.
+    Rotating again within that time keeps only the secret this rotation replaces."""
     _secret_access(project, actor)
     with services.db.transaction() as session:
         projects.get(session, project)
-        secret = webhooks.rotate_secret(session, services.box, project, actor)
-    return WebhookSecretPublic(secret=secret)
+        secret = webhook_secrets.rotate_secret(session, services.box, project, actor)
+        until = webhook_secrets.previous_secret_until(
+            session, project, services.settings.webhook_secret_grace
+        )
+    return WebhookSecretPublic(secret=secret, previous_secret_until=until)

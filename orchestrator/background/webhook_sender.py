@@ -29,13 +29,11 @@ from orchestrator.rules.masking import mask, public_url, userinfo_of, with_useri
 from orchestrator.rules.retry import LEASE_MARGIN_SECONDS, exponential_backoff
 from orchestrator.rules.states import EventType
 from orchestrator.services import jobs
+from orchestrator.services.webhook_secrets import signature_header, signing_secrets
 from orchestrator.services.webhooks import (
-    api_secret,
     open_userinfo,
-    project_secret,
     seal_migrated_credentials,
     set_delivery_status,
-    sign,
 )
 from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow
@@ -111,9 +109,15 @@ class _Claim:
     message_id: str
     url: str  # without userinfo: the HTTP client logs the URL it sends to
     body: str
-    secret: str
     lease_until: datetime
+    # The signing secrets, current first (``signing_secrets``).
+    secrets: tuple[str, ...] = field(repr=False)
     userinfo: str | None = field(default=None, repr=False)
+
+
+def _signing_key(row: WebhookDelivery) -> tuple[str, str]:
+    """Whose secrets sign ``row``: (a drop-in API's key, "") or ("", its project)."""
+    return (row.signing_key, "") if row.signing_key else ("", row.project)
 
 
 @dataclass(frozen=True)
@@ -238,18 +242,19 @@ class WebhookSender:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
-            # Each delivery is signed with its key: a drop-in API's, else its project's.
-            keys: dict[tuple[str, str], str] = {}
+            # Each delivery is signed with its key's secrets as they are now (a redelivery
+            # after a rotation gets the new ones). Looked up in one order, since a lookup may
+            # delete a replaced secret: two senders never wait on each other's rows in a cycle.
+            grace = self.settings.webhook_secret_grace
+            keys: dict[tuple[str, str], tuple[str, ...]] = {}
+            for api_key, project in sorted({_signing_key(row) for row in rows}):
+                keys[api_key, project] = signing_secrets(
+                    session, self.box, project, api_key or None, grace, now
+                )
             userinfo = self._userinfo(session, rows)
             for row in rows:
                 assert row.id is not None
-                key = ("api", row.signing_key) if row.signing_key else ("project", row.project)
-                if key not in keys:
-                    keys[key] = (
-                        api_secret(session, self.box, key[1])
-                        if key[0] == "api"
-                        else project_secret(session, self.box, key[1])
-                    )
+                key = _signing_key(row)
                 set_delivery_status(session, row, DeliveryStatus.SENDING)
                 row.lease_until = lease_until
                 claims.append(
@@ -260,8 +265,8 @@ class WebhookSender:
                         message_id=row.message_id,
                         url=with_userinfo(row.url, None),
                         body=row.body,
-                        secret=keys[key],
                         lease_until=lease_until,
+                        secrets=keys[key],
                         userinfo=userinfo.get(row.job_id),
                     )
                 )
@@ -332,7 +337,9 @@ class WebhookSender:
         headers = {
             "webhook-id": claim.message_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(claim.secret, claim.message_id, timestamp, claim.body),
+            "webhook-signature": signature_header(
+                claim.secrets, claim.message_id, timestamp, claim.body
+            ),
             "content-type": "application/json",
         }
         started = time.monotonic()

@@ -41,3 +41,9 @@ class WebhookSecretPublic(BaseModel):
     secret: str = Field(
         description="The project's Standard Webhooks signing secret (`whsec_` + base64)."
     )
+    previous_secret_until: datetime | None = Field(
+        default=None,
+        description="After a rotation: until when deliveries also carry a signature with the "
+        "secret it replaced (never shown), for receivers that still verify with it; null when "
+        "only this secret signs.",
+    )

@@ -31,9 +31,11 @@ CIPHERTEXT_COLUMNS: tuple[sa.Column[Any], ...] = (
     sa.inspect(Job).columns["secret_env_ciphertext"],
     sa.inspect(Job).columns["webhook_auth_ciphertext"],
     sa.inspect(Project).columns["webhook_secret_ciphertext"],
+    sa.inspect(Project).columns["previous_webhook_secret_ciphertext"],
     sa.inspect(Schedule).columns["secret_ciphertext"],
     sa.inspect(Schedule).columns["webhook_auth_ciphertext"],
     sa.inspect(ApiSecret).columns["secret_ciphertext"],
+    sa.inspect(ApiSecret).columns["previous_secret_ciphertext"],
 )
 BATCH_SIZE = 200  # rows read per query; each is then re-encrypted in its own transaction
 

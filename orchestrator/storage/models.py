@@ -89,6 +89,10 @@ class Project(SQLModel, table=True):
     description: str = ""
     # The Standard Webhooks signing secret ("whsec_..."), encrypted; made on first use.
     webhook_secret_ciphertext: str | None = None
+    # The secret the last rotation replaced, encrypted, and when it was replaced: deliveries
+    # are signed with it too for ``webhook_secret_grace`` seconds after (``services.webhooks``).
+    previous_webhook_secret_ciphertext: str | None = None
+    webhook_secret_rotate_time: datetime | None = _time(default=None)
     # Seconds a finished job (and its logs, events, deliveries, schedule runs) is kept; 0 keeps
     # them; None: the server's ``retention`` setting.
     retention: float | None = None
@@ -420,5 +424,8 @@ class ApiSecret(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=16)
     secret_ciphertext: str
+    # The secret the last rotation replaced, encrypted; the rotation's time is ``update_time``
+    # (set only by a rotation). Deliveries are signed with it too for a grace period.
+    previous_secret_ciphertext: str | None = None
     create_time: datetime = _time(default_factory=utcnow)
     update_time: datetime = _time(default_factory=utcnow)

@@ -23,9 +23,9 @@ from sqlmodel import select
 from orchestrator.background import webhook_sender
 from orchestrator.rules import masking
 from orchestrator.rules.masking import public_url
-from orchestrator.services import webhooks
+from orchestrator.services import webhook_secrets, webhooks
 from orchestrator.storage import key_rotation
-from orchestrator.storage.models import Job, Schedule, WebhookDelivery, utcnow
+from orchestrator.storage.models import Job, Project, Schedule, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox, generate_key
 
 from ..conftest import TEST_IMAGE, LiveServer, bearer, free_port, wait_for
@@ -171,11 +171,39 @@ def verify(request: Received, key: str) -> None:
 
 
 def rejected(request: Received, key: str) -> bool:
+    """Both receivers' libraries refuse the request under ``key`` (they must agree)."""
     try:
         standardwebhooks.webhooks.Webhook(key).verify(request.body, request.headers)
     except standardwebhooks.webhooks.WebhookVerificationError:
+        with pytest.raises(svix.webhooks.WebhookVerificationError):
+            svix.webhooks.Webhook(key).verify(request.body, request.headers)
         return True
     return False
+
+
+def signatures(request: Received) -> list[str]:
+    """The ``v1,`` signatures of the request's ``webhook-signature`` header."""
+    sent = {k.lower(): v for k, v in request.headers.items()}["webhook-signature"]
+    return sent.split(" ")
+
+
+def end_grace(server: LiveServer, project: str = "default") -> None:
+    """Move the project's last secret rotation back past the grace period, as if it had
+    passed (instead of waiting for it)."""
+    past = utcnow() - timedelta(seconds=server.settings.webhook_secret_grace + 3600)
+    with server.services.db.transaction() as session:
+        row = session.get(Project, project)
+        assert row is not None and row.webhook_secret_rotate_time is not None
+        row.webhook_secret_rotate_time = past
+        session.add(row)
+
+
+def stored_previous(server: LiveServer, project: str = "default") -> str | None:
+    """The project's stored previous secret (ciphertext), if any."""
+    with server.services.db.read() as session:
+        row = session.get(Project, project)
+        assert row is not None
+        return row.previous_webhook_secret_ciphertext
 
 
 def basic_credentials(request: Received) -> bytes:
@@ -332,40 +360,116 @@ def test_a_schedules_job_target_keeps_its_webhook_credentials_encrypted(
     assert row.webhook_auth_ciphertext is None and "webhook" not in row.target
 
 
-def test_the_secret_endpoint_and_rotation(server: LiveServer, receiver: Receiver) -> None:
+def test_the_secret_endpoint_and_rotation(
+    server: LiveServer, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     server.register(sh("ok", "true"))
     first = secret(server)
     assert secret(server) == first
+    assert server.http.get(SECRET).json()["previous_secret_until"] is None
     before = server.submit(definition="ok", webhook=receiver.url())
     wait_delivery(server, before["id"], "delivered")
     (old_request,) = receiver.of(before["id"])
     verify(old_request, first)
+    assert len(signatures(old_request)) == 1
 
+    rotated_at = utcnow()
     rotated = server.http.post(SECRET)
     assert rotated.status_code == 200, rotated.text
     second = rotated.json()["secret"]
     assert second.startswith("whsec_") and second != first
     assert secret(server) == second
+    # The old secret is never shown again, only until when it signs: the grace (24 h).
+    until = datetime.fromisoformat(rotated.json()["previous_secret_until"])
+    assert rotated_at + timedelta(hours=24) <= until <= utcnow() + timedelta(hours=24)
+    assert first not in rotated.text and first not in server.http.get(SECRET).text
 
+    # During the grace: signed with both, so receivers on either secret accept it.
     after = server.submit(definition="ok", webhook=receiver.url())
     wait_delivery(server, after["id"], "delivered")
     (new_request,) = receiver.of(after["id"])
+    assert len(signatures(new_request)) == 2
     verify(new_request, second)
-    assert rejected(new_request, first)
+    verify(new_request, first)
+    assert rejected(new_request, "whsec_" + base64.b64encode(b"x" * 32).decode())
 
-    # A redelivery of the old message is signed with the new secret.
+    # A redelivery of the message sent before the rotation is signed with today's secrets.
     again = server.http.post(f"{JOBS}/{before['id']}/deliveries/1/redeliver")
     assert again.status_code == 202, again.text
     wait_delivery(server, before["id"], "delivered", number=2)
     resent = receiver.of(before["id"])[1]
     verify(resent, second)
-    assert rejected(resent, first)
+    verify(resent, first)
     assert resent.headers["webhook-id"] == old_request.headers["webhook-id"]
     assert resent.headers["webhook-signature"] != old_request.headers["webhook-signature"]
 
-    actions = [e["action"] for e in server.http.get("/v1/projects/default/audit").json()["items"]]
+    # After the grace: the new secret alone; the old one fails and is no longer stored.
+    assert stored_previous(server) is not None
+    end_grace(server)
+    assert server.http.get(SECRET).json()["previous_secret_until"] is None
+    late = server.submit(definition="ok", webhook=receiver.url())
+    wait_delivery(server, late["id"], "delivered")
+    (late_request,) = receiver.of(late["id"])
+    assert len(signatures(late_request)) == 1
+    verify(late_request, second)
+    assert rejected(late_request, first)
+    assert stored_previous(server) is None
+    # And a redelivery of the first message now carries the new secret's signature only.
+    again = server.http.post(f"{JOBS}/{before['id']}/deliveries/1/redeliver")
+    assert again.status_code == 202, again.text
+    wait_delivery(server, before["id"], "delivered", number=3)
+    resent = receiver.of(before["id"])[2]
+    verify(resent, second)
+    assert rejected(resent, first)
+
+    audit = server.http.get("/v1/projects/default/audit")
+    actions = [e["action"] for e in audit.json()["items"]]
     assert "webhook_secret_rotated" in actions and "webhook_secret_read" in actions
-    assert first not in server.http.get("/v1/projects/default/audit").text
+    assert first not in audit.text and second not in audit.text
+    # Neither secret is ever logged, by our loggers or the libraries'.
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert logged
+    assert not [key for key in (first, second) if key.removeprefix("whsec_") in logged]
+
+
+def test_rotating_twice_within_the_grace_keeps_only_the_last_replaced_secret(
+    server: LiveServer, receiver: Receiver
+) -> None:
+    server.register(sh("ok", "true"))
+    first = secret(server)
+    second = server.http.post(SECRET).json()["secret"]
+    third = server.http.post(SECRET).json()["secret"]
+    assert len({first, second, third}) == 3
+    job = paused_job(server, webhook=receiver.url())
+    assert server.http.post(f"{JOBS}/{job['id']}/cancel").status_code == 200
+    wait_delivery(server, job["id"], "delivered")
+    (request,) = receiver.of(job["id"])
+    assert len(signatures(request)) == 2
+    verify(request, third)
+    verify(request, second)
+    assert rejected(request, first)
+
+
+def test_a_short_grace_setting_ends_the_old_secrets_signatures(
+    make_server: Callable[..., LiveServer], receiver: Receiver
+) -> None:
+    server = make_server(webhook_secret_grace=1.5)
+    server.register(sh("ok", "true"))
+    first = secret(server)
+    rotated = server.http.post(SECRET).json()
+    until = datetime.fromisoformat(rotated["previous_secret_until"])
+    assert until <= utcnow() + timedelta(seconds=1.5)
+    # Waited for, not slept: the grace is over once the server says no secret but the new one
+    # signs.
+    wait_for(lambda: server.http.get(SECRET).json()["previous_secret_until"] is None, 10)
+    job = paused_job(server, webhook=receiver.url())
+    assert server.http.post(f"{JOBS}/{job['id']}/cancel").status_code == 200
+    wait_delivery(server, job["id"], "delivered")
+    (request,) = receiver.of(job["id"])
+    assert len(signatures(request)) == 1
+    verify(request, rotated["secret"])
+    assert rejected(request, first)
 
 
 def test_redelivery(server: LiveServer, receiver: Receiver) -> None:
@@ -585,7 +689,7 @@ def test_key_rotation_keeps_the_webhook_secret(server: LiveServer, receiver: Rec
 
 def test_sign_matches_the_standard_library() -> None:
     key = "whsec_" + base64.b64encode(b"k" * 32).decode()
-    ours = webhooks.sign(key, "msg_1", 1_700_000_000, '{"a":"é"}')
+    ours = webhook_secrets.sign(key, "msg_1", 1_700_000_000, '{"a":"é"}')
     theirs = standardwebhooks.webhooks.Webhook(key).sign(
         "msg_1", datetime.fromtimestamp(1_700_000_000, UTC), '{"a":"é"}'
     )

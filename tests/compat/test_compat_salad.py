@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks.webhooks
 from salad_cloud_sdk import SaladCloudSdk
 from salad_cloud_sdk.models import QueueJobPrototype, QueuePatch, QueuePrototype
 from svix.webhooks import Webhook
 
+from orchestrator.storage.models import ApiSecret, utcnow
 from tests.conftest import TEST_IMAGE, LiveServer, admin_token, wait_for
 from tests.receiver import Receiver
 from tests.workers import READY_PATH, WORKER_PATH, WORKER_PORT, worker_image  # noqa: F401
@@ -206,8 +209,31 @@ def test_webhooks_are_signed_with_the_organizations_key(
     assert payload == shown
     assert payload["status"] == "succeeded" and payload["output"] == {"doubled": 2}
     assert "webhook" not in payload and receiver.url not in request.body.decode()
+    # Within the grace after the rotation, the key it replaced verifies too: receivers move
+    # to the new one without a cutover.
+    Webhook(first).verify(request.body, request.headers)
+    standardwebhooks.webhooks.Webhook(first).verify(request.body, request.headers)
+    standardwebhooks.webhooks.Webhook(key).verify(request.body, request.headers)
+
+    # After the grace (moved back in the database rather than waited for), a redelivery is
+    # signed with the organisation's current key alone.
+    with server.services.db.transaction() as session:
+        row = session.get(ApiSecret, "salad")
+        assert row is not None and row.previous_secret_ciphertext is not None
+        row.update_time = utcnow() - timedelta(seconds=server.settings.webhook_secret_grace + 60)
+        session.add(row)
+    again = server.http.post(f"/v1/projects/{PROJECT}/jobs/{job.id_}/deliveries/1/redeliver")
+    assert again.status_code == 202, again.text
+    resent = receiver.wait_for_requests(2, timeout=60)[1]
+    assert resent.headers["webhook-id"] == request.headers["webhook-id"]
+    Webhook(key).verify(resent.body, resent.headers)
     with pytest.raises(Exception, match=r"[Ss]ignature"):
-        Webhook(first).verify(request.body, request.headers)
+        Webhook(first).verify(resent.body, resent.headers)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.webhooks.Webhook(first).verify(resent.body, resent.headers)
+    with server.services.db.read() as session:
+        row = session.get(ApiSecret, "salad")
+        assert row is not None and row.previous_secret_ciphertext is None
 
 
 def _call(server: LiveServer, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -169,6 +169,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0007",
         "0008",
         "0009",
+        "0010",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -271,6 +272,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0007",
         "0008",
         "0009",
+        "0010",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -646,6 +648,59 @@ def test_0009_moves_definitions_and_unfinished_jobs_off_the_bridge(database: Dat
     assert before["jobs"] == dict.fromkeys(OLD_JOBS, "bridge")
     assert before["definition"] == "bridge"
     assert before["hash"] == spec_hash(spec)
+
+
+def test_0010_keeps_a_replaced_webhook_secret_and_its_downgrade_forgets_it(
+    database: Database,
+) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0009")
+    # As 0009's release stored them: a project's secret and SaladCloud's key, encrypted.
+    with database.write_engine.begin() as connection:
+        connection.execute(sa.text("UPDATE projects SET webhook_secret_ciphertext = 'ct-project'"))
+        connection.execute(
+            sa.text(
+                "INSERT INTO api_secrets (name, secret_ciphertext, create_time, update_time) "
+                "VALUES ('salad', 'ct-salad', :time, :time)"
+            ),
+            {"time": OLD_TIME},
+        )
+
+    assert applied_revisions(database.upgrade_schema()) == revisions_from("0010")
+
+    def stored() -> tuple[list[Any], list[Any]]:
+        with database.read_engine.connect() as connection:
+            project = connection.execute(sa.text("SELECT * FROM projects")).mappings().all()
+            api = connection.execute(sa.text("SELECT * FROM api_secrets")).mappings().all()
+        return [dict(row) for row in project], [dict(row) for row in api]
+
+    (project,), (api,) = stored()
+    # Nothing was rotated under the new rule yet: no replaced secret, no grace.
+    assert project["webhook_secret_ciphertext"] == "ct-project"
+    assert project["previous_webhook_secret_ciphertext"] is None
+    assert project["webhook_secret_rotate_time"] is None
+    assert api["secret_ciphertext"] == "ct-salad" and api["previous_secret_ciphertext"] is None
+    assert_seeded_data_intact(database)
+
+    with database.write_engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE projects SET previous_webhook_secret_ciphertext = 'ct-old', "
+                "webhook_secret_rotate_time = :time"
+            ),
+            {"time": OLD_TIME},
+        )
+        connection.execute(sa.text("UPDATE api_secrets SET previous_secret_ciphertext = 'ct-o'"))
+    migrate_down_to(database, "0009")
+    (project,), (api,) = stored()
+    assert "previous_webhook_secret_ciphertext" not in project
+    assert "webhook_secret_rotate_time" not in project
+    assert "previous_secret_ciphertext" not in api
+    # The current secrets stay: 0009's release signs with them alone.
+    assert project["webhook_secret_ciphertext"] == "ct-project"
+    assert api["secret_ciphertext"] == "ct-salad"
+    assert_seeded_data_intact(database)
 
 
 def definitions_spec() -> dict[str, Any]:

@@ -34,8 +34,9 @@ from orchestrator.schemas.salad import (
     SaladQueue,
     WebhookSecretKey,
 )
-from orchestrator.services import job_queries, jobs, outbound, projects, queues, salad, webhooks
+from orchestrator.services import job_queries, jobs, outbound, projects, queues, salad
 from orchestrator.services.audit import Actor
+from orchestrator.services.webhook_secrets import reveal_api_secret, rotate_api_secret
 from orchestrator.storage.models import Job, Queue
 
 PROBLEM = "application/problem+json"
@@ -428,7 +429,7 @@ def get_webhook_secret_key(
     them with ``svix``. Needs an admin token."""
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
-        key = webhooks.reveal_api_secret(session, services.box, salad.SALAD, actor)
+        key = reveal_api_secret(session, services.box, salad.SALAD, actor)
     return WebhookSecretKey(secret_key=key)
 
 
@@ -436,9 +437,9 @@ def get_webhook_secret_key(
 def update_webhook_secret_key(
     organization_name: Name, services: ServicesDep, actor: ActorDep
 ) -> WebhookSecretKey:
-    """Replace the key; deliveries sent from now on are signed with the new one. Needs an admin
-    token."""
+    """Replace the key; deliveries sent from now on are signed with the new one and, for
+    ``ORCH_WEBHOOK_SECRET_GRACE``, with the one it replaced too. Needs an admin token."""
     _key_access(services, actor, organization_name)
     with services.db.transaction() as session:
-        key = webhooks.rotate_api_secret(session, services.box, salad.SALAD, actor)
+        key = rotate_api_secret(session, services.box, salad.SALAD, actor)
     return WebhookSecretKey(secret_key=key)
