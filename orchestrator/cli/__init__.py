@@ -1,15 +1,24 @@
-"""The ``orchestrator`` command: ``serve`` runs the server; the rest talk to it over HTTP."""
+"""The ``orchestrator`` command: ``serve`` runs the server; the rest talk to it over HTTP.
+
+Startup matters (``--help``, completion, every client command): the modules imported here
+import only typer and the standard library's light parts; each command imports what it needs
+(pydantic settings, httpx, SQLAlchemy, the API) when it runs. ``bench/cli_startup.py``
+measures it.
+"""
 
 from __future__ import annotations
 
-import typer
-from pydantic import ValidationError
+from typing import Annotated
 
+import typer
+
+from orchestrator import __version__
 from orchestrator.cli import (
     db,
     definitions,
     gc,
     jobs,
+    projects,
     queues,
     runners,
     schedules,
@@ -18,18 +27,36 @@ from orchestrator.cli import (
 )
 from orchestrator.cli.output import configure_logging, fail, setting_errors
 from orchestrator.cli.runner import runner as run_runner
-from orchestrator.config import Settings
-from orchestrator.errors import OrchestratorError
-from orchestrator.storage.secret_box import parse_setting
+from orchestrator.cli.submit import submit
+from orchestrator.cli.usage import PROG, Commands
 
 # A traceback's local variables could hold a token or a secret value: never print them.
+# Plain help (no rich markup): rich costs startup time, and its framed errors are not one line.
 app = typer.Typer(
-    help="Run container jobs on Docker.", no_args_is_help=True, pretty_exceptions_show_locals=False
+    name=PROG,
+    cls=Commands,
+    help="Run container jobs on Docker.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"{PROG} {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Run container jobs on Docker: versioned definitions, queues, logs and output."""
 
 
@@ -40,7 +67,12 @@ def serve(
     runner: bool = typer.Option(True, help="Run jobs in this process (--no-runner: API only)."),
 ) -> None:
     """Run the API and a runner on the local Docker engine in one process."""
+    from pydantic import ValidationError
+
     from orchestrator.api import create_app, server
+    from orchestrator.config import Settings
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.storage.secret_box import parse_setting
 
     overrides: dict[str, object] = {}
     if host is not None:
@@ -67,16 +99,18 @@ def serve(
 app.add_typer(definitions.app, name="definitions")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(queues.app, name="queues")
+app.add_typer(projects.app, name="projects")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(db.app, name="db")
 app.add_typer(runners.app, name="runners")
 app.add_typer(schedules.app, name="schedules")
-app.command()(jobs.submit)
+app.command()(submit)
 app.command(name="runner")(run_runner)
 app.command(name="gc")(gc.gc)
 
 
 def main() -> None:
     """Entry point of the console script."""
-    app()
+    # The program's name, not "python -m orchestrator": shell completion is keyed by it.
+    app(prog_name=PROG)

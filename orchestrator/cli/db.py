@@ -1,18 +1,23 @@
-"""``orchestrator db``: apply and show the database schema's migrations (no server needed)."""
+"""``orchestrator db``: apply and show the database schema's migrations (no server needed).
+
+SQLAlchemy and the storage layer are imported by the commands, not for ``--help``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from orchestrator.cli.db_backup import backup
-from orchestrator.cli.output import fail, setting_errors
-from orchestrator.config import Settings
+from orchestrator.cli.output import AsJson, fail, print_json, setting_errors
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.storage.db import Database
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+    from orchestrator.storage.db import Database
 
 app = typer.Typer(help="Migrate the database schema; back it up.", no_args_is_help=True)
 
@@ -23,6 +28,12 @@ def open_database() -> tuple[Settings, Database]:
     # A one-shot command says itself why the database cannot be used (``unreachable``); the
     # outage line a long-running process logs would say it twice.
     logging.getLogger("orchestrator.storage.db").setLevel(logging.ERROR)
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from orchestrator.config import Settings
+    from orchestrator.storage.db import Database
+
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -41,7 +52,7 @@ def unreachable(exc: DatabaseUnavailable) -> str:
 
 
 @app.command()
-def upgrade() -> None:
+def upgrade(as_json: AsJson = False) -> None:
     """Migrate the schema to the newest revision (servers also do this when they start)."""
     _, database = open_database()
     try:
@@ -50,14 +61,16 @@ def upgrade() -> None:
         fail(unreachable(exc), code=2)
     finally:
         database.dispose()
-    if result.applied:
+    if as_json:
+        print_json(dataclasses.asdict(result))
+    elif result.applied:
         typer.echo(f"upgraded the schema from {result.before or 'empty'} to {result.after}")
     else:
         typer.echo(f"the schema is at {result.after}, the newest revision")
 
 
 @app.command()
-def current() -> None:
+def current(as_json: AsJson = False) -> None:
     """Print the schema's revision ("none": empty, or created before migrations)."""
     _, database = open_database()
     try:
@@ -66,7 +79,10 @@ def current() -> None:
         fail(unreachable(exc), code=2)
     finally:
         database.dispose()
-    typer.echo(revision or "none")
+    if as_json:
+        print_json({"revision": revision})
+    else:
+        typer.echo(revision or "none")
 
 
 # Its own module: the copy and its key-file caveat are one concern, apart from migrations.

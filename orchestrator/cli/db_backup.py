@@ -7,21 +7,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
-from sqlalchemy.exc import ArgumentError
 
-from orchestrator.cli.output import fail, setting_errors
-from orchestrator.config import Settings
+from orchestrator.cli.output import AsJson, fail, print_json, setting_errors
 from orchestrator.errors import OrchestratorError
-from orchestrator.storage.backup import backup_sqlite, pg_dump_command
-from orchestrator.storage.private_files import sqlite_file
-from orchestrator.storage.secret_box import KEY_FILE, KEY_SETTING
 
 
 def backup(
     path: Annotated[Path, typer.Argument(help="The new file to write (never overwritten).")],
+    as_json: AsJson = False,
 ) -> None:
     """Copy the SQLite database to PATH (mode 0600) while servers run; not the key file."""
+    from pydantic import ValidationError
+    from sqlalchemy.exc import ArgumentError
+
+    from orchestrator.config import Settings
+    from orchestrator.storage.backup import backup_sqlite, pg_dump_command
+    from orchestrator.storage.private_files import sqlite_file
+    from orchestrator.storage.secret_box import KEY_FILE, KEY_SETTING
+
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -42,6 +45,17 @@ def backup(
         done = backup_sqlite(url, path)
     except OrchestratorError as exc:
         fail(str(exc))
+    key = str(settings.data_dir / KEY_FILE) if settings.secret_key is None else KEY_SETTING
+    if as_json:
+        print_json(
+            {
+                "source": str(done.source),
+                "target": str(done.target),
+                "size": done.size,
+                "key_source": key,
+            }
+        )
+        return
     typer.echo(f"backed up {done.source} to {done.target} ({done.size} bytes, mode 0600)")
     if settings.secret_key is not None:
         keys = f"the keys of {KEY_SETTING}"

@@ -1,20 +1,22 @@
-"""``orchestrator definitions``: register definitions from YAML files and list them."""
+"""``orchestrator definitions``: register definitions from YAML files; list them, read one
+and its versions."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from orchestrator.cli.client import ApiError
-from orchestrator.cli.output import AsJson, Project, connect, fail, print_json, table
+from orchestrator.cli.output import AsJson, Project, connect, fail, fields, print_json, table
 from orchestrator.errors import DefinitionInvalid
-from orchestrator.rules import definition_spec
-from orchestrator.rules.definition_spec import DefinitionSpec
 
-app = typer.Typer(help="Register and list job definitions.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from orchestrator.cli.client import ApiError
+    from orchestrator.rules.definition_spec import DefinitionSpec
+
+app = typer.Typer(help="Register, list and read job definitions.", no_args_is_help=True)
 # Where the server's error about one definition of a batch names it: by its index.
 BATCH_INDEX = re.compile(r"^definitions\[(\d+)\]")
 
@@ -31,6 +33,9 @@ def _definition_files(path: Path) -> list[Path]:
 def _load_specs(paths: list[Path]) -> list[tuple[Path, DefinitionSpec]]:
     """Every spec in the files (with its file), validated; on any error print them all and
     exit 1."""
+    # The definition model (pydantic, YAML): imported by the commands that load files.
+    from orchestrator.rules import definition_spec
+
     specs: list[tuple[Path, DefinitionSpec]] = []
     errors: list[str] = []
     for file in (f for p in paths for f in _definition_files(p)):
@@ -51,6 +56,8 @@ def _load_specs(paths: list[Path]) -> list[tuple[Path, DefinitionSpec]]:
 def _naming_the_file(exc: ApiError, specs: list[tuple[Path, DefinitionSpec]]) -> ApiError:
     """The server's error about one definition of the batch (``definitions[2]: ...``), naming
     its file instead of its index."""
+    from orchestrator.cli.client import ApiError
+
     match = BATCH_INDEX.match(exc.field or "")
     if match is None or int(match[1]) >= len(specs):
         return exc
@@ -73,6 +80,8 @@ def definitions_apply(
     Every file is validated first; if any has an error, or the server refuses any definition,
     nothing is registered.
     """
+    from orchestrator.cli.client import ApiError
+
     specs = _load_specs(paths)
     bodies = [spec.model_dump(mode="json", exclude_unset=True) for _, spec in specs]
     with connect(project) as api:
@@ -90,6 +99,31 @@ def definitions_apply(
         typer.echo(f"{definition['name']}: version {definition['version']} ({state})")
 
 
+DEFINITION_COLUMNS = (
+    ("name", "NAME"),
+    ("version", "VERSION"),
+    ("image", "IMAGE"),
+    ("description", "DESCRIPTION"),
+)
+VERSION_COLUMNS = (
+    ("version", "VERSION"),
+    ("image", "IMAGE"),
+    ("create_time", "CREATED"),
+    ("description", "DESCRIPTION"),
+)
+
+
+def _rows(definitions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **d,
+            "image": d["spec"].get("image"),
+            "description": d["spec"].get("description"),
+        }
+        for d in definitions
+    ]
+
+
 @app.command("ls")
 def definitions_ls(project: Project = "default", as_json: AsJson = False) -> None:
     """The latest version of every definition."""
@@ -98,14 +132,47 @@ def definitions_ls(project: Project = "default", as_json: AsJson = False) -> Non
     if as_json:
         print_json(page)
         return
-    rows = [
-        {
-            "name": d["name"],
-            "version": d["version"],
-            "image": d["spec"].get("image"),
-            "description": d["spec"].get("description"),
-        }
-        for d in page["items"]
-    ]
-    columns = (("name", "NAME"), ("version", "VERSION"), ("image", "IMAGE"))
-    table(rows, (*columns, ("description", "DESCRIPTION")))
+    table(_rows(page["items"]), DEFINITION_COLUMNS)
+
+
+@app.command("get")
+def definitions_get(
+    reference: Annotated[
+        str, typer.Argument(metavar="NAME[:VERSION]", help="A definition (no version: the latest).")
+    ],
+    project: Project = "default",
+    as_json: AsJson = False,
+) -> None:
+    """One version of a definition, with its spec as YAML."""
+    name, sep, version = reference.partition(":")
+    if sep and not version.isdigit():
+        raise typer.BadParameter(
+            f"{reference!r}: the version must be a number", param_hint="'NAME[:VERSION]'"
+        )
+    parts = ("definitions", name, "versions", version) if sep else ("definitions", name)
+    with connect(project) as api:
+        definition = api.call("GET", *parts)
+    if as_json:
+        print_json(definition)
+        return
+    import yaml  # only here: ``--help`` does not need it
+
+    fields({key: value for key, value in definition.items() if key != "spec"})
+    typer.echo("spec:")
+    text = yaml.safe_dump(definition["spec"], sort_keys=False, allow_unicode=True)
+    typer.echo("".join(f"  {line}" for line in text.splitlines(keepends=True)), nl=False)
+
+
+@app.command("versions")
+def definitions_versions(
+    name: Annotated[str, typer.Argument(help="The definition's name.")],
+    project: Project = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Every version of a definition, oldest first."""
+    with connect(project) as api:
+        page = api.call("GET", "definitions", name, "versions")
+    if as_json:
+        print_json(page)
+        return
+    table(_rows(page["items"]), VERSION_COLUMNS)

@@ -3,21 +3,24 @@ background), or with ``--dry-run`` count what would go. Works on the database di
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import typer
 
 from orchestrator.cli.db import open_database, unreachable
-from orchestrator.cli.output import fail
-from orchestrator.config import Settings
+from orchestrator.cli.output import AsJson, fail, print_json
 from orchestrator.errors import DatabaseUnavailable
-from orchestrator.services import retention
-from orchestrator.services.retention import Removed, Retention
-from orchestrator.storage import migrations
-from orchestrator.storage.db import Database
-from orchestrator.storage.models import utcnow
+
+if TYPE_CHECKING:
+    from orchestrator.config import Settings
+    from orchestrator.services.retention import Removed
+    from orchestrator.storage.db import Database
 
 
 def gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
+    as_json: AsJson = False,
 ) -> None:
     """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs
     and audit entries past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION]."""
@@ -28,6 +31,9 @@ def gc(
         fail(unreachable(exc), code=2)
     finally:
         database.dispose()
+    if as_json:
+        print_json({"dry_run": dry_run, **dataclasses.asdict(removed)})
+        return
     verb = "would delete" if dry_run else "deleted"
     typer.echo(
         f"{verb} {removed.jobs} finished jobs ({removed.events} events, {removed.logs} log "
@@ -37,6 +43,11 @@ def gc(
 
 
 def _run(settings: Settings, database: Database, dry_run: bool) -> Removed:
+    from orchestrator.services import retention
+    from orchestrator.services.retention import Retention
+    from orchestrator.storage import migrations
+    from orchestrator.storage.models import utcnow
+
     if database.schema_revision() != migrations.head():
         fail("the schema is not at the newest revision: run `orchestrator db upgrade`", code=2)
     keep = Retention.from_settings(settings)

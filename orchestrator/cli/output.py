@@ -1,4 +1,8 @@
-"""What every client command shares: options, the connection to the server, and output."""
+"""What every client command shares: options, the connection to the server, and output.
+
+``--help`` imports this module: the settings, the HTTP client and pydantic are imported by
+``connect`` and the functions that use them, not here.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 
-from orchestrator.cli import log_masking
-from orchestrator.cli.client import ApiError, Client, ClientError
-from orchestrator.config import Settings, variable_name
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from orchestrator.cli.client import Client
 
 Project = Annotated[str, typer.Option("--project", help="The project to act in.")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the server's JSON, for scripts.")]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout, for scripts.")
+]
 
 
 JOB_COLUMNS = (
@@ -56,6 +62,8 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def setting_errors(exc: ValidationError) -> str:
     """``ORCH_NAME: reason`` for each bad setting (never its value: it may be a secret)."""
+    from orchestrator.config import variable_name
+
     return "; ".join(
         f"{variable_name(e['loc'])}: {str(e['msg']).removeprefix('Value error, ')}"
         for e in exc.errors(include_input=False)
@@ -67,6 +75,11 @@ def setting_errors(exc: ValidationError) -> str:
 def connect(project: str | None) -> Iterator[Client]:
     """A client of the server at ``ORCH_URL`` with the token of ``ORCH_TOKEN`` (else the data
     dir's ``admin-token``); any client error ends the command with exit 1."""
+    from pydantic import ValidationError
+
+    from orchestrator.cli.client import ApiError, Client, ClientError
+    from orchestrator.config import Settings
+
     try:
         settings = Settings()
         url, token = settings.url, settings.api_token()
@@ -121,6 +134,8 @@ def print_json(data: Any) -> None:
 def configure_logging() -> None:
     """INFO lines with time and source for the long-running commands (serve, runner); a URL's
     userinfo masked in every line, whichever library logs it."""
+    from orchestrator.cli import log_masking
+
     log_masking.install()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

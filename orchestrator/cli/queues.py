@@ -1,4 +1,4 @@
-"""``orchestrator queues``: create, list, pause, resume and delete queues."""
+"""``orchestrator queues``: create, list, change, pause, resume and delete queues."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import typer
 
 from orchestrator.cli.output import QUEUE_COLUMNS, AsJson, Project, connect, print_json, table
 
-app = typer.Typer(help="Create, list, pause, resume and delete queues.", no_args_is_help=True)
+app = typer.Typer(
+    help="Create, list, change, pause, resume and delete queues.", no_args_is_help=True
+)
 
 
 QueueName = Annotated[str, typer.Argument(help="The queue's name.")]
@@ -40,6 +42,7 @@ def queues_create(
     ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
     display_name: Annotated[str | None, typer.Option(help="A human name.")] = None,
+    description: Annotated[str | None, typer.Option(help="What the queue is for.")] = None,
     default_definition: Annotated[
         str | None, typer.Option(help="The definition of jobs submitted with none.")
     ] = None,
@@ -53,10 +56,59 @@ def queues_create(
         "max_concurrency": max_concurrency,
         "paused": paused,
         "display_name": display_name,
+        "description": description,
         "default_definition": default_definition,
     }
     with connect(project) as api:
         queue = api.call("POST", "queues", json={k: v for k, v in body.items() if v is not None})
+    _show_queues([queue], as_json, queue)
+
+
+@app.command("update")
+def queues_update(
+    name: QueueName,
+    priority: Annotated[int | None, typer.Option(help="Higher is served first.")] = None,
+    max_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="At most this many jobs running.")
+    ] = None,
+    no_max_concurrency: Annotated[
+        bool, typer.Option("--no-max-concurrency", help="Lift the concurrency limit.")
+    ] = False,
+    display_name: Annotated[str | None, typer.Option(help="A human name.")] = None,
+    description: Annotated[str | None, typer.Option(help="What the queue is for.")] = None,
+    default_definition: Annotated[
+        str | None,
+        typer.Option(help="The definition of jobs submitted with none (waiting ones get it)."),
+    ] = None,
+    no_default_definition: Annotated[
+        bool, typer.Option("--no-default-definition", help="Remove the default definition.")
+    ] = False,
+    project: Project = "default",
+    as_json: AsJson = False,
+) -> None:
+    """Change the given fields of a queue; the others stay (pause and resume: their commands)."""
+    changes: dict[str, Any] = {
+        "priority": priority,
+        "max_concurrency": max_concurrency,
+        "display_name": display_name,
+        "description": description,
+        "default_definition": default_definition,
+    }
+    body = {key: value for key, value in changes.items() if value is not None}
+    for flag, field, lifted in (
+        ("--no-max-concurrency", "max_concurrency", no_max_concurrency),
+        ("--no-default-definition", "default_definition", no_default_definition),
+    ):
+        if lifted and field in body:
+            raise typer.BadParameter(
+                f"give {flag} or --{field.replace('_', '-')}, not both", param_hint=f"'{flag}'"
+            )
+        if lifted:
+            body[field] = None  # JSON null: lift it
+    if not body:
+        raise typer.BadParameter("give at least one field to change", param_hint="'NAME'")
+    with connect(project) as api:
+        queue = api.call("PATCH", "queues", name, json=body)
     _show_queues([queue], as_json, queue)
 
 

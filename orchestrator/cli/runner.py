@@ -1,4 +1,7 @@
-"""``orchestrator runner``: a runner alone, against the shared database and one Docker engine."""
+"""``orchestrator runner``: a runner alone, against the shared database and one Docker engine.
+
+The process assembly (database, Docker) is imported when the command runs, not for ``--help``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ import threading
 from types import FrameType
 
 import typer
-from pydantic import ValidationError
 
 from orchestrator.cli.output import configure_logging, fail, setting_errors
-from orchestrator.config import Settings
 from orchestrator.errors import OrchestratorError
 
 logger = logging.getLogger("orchestrator.runner")
@@ -41,6 +42,11 @@ def runner(
     the API. SIGTERM or Ctrl-C drains: no new jobs, running ones finish (up to
     ORCH_DRAIN_TIMEOUT), then it exits; a second signal exits at once, leaving running
     containers to be adopted when the runner comes back."""
+    from pydantic import ValidationError
+
+    from orchestrator.config import Settings
+    from orchestrator.process import Services
+
     overrides: dict[str, object] = {"runner_enabled": True}
     for key, value in (
         ("docker_host", docker_host),
@@ -58,8 +64,6 @@ def runner(
     except OrchestratorError as exc:
         fail(exc.message, code=2)
     configure_logging()
-    from orchestrator.process import Services  # the engine and database: not for --help
-
     try:
         services = Services.build(settings, api=False)
     except OrchestratorError as exc:

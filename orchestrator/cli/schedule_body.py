@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-import yaml
 
-from orchestrator.cli.jobs import input_option, key_value_pairs
+from orchestrator.cli.options import input_option, key_value_pairs
 from orchestrator.rules.units import parse_duration
 
 # The flags of each kind of target (--timeout belongs to both: a job's or a request's).
@@ -94,6 +93,8 @@ def _jsonable(value: Any) -> str:
 
 def _read_body(file: str) -> dict[str, Any]:
     """The schedule held in a YAML or JSON file (``-``: standard input)."""
+    import yaml  # only here: ``--help`` does not need it
+
     hint = "'-f' / '--file'"
     try:
         text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")

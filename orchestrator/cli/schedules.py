@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.cli.client import ApiError
 from orchestrator.cli.output import AsJson, Project, cell, connect, print_json, table
 from orchestrator.cli.schedule_body import request_body
 
@@ -222,6 +221,8 @@ def schedules_create(
         "--missed-window": missed_window,
         "--paused": paused,
     }
+    from orchestrator.cli.client import ApiError
+
     request = request_body(name, file, flags)
     with connect(project) as api:
         try:

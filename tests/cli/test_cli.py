@@ -30,10 +30,11 @@ def client_env(target: LiveServer | str) -> dict[str, str]:
     return {"ORCH_URL": target.url, "ORCH_DATA_DIR": str(target.settings.data_dir)}
 
 
-def cli(target: LiveServer | str, *args: str) -> Result:
-    """Run the CLI in-process against a server."""
-    env = client_env(target)
-    return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+def cli(target: LiveServer | str, *args: str, **env: str | None) -> Result:
+    """Run the CLI in-process against a server, with extra environment variables."""
+    return CliRunner().invoke(
+        app, list(args), env={**client_env(target), **env}, catch_exceptions=False
+    )
 
 
 def run(target: LiveServer | str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -216,12 +217,14 @@ def test_input_from_a_file_reaches_the_output(server: LiveServer, tmp_path: Path
 
 def test_a_secret_value_is_never_printed(server: LiveServer) -> None:
     apply(server, "use-secret")
-    secret = f"API_TOKEN={CANARY}"
+    secret = {"API_TOKEN": CANARY}
 
-    followed = cli(server, "submit", "use-secret", "--secret", secret, "--follow")
+    followed = cli(server, "submit", "use-secret", "--secret", "API_TOKEN", "--follow", **secret)
     assert ok(followed) == "calling https://api.example.com with token ***\nok\n"
     job_id = followed.stderr.split()[0]
-    as_script = cli(server, "submit", "use-secret", "--secret", secret, "-f", "--json")
+    as_script = cli(
+        server, "submit", "use-secret", "--secret", "API_TOKEN", "-f", "--json", **secret
+    )
     assert as_json(as_script)["secret_env"] == {"API_TOKEN": "***"}
     outputs = [followed, as_script]
     for command in ("get", "logs", "events"):
@@ -360,3 +363,4 @@ def test_usage_errors_exit_2_before_any_request() -> None:
         result = cli(url, *args)
         assert result.exit_code == 2, args
         assert message in result.stderr, result.stderr
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
