@@ -136,7 +136,7 @@ def list_queues(
         projects.get(session, project_name)
         return QueueCollection(
             items=[
-                salad.queue(session, row, organization_name)
+                salad.queue(session, row, organization_name, services.settings.runner_lease)
                 for row in queues.list_all(session, project_name)
             ]
         )
@@ -169,7 +169,7 @@ def create_queue(
     with services.db.transaction() as session:
         projects.get(session, project_name)
         row = queues.create(session, project_name, request, actor, caps=services.caps)
-        public = salad.queue(session, row, organization_name)
+        public = salad.queue(session, row, organization_name, services.settings.runner_lease)
     response.headers["Location"] = (
         f"/organizations/{organization_name}/projects/{project_name}/queues/{row.name}"
     )
@@ -191,7 +191,8 @@ def get_queue(
     """One queue, with its worker container groups and how many jobs wait in it."""
     _allowed(services, actor, organization_name, project_name, write=False)
     with services.db.read() as session:
-        return salad.queue(session, _queue(session, project_name, queue_name), organization_name)
+        queue = _queue(session, project_name, queue_name)
+        return salad.queue(session, queue, organization_name, services.settings.runner_lease)
 
 
 @router.patch(
@@ -216,7 +217,7 @@ def update_queue(
         _queue(session, project_name, queue_name)
         request = QueueUpdate.model_validate(changes)
         row = queues.update(session, project_name, queue_name, request, actor)
-        return salad.queue(session, row, organization_name)
+        return salad.queue(session, row, organization_name, services.settings.runner_lease)
 
 
 @router.delete(
