@@ -151,7 +151,7 @@ def public(schedule: Schedule) -> QuedupJob:
         name=target[NAME_KEY],
         method=target["method"],
         url=target["url"],
-        body=target.get("body"),
+        body=target.get("body") or "",
         headers=headers,
         schedule=schedule.cron,
         next_run_at=schedule.next_run_at if schedule.status == ScheduleStatus.ACTIVE else None,
