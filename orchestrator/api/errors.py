@@ -10,12 +10,12 @@ import copy
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from orchestrator.api.error_shapes import shape_for
 from orchestrator.errors import (
     Conflict,
     DatabaseUnavailable,
@@ -33,7 +33,12 @@ from orchestrator.schemas.common import ErrorPublic
 
 logger = logging.getLogger(__name__)
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
 
 STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     InvalidRequest: 400,
@@ -62,6 +67,7 @@ ERROR_DESCRIPTIONS = {
     409: "The request conflicts with the resource's current state, or the project holds as "
     "many of these as the server allows (`limit_reached`, naming the setting).",
     413: "The request body, or a part of it, is larger than the server's limit.",
+    415: "The request has a body that is not JSON (its `Content-Type`).",
     422: "The request is over one of the server's limits (e.g. the number of parameters).",
     429: "Too many requests of this kind are open at once (e.g. a token's live streams); "
     "`Retry-After` says when to try again.",
@@ -74,11 +80,6 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         status: {"model": ErrorPublic, "description": ERROR_DESCRIPTIONS[status]}
         for status in statuses
     }
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The JSON body of every error response."""
-    return {"code": code, "message": message, "field": field}
 
 
 def headers_for(exc: OrchestratorError) -> dict[str, str] | None:
@@ -209,35 +210,38 @@ def _document_errors(app: FastAPI) -> None:
 
 
 def install(app: FastAPI) -> None:
-    """Register the error handlers on ``app`` and document them in its OpenAPI document."""
+    """Register the error handlers on ``app`` and document them in its OpenAPI document. Each
+    answers in the shape of the API its path belongs to (``error_shapes.shape_for``): these
+    handlers see what no route caught (an unknown route, a wrong method, a crash), which under a
+    drop-in API's prefix is still that API's to say."""
     _document_errors(app)
 
     @app.exception_handler(OrchestratorError)
-    async def _domain(_request: Request, exc: OrchestratorError) -> JSONResponse:
+    async def _domain(request: Request, exc: OrchestratorError) -> Response:
         status = status_for(exc)
         if status == 500:
             logger.error("request failed: %s", exc.message, extra={"action": "request_failed"})
-        return JSONResponse(
-            error_body(exc.code, exc.message, exc.field),
-            status_code=status,
-            headers=headers_for(exc),
+        return shape_for(request.url.path).response(
+            status, exc.message, code=exc.code, field=exc.field, headers=headers_for(exc)
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         message, field = validation_message(exc)
-        return JSONResponse(error_body("invalid_request", message, field), status_code=400)
+        return shape_for(request.url.path).response(
+            400, message, code="invalid_request", field=field
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         status, field = exc.status_code, None
         code = HTTP_CODES.get(status, "http_error")
         message = str(exc.detail)
+        headers = dict(exc.headers or {})
         if status == 404:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif status == 405:
-            headers = {"Allow": ", ".join(_allowed_methods(request))}
-            return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+            headers["Allow"] = ", ".join(_allowed_methods(request))
         elif status == 413:
             field = "body"
         elif status == 400:
@@ -250,16 +254,15 @@ def install(app: FastAPI) -> None:
                 message = "body: nested too deeply"
             else:
                 message = f"body: {message}"
-        return JSONResponse(
-            error_body(code, message, field), status_code=status, headers=exc.headers
+        return shape_for(request.url.path).response(
+            status, message, code=code, field=field, headers=headers
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.error(
             "unexpected error: %s", type(exc).__name__, exc_info=exc, extra={"action": "crash"}
         )
-        return JSONResponse(
-            error_body("internal", "internal error; the server log has the details"),
-            status_code=500,
+        return shape_for(request.url.path).response(
+            500, "internal error; the server log has the details", code="internal"
         )

@@ -1,13 +1,15 @@
-"""An ASGI middleware that refuses request bodies larger than the configured limit (413)."""
+"""An ASGI middleware that refuses request bodies larger than the configured limit (413).
+
+It answers before routing, so the shape of its 413 is chosen by the path (a drop-in API's
+own under its prefix), as every other error's is."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from orchestrator.api.errors import error_body
+from orchestrator.api.error_shapes import shape_for
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -39,7 +41,7 @@ class BodySizeLimit:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
 
@@ -54,18 +56,8 @@ class BodySizeLimit:
 
         await self.app(scope, limited_receive, send)
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps(
-            error_body("payload_too_large", too_large_message(self.max_bytes), "body")
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
+    async def _refuse(self, scope: Scope, receive: Any, send: Any) -> None:
+        refusal = shape_for(scope["path"]).response(
+            413, too_large_message(self.max_bytes), code="payload_too_large", field="body"
         )
-        await send({"type": "http.response.body", "body": body})
+        await refusal(scope, receive, send)

@@ -33,7 +33,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from orchestrator.api.errors import error_body
+from orchestrator.api.error_shapes import error_body
 from orchestrator.config import Settings
 
 logger = logging.getLogger(__name__)

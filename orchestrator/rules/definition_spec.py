@@ -59,6 +59,9 @@ CONTAINER_FIELDS = (
 )
 # Replicas of one worker definition a runner keeps per queue, at most.
 MAX_WORKER_REPLICAS = 64
+# The headers of every readiness check a runner sends a worker (a worker can tell them from
+# jobs in its access log); SaladCloud's readiness probe lists them, and wants at least one.
+READINESS_HEADERS = {"User-Agent": "orchestrator-readiness-check"}
 # Attempts of a worker definition's job when its definition sets no retry (SaladCloud's 3 retries).
 WORKER_DEFAULT_ATTEMPTS = 4
 # Network modes in which a worker container has no address of its own for the runner to reach.

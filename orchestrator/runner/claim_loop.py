@@ -112,7 +112,7 @@ class Runner:
             settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
         )
         # HTTP worker containers of this process; removed when it stops.
-        self.workers = WorkerPools(engine, self.name, self.identity.session, installation)
+        self.workers = WorkerPools(engine, db, self.name, self.identity.session, installation)
         self.context = AttemptContext(
             settings=settings,
             db=db,

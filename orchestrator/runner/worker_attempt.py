@@ -130,6 +130,12 @@ class WorkerAttempt(Attempt):
                 config,
                 list(self._secrets.values()),
                 settings.worker_ready_timeout,
+                self.context.workers.reporter(
+                    self.job.project,
+                    self.job.queue,
+                    self.job.definition_name,
+                    self.job.definition_version,
+                ),
             ),
         )
         self._pool = pool

@@ -3,7 +3,9 @@
 A pool holds up to ``replicas`` long-running containers of one worker configuration: started
 on demand, ready once they answer, lent to one job at a time, stopped after ``idle_timeout``
 without work, replaced when one dies. The pool owns the containers and nothing else: it never
-touches the database (``worker_attempt.py`` records what a job came to, through ``jobs``).
+touches the database (``worker_attempt.py`` records what a job came to, through ``jobs``); it
+reports each container's state through the callable it is given, with which ``WorkerPools``
+records the runner's worker containers (what SaladCloud's API counts as instances).
 Every container carries the installation, the runner's name and its process session in its
 labels, so a restarted runner removes what its previous process left behind, and no other
 runner's or installation's sweep touches it.
@@ -26,7 +28,11 @@ import httpx
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerSpec
 from orchestrator.errors import ContainerFailure, EngineUnavailable, OrchestratorError
+from orchestrator.rules.definition_spec import READINESS_HEADERS
+from orchestrator.rules.worker_states import WorkerState
 from orchestrator.runner.log_pump import LogPump
+from orchestrator.services import worker_containers
+from orchestrator.storage.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,9 @@ READY_POLL_INTERVAL = 0.2  # seconds between two readiness checks of a starting 
 READY_PROBE_TIMEOUT = 2.0  # seconds one readiness check may take
 WAIT_INTERVAL = 0.25  # seconds between looks at the stop condition while waiting for a worker
 REAP_INTERVAL = 0.5  # seconds between two passes of the idle reaper
+
+# Told each state of a container of the pool (None: it is gone).
+Report = Callable[[str, WorkerState | None], None]
 
 
 @dataclass(frozen=True)
@@ -85,11 +94,13 @@ class WorkerPool:
         config: WorkerConfig,
         secret_values: list[str],
         ready_timeout: float,
+        report: Report,
     ) -> None:
         self.engine = engine
         self.spec = spec
         self.config = config
         self.ready_timeout = ready_timeout
+        self.report = report
         self._secrets = secret_values
         self._workers: list[Worker] = []
         self._starting = 0
@@ -147,6 +158,7 @@ class WorkerPool:
         """Create and start a container and wait until it is ready; registered busy."""
         spec = replace(self.spec, name=f"{self.spec.name}-{uuid.uuid4().hex[:8]}")
         container_id = self.engine.create(spec)
+        self.report(container_id, WorkerState.CREATING)
         pump = LogPump(partial(self.engine.logs, container_id), self._secrets)
         try:
             self.engine.start(container_id)
@@ -170,6 +182,7 @@ class WorkerPool:
             pump.stop()
             self._remove(container_id)
             return None
+        self.report(container_id, WorkerState.RUNNING)
         logger.info(
             "worker container %s ready at %s",
             spec.name,
@@ -206,7 +219,11 @@ class WorkerPool:
             if self.config.readiness_path is None:
                 socket.create_connection((address, self.config.port), READY_PROBE_TIMEOUT).close()
                 return True
-            response = httpx.get(url + self.config.readiness_path, timeout=READY_PROBE_TIMEOUT)
+            response = httpx.get(
+                url + self.config.readiness_path,
+                headers=READINESS_HEADERS,
+                timeout=READY_PROBE_TIMEOUT,
+            )
             return response.is_success
         except (OSError, httpx.HTTPError):
             return False
@@ -281,8 +298,10 @@ class WorkerPool:
             self._remove(worker.container_id)
 
     def _remove(self, container_id: str) -> None:
+        self.report(container_id, WorkerState.STOPPING)
         try:
             self.engine.remove(container_id)
+            self.report(container_id, None)
         except OrchestratorError as exc:
             logger.warning(
                 "could not remove worker container %s: %s",
@@ -295,8 +314,11 @@ class WorkerPool:
 class WorkerPools:
     """A runner's worker pools by key, and the reaper that stops idle workers."""
 
-    def __init__(self, engine: DockerEngine, runner: str, session: str, installation: str) -> None:
+    def __init__(
+        self, engine: DockerEngine, db: Database, runner: str, session: str, installation: str
+    ) -> None:
         self.engine = engine
+        self.db = db
         self.runner = runner
         self.session = session
         self.installation = installation
@@ -312,6 +334,40 @@ class WorkerPools:
                 found = self._pools[key] = make()
             found.join()
             return found
+
+    def reporter(self, project: str, queue: str, definition: str, version: int) -> Report:
+        """What a pool serving this queue's jobs of this definition version reports its
+        containers' states to: a row of its own each, in ``worker_containers``."""
+        owner = worker_containers.WorkerOwner(
+            runner=self.runner,
+            session=self.session,
+            project=project,
+            queue=queue,
+            definition=definition,
+            version=version,
+        )
+        return partial(self._record, owner)
+
+    def _record(
+        self, owner: worker_containers.WorkerOwner, container_id: str, state: WorkerState | None
+    ) -> None:
+        try:
+            with self.db.transaction() as session:
+                if state is None:
+                    worker_containers.forget(session, container_id)
+                else:
+                    worker_containers.record(session, owner, container_id, state)
+        except Exception as exc:
+            # What is recorded only describes the containers: a database that does not answer
+            # must not stop one from starting or being removed. A row left behind is deleted by
+            # the runner's next process, and only a live process's rows are counted.
+            logger.warning(
+                "could not record worker container %s as %s: %s",
+                container_id[:12],
+                state or "gone",
+                getattr(exc, "message", type(exc).__name__),
+                extra={"action": "worker_unrecorded"},
+            )
 
     def labels(self) -> dict[str, str]:
         """The labels that make a container one of this runner process's workers."""
@@ -335,7 +391,17 @@ class WorkerPools:
         return stopped
 
     def remove_leftovers(self) -> int:
-        """Remove the worker containers an earlier process of this runner left; how many."""
+        """Remove the worker containers an earlier process of this runner left, and their
+        rows; how many containers."""
+        try:
+            with self.db.transaction() as session:
+                worker_containers.forget_earlier_processes(session, self.runner, self.session)
+        except OrchestratorError as exc:
+            logger.warning(
+                "could not forget the worker containers of earlier processes: %s",
+                exc.message,
+                extra={"action": "worker_unrecorded"},
+            )
         try:
             found = self.engine.find_labelled(WORKER_LABEL)
         except EngineUnavailable:

@@ -4,9 +4,9 @@ one run's attempt, and its ``{"error": ...}`` body. The routes are ``api/compat/
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, Field, StringConstraints
+from pydantic import AnyHttpUrl, AwareDatetime, BaseModel, BeforeValidator, Field, StringConstraints
 
 from orchestrator.rules.fields import Text
 from orchestrator.schemas.common import Request as StrictRequest
@@ -14,6 +14,23 @@ from orchestrator.schemas.schedules import HeaderName, HeaderValue, HttpMethod
 
 QuedupName = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 CronText = Annotated[Text, StringConstraints(max_length=255)]
+
+
+def _text_only(value: Any) -> Any:
+    # Quedup types the body as a string. A JSON document given as one (an older client's
+    # habit) is refused rather than sent as its text: the job would not show what was given.
+    if value is not None and not isinstance(value, str):
+        raise ValueError(
+            "must be a string, as Quedup types it: send a JSON document as its text "
+            '(e.g. "{\\"key\\": 1}")'
+        )
+    return value
+
+
+# The request body a job sends, as text; null or absent: none.
+QuedupBody = Annotated[
+    Annotated[str, StringConstraints(max_length=1_000_000)] | None, BeforeValidator(_text_only)
+]
 
 
 class QuedupError(BaseModel):
@@ -28,7 +45,7 @@ class QuedupJobCreate(StrictRequest):
     method: HttpMethod
     name: QuedupName = Field(description="Unique among the Quedup jobs.")
     url: AnyHttpUrl
-    body: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
+    body: QuedupBody = None
     headers: dict[HeaderName, HeaderValue] | None = None
     run_at: AwareDatetime | None = None
     schedule: CronText | None = None
@@ -40,7 +57,7 @@ class QuedupJobUpdate(StrictRequest):
     method: HttpMethod | None = None
     name: QuedupName | None = None
     url: AnyHttpUrl | None = None
-    body: Annotated[str, StringConstraints(max_length=1_000_000)] | None = None
+    body: QuedupBody = None
     headers: dict[HeaderName, HeaderValue] | None = None
     run_at: AwareDatetime | None = None
     schedule: CronText | None = None
@@ -54,7 +71,7 @@ class QuedupJob(BaseModel):
     name: str
     method: str
     url: str
-    body: str | None
+    body: str = Field(description="The request body; empty when the job sends none.")
     headers: dict[str, str]
     schedule: str | None
     next_run_at: datetime | None = Field(description="Null once the job is complete.")

@@ -18,6 +18,7 @@ DisplayName = Annotated[
 Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^.*$")]
 JobStatusName = Literal["pending", "running", "succeeded", "cancelled", "failed"]
 ActionName = Literal["created", "started", "succeeded", "cancelled", "failed"]
+GroupStatus = Literal["pending", "running", "stopped", "succeeded", "failed", "deploying"]
 
 
 class SaladRequest(BaseModel):
@@ -101,7 +102,7 @@ class InstanceStatusCount(Full):
 
 
 class ContainerGroupState(Full):
-    status: Literal["pending", "running", "stopped", "succeeded", "failed", "deploying"]
+    status: GroupStatus
     start_time: datetime
     finish_time: datetime
     instance_status_counts: InstanceStatusCount

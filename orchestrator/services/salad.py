@@ -18,12 +18,14 @@ from sqlalchemy.orm import load_only
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import NotFound
+from orchestrator.rules.definition_spec import READINESS_HEADERS
 from orchestrator.rules.states import WAITING, EventType, JobStatus
 from orchestrator.schemas.salad import (
     Container,
     ContainerGroup,
     ContainerGroupState,
     ContainerResources,
+    GroupStatus,
     HttpProbe,
     InstanceStatusCount,
     QueueConnection,
@@ -32,8 +34,9 @@ from orchestrator.schemas.salad import (
     ReadinessProbe,
     SaladQueue,
 )
-from orchestrator.services import definitions
-from orchestrator.storage.models import Job, JobEvent, Queue
+from orchestrator.services import definitions, worker_containers
+from orchestrator.services.worker_containers import WorkerCounts
+from orchestrator.storage.models import Definition, Job, JobEvent, Queue
 
 SALAD = "salad"  # ``Job.api`` and ``WebhookDelivery.signing_key`` of SaladCloud's jobs
 MAX_EVENTS = 1000  # a QueueJob carries at most this many events
@@ -42,6 +45,11 @@ MAX_PAGE_SIZE = 100
 _QUEUE_IDS = uuid.UUID("6a2f0c3e-4c1b-4f7e-9a59-7b3f0e0d5a11")
 _DISPLAY_NAME = re.compile(r"^[ ,-.0-9A-Za-z]{2,63}$")
 _MEBIBYTE = 1024 * 1024
+# What SaladCloud's schema allows a container's command: elements of one line, 1 to 2048
+# characters each (its pattern is ``^.*$``), at most 100 of them.
+_COMMAND_ITEMS = 100
+_COMMAND_CHARS = 2048
+_LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 STATUS: dict[JobStatus, str] = {
     JobStatus.SCHEDULED: "pending",
@@ -91,7 +99,9 @@ def job(session: Session, row: Job) -> QueueJob:
         events=events,
         create_time=row.create_time,
         update_time=row.update_time,
-        **_fields(metadata=row.job_metadata or None, output=row.output if done else None),
+        # Always an object, ``{}`` included: SaladCloud's clients read back what they sent.
+        metadata=row.job_metadata,
+        **_fields(output=row.output if done else None),
     )
 
 
@@ -100,8 +110,53 @@ def job_json(session: Session, row: Job) -> dict[str, Any]:
     return job(session, row).model_dump(mode="json", exclude_unset=True)
 
 
-def _container_group(queue: Queue, organization: str, session: Session) -> ContainerGroup | None:
-    """The queue's default definition as a container group, when it is an HTTP worker."""
+def shown_command(command: list[str] | None) -> list[str] | None:
+    """Pure: a worker's command as SaladCloud's schema can hold it (one line per element, 1 to
+    2048 characters, 100 elements at most). A line break is shown as its escape (``\\n``), so a
+    multi-line script reads as one line; an empty element as ``''``, the shell's empty word; an
+    element over the length is cut, ending with ``…``; elements past the 100th are left out."""
+    if command is None:
+        return None
+    shown = []
+    for element in command[:_COMMAND_ITEMS]:
+        text = element.translate(_LINE_BREAKS) or "''"
+        if len(text) > _COMMAND_CHARS:
+            text = text[: _COMMAND_CHARS - 1] + "…"
+        shown.append(text)
+    return shown
+
+
+def _group_state(
+    queue: Queue, definition: Definition, workers: WorkerCounts
+) -> ContainerGroupState:
+    """The group's state from the worker containers that exist: ``running`` while one is ready,
+    ``deploying`` while one is starting and none is ready; with none, ``stopped`` when the
+    queue is paused, else ``pending`` (workers start when jobs wait)."""
+    status: GroupStatus
+    if workers.running:
+        status = "running"
+    elif workers.creating:
+        status = "deploying"
+    else:
+        status = "stopped" if queue.paused else "pending"
+    since = workers.since or definition.create_time
+    return ContainerGroupState(
+        status=status,
+        start_time=since,
+        finish_time=since,
+        instance_status_counts=InstanceStatusCount(
+            creating_count=workers.creating,
+            running_count=workers.running,
+            stopping_count=workers.stopping,
+        ),
+    )
+
+
+def _container_group(
+    queue: Queue, organization: str, session: Session, lease: float
+) -> ContainerGroup | None:
+    """The queue's default definition as a container group, when it is an HTTP worker, with
+    the worker containers of live runners serving the queue's jobs of it."""
     if queue.default_definition is None:
         return None
     name, version = definitions.parse_reference(queue.default_definition)
@@ -117,6 +172,10 @@ def _container_group(queue: Queue, organization: str, session: Session) -> Conta
     memory = resources.get("memory")
     readiness = worker.get("readiness_path")
     port = int(worker["port"])
+    workers = worker_containers.counts(
+        session, queue.project, queue.name, definition.name, definition.version, lease
+    )
+    headers = [{"name": name, "value": value} for name, value in READINESS_HEADERS.items()]
     return ContainerGroup(
         id=str(uuid.uuid5(_QUEUE_IDS, f"{queue_id(queue)}::{definition.id}")),
         name=definition.name,
@@ -125,25 +184,22 @@ def _container_group(queue: Queue, organization: str, session: Session) -> Conta
         project_name=queue.project,
         container=Container(
             image=spec["image"],
-            command=spec.get("command"),
+            command=shown_command(spec.get("command")),
             resources=ContainerResources(
                 cpu=max(1, math.ceil(resources.get("cpus") or 1)),
                 memory=max(1024, (memory or 0) // _MEBIBYTE),
             ),
         ),
-        current_state=ContainerGroupState(
-            status="running" if not queue.paused else "stopped",
-            start_time=definition.create_time,
-            finish_time=definition.create_time,
-            instance_status_counts=InstanceStatusCount(),
-        ),
+        current_state=_group_state(queue, definition, workers),
         replicas=int(worker.get("replicas") or 1),
         version=definition.version,
         create_time=definition.create_time,
         update_time=definition.create_time,
         queue_connection=QueueConnection(path=worker["path"], port=port, queue_name=queue.name),
         **_fields(
-            readiness_probe=ReadinessProbe(http=HttpProbe(path=readiness, port=port))
+            readiness_probe=ReadinessProbe(
+                http=HttpProbe(path=readiness, port=port, headers=headers)
+            )
             if readiness
             else None
         ),
@@ -161,9 +217,10 @@ def waiting_count(session: Session, queue: Queue) -> int:
     return int(session.exec(statement).one())
 
 
-def queue(session: Session, row: Queue, organization: str) -> SaladQueue:
-    """The queue as Salad shows it, with its worker container groups and waiting count."""
-    group = _container_group(row, organization, session)
+def queue(session: Session, row: Queue, organization: str, lease: float) -> SaladQueue:
+    """The queue as Salad shows it, with its worker container groups and waiting count
+    (``lease``: the runners' lease, after which a runner's containers no longer count)."""
+    group = _container_group(row, organization, session, lease)
     description = " ".join(row.description.splitlines())[:500]
     display = row.display_name if _DISPLAY_NAME.match(row.display_name) else row.name
     return SaladQueue(

@@ -18,6 +18,7 @@ from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
 from orchestrator.rules.states import UNFINISHED, JobStatus
+from orchestrator.rules.worker_states import WorkerState
 
 
 def utcnow() -> datetime:
@@ -281,6 +282,26 @@ class RunnerRecord(SQLModel, table=True):
     version: str = Field(max_length=32)
     start_time: datetime = _time(default_factory=utcnow)
     heartbeat_time: datetime = _time(default_factory=utcnow)
+
+
+class WorkerContainer(SQLModel, table=True):
+    """An HTTP worker container a runner process keeps (SaladCloud's container-group instance):
+    written by that runner as the container is created, gets ready and is removed, and deleted
+    once it is gone. ``runner`` and ``session`` are the process's (``RunnerRecord``)."""
+
+    __tablename__ = "worker_containers"
+    __table_args__ = (sa.Index("ix_worker_containers_queue", "project", "queue"),)
+
+    container_id: str = Field(primary_key=True, max_length=64)
+    runner: str = Field(max_length=255)
+    session: str = Field(max_length=36)
+    project: str = Field(max_length=63)
+    queue: str = Field(max_length=63)
+    definition: str = Field(max_length=63)
+    definition_version: int
+    state: WorkerState = _state(WorkerState)
+    create_time: datetime = _time(default_factory=utcnow)
+    update_time: datetime = _time(default_factory=utcnow)
 
 
 class Schedule(SQLModel, table=True):

@@ -1,20 +1,27 @@
 """SaladCloud's Queue API, drop-in: the official ``salad-cloud-sdk``, unmodified, against a live
-server (only its base URL changed), on SQLite and PostgreSQL; webhooks verified with ``svix``."""
+server (only its base URL changed), on SQLite and PostgreSQL; webhooks verified with ``svix``;
+responses validated against SaladCloud's published OpenAPI document (``specs/``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import docker
 import httpx
+import jsonschema_rs
 import pytest
 import standardwebhooks.webhooks
+import yaml
 from salad_cloud_sdk import SaladCloudSdk
 from salad_cloud_sdk.models import QueueJobPrototype, QueuePatch, QueuePrototype
 from svix.webhooks import Webhook
 
+from orchestrator.services.salad import shown_command
 from orchestrator.storage.models import ApiSecret, utcnow
 from tests.conftest import TEST_IMAGE, LiveServer, admin_token, wait_for
 from tests.receiver import Receiver
@@ -23,6 +30,25 @@ from tests.workers import READY_PATH, WORKER_PATH, WORKER_PORT, worker_image  # 
 ORG = "acme-corp"
 PROJECT = "default"
 PROBLEM = "application/problem+json"
+# SaladCloud's published OpenAPI document, as it was given (MIT licence).
+SALAD_SPEC = Path(__file__).parent / "specs" / "salad-cloud-openapi-0.9.0-alpha.17.yaml"
+
+
+@functools.cache
+def _validator(schema: str) -> jsonschema_rs.Validator:
+    components = yaml.safe_load(SALAD_SPEC.read_text())["components"]
+    root = {"$ref": f"#/components/schemas/{schema}", "components": components}
+    return jsonschema_rs.Draft202012Validator(root, validate_formats=True)
+
+
+def assert_salad_valid(instance: Any, schema: str) -> None:
+    """``instance`` validates against the schema SaladCloud's document names ``schema``."""
+    errors = [
+        f"{'/'.join(map(str, error.instance_path))}: {error.message}"
+        for error in _validator(schema).iter_errors(instance)
+    ]
+    assert errors == [], errors
+
 
 # Run to completion: the output is the input's "n" doubled, written to $ORCH_OUTPUT.
 DOUBLER = {
@@ -331,3 +357,140 @@ def test_a_page_over_the_list_bound_keeps_salads_shape_and_paging(
     listed = sdk.queues.list_queue_jobs(ORG, PROJECT, "big", page=2, page_size=3)
     assert [item.id_ for item in listed.items] == ids[::-1][3:6]
     assert all(item.input["n"] == ids.index(item.id_) for item in listed.items)
+
+
+def test_a_jobs_metadata_is_echoed_as_given(make_server: Callable[..., LiveServer]) -> None:
+    server = make_server(runner_enabled=False)
+    sdk = sdk_for(server)
+    sdk.queues.create_queue(QueuePrototype(name="meta"), ORG, PROJECT)
+    path = f"/{ORG}/projects/{PROJECT}/queues/meta/jobs"
+    given = [{}, {"frame": 7, "tags": {"a": [1]}}]
+    ids = []
+    for metadata in given:
+        created = _call(server, "POST", path, json={"input": None, "metadata": metadata})
+        assert created.status_code == 201, created.text
+        assert created.json()["metadata"] == metadata
+        assert_salad_valid(created.json(), "QueueJob")
+        ids.append(created.json()["id"])
+    # None given: an empty object, as SaladCloud's schema types it (never null, never left out).
+    bare = _call(server, "POST", path, json={"input": 1})
+    assert bare.status_code == 201 and bare.json()["metadata"] == {}
+    for job_id, metadata in zip(ids, given, strict=True):
+        shown = _call(server, "GET", f"{path}/{job_id}")
+        assert shown.status_code == 200 and shown.json()["metadata"] == metadata
+        assert sdk.queues.get_queue_job(ORG, PROJECT, "meta", job_id).metadata == metadata
+    listed = _call(server, "GET", path)
+    assert [item["metadata"] for item in listed.json()["items"]] == [{}, *given[::-1]]
+    assert_salad_valid(listed.json(), "QueueJobCollection")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        None,
+        ["run"],
+        ["sh", "-c", "set -e\necho one\r\necho two"],
+        ["echo", "", "x" * 5000],
+        [f"arg{n}" for n in range(150)],
+        ["a\u2028b"],
+    ],
+    ids=["none", "plain", "multi-line", "empty-and-long", "too-many", "line-separator"],
+)
+def test_a_workers_command_is_shown_within_saladclouds_schema(command: list[str] | None) -> None:
+    shown = shown_command(command)
+    assert_salad_valid({"image": "x", "command": shown, "resources": {"cpu": 1, "memory": 1024,
+                        "gpu_classes": []}}, "Container")  # fmt: skip
+    if command is None or command == ["run"]:
+        assert shown == command
+    elif command[0] == "sh":
+        assert shown == ["sh", "-c", "set -e\\necho one\\r\\necho two"]
+    elif command[0] == "echo":
+        assert shown is not None and shown[:2] == ["echo", "''"]
+        assert len(shown[2]) == 2048 and shown[2].endswith("…")
+    elif command[0] == "arg0":
+        assert shown == command[:100]
+
+
+def _worker_counts(server: LiveServer, queue: str) -> tuple[str, dict[str, int]]:
+    """The queue's one container group's status and instance counts; its JSON is validated
+    against SaladCloud's schema on the way."""
+    response = _call(server, "GET", f"/{ORG}/projects/{PROJECT}/queues/{queue}")
+    assert response.status_code == 200, response.text
+    assert_salad_valid(response.json(), "Queue")
+    (group,) = response.json()["container_groups"]
+    state = group["current_state"]
+    return state["status"], state["instance_status_counts"]
+
+
+def _counted(creating: int = 0, running: int = 0) -> dict[str, int]:
+    return {
+        "allocating_count": 0,
+        "creating_count": creating,
+        "running_count": running,
+        "stopping_count": 0,
+    }
+
+
+def test_a_workers_container_group_counts_the_containers_that_exist(
+    make_server: Callable[..., LiveServer],
+    worker_image: str,  # noqa: F811
+    docker_client: docker.DockerClient,
+) -> None:
+    # Readiness waits for a file the test writes: the worker is "creating" until then.
+    server = make_server(worker_ready_timeout=300)
+    sdk = sdk_for(server)
+    gate = "/gate.txt"
+    command = ["/bin/sh", "-c", "echo starting >&2\nexec /bin/sh /start.sh"]
+    worker = {"port": WORKER_PORT, "path": WORKER_PATH, "readiness_path": gate}
+    server.register({"name": "gated", "image": worker_image, "command": command, "worker": worker})
+    brief = {"port": WORKER_PORT, "path": WORKER_PATH, "idle_timeout": "1s"}
+    server.register({"name": "brief", "image": worker_image, "worker": brief})
+    for queue in ("gated", "brief"):
+        sdk.queues.create_queue(QueuePrototype(name=queue), ORG, PROJECT)
+        set_default(server, queue, queue)
+        assert _worker_counts(server, queue) == ("pending", _counted())
+
+    raw = _call(server, "GET", f"/{ORG}/projects/{PROJECT}/queues/gated").json()
+    (group,) = raw["container_groups"]
+    # One line per element, as SaladCloud's schema wants; the probe lists the headers sent.
+    assert group["container"]["command"] == [
+        "/bin/sh",
+        "-c",
+        "echo starting >&2\\nexec /bin/sh /start.sh",
+    ]
+    probe = group["readiness_probe"]["http"]
+    assert probe["path"] == gate
+    assert probe["headers"] == [{"name": "User-Agent", "value": "orchestrator-readiness-check"}]
+
+    # A worker that idles out: counted while it exists, gone once stopped.
+    done = sdk.queues.create_queue_job(QueueJobPrototype(input={"echo": 1}), ORG, PROJECT, "brief")
+    assert plain(wait_salad_job(sdk, "brief", done.id_).status) == "succeeded"
+    wait_for(lambda: _worker_counts(server, "brief") == ("pending", _counted()), timeout=60)
+    assert _workers(docker_client, server, "brief:1") == []
+
+    # Starting: created, not yet ready.
+    job = sdk.queues.create_queue_job(QueueJobPrototype(input={"echo": 2}), ORG, PROJECT, "gated")
+    wait_for(lambda: _worker_counts(server, "gated") == ("deploying", _counted(creating=1)))
+    (container,) = _workers(docker_client, server, "gated:1")
+    # Ready: running, and it stays (its idle timeout is the default 5 minutes).
+    assert container.exec_run(["touch", f"/www{gate}"]).exit_code == 0
+    assert plain(wait_salad_job(sdk, "gated", job.id_).status) == "succeeded"
+    assert _worker_counts(server, "gated") == ("running", _counted(running=1))
+    counts = sdk.queues.get_queue(ORG, PROJECT, "gated").container_groups[0].current_state
+    assert counts.instance_status_counts.running_count == 1
+    assert _workers(docker_client, server, "gated:1") == [container]
+
+    # The runner stops: its workers go with it, and so does the count.
+    assert server.services.runner is not None
+    server.services.runner.stop()
+    wait_for(lambda: _worker_counts(server, "gated") == ("pending", _counted()))
+    assert _workers(docker_client, server, "gated:1") == []
+
+
+def _workers(client: docker.DockerClient, server: LiveServer, definition: str) -> list[Any]:
+    """The server's runner's worker containers of ``definition`` (``name:version``)."""
+    labels = [
+        f"orchestrator.worker={definition}",
+        f"orchestrator.runner={server.settings.runner_name}",
+    ]
+    return list(client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))

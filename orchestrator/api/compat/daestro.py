@@ -14,14 +14,14 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from sqlmodel import Session, select
 
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
-from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for, validation_message
+from orchestrator.api.error_shapes import DAESTRO
+from orchestrator.api.errors import ERROR_DESCRIPTIONS, status_for, validation_message
 from orchestrator.errors import InvalidRequest, NotFound, OrchestratorError
 from orchestrator.rules.fields import (
     storable,
@@ -108,11 +108,6 @@ def _validation_message(exc: RequestValidationError) -> str:
     return validation_message(RequestValidationError(errors))[0]
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"ok": False, "message": message}, status_code=status, headers=headers)
-
-
 def _status(exc: OrchestratorError) -> int:
     # Daestro documents one error status for bad requests: a conflict (a name in use, a job
     # already finished) and a request over a limit are bad requests to its clients.
@@ -123,9 +118,7 @@ def _status(exc: OrchestratorError) -> int:
 class DaestroRoute(CompatRoute):
     """A route answering errors in Daestro's shape, ``{"ok": false, "message": "..."}``."""
 
-    def render(self, status: int, message: str) -> Response:
-        """Daestro's error body."""
-        return _error(status, message)
+    shape = DAESTRO
 
     def validation_text(self, exc: RequestValidationError) -> str:
         """The refusal, naming a bad mapping key by its mapping only."""
@@ -144,22 +137,20 @@ _DESCRIPTIONS = {
 
 
 def _daestro_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    documented: dict[int | str, dict[str, Any]] = {
+    return {
         status: {
             "model": DaestroError,
             "description": _DESCRIPTIONS.get(status, ERROR_DESCRIPTIONS[status]),
         }
         for status in statuses
     }
-    # The body-size limit answers before the route, in the native error shape.
-    return {**documented, **responses(413)}
 
 
 router = APIRouter(
-    prefix="/v1/client",
+    prefix=DAESTRO.prefix,
     tags=["compat: Daestro"],
     route_class=DaestroRoute,
-    responses=_daestro_responses(400, 401, 403, 404),
+    responses=_daestro_responses(400, 401, 403, 404, 413),
 )
 
 
@@ -214,7 +205,9 @@ def _public(session: Session, job: Job) -> DaestroJobResponse:
     )
 
 
-@router.post("/job", status_code=202, response_model=DaestroAccepted)
+@router.post(
+    "/job", status_code=202, response_model=DaestroAccepted, responses=_daestro_responses(415)
+)
 def submit_job(body: DaestroJobCreate, services: ServicesDep, actor: ActorDep) -> DaestroAccepted:
     """Submit a job (Daestro's Job Submit): run now, or at ``schedule_at`` when it is in the
     future. Its container also gets ``DAESTRO_JOB_ID`` and ``DAESTRO_JOB_QUEUE_NAME``."""

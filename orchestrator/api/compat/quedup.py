@@ -12,14 +12,14 @@ import re
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter
 from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
 
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
-from orchestrator.api.errors import ERROR_DESCRIPTIONS, responses, status_for
+from orchestrator.api.error_shapes import QUEDUP
+from orchestrator.api.errors import ERROR_DESCRIPTIONS, status_for
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.rules.masking import MASK
@@ -62,17 +62,10 @@ def _quedup_words(message: str) -> str:
     return message
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
 class QuedupRoute(CompatRoute):
     """A route answering errors in Quedup's shape, ``{"error": "..."}``, bad input with 400."""
 
-    def render(self, status: int, message: str) -> Response:
-        """Quedup's error body."""
-        return _error(status, message)
+    shape = QUEDUP
 
     def refusal_text(self, exc: PydanticValidationError) -> str:
         """The native refusal, in Quedup's field names."""
@@ -84,19 +77,17 @@ class QuedupRoute(CompatRoute):
 
 
 def _quedup_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    documented: dict[int | str, dict[str, Any]] = {
+    return {
         status: {"model": QuedupError, "description": ERROR_DESCRIPTIONS[status]}
         for status in statuses
     }
-    # The body-size limit answers before the route, in the native error shape.
-    return {**documented, **responses(413)}
 
 
 router = APIRouter(
-    prefix="/jobs",
+    prefix=QUEDUP.prefix,
     tags=["compat: Quedup"],
     route_class=QuedupRoute,
-    responses=_quedup_responses(401, 403, 404),
+    responses=_quedup_responses(401, 403, 404, 413),
 )
 
 
@@ -160,7 +151,7 @@ def public(schedule: Schedule) -> QuedupJob:
         name=target[NAME_KEY],
         method=target["method"],
         url=target["url"],
-        body=target.get("body"),
+        body=target.get("body") or "",
         headers=headers,
         schedule=schedule.cron,
         next_run_at=schedule.next_run_at if schedule.status == ScheduleStatus.ACTIVE else None,
@@ -168,7 +159,7 @@ def public(schedule: Schedule) -> QuedupJob:
     )
 
 
-@router.post("", response_model=QuedupJob, responses=_quedup_responses(400, 409))
+@router.post("", response_model=QuedupJob, responses=_quedup_responses(400, 409, 415))
 def create_job(body: QuedupJobCreate, services: ServicesDep, actor: ActorDep) -> QuedupJob:
     """Create a job: an HTTP request sent at ``run_at``, or at each tick of the cron
     ``schedule`` (UTC; it wins over ``run_at``)."""
@@ -232,7 +223,7 @@ def _update_request(
     return ScheduleUpdate(**fields)
 
 
-@router.patch("/{job_id}", response_model=QuedupJob, responses=_quedup_responses(400, 409))
+@router.patch("/{job_id}", response_model=QuedupJob, responses=_quedup_responses(400, 409, 415))
 def update_job(
     job_id: str, body: QuedupJobUpdate, services: ServicesDep, actor: ActorDep
 ) -> QuedupJob:

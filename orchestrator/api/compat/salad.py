@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from sqlmodel import Session
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
-from orchestrator.api.errors import responses, status_for
+from orchestrator.api.error_shapes import PROBLEM, SALAD
+from orchestrator.api.errors import status_for
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.schemas.jobs import JobCreate
@@ -39,21 +39,9 @@ from orchestrator.services.audit import Actor
 from orchestrator.services.webhook_secrets import reveal_api_secret, rotate_api_secret
 from orchestrator.storage.models import Job, Queue
 
-PROBLEM = "application/problem+json"
 PROBLEM_SCHEMA = "#/components/schemas/ProblemDetails"
 MERGE_PATCH = "application/merge-patch+json"
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
-TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 DESCRIPTIONS = {
     400: "The request is not valid: `detail` names the field and says why.",
     401: "No `Salad-Api-Key` was sent, or it is not a valid token.",
@@ -61,26 +49,18 @@ DESCRIPTIONS = {
     404: "The organization, project, queue or job does not exist.",
     409: "The request conflicts with the current state (a queue name taken, a busy queue), or "
     "the project holds as many queues as the server allows.",
+    413: "The request body, or a part of it, is larger than the server's limit.",
+    415: "The request has a body that is not JSON (its `Content-Type`).",
 }
 
 Name = Annotated[str, Path(min_length=2, max_length=63, pattern=NAME_PATTERN)]
 JobId = Annotated[str, Path(min_length=1, max_length=36)]
 
 
-def problem(status: int, detail: str) -> JSONResponse:
-    """An RFC 7807 problem response."""
-    body = {"type": "about:blank", "title": TITLES.get(status, "Error"), "status": status}
-    body["detail"] = detail or TITLES.get(status, "Error")
-    headers = {"WWW-Authenticate": "Salad-Api-Key"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
-
-
 class SaladRoute(CompatRoute):
     """A route answering errors as SaladCloud does: problem+json, bad input with 400."""
 
-    def render(self, status: int, message: str) -> Response:
-        """An RFC 7807 problem."""
-        return problem(status, message)
+    shape = SALAD
 
     def domain_error(self, exc: OrchestratorError) -> tuple[int, str]:
         """The native refusal; a limit exceeded is bad input, and a missing key is named as a
@@ -92,13 +72,9 @@ class SaladRoute(CompatRoute):
             message = message.replace("'Authorization: Bearer <token>'", "'Salad-Api-Key'")
         return status_for(exc), message
 
-    def http_error(self, exc: StarletteHTTPException) -> Response | None:
-        """Every HTTP error as a problem."""
-        return problem(exc.status_code, str(exc.detail))
-
 
 def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    documented: dict[int | str, dict[str, Any]] = {
+    return {
         status: {
             "model": ProblemDetails,
             "description": DESCRIPTIONS[status],
@@ -107,8 +83,6 @@ def _documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
         }
         for status in statuses
     }
-    # The body-size limit answers before the route, in the native error shape.
-    return {**documented, **responses(413)}
 
 
 def _created(example: str) -> dict[int | str, dict[str, Any]]:
@@ -117,10 +91,10 @@ def _created(example: str) -> dict[int | str, dict[str, Any]]:
 
 
 router = APIRouter(
-    prefix="/api/public/organizations/{organization_name}",
+    prefix=SALAD.prefix + "/organizations/{organization_name}",
     tags=["compat: SaladCloud"],
     route_class=SaladRoute,
-    responses=_documented(400, 401, 403, 404),
+    responses=_documented(400, 401, 403, 404, 413),
 )
 
 
@@ -163,7 +137,7 @@ def list_queues(
         projects.get(session, project_name)
         return QueueCollection(
             items=[
-                salad.queue(session, row, organization_name)
+                salad.queue(session, row, organization_name, services.settings.runner_lease)
                 for row in queues.list_all(session, project_name)
             ]
         )
@@ -176,7 +150,7 @@ def list_queues(
     status_code=201,
     responses={
         **_created("/organizations/acme-corp/projects/dev-env/queues/q1"),
-        **_documented(409),
+        **_documented(409, 415),
     },
 )
 def create_queue(
@@ -196,7 +170,7 @@ def create_queue(
     with services.db.transaction() as session:
         projects.get(session, project_name)
         row = queues.create(session, project_name, request, actor, caps=services.caps)
-        public = salad.queue(session, row, organization_name)
+        public = salad.queue(session, row, organization_name, services.settings.runner_lease)
     response.headers["Location"] = (
         f"/organizations/{organization_name}/projects/{project_name}/queues/{row.name}"
     )
@@ -218,13 +192,15 @@ def get_queue(
     """One queue, with its worker container groups and how many jobs wait in it."""
     _allowed(services, actor, organization_name, project_name, write=False)
     with services.db.read() as session:
-        return salad.queue(session, _queue(session, project_name, queue_name), organization_name)
+        queue = _queue(session, project_name, queue_name)
+        return salad.queue(session, queue, organization_name, services.settings.runner_lease)
 
 
 @router.patch(
     "/projects/{project_name}/queues/{queue_name}",
     response_model=SaladQueue,
     response_model_exclude_unset=True,
+    responses=_documented(415),
 )
 def update_queue(
     organization_name: Name,
@@ -242,7 +218,7 @@ def update_queue(
         _queue(session, project_name, queue_name)
         request = QueueUpdate.model_validate(changes)
         row = queues.update(session, project_name, queue_name, request, actor)
-        return salad.queue(session, row, organization_name)
+        return salad.queue(session, row, organization_name, services.settings.runner_lease)
 
 
 @router.delete(
@@ -324,7 +300,10 @@ def _items(
     response_model=QueueJob,
     response_model_exclude_unset=True,
     status_code=201,
-    responses=_created("/organizations/acme-corp/projects/dev-env/queues/q1/jobs/<id>"),
+    responses={
+        **_created("/organizations/acme-corp/projects/dev-env/queues/q1/jobs/<id>"),
+        **_documented(415),
+    },
 )
 def create_queue_job(
     organization_name: Name,
