@@ -13,6 +13,7 @@ from orchestrator.api import (
     errors,
     health,
     jobs,
+    openapi,
     projects,
     queues,
     runners,
@@ -48,11 +49,16 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         # Before any route's own dependencies, so no NUL reaches a lookup; a compat route
         # renders the 400 in its product's shape like any refusal.
         dependencies=[Depends(refuse_nul_characters)],
-        # /openapi.json, /docs and /redoc are public (the README says why); the OAuth2 redirect
-        # page would be a fourth, for a flow this API does not have.
+        # /openapi.json and /docs are public (the README says why); /docs is openapi.py's, from
+        # packaged assets. The OAuth2 redirect page would be for a flow this API does not have.
+        docs_url=None,
+        redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
+        generate_unique_id_function=openapi.operation_id,
+        openapi_tags=openapi.TAGS,
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     for module in (
         health,
@@ -64,9 +70,11 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         runners,
         schedules,
         webhooks,
-        quedup,
-        daestro,
-        salad,
     ):
         app.include_router(module.router)
+    # The drop-in APIs' operation ids carry their product's name (openapi.py says why).
+    for product, compat in (("quedup", quedup), ("daestro", daestro), ("salad", salad)):
+        app.include_router(
+            compat.router, generate_unique_id_function=openapi.product_operation_id(product)
+        )
     return app

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
+from orchestrator.api.openapi import component_ref
 from orchestrator.errors import DefinitionInvalid, LimitExceeded
 from orchestrator.rules import definition_spec
 from orchestrator.schemas.common import Page
@@ -108,9 +109,9 @@ def _parse_batch(raw: bytes) -> list[definition_spec.DefinitionSpec]:
         "requestBody": {
             "required": True,
             "content": {
-                "application/json": {"schema": {"type": "object"}},
-                # The YAML text of one definition: a mapping, like the JSON form.
-                "application/yaml": {"schema": {"type": "object"}},
+                "application/json": {"schema": component_ref(definition_spec.DefinitionSpec)},
+                # The YAML text of one definition: the same mapping.
+                "application/yaml": {"schema": component_ref(definition_spec.DefinitionSpec)},
             },
         }
     },
@@ -171,7 +172,7 @@ async def register_definition(
                                 "type": "array",
                                 "minItems": 1,
                                 "maxItems": MAX_BATCH,
-                                "items": {"type": "object"},
+                                "items": component_ref(definition_spec.DefinitionSpec),
                             }
                         },
                         "additionalProperties": False,

@@ -19,7 +19,7 @@ router = APIRouter(tags=["health"])
     response_model=Health,
     responses={503: {"model": Health, "description": "The database does not answer."}},
 )
-def healthz(services: ServicesDep, response: Response) -> Health:
+def get_health(services: ServicesDep, response: Response) -> Health:
     """200 while the database answers (Docker being down or a loop that died is reported as
     ``degraded``, not fatal); else 503."""
     try:

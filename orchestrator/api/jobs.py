@@ -44,28 +44,23 @@ router = APIRouter(
 KEEPALIVE = b": keepalive\n\n"
 TOKEN_ENDED = b": the token was revoked or no longer sees this project; the stream ends\n\n"
 
-# The stream's 200 in the OpenAPI document: each event's `data` is a JobEventPublic as JSON.
+# The stream's 200 in the OpenAPI document. OpenAPI 3.1 describes a stream as one string (3.2's
+# per-message `itemSchema` is not 3.1): the messages are in words, their data by reference.
 EVENT_STREAM = {
-    "description": "Server-sent events, one per job event, until the job ends",
+    "description": "Server-sent events, one message per job event, until the job ends: `id` is "
+    "the event's id (send it back as `Last-Event-ID` to resume), `event` its type, and `data` "
+    f"the event as JSON ({JobEventPublic.__name__}, with the job's status); lines starting "
+    "with `:` are comments (keep-alives).",
     "content": {
         "text/event-stream": {
-            "itemSchema": {
-                "type": "object",
-                "required": ["id", "event", "data"],
-                "properties": {
-                    "id": {"type": "string"},
-                    "event": {"type": "string"},
-                    "data": {
-                        "type": "string",
-                        "contentMediaType": "application/json",
-                        "contentSchema": {
-                            "$ref": f"#/components/schemas/{JobEventPublic.__name__}"
-                        },
-                    },
-                },
-            }
+            "schema": {"type": "string", "description": "A text/event-stream body."}
         }
     },
+}
+# The log's 200: the text as stored, or as it is written while `follow=true`.
+LOG_TEXT = {
+    "description": "The job's output as text; with `follow=true`, streamed until the job ends.",
+    "content": {"text/plain": {"schema": {"type": "string"}}},
 }
 
 
@@ -174,7 +169,7 @@ def delete_job(
 
 
 @router.get("/{job_id}/events", response_model=Page[JobEventPublic])
-def list_events(project: str, job_id: str, services: ServicesDep) -> Page[JobEventPublic]:
+def list_job_events(project: str, job_id: str, services: ServicesDep) -> Page[JobEventPublic]:
     """The job's events, oldest first."""
     with services.db.read() as session:
         projects.get(session, project)
@@ -196,8 +191,12 @@ async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes
                 yield b"".join(item.data for item in items)
 
 
-@router.get("/{job_id}/logs", response_class=PlainTextResponse, responses=responses(400, 429))
-async def get_logs(
+@router.get(
+    "/{job_id}/logs",
+    response_class=PlainTextResponse,
+    responses={200: LOG_TEXT, **responses(400, 429)},
+)
+async def get_job_logs(
     project: str,
     job_id: str,
     services: ServicesDep,

@@ -140,7 +140,7 @@ def trigger_schedule(
 
 
 @router.get("/{name}/runs", response_model=Page[ScheduleRunPublic], responses=responses(400))
-def list_runs(
+def list_schedule_runs(
     project: str,
     name: str,
     services: ServicesDep,

@@ -46,7 +46,7 @@ def _public(row: WebhookDelivery) -> WebhookDeliveryPublic:
     "/v1/projects/{project}/jobs/{job_id}/deliveries",
     response_model=Page[WebhookDeliveryPublic],
 )
-def list_deliveries(
+def list_webhook_deliveries(
     project: str, job_id: str, services: ServicesDep, actor: ProjectActorDep
 ) -> Page[WebhookDeliveryPublic]:
     """The job's webhook deliveries, oldest first, each with its attempts."""
@@ -63,7 +63,7 @@ def list_deliveries(
     response_model=WebhookDeliveryPublic,
     responses=responses(400, 409),
 )
-def redeliver(
+def redeliver_webhook(
     project: str,
     job_id: str,
     number: DeliveryNumber,

@@ -21,6 +21,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,7 +37,12 @@ from orchestrator.rules.fields import (
     Text,
 )
 from orchestrator.rules.retry import exponential_backoff
-from orchestrator.rules.units import parse_duration, parse_size
+from orchestrator.rules.units import (
+    MAX_DURATION_SECONDS,
+    MAX_SIZE_BYTES,
+    parse_duration,
+    parse_size,
+)
 
 RESERVED_ENV_PREFIX = "ORCH_"
 # The spec fields a job copies at submit: they shape its container and its retries.
@@ -67,8 +73,36 @@ WORKER_DEFAULT_ATTEMPTS = 4
 # Network modes in which a worker container has no address of its own for the runner to reach.
 UNREACHABLE_NETWORKS = ("none", "host")
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-Size = Annotated[int, BeforeValidator(parse_size)]
+# Their JSON schemas say what a definition may hold (the OpenAPI document shows them), not the
+# seconds and bytes the validators make of it.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS},
+                {"type": "string"},
+            ],
+            "description": "Seconds, or a duration such as 30s, 10m or 1h30m.",
+        },
+        mode="validation",
+    ),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_SIZE_BYTES},
+                {"type": "string"},
+            ],
+            "description": "Bytes, or a size such as 256Mi, 1G or 512MB.",
+        },
+        mode="validation",
+    ),
+]
 
 
 class StrictModel(BaseModel):

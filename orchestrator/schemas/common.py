@@ -114,8 +114,3 @@ class Health(BaseModel):
     # Each background loop of the process by name (runner, heartbeat, worker-reaper,
     # scheduler, http-targets, webhook-sender, retention): only ``running`` is well.
     loops: dict[str, LoopState] = Field(default_factory=dict)
-
-
-# A dict keyed by a pattern is documented with `patternProperties`, which lets any other key
-# through; these dicts refuse keys that do not match, so the document says so.
-NAMED_KEYS_ONLY: dict[str, Any] = {"additionalProperties": False}

@@ -26,7 +26,7 @@ from orchestrator.rules.fields import (
 )
 from orchestrator.rules.masking import MASK, MIN_SECRET_CHARS, public_url
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas.common import NAMED_KEYS_ONLY, Duration, Priority, Request, Time
+from orchestrator.schemas.common import Duration, Priority, Request, Time
 from orchestrator.storage.models import (
     Job,
     JobEvent,
@@ -37,14 +37,11 @@ class JobCreate(Request):
     definition: Text | None = None
     queue: Name = "default"
     name: Annotated[Text, StringConstraints(min_length=1, max_length=255)] | None = None
-    parameters: dict[ParameterName, ParameterValue] = Field(
-        default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY
-    )
+    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
     command: list[Text] | None = None
-    env: dict[EnvName, EnvValue] = Field(default_factory=dict, json_schema_extra=NAMED_KEYS_ONLY)
+    env: dict[EnvName, EnvValue] = Field(default_factory=dict)
     secret_env: dict[EnvName, Text] = Field(
         default_factory=dict,
-        json_schema_extra=NAMED_KEYS_ONLY,
         description=f"Stored encrypted, shown as ***. Each value at least {MIN_SECRET_CHARS} "
         "characters (a shorter one cannot be masked without revealing it), at most "
         "ORCH_MAX_SECRET_BYTES bytes.",
