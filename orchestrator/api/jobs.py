@@ -17,7 +17,7 @@ from orchestrator.api.errors import responses
 from orchestrator.api.live import LiveStream
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas.common import Page
+from orchestrator.schemas.common import Page, Time
 from orchestrator.schemas.jobs import (
     DOCUMENTS,
     JobCreate,
@@ -103,8 +103,18 @@ def submit_job(
 def list_jobs(
     project: str,
     services: ServicesDep,
-    queue: str | None = None,
-    status: JobStatus | None = None,
+    queue: Annotated[str | None, Query(description="Only the queue's jobs.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    definition: Annotated[
+        str | None, Query(description="Only jobs of this definition: `name` or `name:version`.")
+    ] = None,
+    name: Annotated[str | None, Query(description="Only jobs of this name.")] = None,
+    created_after: Annotated[
+        Time | None, Query(description="Only jobs created at or after this time (RFC 3339).")
+    ] = None,
+    created_before: Annotated[
+        Time | None, Query(description="Only jobs created before this time (RFC 3339).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
     fields: Annotated[
@@ -115,17 +125,24 @@ def list_jobs(
         ),
     ] = None,
 ) -> Response:
-    """The project's jobs, newest first, each a summary (``fields`` adds named ones); pass
-    ``next_cursor`` back as ``cursor`` for more. A page ends early rather than pass
-    ``ORCH_LIST_PAGE_MAX_BYTES``; ``GET .../jobs/{id}`` gives a job whole."""
+    """The project's jobs, newest first, each a summary (``fields`` adds named ones), only
+    those that match every filter given; pass ``next_cursor`` back as ``cursor`` (with the
+    same filters) for more. A page ends early rather than pass ``ORCH_LIST_PAGE_MAX_BYTES``;
+    ``GET .../jobs/{id}`` gives a job whole."""
     names = list_fields(fields)
     settings = services.settings
     with services.db.read() as session:
         items, next_cursor = job_queries.list_jobs(
             session,
             project,
-            queue=queue,
-            status=status,
+            where=job_queries.JobFilter(
+                queue=queue,
+                status=status,
+                definition=definition,
+                name=name,
+                created_after=created_after,
+                created_before=created_before,
+            ),
             limit=limit,
             cursor=cursor,
             fields=names,

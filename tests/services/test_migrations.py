@@ -169,6 +169,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0007",
         "0008",
         "0009",
+        "0010",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -271,6 +272,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0007",
         "0008",
         "0009",
+        "0010",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
