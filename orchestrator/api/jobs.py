@@ -9,7 +9,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
@@ -21,13 +21,14 @@ from orchestrator.schemas.common import Page, Time
 from orchestrator.schemas.jobs import (
     DOCUMENTS,
     JobCreate,
+    JobDryRun,
     JobEventPublic,
     JobListItem,
     JobPublic,
     list_fields,
     page_chunks,
 )
-from orchestrator.services import job_queries, jobs, outbound, projects, retention
+from orchestrator.services import dry_runs, job_queries, jobs, outbound, projects, retention
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 from orchestrator.streams.guard import Lease
@@ -69,11 +70,18 @@ EVENT_STREAM = {
 }
 
 
+DRY_RUN = {
+    "model": JobDryRun,
+    "description": "With `dry_run=true`: the job that would be made and its container; "
+    "nothing is stored or run",
+}
+
+
 @router.post(
     "",
     status_code=201,
     response_model=JobPublic,
-    responses=responses(400, 409, 413, 422),
+    responses={200: DRY_RUN, **responses(400, 409, 413, 422)},
 )
 def submit_job(
     project: str,
@@ -81,9 +89,28 @@ def submit_job(
     services: ServicesDep,
     actor: ProjectActorDep,
     response: Response,
-) -> JobPublic:
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Check the submission as a submit would (same errors) and answer 200 "
+            "with the container its first attempt would run, storing and running nothing."
+        ),
+    ] = False,
+) -> JobPublic | JSONResponse:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
     outbound.check_submission(services.outbound, body)
+    if dry_run:
+        with services.db.read() as session:
+            shown = dry_runs.dry_run(
+                session,
+                services.box,
+                project,
+                body,
+                policy=services.policy,
+                limits=services.limits,
+                settings=services.settings,
+            )
+        return JSONResponse(shown.model_dump(mode="json"))
     with services.db.transaction() as session:
         job = jobs.submit(
             session,
