@@ -22,7 +22,8 @@ from orchestrator.api import (
     webhooks,
 )
 from orchestrator.api.compat import daestro, quedup, salad
-from orchestrator.api.deps import refuse_nul_characters
+from orchestrator.api.deps import refuse_nul_characters, refuse_unknown_query
+from orchestrator.api.errors import responses
 from orchestrator.api.limits import BodySizeLimit
 from orchestrator.config import Settings
 from orchestrator.process import Services
@@ -60,18 +61,13 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    for module in (
-        health,
-        projects,
-        queues,
-        definitions,
-        jobs,
-        tokens,
-        runners,
-        schedules,
-        webhooks,
-    ):
-        app.include_router(module.router)
+    app.include_router(health.router)
+    for module in (projects, queues, definitions, jobs, tokens, runners, schedules, webhooks):
+        app.include_router(
+            module.router,
+            dependencies=[Depends(refuse_unknown_query)],
+            responses=responses(400),
+        )
     # The drop-in APIs' operation ids carry their product's name (openapi.py says why).
     for product, compat in (("quedup", quedup), ("daestro", daestro), ("salad", salad)):
         app.include_router(

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
@@ -17,17 +17,18 @@ from orchestrator.api.errors import responses
 from orchestrator.api.live import LiveStream
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas.common import Page
+from orchestrator.schemas.common import Page, Time
 from orchestrator.schemas.jobs import (
     DOCUMENTS,
     JobCreate,
+    JobDryRun,
     JobEventPublic,
     JobListItem,
     JobPublic,
     list_fields,
     page_chunks,
 )
-from orchestrator.services import job_queries, jobs, outbound, projects, retention
+from orchestrator.services import dry_runs, job_queries, jobs, outbound, projects, retention
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 from orchestrator.streams.guard import Lease
@@ -64,11 +65,18 @@ LOG_TEXT = {
 }
 
 
+DRY_RUN = {
+    "model": JobDryRun,
+    "description": "With `dry_run=true`: the job that would be made and its container; "
+    "nothing is stored or run",
+}
+
+
 @router.post(
     "",
     status_code=201,
     response_model=JobPublic,
-    responses=responses(400, 409, 413, 422),
+    responses={200: DRY_RUN, **responses(400, 409, 413, 422)},
 )
 def submit_job(
     project: str,
@@ -76,9 +84,28 @@ def submit_job(
     services: ServicesDep,
     actor: ProjectActorDep,
     response: Response,
-) -> JobPublic:
+    dry_run: Annotated[
+        bool,
+        Query(
+            description="Check the submission as a submit would (same errors) and answer 200 "
+            "with the container its first attempt would run, storing and running nothing."
+        ),
+    ] = False,
+) -> JobPublic | JSONResponse:
     """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
     outbound.check_submission(services.outbound, body)
+    if dry_run:
+        with services.db.read() as session:
+            shown = dry_runs.dry_run(
+                session,
+                services.box,
+                project,
+                body,
+                policy=services.policy,
+                limits=services.limits,
+                settings=services.settings,
+            )
+        return JSONResponse(shown.model_dump(mode="json"))
     with services.db.transaction() as session:
         job = jobs.submit(
             session,
@@ -98,8 +125,18 @@ def submit_job(
 def list_jobs(
     project: str,
     services: ServicesDep,
-    queue: str | None = None,
-    status: JobStatus | None = None,
+    queue: Annotated[str | None, Query(description="Only the queue's jobs.")] = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    definition: Annotated[
+        str | None, Query(description="Only jobs of this definition: `name` or `name:version`.")
+    ] = None,
+    name: Annotated[str | None, Query(description="Only jobs of this name.")] = None,
+    created_after: Annotated[
+        Time | None, Query(description="Only jobs created at or after this time (RFC 3339).")
+    ] = None,
+    created_before: Annotated[
+        Time | None, Query(description="Only jobs created before this time (RFC 3339).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
     fields: Annotated[
@@ -110,17 +147,24 @@ def list_jobs(
         ),
     ] = None,
 ) -> Response:
-    """The project's jobs, newest first, each a summary (``fields`` adds named ones); pass
-    ``next_cursor`` back as ``cursor`` for more. A page ends early rather than pass
-    ``ORCH_LIST_PAGE_MAX_BYTES``; ``GET .../jobs/{id}`` gives a job whole."""
+    """The project's jobs, newest first, each a summary (``fields`` adds named ones), only
+    those that match every filter given; pass ``next_cursor`` back as ``cursor`` (with the
+    same filters) for more. A page ends early rather than pass ``ORCH_LIST_PAGE_MAX_BYTES``;
+    ``GET .../jobs/{id}`` gives a job whole."""
     names = list_fields(fields)
     settings = services.settings
     with services.db.read() as session:
         items, next_cursor = job_queries.list_jobs(
             session,
             project,
-            queue=queue,
-            status=status,
+            where=job_queries.JobFilter(
+                queue=queue,
+                status=status,
+                definition=definition,
+                name=name,
+                created_after=created_after,
+                created_before=created_before,
+            ),
             limit=limit,
             cursor=cursor,
             fields=names,

@@ -26,15 +26,15 @@ from orchestrator.errors import (
     PolicyRefused,
 )
 from orchestrator.rules import crash_points
+from orchestrator.rules.containers import INPUT_PATH
 from orchestrator.rules.masking import mask
 from orchestrator.runner.attempt_adoption import resumption, started_container
 from orchestrator.runner.attempt_outcome import collect
 from orchestrator.runner.attempt_supervision import Supervisor, store_logs
-from orchestrator.runner.container_spec import container_name, container_spec
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
-from orchestrator.runner.run_dirs import INPUT_PATH
 from orchestrator.services import attempts
+from orchestrator.services.containers import container_name, container_spec
 from orchestrator.storage.models import Job, utcnow
 
 if TYPE_CHECKING:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import ContainerState
 from orchestrator.errors import ContainerMissing, EngineUnavailable, OrchestratorError
+from orchestrator.rules.containers import OUTPUT_PATH
 from orchestrator.runner.attempt_supervision import Exited
-from orchestrator.runner.container_spec import container_name, parse_output
-from orchestrator.runner.run_dirs import OUTPUT_PATH
+from orchestrator.runner.output import parse_output
 from orchestrator.services import attempts
+from orchestrator.services.containers import container_name
 from orchestrator.storage.models import Job, utcnow
 
 if TYPE_CHECKING:

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.errors import ContainerMissing, EngineUnavailable, OrchestratorError
 from orchestrator.rules import crash_points
-from orchestrator.runner.container_spec import container_name
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
 from orchestrator.services import attempts
+from orchestrator.services.containers import container_name
 from orchestrator.storage.models import Job
 
 if TYPE_CHECKING:

@@ -22,10 +22,10 @@ from orchestrator import __version__
 from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.rules import crash_points
+from orchestrator.rules.containers import attempt_name
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.runner_states import RunnerProcessState, RunnerState
 from orchestrator.runner.attempt import Attempt
-from orchestrator.runner.container_spec import attempt_name
 from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.engine_health import EngineHealth
 from orchestrator.runner.reconcile import remove_strays

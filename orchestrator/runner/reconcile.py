@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX
 from orchestrator.errors import EngineUnavailable, OrchestratorError
-from orchestrator.runner.container_spec import attempt_name
+from orchestrator.rules.containers import attempt_name
 from orchestrator.runner.context import AttemptContext
 from orchestrator.services import attempts
 

@@ -25,14 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator.errors import ContainerFailure
+from orchestrator.rules.containers import INPUT_NAME, OUTPUT_NAME, OUTPUT_PATH
 
 logger = logging.getLogger(__name__)
-
-RUN_DIR = "/run/orchestrator"
-INPUT_NAME = "input.json"
-OUTPUT_NAME = "output.json"
-INPUT_PATH = f"{RUN_DIR}/{INPUT_NAME}"
-OUTPUT_PATH = f"{RUN_DIR}/{OUTPUT_NAME}"
 
 
 class RunDirs:

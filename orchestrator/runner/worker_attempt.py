@@ -28,11 +28,12 @@ from orchestrator.errors import (
 )
 from orchestrator.rules.masking import mask
 from orchestrator.runner.attempt import Attempt
-from orchestrator.runner.container_spec import container_spec, parse_output
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
+from orchestrator.runner.output import parse_output
 from orchestrator.runner.worker_pools import WORKER_LABEL, Worker, WorkerConfig, WorkerPool
 from orchestrator.services import attempts
+from orchestrator.services.containers import container_spec
 from orchestrator.storage.models import Job
 
 if TYPE_CHECKING:

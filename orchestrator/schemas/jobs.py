@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import InvalidRequest
+from orchestrator.rules.containers import ContainerSpec
 from orchestrator.rules.fields import (
     EnvName,
     EnvValue,
@@ -218,6 +219,104 @@ def page_chunks(items: list[bytes], next_cursor: str | None) -> Iterator[bytes]:
                 buffer.clear()
     buffer += b'],"next_cursor":' + json.dumps(next_cursor).encode() + b"}"
     yield bytes(buffer)
+
+
+class ContainerResources(BaseModel):
+    cpus: float | None
+    memory: int | None = Field(description="Bytes.")
+    pids: int | None
+    shm_size: int | None = Field(description="Bytes.")
+    gpus: int | str | None
+
+
+class ContainerPreview(BaseModel):
+    """A container as the runner creates it, secret values as ***."""
+
+    name: str
+    image: str
+    command: list[str] | None = Field(description="After parameter substitution.")
+    env: dict[str, str] = Field(description="Plain values as given; secret values as ***.")
+    labels: dict[str, str]
+    working_dir: str | None
+    user: str | None
+    network: str = Field(description="The project's own network unless the definition names one.")
+    volumes: list[str] = Field(description="What is mounted, as `source:/path[:ro]`.")
+    privileged: bool
+    cap_add: list[str]
+    devices: list[str]
+    pid: str | None
+    ipc: str | None
+    userns: str | None
+    resources: ContainerResources
+
+    @classmethod
+    def from_spec(cls, spec: ContainerSpec) -> ContainerPreview:
+        """The spec as shown (the caller gave it masked secret values)."""
+        return cls(
+            name=spec.name,
+            image=spec.image,
+            command=spec.command,
+            env=spec.env,
+            labels=spec.labels,
+            working_dir=spec.working_dir,
+            user=spec.user,
+            network=spec.network,
+            volumes=spec.volumes,
+            privileged=spec.privileged,
+            cap_add=spec.cap_add,
+            devices=spec.devices,
+            pid=spec.pid,
+            ipc=spec.ipc,
+            userns=spec.userns,
+            resources=ContainerResources(
+                cpus=spec.cpus,
+                memory=spec.memory,
+                pids=spec.pids,
+                shm_size=spec.shm_size,
+                gpus=spec.gpus,
+            ),
+        )
+
+
+class JobDryRun(BaseModel):
+    """What a submission would make, stored nowhere: the job's queue, definition and status,
+    and its first attempt's container. Values a job gets once stored and claimed are shown as
+    `<job-id>` and `<runner>`."""
+
+    project: str
+    queue: str = Field(description="The queue the job would wait in.")
+    definition: str
+    name: str | None
+    status: JobStatus = Field(description="`queued`, or `scheduled` until `schedule_at`.")
+    schedule_at: datetime | None
+    priority: int
+    max_attempts: int
+    timeout: float | None = Field(description="Seconds.")
+    parameters: dict[str, Any] = Field(description="The definition's defaults with the given ones.")
+    container: ContainerPreview
+    worker: dict[str, Any] | None = Field(
+        description="An HTTP-worker definition's `worker` options: its jobs are POSTed to "
+        "worker containers like `container` shared by the queue's jobs of the definition "
+        "(without the per-job `ORCH_JOB_ID`, `ORCH_ATTEMPT`, `ORCH_INPUT`, `ORCH_OUTPUT`)."
+    )
+
+    @classmethod
+    def from_row(cls, row: Job, container: ContainerSpec) -> JobDryRun:
+        """The job a dry run made (in no session) and its container."""
+        return cls(
+            project=row.project,
+            queue=row.queue,
+            definition=f"{row.definition_name}:{row.definition_version}",
+            name=row.name,
+            status=row.status,
+            schedule_at=row.schedule_at,
+            priority=row.priority,
+            max_attempts=row.max_attempts,
+            timeout=row.timeout,
+            parameters=row.parameters,
+            container=ContainerPreview.from_spec(container),
+            worker=row.container.get("worker"),
+        )
 
 
 class JobEventPublic(BaseModel):

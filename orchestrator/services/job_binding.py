@@ -16,7 +16,7 @@ from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PR
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.states import UNFINISHED
-from orchestrator.rules.templating import substitute
+from orchestrator.rules.templating import placeholders, substitute
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import definitions, projects
 from orchestrator.storage.models import Definition, Job, Queue
@@ -115,7 +115,8 @@ def bind(
     limits: InputLimits | None,
 ) -> dict[str, Any]:
     """The job's columns that come from its definition, merged with the submission's own
-    values (checked: reserved and required env, counts, ``Param::`` substitution)."""
+    values (checked: reserved and required env, counts, unknown parameters, ``Param::``
+    substitution)."""
     spec = definitions.current_spec(definition)
     reference = f"{definition.name}:{definition.version}"
     _check_env(env, secret_env, spec["secrets"], reference)
@@ -127,6 +128,7 @@ def bind(
             len(merged_env) + len(secret_env),
             " with the definition's defaults",
         )
+    _check_parameters(parameters, spec, command, reference)
     template = command if command is not None else spec["command"]
     substituted = None
     if template is not None:
@@ -142,6 +144,24 @@ def bind(
         "container": {key: spec[key] for key in CONTAINER_FIELDS},
         "timeout": timeout if timeout is not None else spec["timeout"],
     }
+
+
+def _check_parameters(
+    parameters: dict[str, Any], spec: dict[str, Any], command: list[str] | None, definition: str
+) -> None:
+    """Refuse a parameter that nothing reads: the definition neither declares it (a default)
+    nor uses it (a placeholder in its command), and the submission's own command does not use
+    it either. Such a name is a typo (``-p frmae=2``), which would run with the default."""
+    known = {*spec["parameters"], *placeholders(spec["command"] or ())}
+    known.update(placeholders(command or ()))
+    for name in parameters:
+        if name not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise InvalidRequest(
+                f"parameters.{name}: definition '{definition}' neither declares nor uses a "
+                f"parameter of that name (its parameters: {names})",
+                field=f"parameters.{name}",
+            )
 
 
 def _check_env(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import load_only
@@ -16,10 +18,10 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
-from orchestrator.rules.fields import storable
+from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.jobs import DOCUMENTS, SUMMARY_COLUMNS, list_item_json
-from orchestrator.services import projects
+from orchestrator.services import definitions, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 
 
@@ -69,20 +71,56 @@ def read_batch(settings: Settings, fields: tuple[str, ...], limit: int) -> int:
     return max(1, min(limit + 1, settings.list_page_max_bytes // (READ_COPIES * row)))
 
 
+@dataclass(frozen=True)
+class JobFilter:
+    """What a job list keeps: each given field must match (``definition``: ``name`` or
+    ``name:version``; created in ``[created_after, created_before)``)."""
+
+    queue: str | None = None
+    status: JobStatus | None = None
+    definition: str | None = None
+    name: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def apply(self, statement: SelectOfScalar[Job]) -> SelectOfScalar[Job]:
+        """``statement`` keeping only the matching jobs; a malformed ``definition`` is a 400."""
+        if self.queue is not None:
+            statement = statement.where(Job.queue == self.queue)
+        if self.status is not None:
+            statement = statement.where(Job.status == self.status)
+        if self.definition is not None:
+            name, version = definitions.parse_reference(self.definition)
+            statement = statement.where(Job.definition_name == name)
+            if version is not None:
+                if not 1 <= version <= MAX_INT:
+                    raise InvalidRequest(
+                        f"definition: version {version} is out of range", field="definition"
+                    )
+                statement = statement.where(Job.definition_version == version)
+        if self.name is not None:
+            statement = statement.where(Job.name == self.name)
+        if self.created_after is not None:
+            statement = statement.where(col(Job.create_time) >= self.created_after)
+        if self.created_before is not None:
+            statement = statement.where(col(Job.create_time) < self.created_before)
+        return statement
+
+
 def list_jobs(
     session: Session,
     project: str,
     *,
-    queue: str | None = None,
-    status: JobStatus | None = None,
+    where: JobFilter = JobFilter(),
     limit: int = 50,
     cursor: str | None = None,
     fields: tuple[str, ...] = (),
     max_bytes: int,
     batch: int,
 ) -> tuple[list[bytes], str | None]:
-    """A page of the project's jobs, newest first, as JSON list items (``list_item_json``:
-    the summary and the named ``fields``), and the cursor of the next page.
+    """A page of the project's jobs that match ``where``, newest first, as JSON list items
+    (``list_item_json``: the summary and the named ``fields``), and the cursor of the next
+    page (the same filter goes with it).
 
     Only those columns are read, ``batch`` rows at a time. The page ends after ``limit``
     jobs, or before the job that would take its items past ``max_bytes`` (a page always
@@ -92,11 +130,7 @@ def list_jobs(
     columns = (*SUMMARY_COLUMNS, *(DOCUMENTS[name][0] for name in fields))
     # raiseload: reading a column not loaded is a bug to see, not a query per row.
     statement = select(Job).options(load_only(*columns, raiseload=True))
-    statement = statement.where(Job.project == project)
-    if queue is not None:
-        statement = statement.where(Job.queue == queue)
-    if status is not None:
-        statement = statement.where(Job.status == status)
+    statement = where.apply(statement.where(Job.project == project))
     before = _decode_cursor(cursor) if cursor is not None else None
     items: list[bytes] = []
     size = 0

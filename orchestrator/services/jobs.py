@@ -10,6 +10,7 @@ in ``job_binding``; reads are in ``job_queries``.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import definitions, job_binding, job_queries, webhooks
 from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit
-from orchestrator.storage.models import Job, JobEvent, Queue, utcnow
+from orchestrator.storage.models import Definition, Job, JobEvent, Queue, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import CANCEL, WORK, job_topic
@@ -87,29 +88,32 @@ def record(
         after_commit(session, lambda: hub.publish(*topics))
 
 
-def submit(
+@dataclass(frozen=True)
+class Planned:
+    """A submission validated as ``submit`` would store it: the job (in no session), its queue,
+    its definition (None: it waits, unbound, for its queue's default) and whether it waits for
+    its ``schedule_at``."""
+
+    job: Job
+    queue: Queue
+    definition: Definition | None
+    scheduled: bool
+
+
+def plan(
     session: Session,
     box: SecretBox,
-    hub: Hub | None,
     project: str,
     request: JobCreate,
     *,
     policy: ContainerPolicy,
     limits: InputLimits,
-    actor: Actor = SYSTEM,
     job_id: str | None = None,
     api: str | None = None,
     wait_for_definition: bool = False,
-) -> Job:
-    """Validate a submission against its definition and store it, queued or scheduled.
-
-    The definition is checked against today's container policy (it may have changed since the
-    definition was registered), and the submission against the input limits. ``job_id`` lets an
-    adapter choose the id (a drop-in API that puts it in the job's environment); else a UUID.
-    ``api`` marks a job submitted through a drop-in API (its webhook speaks that API). With
-    ``wait_for_definition``, a job whose queue has no default definition (and that names none)
-    is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
-    """
+) -> Planned:
+    """Every check of a submission, and the job it makes; nothing is written (``submit`` stores
+    it, a dry run shows it). The arguments are ``submit``'s."""
     queue, definition = job_binding.queue_and_definition(session, project, request)
     # An unbound job has no time of its own: the scheduler would queue it at that time.
     if definition is None and (not wait_for_definition or request.schedule_at is not None):
@@ -129,7 +133,6 @@ def submit(
             timeout=request.timeout,
             limits=limits,
         )
-        reference = f"{definition.name}:{definition.version}"
     else:
         # Unbound: the submission's own values, merged with the definition's when it is bound.
         limits.check_counts(len(request.parameters), len(request.env) + len(request.secret_env))
@@ -143,7 +146,6 @@ def submit(
             "container": {},
             "timeout": request.timeout,
         }
-        reference = None
     limits.check_document("input", request.input)
     limits.check_document("metadata", request.metadata)
     limits.check_secrets("secret_env", request.secret_env)
@@ -177,6 +179,44 @@ def submit(
         update_time=now,
         **bound,
     )
+    return Planned(job, queue, definition, scheduled)
+
+
+def submit(
+    session: Session,
+    box: SecretBox,
+    hub: Hub | None,
+    project: str,
+    request: JobCreate,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor = SYSTEM,
+    job_id: str | None = None,
+    api: str | None = None,
+    wait_for_definition: bool = False,
+) -> Job:
+    """Validate a submission against its definition and store it, queued or scheduled.
+
+    The definition is checked against today's container policy (it may have changed since the
+    definition was registered), and the submission against the input limits. ``job_id`` lets an
+    adapter choose the id (a drop-in API that puts it in the job's environment); else a UUID.
+    ``api`` marks a job submitted through a drop-in API (its webhook speaks that API). With
+    ``wait_for_definition``, a job whose queue has no default definition (and that names none)
+    is stored waiting, unbound, until the queue gets one (``bind_waiting``); else it is refused.
+    """
+    planned = plan(
+        session,
+        box,
+        project,
+        request,
+        policy=policy,
+        limits=limits,
+        job_id=job_id,
+        api=api,
+        wait_for_definition=wait_for_definition,
+    )
+    job, queue, definition = planned.job, planned.queue, planned.definition
     session.add(job)
     try:
         session.flush()
@@ -185,6 +225,7 @@ def submit(
             f"an unfinished job named '{request.name}' already exists in queue '{queue.name}'",
             field="name",
         ) from exc
+    reference = f"{definition.name}:{definition.version}" if definition is not None else None
     record(
         session,
         job,
@@ -194,7 +235,7 @@ def submit(
     if definition is None:
         detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
         record(session, job, EventType.SCHEDULED, detail)
-    elif scheduled:
+    elif planned.scheduled:
         assert request.schedule_at is not None
         record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
     else:

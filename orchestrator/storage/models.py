@@ -143,6 +143,17 @@ class Job(SQLModel, table=True):
         sa.Index("ix_jobs_status_schedule_at", "status", "schedule_at"),
         # Retention takes a project's oldest finished jobs from this index.
         sa.Index("ix_jobs_project_finish", "project", "finish_time"),
+        # A job list: a project's jobs newest first, or those of one definition or one name.
+        sa.Index("ix_jobs_project_seq", "project", "seq"),
+        sa.Index("ix_jobs_project_definition", "project", "definition_name", "seq"),
+        sa.Index(
+            "ix_jobs_project_name",
+            "project",
+            "name",
+            "seq",
+            sqlite_where=sa.text("name IS NOT NULL"),
+            postgresql_where=sa.text("name IS NOT NULL"),
+        ),
         # The claim takes a queue's next job from this index: job priority, then submit order.
         sa.Index(
             "ix_jobs_queue_claim", "project", "queue", "status", sa.text("priority DESC"), "seq"

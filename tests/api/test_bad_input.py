@@ -410,8 +410,8 @@ def test_nul_character_in_a_description_is_400(api: Api, path: str, body: dict[s
         ),
         pytest.param(
             {"definition": "render", "parameters": {"frames": 1}},
-            "parameters.frame",
-            ("frame",),
+            "parameters.frames",
+            ("frames", "neither declares nor uses", "its parameters: frame"),
             id="misnamed-param",
         ),
         pytest.param(

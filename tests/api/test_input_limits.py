@@ -42,7 +42,7 @@ def test_parameter_and_env_counts(make_server: Any) -> None:
         {
             "name": "counted",
             "image": TEST_IMAGE,
-            "command": ["true"],
+            "command": ["echo", "Param::c"],
             "parameters": {"a": 1, "b": 2},
             "env": {"ONE": "1"},
         }

@@ -18,7 +18,7 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator.runner.run_dirs import RUN_DIR
+from orchestrator.rules.containers import RUN_DIR
 
 from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 

@@ -16,9 +16,10 @@ import docker
 import pytest
 
 from orchestrator.errors import ContainerFailure
-from orchestrator.runner.container_spec import container_name
-from orchestrator.runner.run_dirs import RUN_DIR, RunDirs
+from orchestrator.rules.containers import RUN_DIR
+from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.services import attempts
+from orchestrator.services.containers import container_name
 from orchestrator.storage.db import Database
 
 from ..conftest import (

@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from orchestrator.runner.run_dirs import RUN_DIR
+from orchestrator.rules.containers import RUN_DIR
 from orchestrator.storage.private_files import (
     create_private_file,
     database_files,

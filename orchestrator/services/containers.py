@@ -1,35 +1,24 @@
-"""What an attempt's container is: its name, and its spec (env, labels, resources, options),
-and the job's output read back from it."""
+"""The container of a job's attempt, computed from the job: its env, labels, resources and
+options. The runner creates exactly this (``runner/attempt.py``), and a dry run shows it
+(``jobs.dry_run``), so what a dry run shows cannot drift from what runs."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from typing import Any
-
 from orchestrator.config import Settings
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, PROJECT_LABEL, ContainerSpec
+from orchestrator.rules.containers import (
+    INPUT_PATH,
+    INSTALLATION_LABEL,
+    LABEL_PREFIX,
+    OUTPUT_PATH,
+    PROJECT_LABEL,
+    RUN_DIR,
+    ContainerSpec,
+    attempt_name,
+    project_network,
+    project_volume,
+)
 from orchestrator.rules.definition_spec import parse_volume
-from orchestrator.rules.masking import Masker
-from orchestrator.runner.run_dirs import INPUT_PATH, OUTPUT_PATH, RUN_DIR
 from orchestrator.storage.models import Job
-
-
-def attempt_name(job_id: str, attempt: int) -> str:
-    """The name of an attempt's container and of its run directory."""
-    return f"orch-{job_id}-{attempt}"
-
-
-def project_network(installation: str, project: str) -> str:
-    """The name of a project's own network on an engine: ``orch-<installation>-<project>``,
-    with the installation id's first 12 characters (its labels tell the rest)."""
-    return f"orch-{installation[:12]}-{project}"
-
-
-def project_volume(installation: str, project: str, volume: str) -> str:
-    """The engine's name of the project's own volume ``volume``: its network's name, a dot,
-    and the name (a project name holds no dot, so no two projects' names meet)."""
-    return f"{project_network(installation, project)}.{volume}"
 
 
 def container_name(job: Job) -> str:
@@ -112,35 +101,3 @@ def container_spec(
         own_network=network is None,
         own_volumes=tuple(own_volumes),
     )
-
-
-def parse_output(raw: bytes | None, secrets: Iterable[str]) -> tuple[Any, str | None]:
-    """(output, error) from the bytes at ``$ORCH_OUTPUT``, secret values masked.
-
-    Invalid JSON is an error of the attempt, not a crash of the runner.
-    """
-    if raw is None or not raw.strip():
-        return None, None
-    try:
-        text = raw.decode()
-        json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        return None, f"the output at {OUTPUT_PATH} is not valid JSON: {exc}"
-    masker = Masker(secrets)
-    try:
-        # Masking the text catches a value written outside a string (a number); masking the
-        # decoded strings catches it however JSON escaped it ("\u0041" for "A").
-        return _mask_strings(json.loads(masker(text)), masker), None
-    except (ValueError, RecursionError):
-        return None, "the output was withheld: masking a secret value in it broke its JSON"
-
-
-def _mask_strings(value: Any, masker: Masker) -> Any:
-    """Decoded JSON with secret values masked in every string, object keys included."""
-    if isinstance(value, str):
-        return masker(value)
-    if isinstance(value, list):
-        return [_mask_strings(item, masker) for item in value]
-    if isinstance(value, dict):
-        return {masker(key): _mask_strings(item, masker) for key, item in value.items()}
-    return value
