@@ -72,10 +72,13 @@ class Client:
         *parts: str,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send a request to a project resource; the response when it is a success."""
         try:
-            response = self._http.request(method, self.path(*parts), json=json, params=params)
+            response = self._http.request(
+                method, self.path(*parts), json=json, params=params, headers=headers
+            )
         except (httpx.TransportError, httpx.InvalidURL) as exc:
             raise self._transport_error(exc) from exc
         self._check(response)
@@ -87,9 +90,12 @@ class Client:
         *parts: str,
         json: Any = None,
         params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """Send a request to a project resource; its JSON reply."""
-        return self.json_body(self.request(method, *parts, json=json, params=params))
+        return self.json_body(
+            self.request(method, *parts, json=json, params=params, headers=headers)
+        )
 
     def stream_text(self, *parts: str, params: dict[str, Any] | None = None) -> Iterator[str]:
         """GET a streamed text resource, yielding the text as it arrives."""

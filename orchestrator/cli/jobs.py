@@ -32,6 +32,17 @@ JobId = Annotated[str, typer.Argument(help="The job's id.")]
 def jobs_ls(
     queue: Annotated[str | None, typer.Option(help="Only this queue's jobs.")] = None,
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    definition: Annotated[
+        str | None, typer.Option(help="Only jobs of this definition: NAME or NAME:VERSION.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs of this name.")] = None,
+    created_after: Annotated[
+        str | None,
+        typer.Option(metavar="TIME", help="Only jobs created at or after this RFC 3339 time."),
+    ] = None,
+    created_before: Annotated[
+        str | None, typer.Option(metavar="TIME", help="Only jobs created before this time.")
+    ] = None,
     limit: Annotated[
         int | None,
         typer.Option(min=1, max=500, help="Jobs per page [50; with --all, 500 per request]."),
@@ -54,6 +65,14 @@ def jobs_ls(
         params["queue"] = queue
     if status is not None:
         params["status"] = status.value
+    # The server checks the values and names the one it refuses.
+    filters = {
+        "definition": definition,
+        "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+    params.update({key: value for key, value in filters.items() if value is not None})
     if cursor is not None:
         params["cursor"] = cursor
     items: list[dict[str, Any]] = []

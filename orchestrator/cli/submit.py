@@ -45,6 +45,17 @@ def _follow(api: Client, job_id: str, as_json: bool) -> NoReturn:
     raise typer.Exit(_exit_code(job))
 
 
+def _print_dry_run(plan: dict[str, Any], as_json: bool) -> None:
+    """What a dry run answered: the JSON as it is, or its container for people."""
+    if as_json:
+        print_json(plan)
+        return
+    container = plan.get("container") or {}
+    typer.echo(f"would wait in queue {plan.get('queue')}; nothing was stored")
+    for key, value in container.items():
+        typer.echo(f"{key}: {value}")
+
+
 def submit(
     definition: Annotated[str, typer.Argument(help="A definition: name (latest) or name:version.")],
     param: Annotated[
@@ -95,6 +106,22 @@ def submit(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KEY",
+            help="Sent as the Idempotency-Key header: submitting again with the same key and "
+            "flags returns the first job instead of making another.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything a submit checks and print the container that would run; "
+            "store nothing.",
+        ),
+    ] = False,
     follow: Annotated[
         bool,
         typer.Option(
@@ -128,8 +155,14 @@ def submit(
     # Last: every other flag is checked before a prompt asks for a value.
     if secret:
         body["secret_env"] = secret_values(secret)
+    if dry_run and follow:
+        fail("--dry-run runs nothing to follow: use one or the other", 2)
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     with connect(project) as api:
-        job = api.call("POST", "jobs", json=body)
+        if dry_run:
+            _print_dry_run(api.call("POST", "jobs", json=body, params={"dry_run": "true"}), as_json)
+            return
+        job = api.call("POST", "jobs", json=body, headers=headers)
         if as_json and not follow:
             print_json(job)
         elif not as_json:

@@ -389,3 +389,46 @@ def test_rotate_key_prints_json(make_server: Callable[..., LiveServer]) -> None:
         "dropped_keys": 1,
     }
     assert CANARY not in rotated.stdout + rotated.stderr + pruned.stdout + pruned.stderr
+
+
+def test_submit_dry_run_shows_the_container_and_stores_nothing(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(runner_enabled=False)
+    apply(server, "hello")
+
+    plan = as_json(cli(server, "submit", "hello", "-p", "who=dry", "--dry-run", "--json"))
+    assert plan["container"]["command"] == ["echo", "Hello, dry!"]
+    assert plan["queue"] == "default"
+    shown = ok(cli(server, "submit", "hello", "-p", "who=dry", "--dry-run"))
+    assert shown.startswith("would wait in queue default; nothing was stored\n")
+    assert "command: ['echo', 'Hello, dry!']" in shown
+    assert server.http.get("/v1/projects/default/jobs").json()["items"] == []
+    # What a real submit refuses, the dry run refuses the same way.
+    refused = cli(server, "submit", "hello", "-p", "nope=1", "--dry-run")
+    assert refused.exit_code == 1 and "nope" in refused.stderr
+    both = cli(server, "submit", "hello", "--dry-run", "--follow")
+    assert "--dry-run" in usage_error(both)
+
+
+def test_jobs_ls_filters_by_definition_name_and_creation_time(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(runner_enabled=False)
+    apply(server, "hello")
+    server.register(sh("other", "true"))
+    named = server.submit(definition="hello", name="the-one")
+    plain = server.submit(definition="hello")
+    other = server.submit(definition="other")
+
+    def listed(*flags: str) -> list[str]:
+        page = as_json(cli(server, "jobs", "ls", "--all", *flags, "--json"))
+        return [job["id"] for job in page["items"]]
+
+    assert listed("--definition", "hello") == [plain["id"], named["id"]]
+    assert listed("--definition", "other") == [other["id"]]
+    assert listed("--name", "the-one") == [named["id"]]
+    assert listed("--created-after", plain["create_time"]) == [other["id"], plain["id"]]
+    assert listed("--created-before", plain["create_time"]) == [named["id"]]
+    bad = cli(server, "jobs", "ls", "--created-after", "yesterday")
+    assert bad.exit_code == 1 and "created_after" in bad.stderr
