@@ -106,14 +106,6 @@ def submit(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
-    idempotency_key: Annotated[
-        str | None,
-        typer.Option(
-            metavar="KEY",
-            help="Sent as the Idempotency-Key header: submitting again with the same key and "
-            "flags returns the first job instead of making another.",
-        ),
-    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -157,12 +149,11 @@ def submit(
         body["secret_env"] = secret_values(secret)
     if dry_run and follow:
         fail("--dry-run runs nothing to follow: use one or the other", 2)
-    headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
     with connect(project) as api:
         if dry_run:
             _print_dry_run(api.call("POST", "jobs", json=body, params={"dry_run": "true"}), as_json)
             return
-        job = api.call("POST", "jobs", json=body, headers=headers)
+        job = api.call("POST", "jobs", json=body)
         if as_json and not follow:
             print_json(job)
         elif not as_json:
