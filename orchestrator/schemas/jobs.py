@@ -221,7 +221,7 @@ def page_chunks(items: list[bytes], next_cursor: str | None) -> Iterator[bytes]:
     yield bytes(buffer)
 
 
-class ContainerResources(BaseModel):
+class ContainerResourceLimits(BaseModel):
     cpus: float | None
     memory: int | None = Field(description="Bytes.")
     pids: int | None
@@ -247,7 +247,7 @@ class ContainerPreview(BaseModel):
     pid: str | None
     ipc: str | None
     userns: str | None
-    resources: ContainerResources
+    resources: ContainerResourceLimits
 
     @classmethod
     def from_spec(cls, spec: ContainerSpec) -> ContainerPreview:
@@ -268,7 +268,7 @@ class ContainerPreview(BaseModel):
             pid=spec.pid,
             ipc=spec.ipc,
             userns=spec.userns,
-            resources=ContainerResources(
+            resources=ContainerResourceLimits(
                 cpus=spec.cpus,
                 memory=spec.memory,
                 pids=spec.pids,
