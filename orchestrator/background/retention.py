@@ -54,13 +54,14 @@ class Collector:
         if removed.total:
             logger.info(
                 "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
-                "deliveries), %d schedule runs and %d audit entries",
+                "deliveries), %d schedule runs, %d audit entries and %d idempotency keys",
                 removed.jobs,
                 removed.events,
                 removed.logs,
                 removed.deliveries,
                 removed.schedule_runs,
                 removed.audit_events,
+                removed.idempotency_keys,
                 extra={"action": "retention_collected"},
             )
         return removed
