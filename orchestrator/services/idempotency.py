@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,23 +50,70 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _upsert(session: Session, values: dict[str, Any], cutoff: datetime) -> sa.Executable:
-    """Insert the key's row, or take over its row when it expired: one statement, so two
-    requests can never both take it. Returns the row's id when this request has the key."""
-    dialect = session.get_bind().dialect.name
+@dataclass(frozen=True)
+class _Statements:
+    """A dialect's statements, built once: building one costs more than running it."""
+
+    # Insert the key's row, or take over its row when it expired: one statement, so two
+    # requests can never both take it. Returns the row's id when this request has the key.
+    claim: sa.Executable
+    # The key's row as its first request left it.
+    stored: sa.Executable
+    # The answer, into the row claimed.
+    record: sa.Executable
+
+
+def _build(dialect: str) -> _Statements:
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_KEYS)
-    statement = insert.values(**values)
-    return statement.on_conflict_do_update(
+    claim = insert.values(
+        project=sa.bindparam("project"),
+        route=sa.bindparam("route"),
+        key=sa.bindparam("key"),
+        fingerprint=sa.bindparam("fingerprint"),
+        response_headers=sa.bindparam("response_headers", type_=sa.JSON),
+        create_time=sa.bindparam("create_time", type_=_KEYS.c.create_time.type),
+    )
+    upsert = claim.on_conflict_do_update(
         index_elements=["project", "route", "key"],
         set_={
-            "fingerprint": statement.excluded.fingerprint,
+            "fingerprint": claim.excluded.fingerprint,
             "status_code": None,
             "response_body": None,
-            "response_headers": statement.excluded.response_headers,
-            "create_time": statement.excluded.create_time,
+            "response_headers": claim.excluded.response_headers,
+            "create_time": claim.excluded.create_time,
         },
-        where=_KEYS.c.create_time < cutoff,
+        where=_KEYS.c.create_time < sa.bindparam("cutoff", type_=_KEYS.c.create_time.type),
     ).returning(_KEYS.c.id)
+    scope = sa.and_(
+        _KEYS.c.project == sa.bindparam("project"),
+        _KEYS.c.route == sa.bindparam("route"),
+        _KEYS.c.key == sa.bindparam("key"),
+    )
+    stored = sa.select(
+        _KEYS.c.fingerprint, _KEYS.c.status_code, _KEYS.c.response_body, _KEYS.c.response_headers
+    ).where(scope)
+    record = (
+        sa.update(_KEYS)
+        .where(_KEYS.c.id == sa.bindparam("claimed"))
+        .values(
+            status_code=sa.bindparam("status_code"),
+            response_body=sa.bindparam("response_body"),
+            response_headers=sa.bindparam("answer_headers", type_=sa.JSON),
+        )
+    )
+    return _Statements(claim=upsert, stored=stored, record=record)
+
+
+_BUILT: dict[str, _Statements] = {}
+
+
+def _statements(session: Session) -> _Statements:
+    dialect = session.get_bind().dialect.name
+    built = _BUILT.get(dialect)
+    if built is None:
+        # Two threads may both build it: the same statements, one of them kept.
+        built = _BUILT.setdefault(dialect, _build(dialect))
+    return built
 
 
 def claim(
@@ -87,24 +133,21 @@ def claim(
     matches). ``IdempotencyKeyReused`` (422) when the key's first request was another one.
     """
     connection = session.connection()
+    statements = _statements(session)
+    where = {"project": scope.project, "route": scope.route, "key": key}
     values = {
-        "project": scope.project,
-        "route": scope.route,
-        "key": key,
+        **where,
         "fingerprint": fingerprints[0],
         "response_headers": {},
         "create_time": now,
+        "cutoff": now - timedelta(seconds=ttl),
     }
-    cutoff = now - timedelta(seconds=ttl)
-    stored = sa.select(
-        _KEYS.c.fingerprint, _KEYS.c.status_code, _KEYS.c.response_body, _KEYS.c.response_headers
-    ).where(_KEYS.c.project == scope.project, _KEYS.c.route == scope.route, _KEYS.c.key == key)
     for _ in range(CLAIM_TRIES):
-        claimed = connection.execute(_upsert(session, values, cutoff)).scalar_one_or_none()
+        claimed = connection.execute(statements.claim, values).scalar_one_or_none()
         if claimed is not None:
             return int(claimed)
         # The key is another request's, committed (a claim waits for an uncommitted one).
-        row = connection.execute(stored).first()
+        row = connection.execute(statements.stored, where).first()
         if row is None:
             continue  # deleted since by retention: claim it again
         if row.fingerprint not in fingerprints:
@@ -122,13 +165,13 @@ def record(session: Session, claimed: int, answer: Answer) -> None:
     """Keep the answer of the request that claimed the key (row ``claimed``), in the claim's
     transaction. The answer is what the API showed: it never holds a secret value."""
     session.connection().execute(
-        sa.update(_KEYS)
-        .where(_KEYS.c.id == claimed)
-        .values(
-            status_code=answer.status_code,
-            response_body=answer.body.decode(),
-            response_headers=answer.headers,
-        )
+        _statements(session).record,
+        {
+            "claimed": claimed,
+            "status_code": answer.status_code,
+            "response_body": answer.body.decode(),
+            "answer_headers": answer.headers,
+        },
     )
 
 
