@@ -29,11 +29,12 @@ from pydantic_settings import (
 )
 
 from orchestrator.rules.crash_points import CrashPoint
+from orchestrator.rules.idempotency import DEFAULT_TTL_SECONDS
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.outbound import OutboundRule, parse_networks
 from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
 from orchestrator.rules.project_caps import ProjectCaps
-from orchestrator.rules.units import parse_retention, parse_size
+from orchestrator.rules.units import parse_duration, parse_retention, parse_size
 
 
 def default_data_dir() -> Path:
@@ -174,6 +175,9 @@ class Settings(BaseSettings):
     gc_interval: float = Field(default=300.0, gt=0)
     gc_batch: int = Field(default=500, ge=1, le=10_000)
     gc_batch_time: float = Field(default=0.01, gt=0, le=10)
+    # How long the answer to a create request with an ``Idempotency-Key`` is kept: the same
+    # key and request get it again until then; after, the key is free and its row goes.
+    idempotency_ttl: Annotated[float, BeforeValidator(parse_duration)] = DEFAULT_TTL_SECONDS
 
     # SaladCloud's drop-in API: the one organisation name it answers to; unset, any name.
     salad_organization: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")

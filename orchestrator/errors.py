@@ -133,3 +133,9 @@ class LimitReached(Conflict):
     """A project holds as many of these as the server allows: delete one first."""
 
     code = "limit_reached"
+
+
+class IdempotencyKeyReused(OrchestratorError):
+    """The Idempotency-Key was used with another request: send a new key."""
+
+    code = "idempotency_key_reused"

@@ -21,6 +21,7 @@ from orchestrator.errors import (
     DatabaseUnavailable,
     EngineUnavailable,
     Forbidden,
+    IdempotencyKeyReused,
     InvalidRequest,
     LimitExceeded,
     NotFound,
@@ -48,6 +49,7 @@ STATUS_BY_ERROR: dict[type[OrchestratorError], int] = {
     Conflict: 409,
     PayloadTooLarge: 413,
     LimitExceeded: 422,
+    IdempotencyKeyReused: 422,
     TooManyRequests: 429,
     EngineUnavailable: 503,
     DatabaseUnavailable: 503,
@@ -68,7 +70,8 @@ ERROR_DESCRIPTIONS = {
     "many of these as the server allows (`limit_reached`, naming the setting).",
     413: "The request body, or a part of it, is larger than the server's limit.",
     415: "The request has a body that is not JSON (its `Content-Type`).",
-    422: "The request is over one of the server's limits (e.g. the number of parameters).",
+    422: "The request is over one of the server's limits (e.g. the number of parameters), or "
+    "its `Idempotency-Key` was used with another request (`idempotency_key_reused`).",
     429: "Too many requests of this kind are open at once (e.g. a token's live streams); "
     "`Retry-After` says when to try again.",
 }

@@ -8,12 +8,14 @@ from contextlib import aclosing
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
+from orchestrator.api.idempotency import IdempotencyKeyDep, answer_of, create_once
 from orchestrator.api.live import LiveStream
 from orchestrator.process import Services
 from orchestrator.rules.states import JobStatus
@@ -29,6 +31,7 @@ from orchestrator.schemas.jobs import (
     page_chunks,
 )
 from orchestrator.services import dry_runs, job_queries, jobs, outbound, projects, retention
+from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 from orchestrator.streams.guard import Lease
@@ -83,16 +86,20 @@ def submit_job(
     body: JobCreate,
     services: ServicesDep,
     actor: ProjectActorDep,
-    response: Response,
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
     dry_run: Annotated[
         bool,
         Query(
             description="Check the submission as a submit would (same errors) and answer 200 "
-            "with the container its first attempt would run, storing and running nothing."
+            "with the container its first attempt would run, storing and running nothing "
+            "(an `Idempotency-Key` is neither used nor kept)."
         ),
     ] = False,
-) -> JobPublic | JSONResponse:
-    """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future."""
+) -> Response:
+    """Submit a job: queued now, or scheduled when ``schedule_at`` is in the future.
+
+    With an ``Idempotency-Key``, the same request sent again gets the first answer again."""
     outbound.check_submission(services.outbound, body)
     if dry_run:
         with services.db.read() as session:
@@ -106,7 +113,8 @@ def submit_job(
                 settings=services.settings,
             )
         return JSONResponse(shown.model_dump(mode="json"))
-    with services.db.transaction() as session:
+
+    def create(session: Session) -> Answer:
         job = jobs.submit(
             session,
             services.box,
@@ -117,8 +125,11 @@ def submit_job(
             limits=services.limits,
             actor=actor,
         )
-    response.headers["Location"] = f"/v1/projects/{project}/jobs/{job.id}"
-    return JobPublic.from_row(job)
+        location = f"/v1/projects/{project}/jobs/{job.id}"
+        return answer_of(201, JobPublic.from_row(job), location=location)
+
+    scope = Scope(project, "jobs")
+    return create_once(services, request, idempotency_key, scope, body, create)
 
 
 @router.get("", response_model=Page[JobListItem], responses=responses(400))

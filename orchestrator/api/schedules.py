@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from sqlmodel import Session
 
 from orchestrator.api.deps import ProjectActorDep, ServicesDep, authorize_project
 from orchestrator.api.errors import responses
+from orchestrator.api.idempotency import IdempotencyKeyDep, answer_of, create_once
 from orchestrator.background import scheduler
 from orchestrator.process import Services
 from orchestrator.schemas.common import Page
@@ -20,6 +22,7 @@ from orchestrator.schemas.schedules import (
     ScheduleUpdate,
 )
 from orchestrator.services import outbound, projects, schedule_queries, schedules
+from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import utcnow
 
@@ -43,18 +46,23 @@ def create_schedule(
     body: ScheduleCreate,
     services: ServicesDep,
     actor: ProjectActorDep,
-    response: Response,
-) -> SchedulePublic:
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
+) -> Response:
     """Create a schedule: a ``cron`` expression (in ``timezone``) or a one-shot ``run_at``,
-    whose target is a job submission or an HTTP request."""
+    whose target is a job submission or an HTTP request. With an ``Idempotency-Key``, the same
+    request sent again gets the first answer again."""
     outbound.check_schedule_target(services.outbound, body.target)
-    with services.db.transaction() as session:
+
+    def create(session: Session) -> Answer:
         schedule = schedules.create(
             session, services.hub, project, body, actor, _checks(services), caps=services.caps
         )
-        public = schedule_queries.public(session, schedule)
-    response.headers["Location"] = f"/v1/projects/{project}/schedules/{schedule.name}"
-    return public
+        location = f"/v1/projects/{project}/schedules/{schedule.name}"
+        return answer_of(201, schedule_queries.public(session, schedule), location=location)
+
+    scope = Scope(project, "schedules")
+    return create_once(services, request, idempotency_key, scope, body, create)
 
 
 @router.get("", response_model=Page[SchedulePublic])

@@ -71,13 +71,14 @@ class Collector:
     def _report(removed: Removed) -> None:
         logger.info(
             "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
-            "deliveries), %d schedule runs and %d audit entries%s",
+            "deliveries), %d schedule runs, %d audit entries and %d idempotency keys%s",
             removed.jobs,
             removed.events,
             removed.logs,
             removed.deliveries,
             removed.schedule_runs,
             removed.audit_events,
+            removed.idempotency_keys,
             "; more to go" if removed.more else "",
             extra={"action": "retention_collected"},
         )

@@ -22,8 +22,9 @@ def gc(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; delete nothing."),
     as_json: AsJson = False,
 ) -> None:
-    """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs
-    and audit entries past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION]."""
+    """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs,
+    audit entries and idempotency keys past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION,
+    ORCH_IDEMPOTENCY_TTL]."""
     settings, database = open_database()
     try:
         removed = _run(settings, database, dry_run)
@@ -38,7 +39,8 @@ def gc(
     typer.echo(
         f"{verb} {removed.jobs} finished jobs ({removed.events} events, {removed.logs} log "
         f"batches, {removed.deliveries} webhook deliveries), {removed.schedule_runs} schedule "
-        f"runs and {removed.audit_events} audit entries"
+        f"runs, {removed.audit_events} audit entries and {removed.idempotency_keys} idempotency "
+        "keys"
     )
 
 

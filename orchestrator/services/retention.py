@@ -2,10 +2,11 @@
 
 A finished job older than its project's retention (``Project.retention``, else the server's
 ``retention`` setting; 0 keeps everything) goes with its events, logs and webhook deliveries;
-so does a finished schedule run. Audit entries have their own, longer ``audit_retention``.
-Each call of ``collect`` is one transaction of at most ``limit`` jobs, ``limit`` schedule runs
-and ``limit`` audit entries, so a long backlog never holds the writer for long; it says
-whether more is left. Unfinished jobs and runs are never touched, whatever their age.
+so does a finished schedule run. Audit entries have their own, longer ``audit_retention``, and
+idempotency keys their ``idempotency_ttl``. Each call of ``collect`` is one transaction of at
+most ``limit`` jobs, ``limit`` schedule runs, ``limit`` audit entries and ``limit`` keys, so a
+long backlog never holds the writer for long; it says whether more is left. Unfinished jobs
+and runs are never touched, whatever their age.
 
 ``Collection`` runs those batches for the background collector and ``orchestrator gc``: it
 sizes each batch by the time the last one held the database (SQLite has one writer: a submit
@@ -28,13 +29,15 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from orchestrator.config import Settings
 from orchestrator.errors import Conflict
+from orchestrator.rules.idempotency import DEFAULT_TTL_SECONDS
 from orchestrator.rules.schedule_states import HTTP_UNFINISHED
 from orchestrator.rules.states import TERMINAL
-from orchestrator.services import audit, job_queries
+from orchestrator.services import audit, idempotency, job_queries
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import FREE_PAGES_PER_RELEASE, Database
 from orchestrator.storage.models import (
     AuditEvent,
+    IdempotencyKey,
     Job,
     JobEvent,
     JobLog,
@@ -63,6 +66,7 @@ class Removed:
     deliveries: int = 0
     schedule_runs: int = 0
     audit_events: int = 0
+    idempotency_keys: int = 0
     # A batch limit was reached: another call has more to do.
     more: bool = False
 
@@ -83,15 +87,21 @@ class Removed:
 
 @dataclass(frozen=True)
 class Retention:
-    """How long finished work is kept: the server's defaults (seconds; 0 keeps it)."""
+    """How long finished work is kept: the server's defaults (seconds; 0 keeps it); and how
+    long an idempotency key's answer is (seconds)."""
 
     jobs: float
     audit: float
+    idempotency_keys: float = DEFAULT_TTL_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Retention:
-        """The server's ``retention`` and ``audit_retention`` settings."""
-        return cls(jobs=settings.retention, audit=settings.audit_retention)
+        """The server's ``retention``, ``audit_retention`` and ``idempotency_ttl`` settings."""
+        return cls(
+            jobs=settings.retention,
+            audit=settings.audit_retention,
+            idempotency_keys=settings.idempotency_ttl,
+        )
 
 
 def _cutoffs(session: Session, retention: Retention, now: datetime) -> dict[str, datetime]:
@@ -130,6 +140,11 @@ def _expired_runs(cutoffs: dict[str, datetime]) -> SelectOfScalar[Any]:
 def _expired_audit(retention: Retention, now: datetime) -> SelectOfScalar[Any]:
     cutoff = now - timedelta(seconds=retention.audit)
     return select(AuditEvent.id).where(col(AuditEvent.time) < cutoff).order_by(col(AuditEvent.id))
+
+
+def _expired_keys(retention: Retention, now: datetime) -> SelectOfScalar[Any]:
+    expired = idempotency.expired(now, retention.idempotency_keys)
+    return select(IdempotencyKey.id).where(expired).order_by(col(IdempotencyKey.id))
 
 
 def _among(session: Session, column: Any, job_ids: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -207,8 +222,12 @@ def collect(session: Session, retention: Retention, now: datetime, limit: int) -
         audit_ids = list(connection.scalars(_expired_audit(retention, now).limit(limit)).all())
         if audit_ids:
             connection.execute(sa.delete(AuditEvent).where(col(AuditEvent.id).in_(audit_ids)))
+    key_ids = list(connection.scalars(_expired_keys(retention, now).limit(limit)).all())
+    if key_ids:
+        connection.execute(sa.delete(IdempotencyKey).where(col(IdempotencyKey.id).in_(key_ids)))
     removed.schedule_runs, removed.audit_events = len(run_ids), len(audit_ids)
-    removed.more = limit in (len(job_ids), len(run_ids), len(audit_ids))
+    removed.idempotency_keys = len(key_ids)
+    removed.more = limit in (len(job_ids), len(run_ids), len(audit_ids), len(key_ids))
     return removed
 
 
@@ -244,6 +263,7 @@ def expired(session: Session, retention: Retention, now: datetime) -> Removed:
         counted.schedule_runs = _count(session, _expired_runs(cutoffs))
     if retention.audit > 0:
         counted.audit_events = _count(session, _expired_audit(retention, now))
+    counted.idempotency_keys = _count(session, _expired_keys(retention, now))
     return counted
 
 

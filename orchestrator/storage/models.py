@@ -461,3 +461,31 @@ class ApiSecret(SQLModel, table=True):
     previous_secret_ciphertext: str | None = None
     create_time: datetime = _time(default_factory=utcnow)
     update_time: datetime = _time(default_factory=utcnow)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """An ``Idempotency-Key`` a create request was sent with, and the answer it got.
+
+    A key belongs to one project and one route (``scope``); ``fingerprint`` is a keyed digest
+    of the request (``SecretBox.digests``: it holds nothing a guess at a secret value could be
+    checked against). The row is written in the transaction of what the request created, and
+    its answer (``status_code``, ``response_body``, ``response_headers``: what the API showed,
+    never a secret value) before that transaction commits. ``services.idempotency`` owns it.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("project", "route", "key", name="uq_idempotency_keys_scope"),
+        # Retention finds expired keys by age.
+        sa.Index("ix_idempotency_keys_create_time", "create_time"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(max_length=63)
+    route: str = Field(max_length=32)
+    key: str = Field(max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status_code: int | None = None
+    response_body: str | None = None
+    response_headers: dict[str, str] = _json(default_factory=dict)
+    create_time: datetime = _time(default_factory=utcnow)

@@ -10,6 +10,8 @@ container's environment; no error message here ever contains a key or a value.
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -23,6 +25,9 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from orchestrator.errors import Conflict, OrchestratorError
 
 KEY_FILE = "secret-key"
+# What a digest key is derived for: a key of the ring never signs anything but Fernet tokens
+# itself, so a digest cannot be mistaken for (or help forge) one.
+_DIGEST_CONTEXT = b"orchestrator.request-digest.v1"
 KEY_SETTING = "ORCH_SECRET_KEY"
 _KEY_FORMAT = "each key must be 32 url-safe base64-encoded bytes (Fernet.generate_key())"
 
@@ -151,6 +156,7 @@ class _Ring:
 
     def __init__(self, keys: Sequence[bytes], stamp: tuple[int, ...] | None = None) -> None:
         fernets = [Fernet(key) for key in keys]
+        self.digest_keys = [hmac.new(key, _DIGEST_CONTEXT, hashlib.sha256).digest() for key in keys]
         self.primary = fernets[0]
         self.all = MultiFernet(fernets)
         self.size = len(keys)
@@ -224,6 +230,14 @@ class SecretBox:
             raise OrchestratorError(
                 "secret values cannot be decrypted with any key of the key ring"
             ) from None
+
+    def digests(self, data: bytes) -> list[str]:
+        """Keyed digests of ``data`` (HMAC-SHA256, hex), one under each key of the ring, the
+        primary's first: two requests can be told apart by a stored digest while the database
+        holds nothing a guess at a secret value in them could be checked against. A digest
+        stored under a retired key still matches while that key is in the ring."""
+        ring = self._current()
+        return [hmac.new(key, data, hashlib.sha256).hexdigest() for key in ring.digest_keys]
 
     def under_primary(self, ciphertext: str) -> bool:
         """True when the primary key decrypts ``ciphertext`` (no retired key needed)."""

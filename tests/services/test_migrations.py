@@ -1,7 +1,7 @@
 """Schema migrations on SQLite and PostgreSQL: an empty database reaches the models' schema
 exactly; a database at the previous revision, or made before migrations, keeps its data; two
 processes migrating at once; the ``db`` commands; a server starting on an old database; webhook
-URL credentials taken out of the clear columns (0007)."""
+URL credentials taken out of the clear columns (0007); the idempotency keys' table (0013)."""
 
 from __future__ import annotations
 
@@ -172,6 +172,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0010",
         "0011",
         "0012",
+        "0013",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -277,6 +278,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0010",
         "0011",
         "0012",
+        "0013",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -710,3 +712,35 @@ def test_0010_keeps_a_replaced_webhook_secret_and_its_downgrade_forgets_it(
 def definitions_spec() -> dict[str, Any]:
     """A definition's canonical spec as this release stores it (no network: its project's)."""
     return DefinitionSpec.model_validate({"name": "etl", "image": "busybox:1.36"}).canonical()
+
+
+def test_0013_adds_the_idempotency_keys_and_its_downgrade_drops_them(database: Database) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0012")
+    assert "idempotency_keys" not in table_names(database)
+
+    assert applied_revisions(database.upgrade_schema()) == revisions_from("0013")
+
+    with database.write_engine.connect() as connection:
+        inspector = sa.inspect(connection)
+        unique = inspector.get_unique_constraints("idempotency_keys")
+        indexes = {i["name"]: i["column_names"] for i in inspector.get_indexes("idempotency_keys")}
+    assert [c["column_names"] for c in unique] == [["project", "route", "key"]]
+    assert indexes["ix_idempotency_keys_create_time"] == ["create_time"]
+    # One row per key of a project and route: the database, not the code, refuses a second.
+    row = {"project": "default", "route": "jobs", "key": "k", "fingerprint": "f" * 64}
+    insert = sa.text(
+        "INSERT INTO idempotency_keys (project, route, key, fingerprint, response_headers, "
+        "create_time) VALUES (:project, :route, :key, :fingerprint, '{}', :time)"
+    )
+    with database.write_engine.begin() as connection:
+        connection.execute(insert, {**row, "time": OLD_TIME})
+        connection.execute(insert, {**row, "route": "schedules", "time": OLD_TIME})
+    with pytest.raises(sa.exc.IntegrityError), database.write_engine.begin() as connection:
+        connection.execute(insert, {**row, "time": OLD_TIME})
+    assert_seeded_data_intact(database)
+
+    migrate_down_to(database, "0012")
+    assert "idempotency_keys" not in table_names(database)
+    assert_seeded_data_intact(database)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from sqlmodel import Session, select
 
@@ -22,7 +22,8 @@ from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.error_shapes import DAESTRO
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, status_for, validation_message
-from orchestrator.errors import InvalidRequest, NotFound, OrchestratorError
+from orchestrator.api.idempotency import IdempotencyKeyDep, answer_of, create_once
+from orchestrator.errors import IdempotencyKeyReused, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.rules.fields import (
     storable,
 )
@@ -41,6 +42,7 @@ from orchestrator.schemas.daestro import (
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import job_queries, jobs
 from orchestrator.services.audit import Actor
+from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.storage.models import Job, JobEvent
 
 JOB_ID_ENV = "DAESTRO_JOB_ID"
@@ -110,8 +112,12 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 def _status(exc: OrchestratorError) -> int:
     # Daestro documents one error status for bad requests: a conflict (a name in use, a job
-    # already finished) and a request over a limit are bad requests to its clients.
+    # already finished) and a request over a limit are bad requests to its clients. A reused
+    # Idempotency-Key is a 422 as the header's draft says: Daestro has no such header, so
+    # only a client that sends ours meets it.
     status = status_for(exc)
+    if isinstance(exc, IdempotencyKeyReused):
+        return status
     return 400 if status in (409, 422) else status
 
 
@@ -133,6 +139,7 @@ class DaestroRoute(CompatRoute):
 _DESCRIPTIONS = {
     400: "The request is not valid, or conflicts with the job's state (a name in use, a "
     "finished job cancelled): `message` names the field and says why.",
+    422: "The `Idempotency-Key` was used with another request: `message` says so.",
 }
 
 
@@ -206,11 +213,21 @@ def _public(session: Session, job: Job) -> DaestroJobResponse:
 
 
 @router.post(
-    "/job", status_code=202, response_model=DaestroAccepted, responses=_daestro_responses(415)
+    "/job",
+    status_code=202,
+    response_model=DaestroAccepted,
+    responses=_daestro_responses(415, 422),
 )
-def submit_job(body: DaestroJobCreate, services: ServicesDep, actor: ActorDep) -> DaestroAccepted:
+def submit_job(
+    body: DaestroJobCreate,
+    services: ServicesDep,
+    actor: ActorDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
+) -> Response:
     """Submit a job (Daestro's Job Submit): run now, or at ``schedule_at`` when it is in the
-    future. Its container also gets ``DAESTRO_JOB_ID`` and ``DAESTRO_JOB_QUEUE_NAME``."""
+    future. Its container also gets ``DAESTRO_JOB_ID`` and ``DAESTRO_JOB_QUEUE_NAME``. With an
+    ``Idempotency-Key``, the same request sent again gets the first answer again."""
     project, _, _ = parse_definition(body.job_definition)
     queue_project, _ = parse_queue(body.job_queue)
     if queue_project != project:
@@ -221,20 +238,24 @@ def submit_job(body: DaestroJobCreate, services: ServicesDep, actor: ActorDep) -
         )
     actor.check(project, write=True)
     job_id = str(uuid.uuid4())
-    request = _native_request(body, job_id)
-    with services.db.transaction() as session:
+    submission = _native_request(body, job_id)
+
+    def create(session: Session) -> Answer:
         job = jobs.submit(
             session,
             services.box,
             services.hub,
             project,
-            request,
+            submission,
             policy=services.policy,
             limits=services.limits,
             actor=actor,
             job_id=job_id,
         )
-    return DaestroAccepted(data=DaestroJobId(id=job.id))
+        return answer_of(202, DaestroAccepted(data=DaestroJobId(id=job.id)))
+
+    scope = Scope(project, "daestro.jobs")
+    return create_once(services, request, idempotency_key, scope, body, create)
 
 
 @router.get("/job/{job_id}", response_model=DaestroJobResponse)

@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError as PydanticValidationError
 from sqlmodel import Session
 
@@ -20,6 +20,7 @@ from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.error_shapes import QUEDUP
 from orchestrator.api.errors import ERROR_DESCRIPTIONS, status_for
+from orchestrator.api.idempotency import IdempotencyKeyDep, answer_of, create_once
 from orchestrator.errors import Conflict, InvalidRequest, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.rules.masking import MASK
@@ -38,6 +39,7 @@ from orchestrator.schemas.schedules import (
     ScheduleUpdate,
 )
 from orchestrator.services import outbound, projects, schedule_queries, schedules
+from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.services.schedules import Checks
 from orchestrator.storage.models import Schedule
 
@@ -159,28 +161,41 @@ def public(schedule: Schedule) -> QuedupJob:
     )
 
 
-@router.post("", response_model=QuedupJob, responses=_quedup_responses(400, 409, 415))
-def create_job(body: QuedupJobCreate, services: ServicesDep, actor: ActorDep) -> QuedupJob:
+@router.post("", response_model=QuedupJob, responses=_quedup_responses(400, 409, 415, 422))
+def create_job(
+    body: QuedupJobCreate,
+    services: ServicesDep,
+    actor: ActorDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
+) -> Response:
     """Create a job: an HTTP request sent at ``run_at``, or at each tick of the cron
-    ``schedule`` (UTC; it wins over ``run_at``)."""
+    ``schedule`` (UTC; it wins over ``run_at``). With an ``Idempotency-Key``, the same request
+    sent again gets the first answer again."""
     actor.check(PROJECT, write=True)
     if body.schedule is None and body.run_at is None:
         raise InvalidRequest("schedule: give a cron expression or a run_at time")
-    request = ScheduleCreate(
+    native = ScheduleCreate(
         name=f"q-{uuid.uuid4().hex}",
         cron=body.schedule,
         run_at=None if body.schedule is not None else body.run_at,
         target=_target(body.method, str(body.url), body.body, body.headers or {}),
     )
     outbound.check_url(services.outbound, str(body.url), "url")
-    with services.db.transaction() as session:
+
+    def create(session: Session) -> Answer:
         projects.get(session, PROJECT)
         _check_unique(session, body.name)
         schedule = schedules.create(
-            session, services.hub, PROJECT, request, actor, _checks(services), caps=services.caps
+            session, services.hub, PROJECT, native, actor, _checks(services), caps=services.caps
         )
         _keep_name(schedule, body.name)
-        return public(schedule)
+        # Its secret headers are shown as ***: the kept answer holds no secret either.
+        return answer_of(200, public(schedule))
+
+    return create_once(
+        services, request, idempotency_key, Scope(PROJECT, "quedup.jobs"), body, create
+    )
 
 
 @router.get("", response_model=list[QuedupJob])

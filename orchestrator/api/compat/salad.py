@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
@@ -19,6 +19,7 @@ from orchestrator.api.compat.errors import CompatRoute
 from orchestrator.api.deps import ActorDep, ServicesDep
 from orchestrator.api.error_shapes import PROBLEM, SALAD
 from orchestrator.api.errors import status_for
+from orchestrator.api.idempotency import IdempotencyKeyDep, answer_of, create_once
 from orchestrator.errors import Conflict, LimitExceeded, NotFound, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.schemas.jobs import JobCreate
@@ -36,6 +37,7 @@ from orchestrator.schemas.salad import (
 )
 from orchestrator.services import job_queries, jobs, outbound, projects, queues, salad
 from orchestrator.services.audit import Actor
+from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.services.webhook_secrets import reveal_api_secret, rotate_api_secret
 from orchestrator.storage.models import Job, Queue
 
@@ -51,6 +53,7 @@ DESCRIPTIONS = {
     "the project holds as many queues as the server allows.",
     413: "The request body, or a part of it, is larger than the server's limit.",
     415: "The request has a body that is not JSON (its `Content-Type`).",
+    422: "The `Idempotency-Key` was used with another request: `detail` says so.",
 }
 
 Name = Annotated[str, Path(min_length=2, max_length=63, pattern=NAME_PATTERN)]
@@ -302,7 +305,7 @@ def _items(
     status_code=201,
     responses={
         **_created("/organizations/acme-corp/projects/dev-env/queues/q1/jobs/<id>"),
-        **_documented(415),
+        **_documented(415, 422),
     },
 )
 def create_queue_job(
@@ -310,27 +313,30 @@ def create_queue_job(
     project_name: Name,
     queue_name: Name,
     body: QueueJobPrototype,
-    response: Response,
+    request: Request,
     services: ServicesDep,
     actor: ActorDep,
-) -> QueueJob:
+    idempotency_key: IdempotencyKeyDep,
+) -> Response:
     """Submit a job: its ``input`` goes to the queue's default definition (an HTTP worker gets
     it as the POST body; a run-to-completion container at ``$ORCH_INPUT``). In a queue with no
-    default definition yet, the job waits for one."""
+    default definition yet, the job waits for one. With an ``Idempotency-Key``, the same
+    request sent again gets the first answer again."""
     _allowed(services, actor, organization_name, project_name, write=True)
-    request = JobCreate.model_validate(
+    submission = JobCreate.model_validate(
         {"queue": queue_name, "input": body.input, "metadata": body.metadata or {}}
         | ({"webhook": str(body.webhook)} if body.webhook is not None else {})
     )
-    outbound.check_submission(services.outbound, request)
-    with services.db.transaction() as session:
+    outbound.check_submission(services.outbound, submission)
+
+    def create(session: Session) -> Answer:
         _queue(session, project_name, queue_name)
         job = jobs.submit(
             session,
             services.box,
             services.hub,
             project_name,
-            request,
+            submission,
             policy=services.policy,
             limits=services.limits,
             actor=actor,
@@ -338,12 +344,14 @@ def create_queue_job(
             wait_for_definition=True,
         )
         # Made before the commit: after it, nothing may fail (the SDK would submit again).
-        public = salad.job(session, job)
-    response.headers["Location"] = (
-        f"/organizations/{organization_name}/projects/{project_name}"
-        f"/queues/{queue_name}/jobs/{public.id}"
-    )
-    return public
+        location = (
+            f"/organizations/{organization_name}/projects/{project_name}"
+            f"/queues/{queue_name}/jobs/{job.id}"
+        )
+        return answer_of(201, salad.job(session, job), exclude_unset=True, location=location)
+
+    scope = Scope(project_name, "salad.jobs")
+    return create_once(services, request, idempotency_key, scope, body, create)
 
 
 @router.get(
