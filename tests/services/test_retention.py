@@ -426,7 +426,7 @@ def test_the_collector_logs_a_backlog_as_a_summary_not_a_line_per_batch(
     lines = [r for r in caplog.records if getattr(r, "action", None) == "retention_collected"]
     assert [line.getMessage() for line in lines] == [
         "retention: deleted 1 finished jobs (3 events, 2 log batches, 1 webhook deliveries), "
-        "0 schedule runs and 0 audit entries; more to go",
+        "0 schedule runs, 0 audit entries and 0 idempotency keys; more to go",
         "retention: deleted 5 finished jobs (15 events, 10 log batches, 5 webhook deliveries), "
-        "0 schedule runs and 0 audit entries",
+        "0 schedule runs, 0 audit entries and 0 idempotency keys",
     ]
