@@ -6,6 +6,7 @@ becomes a ``ClientError`` with a one-line message. It never prints and never exi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
@@ -18,6 +19,12 @@ from orchestrator.errors import OrchestratorError
 TIMEOUT_SECONDS = 30.0
 # A followed stream may stay quiet for as long as the job runs: no read timeout.
 STREAM_TIMEOUT = httpx.Timeout(TIMEOUT_SECONDS, read=None)
+# A create sent with an Idempotency-Key is sent again when its answer is lost (a connection
+# lost or timed out) or the database is briefly unavailable (503), after these pauses; the
+# server answers a repeat with the first answer, so nothing is made twice.
+KEYED_RETRY_DELAYS = (1.0, 2.0, 4.0)
+# The longest Retry-After honoured; a server asking for more is reported, not waited for.
+MAX_RETRY_AFTER_SECONDS = 10.0
 
 
 class ClientError(OrchestratorError):
@@ -35,10 +42,18 @@ class ServerUnreachable(ClientError):
 class ApiError(ClientError):
     """The server refused the request; ``code``, ``message`` and ``field`` are its own."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message, field=field)
         self.status = status
         self.code = code
+        self.retry_after = retry_after  # seconds, from the answer's Retry-After
 
 
 class Client:
@@ -97,6 +112,25 @@ class Client:
             self.request(method, *parts, json=json, params=params, headers=headers)
         )
 
+    def create_once(self, *parts: str, json: Any, key: str) -> Any:
+        """POST a create with ``Idempotency-Key: key``; its JSON reply. A lost answer or a 503
+        is sent again with the same key, up to ``len(KEYED_RETRY_DELAYS)`` times: the server
+        answers a repeat as it answered the first (``Idempotent-Replayed: true``), so the
+        thing is made once however many tries it took."""
+        headers = {"Idempotency-Key": key}
+        for pause in KEYED_RETRY_DELAYS:
+            try:
+                return self.call("POST", *parts, json=json, headers=headers)
+            except ServerUnreachable:
+                wait = pause
+            except ApiError as exc:
+                wait = max(pause, exc.retry_after or 0.0)
+                if exc.status != 503 or wait > MAX_RETRY_AFTER_SECONDS:
+                    raise
+            time.sleep(wait)
+        # The last try: its failure is the command's.
+        return self.call("POST", *parts, json=json, headers=headers)
+
     def stream_text(self, *parts: str, params: dict[str, Any] | None = None) -> Iterator[str]:
         """GET a streamed text resource, yielding the text as it arrives."""
         try:
@@ -140,9 +174,21 @@ class Client:
             body = None
         if isinstance(body, dict) and isinstance(body.get("message"), str):
             raise ApiError(
-                response.status_code, str(body.get("code")), body["message"], body.get("field")
+                response.status_code,
+                str(body.get("code")),
+                body["message"],
+                body.get("field"),
+                _seconds(response.headers.get("Retry-After")),
             )
         raise ClientError(
             f"HTTP {response.status_code} from {self.base_url}{response.request.url.path};"
             " does ORCH_URL point at an orchestrator server?"
         )
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the server sends seconds, never a date); None otherwise."""
+    try:
+        return float(retry_after) if retry_after is not None else None
+    except ValueError:
+        return None

@@ -1,5 +1,5 @@
 """The values of client options that need parsing: ``KEY=VALUE`` pairs, JSON (inline or
-``@FILE``), metadata, durations, times and secret values.
+``@FILE``), metadata, durations, times, idempotency keys and secret values.
 
 Each parser raises ``typer.BadParameter`` naming the option, so bad input is a usage error
 (exit 2) before any request; a secret's value is never in a message. Only the standard
@@ -17,6 +17,8 @@ from typing import Any
 
 import typer
 
+from orchestrator.errors import InvalidRequest
+from orchestrator.rules.idempotency import parse_key
 from orchestrator.rules.units import parse_duration
 
 # ``--secret KEY=env:NAME`` reads the environment variable NAME.
@@ -83,6 +85,18 @@ def metadata(values: list[str] | None) -> dict[str, Any]:
                 param_hint="'--metadata'",
             ) from None
     return pairs
+
+
+def idempotency_key(text: str | None) -> str | None:
+    """An ``--idempotency-key`` as the server takes it (1 to 255 printable ASCII characters),
+    checked before any request."""
+    if text is None:
+        return None
+    try:
+        return parse_key([text])
+    except InvalidRequest as exc:
+        reason = exc.message.removeprefix("Idempotency-Key: ")
+        raise typer.BadParameter(reason, param_hint="'--idempotency-key'") from None
 
 
 def duration(text: str | None, option: str) -> float | None:

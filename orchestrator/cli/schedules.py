@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestrator.cli.options import idempotency_key
 from orchestrator.cli.output import AsJson, Project, cell, connect, print_json, table
 from orchestrator.cli.schedule_body import request_body
 
@@ -192,6 +193,15 @@ def schedules_create(
         str | None, typer.Option(metavar="DURATION", help="run_once only this late (1h).")
     ] = None,
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    key_text: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Send it with this Idempotency-Key: run again with the same key, it gets the "
+            "schedule it made back (not a 409), and a lost answer is sent again by itself.",
+        ),
+    ] = None,
     project: Project = "default",
     as_json: AsJson = False,
 ) -> None:
@@ -223,10 +233,14 @@ def schedules_create(
     }
     from orchestrator.cli.client import ApiError
 
+    key = idempotency_key(key_text)
     request = request_body(name, file, flags)
     with connect(project) as api:
         try:
-            schedule = api.call("POST", "schedules", json=request)
+            if key is None:
+                schedule = api.call("POST", "schedules", json=request)
+            else:
+                schedule = api.create_once("schedules", json=request, key=key)
         except ApiError as exc:
             if file is None:
                 raise

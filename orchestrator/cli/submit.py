@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli.options import (
     duration,
+    idempotency_key,
     input_option,
     key_value_pairs,
     metadata,
@@ -106,6 +107,16 @@ def submit(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
+    key_text: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            metavar="KEY",
+            help="Send it with this Idempotency-Key (e.g. a UUID): the same command run again "
+            "with the same key gets the first job back instead of making another, and a lost "
+            "answer is sent again by itself (up to 3 times).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -141,7 +152,8 @@ def submit(
         "priority": priority,
         "timeout": duration(timeout, "--timeout"),
     }
-    body = {key: value for key, value in given.items() if value is not None}
+    body = {field: value for field, value in given.items() if value is not None}
+    key = idempotency_key(key_text)
     if input_ is not None:
         body["input"] = input_option(input_)  # may be a JSON null
     # Last: every other flag is checked before a prompt asks for a value.
@@ -153,7 +165,10 @@ def submit(
         if dry_run:
             _print_dry_run(api.call("POST", "jobs", json=body, params={"dry_run": "true"}), as_json)
             return
-        job = api.call("POST", "jobs", json=body)
+        if key is None:
+            job = api.call("POST", "jobs", json=body)
+        else:
+            job = api.create_once("jobs", json=body, key=key)
         if as_json and not follow:
             print_json(job)
         elif not as_json:
