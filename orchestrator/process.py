@@ -22,6 +22,7 @@ from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.runner.claim_loop import Runner
 from orchestrator.services import projects, runners, tokens
 from orchestrator.services.schedules import Checks
+from orchestrator.services.tokens import VerifiedTokens
 from orchestrator.storage.db import Database
 from orchestrator.storage.private_files import database_files, secure_data_dir, sqlite_file
 from orchestrator.storage.secret_box import KEY_FILE, SecretBox, open_box
@@ -60,6 +61,7 @@ class Services:
     outbound: OutboundRule  # what webhook and HTTP-target URLs may reach
     runner: Runner | None
     streams: JobStreams  # live log and event streams: one reader per job, capped per token
+    verified_tokens: VerifiedTokens  # tokens verified a moment ago, so not read per request
     relay: Relay | None = None  # wake-ups to and from other processes, on PostgreSQL
     # API servers only (``orchestrator serve``): a runner alone fires no schedules, sends no
     # HTTP requests and no webhooks. Several servers share the work through the database.
@@ -124,6 +126,7 @@ class Services:
             outbound=settings.outbound_rule(),
             runner=runner,
             streams=JobStreams(settings, db, hub),
+            verified_tokens=VerifiedTokens(db, hub),
             relay=relay,
             scheduler=Scheduler(settings, db, hub, checks) if api else None,
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,

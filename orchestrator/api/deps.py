@@ -10,7 +10,6 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from orchestrator.errors import InvalidRequest, Unauthorized
 from orchestrator.process import Services
-from orchestrator.services import tokens
 from orchestrator.services.audit import Actor
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -108,13 +107,11 @@ def get_actor(
         raise Unauthorized(
             "a token is required: send 'Authorization: Bearer <token>'", field="authorization"
         )
-    # A read of its own, before the route's transaction: on PostgreSQL just the SELECT's round
-    # trip (reads run in autocommit: no BEGIN, no ROLLBACK), which reading the token inside a
-    # write route's transaction would cost as well. Opening that transaction here instead (a
-    # dependency with yield) would not do on SQLite: its writer turn is a thread lock, and the
-    # two halves of a sync dependency may run on different threads.
-    with services.db.read() as session:
-        actor = tokens.authenticate(session, plain)
+    # Verified a moment ago, or read on its own before the route's transaction (on PostgreSQL
+    # just the SELECT's round trip: reads run in autocommit). Opening that transaction here
+    # instead (a dependency with yield) would not do on SQLite: its writer turn is a thread
+    # lock, and the two halves of a sync dependency may run on different threads.
+    actor = services.verified_tokens.actor(plain)
     if actor is None:
         raise Unauthorized("the token is not valid (unknown or revoked)", field="authorization")
     return actor

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,13 +24,18 @@ from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.rules.roles import Role
 from orchestrator.services import audit, projects
 from orchestrator.services.audit import SYSTEM, Actor
-from orchestrator.storage.db import after_commit, serialize
+from orchestrator.storage.db import Database, after_commit, serialize
 from orchestrator.storage.models import Token, utcnow
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import TOKENS
 
 TOKEN_PREFIX = "orch_"
 ADMIN_TOKEN_FILE = "admin-token"
+# How long a verified token is taken on trust without reading it again (seconds): the longest
+# a revoke made elsewhere takes to reach this process when the relay's notification is lost.
+VERIFIED_SECONDS = 1.0
+# Verified tokens kept at most (one entry is a hash and an actor); past it the cache restarts.
+VERIFIED_ENTRIES = 4096
 
 
 def _hash(token: str) -> str:
@@ -84,14 +91,56 @@ def _insert(
     return token, plain
 
 
-def authenticate(session: Session, plain: str) -> Actor | None:
-    """The actor of a token, or None when it is unknown or revoked."""
+def _authenticate(session: Session, digest: str) -> Actor | None:
     token = session.exec(
-        select(Token).where(Token.token_hash == _hash(plain), col(Token.revoke_time).is_(None))
+        select(Token).where(Token.token_hash == digest, col(Token.revoke_time).is_(None))
     ).first()
-    if token is None:
-        return None
-    return _actor(token)
+    return None if token is None else _actor(token)
+
+
+@dataclass(frozen=True)
+class _Verified:
+    actor: Actor
+    tokens_version: int  # the hub's TOKENS version when the token was read
+    read_at: float  # time.monotonic()
+
+
+class VerifiedTokens:
+    """The process's cache of tokens it verified in the last ``VERIFIED_SECONDS``, so a burst
+    of requests with one token reads it once, not once per request (on PostgreSQL, a round trip
+    of a submit's six). Keyed by the token's hash; unknown and revoked tokens are never kept.
+
+    A revoke empties it: here at its commit, on other servers when the relay delivers the
+    ``TOKENS`` topic (milliseconds), and in any case within ``VERIFIED_SECONDS``.
+    """
+
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self._db = db
+        self._hub = hub
+        self._entries: dict[str, _Verified] = {}
+
+    def actor(self, plain: str) -> Actor | None:
+        """The actor of a token, or None when it is unknown or revoked."""
+        digest = _hash(plain)
+        # Read before the database: a revoke committed during the read makes the entry stale.
+        version = self._hub.version(TOKENS)
+        now = time.monotonic()
+        kept = self._entries.get(digest)
+        if (
+            kept is not None
+            and kept.tokens_version == version
+            and now - kept.read_at < (VERIFIED_SECONDS)
+        ):
+            return kept.actor
+        with self._db.read() as session:
+            actor = _authenticate(session, digest)
+        if actor is None:
+            self._entries.pop(digest, None)
+            return None
+        if len(self._entries) >= VERIFIED_ENTRIES:
+            self._entries.clear()
+        self._entries[digest] = _Verified(actor, version, now)
+        return actor
 
 
 def _actor(token: Token) -> Actor:

@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import re
 import stat
+import time
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from orchestrator.cli import app as cli_app
+from orchestrator.services.tokens import VERIFIED_SECONDS
 
-from ..conftest import TEST_IMAGE, LiveServer, admin_token, bearer
+from ..conftest import TEST_IMAGE, LiveServer, admin_token, bearer, wait_for
 
 DUMMY = {
     "project": "default",
@@ -114,6 +119,55 @@ def test_token_is_shown_once_and_revocation_is_immediate(server: LiveServer) -> 
         assert client.get("/v1/projects/default/jobs").status_code == 401
     assert server.http.delete(f"/v1/tokens/{created['id']}").status_code == 409
     assert server.http.delete("/v1/tokens/nope").status_code == 404
+
+
+def test_a_burst_of_requests_reads_its_token_once(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(runner_enabled=False)
+    plain = make_token(server, "read", "default")["token"]
+    token_reads: list[str] = []
+
+    def counted(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM tokens" in statement:
+            token_reads.append(statement)
+
+    engine = server.services.db.read_engine
+    sa.event.listen(engine, "before_cursor_execute", counted)
+    try:
+        with as_token(server, plain) as client:
+            started = time.monotonic()
+            for _ in range(20):
+                assert client.get("/v1/projects/default/jobs").status_code == 200
+            took = time.monotonic() - started
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", counted)
+    # Verified once, then taken on trust for VERIFIED_SECONDS (twice if the burst outlasted it).
+    assert 1 <= len(token_reads) <= 1 + int(took / VERIFIED_SECONDS), (len(token_reads), took)
+
+
+def test_a_revoke_on_another_server_is_refused_here_within_a_second(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    # Two servers on one database: on PostgreSQL the relay carries the revoke at once, on
+    # SQLite (no relay) the verified-token cache forgets it within VERIFIED_SECONDS.
+    here = make_server(runner_enabled=False, runner_name=f"h-{uuid.uuid4().hex[:8]}")
+    there = make_server(runner_enabled=False, runner_name=f"t-{uuid.uuid4().hex[:8]}")
+    created = make_token(there, "write", "default")
+    with as_token(here, created["token"]) as client:
+        assert client.get("/v1/projects/default/jobs").status_code == 200  # verified here
+        assert there.http.delete(f"/v1/tokens/{created['id']}").status_code == 200
+        revoked_at = time.monotonic()
+        wait_for(
+            lambda: client.get("/v1/projects/default/jobs").status_code == 401,
+            timeout=VERIFIED_SECONDS + 1.0,
+        )
+        refused_after = time.monotonic() - revoked_at
+        # Refused from then on, on either server.
+        for target in (here, there):
+            with as_token(target, created["token"]) as again:
+                assert again.get("/v1/projects/default/jobs").status_code == 401
+    print(f"revoke to refusal on the other server: {refused_after:.3f} s")
 
 
 def test_roles_and_project_isolation(server: LiveServer) -> None:
