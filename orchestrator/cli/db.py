@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
@@ -22,12 +25,41 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Migrate the database schema; back it up.", no_args_is_help=True)
 
 
-def open_database() -> tuple[Settings, Database]:
-    """The settings and their database, for a one-shot command; a bad setting or URL ends
-    the command with one line."""
-    # A one-shot command says itself why the database cannot be used (``unreachable``); the
-    # outage line a long-running process logs would say it twice.
-    logging.getLogger("orchestrator.storage.db").setLevel(logging.ERROR)
+class _ThreadFilter(logging.Filter):
+    """Drops the records one thread makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread
+
+
+@contextmanager
+def opened_database() -> Iterator[tuple[Settings, Database]]:
+    """The settings and their database, for a one-shot command, disposed of at the end. A bad
+    setting or URL, or a database that cannot be reached, ends the command with one line."""
+    # The command says itself why the database cannot be used (``unreachable``); the outage
+    # line a long-running process logs would say it twice. Silenced for this thread and this
+    # command only: the CLI also runs inside other processes (tests, embedders), where a
+    # logger level set here would silence their outages for good.
+    outage_lines = logging.getLogger("orchestrator.storage.db")
+    silenced = _ThreadFilter()
+    outage_lines.addFilter(silenced)
+    try:
+        settings, database = _open_database()
+        try:
+            yield settings, database
+        except DatabaseUnavailable as exc:
+            fail(unreachable(exc), code=2)
+        finally:
+            database.dispose()
+    finally:
+        outage_lines.removeFilter(silenced)
+
+
+def _open_database() -> tuple[Settings, Database]:
     from pydantic import ValidationError
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -54,13 +86,8 @@ def unreachable(exc: DatabaseUnavailable) -> str:
 @app.command()
 def upgrade(as_json: AsJson = False) -> None:
     """Migrate the schema to the newest revision (servers also do this when they start)."""
-    _, database = open_database()
-    try:
+    with opened_database() as (_, database):
         result = database.upgrade_schema()
-    except DatabaseUnavailable as exc:
-        fail(unreachable(exc), code=2)
-    finally:
-        database.dispose()
     if as_json:
         print_json(dataclasses.asdict(result))
     elif result.applied:
@@ -72,13 +99,8 @@ def upgrade(as_json: AsJson = False) -> None:
 @app.command()
 def current(as_json: AsJson = False) -> None:
     """Print the schema's revision ("none": empty, or created before migrations)."""
-    _, database = open_database()
-    try:
+    with opened_database() as (_, database):
         revision = database.schema_revision()
-    except DatabaseUnavailable as exc:
-        fail(unreachable(exc), code=2)
-    finally:
-        database.dispose()
     if as_json:
         print_json({"revision": revision})
     else:

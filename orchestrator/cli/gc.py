@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orchestrator.cli.db import open_database, unreachable
+from orchestrator.cli.db import opened_database
 from orchestrator.cli.output import AsJson, fail, print_json
-from orchestrator.errors import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from orchestrator.config import Settings
@@ -25,13 +24,8 @@ def gc(
     """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs,
     audit entries and idempotency keys past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION,
     ORCH_IDEMPOTENCY_TTL]."""
-    settings, database = open_database()
-    try:
+    with opened_database() as (settings, database):
         removed = _run(settings, database, dry_run)
-    except DatabaseUnavailable as exc:
-        fail(unreachable(exc), code=2)
-    finally:
-        database.dispose()
     if as_json:
         print_json({"dry_run": dry_run, **dataclasses.asdict(removed)})
         return

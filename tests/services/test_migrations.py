@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,11 +24,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
+from typer.testing import CliRunner
 
+from orchestrator.cli import app as cli_app
 from orchestrator.rules.definition_spec import DefinitionSpec, spec_hash
 from orchestrator.services import runners
 from orchestrator.storage import migrations
-from orchestrator.storage.db import Database
+from orchestrator.storage.db import Database, Outage
 
 from ..api.test_secrets_at_rest import database_bytes
 from ..conftest import TEST_IMAGE, LiveServer, bearer
@@ -375,6 +378,23 @@ def test_db_commands_say_why_a_database_is_unusable(
     assert result.stderr.startswith(error), result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert "hunter2" not in result.stderr
+
+
+def test_a_db_command_run_in_process_leaves_the_process_s_outage_lines_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The CLI also runs inside other processes (the tests, an embedder): silencing its own
+    # outage line must not silence the process's (it once set the logger's level for good).
+    env = cli_env("postgresql+psycopg://orch:hunter2@127.0.0.1:1/orch", tmp_path)
+    result = CliRunner().invoke(cli_app, ["db", "current"], env=env)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot reach the database: ")
+    assert [r for r in caplog.records if r.name == "orchestrator.storage.db"] == []
+
+    Outage().seen("not accepting connections")
+    lines = [r.getMessage() for r in caplog.records if r.name == "orchestrator.storage.db"]
+    assert lines == ["database unavailable: not accepting connections"]
+    assert logging.getLogger("orchestrator.storage.db").filters == []
 
 
 def test_server_starts_on_a_database_at_0001_and_serves_its_data(
