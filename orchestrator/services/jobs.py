@@ -217,12 +217,15 @@ def submit(
         wait_for_definition=wait_for_definition,
     )
     job, queue, definition = planned.job, planned.queue, planned.definition
+    # Read now: a failed flush rolls the session back and expires what it loaded.
+    queue_name = queue.name
     session.add(job)
     try:
         session.flush()
     except sa.exc.IntegrityError as exc:
+        # Another submit with the name committed between the plan's check and this insert.
         raise Conflict(
-            f"an unfinished job named '{request.name}' already exists in queue '{queue.name}'",
+            f"an unfinished job named '{request.name}' already exists in queue '{queue_name}'",
             field="name",
         ) from exc
     reference = f"{definition.name}:{definition.version}" if definition is not None else None

@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
 from orchestrator.services import audit
+from orchestrator.storage.db import serialize
 from orchestrator.storage.models import Project, Queue
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ def create(
     session: Session, name: str, description: str = "", actor: Actor | None = None
 ) -> Project:
     """A new project with its ``default`` queue; Conflict when the name is taken."""
+    # Checked under the lock, so two creates of one name cannot both pass.
+    serialize(session, "projects")
     if session.get(Project, name) is not None:
         raise Conflict(f"project '{name}' already exists", field="name")
     project = Project(name=name, description=description)

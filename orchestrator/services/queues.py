@@ -76,6 +76,9 @@ def create(
     """A new queue; Conflict when the name is taken, LimitReached when the project holds as
     many queues as ``caps`` allow."""
     projects.get(session, project)
+    # Checked and counted under the lock, so two creates of one name (or at the cap) cannot
+    # both pass: the second sees the first's queue once it has committed.
+    serialize(session, f"cap:queues:{project}")
     exists = session.exec(
         select(Queue).where(Queue.project == project, Queue.name == request.name)
     ).first()
@@ -83,8 +86,6 @@ def create(
         raise Conflict(
             f"queue '{request.name}' already exists in project '{project}'", field="name"
         )
-    # Counted under the lock, so two creates at the cap cannot both pass.
-    serialize(session, f"cap:queues:{project}")
     count = session.exec(
         select(sa.func.count()).select_from(Queue).where(Queue.project == project)
     ).one()

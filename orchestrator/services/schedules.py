@@ -214,12 +214,13 @@ def create(
     LimitReached when the project holds as many schedules (any status) as ``caps`` allow."""
     projects.get(session, project)
     now = now or utcnow()
+    # Checked and counted under the lock, so two creates of one name (or at the cap) cannot
+    # both pass: the second sees the first's schedule once it has committed.
+    serialize(session, f"cap:schedules:{project}")
     if session.exec(
         select(Schedule.id).where(Schedule.project == project, Schedule.name == request.name)
     ).first():
         raise Conflict(f"a schedule named '{request.name}' already exists", field="name")
-    # Counted under the lock, so two creates at the cap cannot both pass.
-    serialize(session, f"cap:schedules:{project}")
     count = session.exec(
         select(sa.func.count()).select_from(Schedule).where(Schedule.project == project)
     ).one()
