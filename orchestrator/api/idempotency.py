@@ -1,7 +1,7 @@
 """The ``Idempotency-Key`` header of the create routes (native jobs and schedules, and the
 SaladCloud, Daestro and Quedup job creation): ``create_once`` runs a route's create in one
-transaction with its key's claim and answer, or answers again what the key's first request was
-answered (``services.idempotency`` keeps them).
+transaction with its key and answer, or answers again what the key's first request was answered
+(``services.idempotency`` keeps them).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from fastapi import Depends, Header, Request, Response
 from pydantic import BaseModel
 from sqlmodel import Session
 
+from orchestrator.errors import DatabaseUnavailable, IdempotencyKeyReused, OrchestratorError
 from orchestrator.process import Services
 from orchestrator.rules.idempotency import HEADER, MAX_KEY_CHARS, parse_key, request_material
 from orchestrator.services import idempotency
@@ -61,6 +62,15 @@ def answer_of(
     return Answer(status_code, body.encode(), {"Location": location} if location else {})
 
 
+class _AnsweredBefore(Exception):
+    """Raised inside a create's transaction to roll it back: the key's first request was this
+    one, and ``answer`` is what it got."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__("answered before")
+        self.answer = answer
+
+
 def create_once(
     services: Services,
     request: Request,
@@ -70,29 +80,36 @@ def create_once(
     create: Callable[[Session], Answer],
 ) -> Response:
     """Run ``create`` (which makes what the route creates and says what to answer) in one
-    transaction; with a key, claim it first in that transaction and keep the answer with it,
-    or, when the key's first request was this one, answer as it was answered.
+    transaction; with a key, keep the answer with it in that transaction, or, when the key's
+    first request was this one, roll the create back and answer as the first was answered.
 
     ``body`` and the path make the request's fingerprint. Nothing is sent before the commit.
     """
-    with services.db.transaction() as session:
-        claimed = None
-        if key is not None:
-            material = request_material(request.url.path, body.model_dump(mode="json"))
-            outcome = idempotency.claim(
-                session,
-                scope,
-                key,
-                services.box.digests(material),
-                ttl=services.settings.idempotency_ttl,
-                now=utcnow(),
-            )
-            if isinstance(outcome, Answer):
-                return _response(outcome, replayed=True)
-            claimed = outcome
-        answer = create(session)
-        if claimed is not None:
-            idempotency.record(session, claimed, answer)
+    if key is None:
+        with services.db.transaction() as session:
+            answer = create(session)
+        return _response(answer, replayed=False)
+    material = request_material(request.url.path, body.model_dump(mode="json"))
+    fingerprints = services.box.digests(material)
+    ttl, now = services.settings.idempotency_ttl, utcnow()
+    try:
+        with services.db.transaction() as session:
+            answer = create(session)
+            first = idempotency.keep(session, scope, key, fingerprints, answer, ttl=ttl, now=now)
+            if first is not None:
+                raise _AnsweredBefore(first)
+    except _AnsweredBefore as before:
+        return _response(before.answer, replayed=True)
+    except (DatabaseUnavailable, IdempotencyKeyReused):
+        raise
+    except OrchestratorError:
+        # Sent again while its first sending was under way, a request can be refused because of
+        # what that one made (a job name now taken): the first's answer is its answer.
+        with services.db.read() as session:
+            first = idempotency.kept(session, scope, key, fingerprints, ttl=ttl, now=now)
+        if first is None:
+            raise
+        return _response(first, replayed=True)
     return _response(answer, replayed=False)
 
 

@@ -1,15 +1,17 @@
 """Idempotency keys: a create request sent again with its ``Idempotency-Key`` gets the answer the
 first one got, and creates nothing (what a key may be: ``rules.idempotency``).
 
-``claim`` is the first statement of the create's transaction and ``record`` writes the answer
-before that transaction commits: the key and what its request created are committed together,
-or neither is. Of concurrent requests with one key, one creates; the others wait at the claim
-(on PostgreSQL for the first one's row lock, on SQLite for the one writer) until it commits,
-then answer as it did. When the first is refused, its transaction (and its claim) rolls back
-and the next claims the key: only answers of requests that created something are kept.
+``keep`` is the last statement of the create's transaction: it writes the key with the answer,
+so the key and what its request created are committed together, or neither is, at the cost of
+one statement. Of concurrent requests with one key, each creates in its own transaction and the
+first to keep the key commits; the others wait there (on PostgreSQL for the first one's row, on
+SQLite for the one writer) until it commits, then roll their create back and answer as it did.
+When the first is refused, nothing of it is kept and the next one keeps the key: only answers of
+requests that created something are kept. A request refused because of what its own first
+sending made (a job name now taken) is answered with that first answer too (``kept``).
 
 A key belongs to one project and one route (``Scope``). Its answer is kept ``ttl`` seconds:
-after that the key is free again (a claim takes the expired row over), and retention deletes
+after that the key is free again (``keep`` takes the expired row over), and retention deletes
 the row (``services.retention``).
 """
 
@@ -28,9 +30,9 @@ from orchestrator.rules.idempotency import HEADER
 from orchestrator.storage.models import IdempotencyKey
 
 _KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
-# A claim that finds the key's row gone between its two statements (retention deleted it)
-# claims again; this many times at most.
-CLAIM_TRIES = 3
+# A keep that finds the key's row gone between its two statements (it expired, or retention
+# deleted it) keeps it again; this many times at most.
+KEEP_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -54,54 +56,49 @@ class Answer:
 class _Statements:
     """A dialect's statements, built once: building one costs more than running it."""
 
-    # Insert the key's row, or take over its row when it expired: one statement, so two
-    # requests can never both take it. Returns the row's id when this request has the key.
-    claim: sa.Executable
-    # The key's row as its first request left it.
+    # Insert the key's row with its answer, or take over its row when it expired: one
+    # statement, so two requests can never both keep it. Returns the row's id when kept.
+    keep: sa.Executable
+    # The key's row as its first request left it, while its answer is kept.
     stored: sa.Executable
-    # The answer, into the row claimed.
-    record: sa.Executable
 
 
 def _build(dialect: str) -> _Statements:
     insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_KEYS)
-    claim = insert.values(
+    time_type = _KEYS.c.create_time.type
+    row = insert.values(
         project=sa.bindparam("project"),
         route=sa.bindparam("route"),
         key=sa.bindparam("key"),
         fingerprint=sa.bindparam("fingerprint"),
+        status_code=sa.bindparam("status_code"),
+        response_body=sa.bindparam("response_body"),
         response_headers=sa.bindparam("response_headers", type_=sa.JSON),
-        create_time=sa.bindparam("create_time", type_=_KEYS.c.create_time.type),
+        create_time=sa.bindparam("create_time", type_=time_type),
     )
-    upsert = claim.on_conflict_do_update(
+    keep = row.on_conflict_do_update(
         index_elements=["project", "route", "key"],
         set_={
-            "fingerprint": claim.excluded.fingerprint,
-            "status_code": None,
-            "response_body": None,
-            "response_headers": claim.excluded.response_headers,
-            "create_time": claim.excluded.create_time,
+            column: getattr(row.excluded, column)
+            for column in (
+                "fingerprint",
+                "status_code",
+                "response_body",
+                "response_headers",
+                "create_time",
+            )
         },
-        where=_KEYS.c.create_time < sa.bindparam("cutoff", type_=_KEYS.c.create_time.type),
+        where=_KEYS.c.create_time < sa.bindparam("cutoff", type_=time_type),
     ).returning(_KEYS.c.id)
-    scope = sa.and_(
+    stored = sa.select(
+        _KEYS.c.fingerprint, _KEYS.c.status_code, _KEYS.c.response_body, _KEYS.c.response_headers
+    ).where(
         _KEYS.c.project == sa.bindparam("project"),
         _KEYS.c.route == sa.bindparam("route"),
         _KEYS.c.key == sa.bindparam("key"),
+        _KEYS.c.create_time >= sa.bindparam("cutoff", type_=time_type),
     )
-    stored = sa.select(
-        _KEYS.c.fingerprint, _KEYS.c.status_code, _KEYS.c.response_body, _KEYS.c.response_headers
-    ).where(scope)
-    record = (
-        sa.update(_KEYS)
-        .where(_KEYS.c.id == sa.bindparam("claimed"))
-        .values(
-            status_code=sa.bindparam("status_code"),
-            response_body=sa.bindparam("response_body"),
-            response_headers=sa.bindparam("answer_headers", type_=sa.JSON),
-        )
-    )
-    return _Statements(claim=upsert, stored=stored, record=record)
+    return _Statements(keep=keep, stored=stored)
 
 
 _BUILT: dict[str, _Statements] = {}
@@ -116,7 +113,49 @@ def _statements(session: Session) -> _Statements:
     return built
 
 
-def claim(
+def keep(
+    session: Session,
+    scope: Scope,
+    key: str,
+    fingerprints: Sequence[str],
+    answer: Answer,
+    *,
+    ttl: float,
+    now: datetime,
+) -> Answer | None:
+    """Keep ``answer`` as ``key``'s, as the last statement of the create's transaction: None
+    when this request is the key's first (or the key had expired); else the answer the key's
+    first request got, which the caller sends after rolling its own create back.
+
+    ``fingerprints`` are the request's (``SecretBox.digests``: the first is stored, any of them
+    matches). ``IdempotencyKeyReused`` (422) when the key's first request was another one. The
+    answer is what the API showed: it never holds a secret value.
+    """
+    connection = session.connection()
+    statements = _statements(session)
+    where = {"project": scope.project, "route": scope.route, "key": key}
+    cutoff = now - timedelta(seconds=ttl)
+    values = {
+        **where,
+        "fingerprint": fingerprints[0],
+        "status_code": answer.status_code,
+        "response_body": answer.body.decode(),
+        "response_headers": answer.headers,
+        "create_time": now,
+        "cutoff": cutoff,
+    }
+    for _ in range(KEEP_TRIES):
+        if connection.execute(statements.keep, values).scalar_one_or_none() is not None:
+            return None
+        # The key is another request's, committed (the insert waits for an uncommitted one).
+        first = _first_answer(session, where | {"cutoff": cutoff}, fingerprints)
+        if first is not None:
+            return first
+        # Expired, or deleted by retention, since: keep it again.
+    raise Conflict(f"{HEADER}: the key changed hands while it was kept; try again", field=HEADER)
+
+
+def kept(
     session: Session,
     scope: Scope,
     key: str,
@@ -124,55 +163,26 @@ def claim(
     *,
     ttl: float,
     now: datetime,
-) -> int | Answer:
-    """Claim ``key`` for this request, in its create's transaction: the key row's id when the
-    request is the key's first (or the key had expired), to ``record`` the answer in; else the
-    answer the key's first request got.
-
-    ``fingerprints`` are the request's (``SecretBox.digests``: the first is stored, any of them
-    matches). ``IdempotencyKeyReused`` (422) when the key's first request was another one.
-    """
-    connection = session.connection()
-    statements = _statements(session)
+) -> Answer | None:
+    """The answer kept for ``key`` when its first request was this one; None when no answer is
+    kept; ``IdempotencyKeyReused`` (422) when its first request was another one."""
     where = {"project": scope.project, "route": scope.route, "key": key}
-    values = {
-        **where,
-        "fingerprint": fingerprints[0],
-        "response_headers": {},
-        "create_time": now,
-        "cutoff": now - timedelta(seconds=ttl),
-    }
-    for _ in range(CLAIM_TRIES):
-        claimed = connection.execute(statements.claim, values).scalar_one_or_none()
-        if claimed is not None:
-            return int(claimed)
-        # The key is another request's, committed (a claim waits for an uncommitted one).
-        row = connection.execute(statements.stored, where).first()
-        if row is None:
-            continue  # deleted since by retention: claim it again
-        if row.fingerprint not in fingerprints:
-            raise IdempotencyKeyReused(
-                f"{HEADER}: this key was used with another request to this endpoint (another "
-                "body or path) and its answer is kept for ORCH_IDEMPOTENCY_TTL; send a new key",
-                field=HEADER,
-            )
-        assert row.status_code is not None and row.response_body is not None
-        return Answer(row.status_code, row.response_body.encode(), dict(row.response_headers))
-    raise Conflict(f"{HEADER}: the key changed hands while it was claimed; try again", field=HEADER)
+    return _first_answer(session, where | {"cutoff": now - timedelta(seconds=ttl)}, fingerprints)
 
 
-def record(session: Session, claimed: int, answer: Answer) -> None:
-    """Keep the answer of the request that claimed the key (row ``claimed``), in the claim's
-    transaction. The answer is what the API showed: it never holds a secret value."""
-    session.connection().execute(
-        _statements(session).record,
-        {
-            "claimed": claimed,
-            "status_code": answer.status_code,
-            "response_body": answer.body.decode(),
-            "answer_headers": answer.headers,
-        },
-    )
+def _first_answer(
+    session: Session, where: dict[str, object], fingerprints: Sequence[str]
+) -> Answer | None:
+    row = session.connection().execute(_statements(session).stored, where).first()
+    if row is None:
+        return None
+    if row.fingerprint not in fingerprints:
+        raise IdempotencyKeyReused(
+            f"{HEADER}: this key was used with another request to this endpoint (another "
+            "body or path) and its answer is kept for ORCH_IDEMPOTENCY_TTL; send a new key",
+            field=HEADER,
+        )
+    return Answer(row.status_code, row.response_body.encode(), dict(row.response_headers))
 
 
 def expired(now: datetime, ttl: float) -> sa.ColumnElement[bool]:

@@ -8,6 +8,7 @@ keeps no key; a kept answer holds no secret; an expired key is free again and pr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -259,6 +260,19 @@ def test_parallel_clients_sending_one_key_make_one_thing_on_every_create_route(
         assert route.count(server) == before + 1, route.name
 
 
+def test_parallel_clients_sending_one_key_for_a_named_job_make_it_once(
+    server: LiveServer,
+) -> None:
+    # Each request creates before it keeps its key, so all but the first meet the name the first
+    # took (a 409 of their own): each answers with the first's answer instead.
+    named = dataclasses.replace(ROUTES[0], body={"definition": "noop", "name": "only-once"})
+    answers = send_together(server, named, "together-named")
+    assert [a.status_code for a in answers] == [201] * PARALLEL, [a.text for a in answers]
+    assert len({a.content for a in answers}) == 1
+    assert len([a for a in answers if "idempotent-replayed" not in a.headers]) == 1
+    assert count_jobs(server) == 1
+
+
 def test_keys_belong_to_a_project_its_tokens_and_a_route(server: LiveServer) -> None:
     for project in ("alpha", "beta"):
         assert server.http.post("/v1/projects", json={"name": project}).status_code == 201
@@ -304,7 +318,7 @@ def test_a_refused_request_keeps_no_key_and_its_key_serves_the_next(server: Live
     assert server.http.post(JOBS, json=named).status_code == 201
     taken = server.http.post(JOBS, json=named, headers=keyed("k2"))
     assert taken.status_code == 409, taken.text
-    # The transaction that claimed each key rolled back with the refusal: no row is left.
+    # Refused, neither request kept its key: no row is left.
     assert key_rows(server) == []
     for key in ("k1", "k2"):
         made = server.http.post(JOBS, json={"definition": "noop"}, headers=keyed(key))

@@ -1,6 +1,6 @@
-"""Idempotency keys in the database (SQLite and PostgreSQL), no server: a claim and its answer,
-the same key with another fingerprint, expiry on the clock ``claim`` is given, pruning by
-retention, a claim rolled back with its create, and fingerprints that survive a key rotation.
+"""Idempotency keys in the database (SQLite and PostgreSQL), no server: a key kept with its
+answer, the same key with another fingerprint, expiry on the clock ``keep`` is given, pruning by
+retention, a key rolled back with its create, and fingerprints that survive a key rotation.
 """
 
 from __future__ import annotations
@@ -50,44 +50,55 @@ def count(services: Services, table: type[IdempotencyKey | Job]) -> int:
 
 
 def made(fingerprint: str) -> Answer:
-    """The answer ``claim`` records for a request of ``fingerprint``."""
+    """The answer a request of ``fingerprint`` got."""
     return Answer(201, f'{{"made":"{fingerprint}"}}'.encode(), {"Location": "/x"})
 
 
-def claim(services: Services, key: str, fingerprint: str, *, days: float = 0) -> int | Answer:
-    """Claim ``key`` as if ``days`` had passed; a new claim's answer is recorded with it."""
+def keep(services: Services, key: str, fingerprint: str, *, days: float = 0) -> Answer | None:
+    """Keep ``key`` with its request's answer as if ``days`` had passed: None when kept, else
+    the first request's answer."""
     with services.db.transaction() as session:
-        outcome = idempotency.claim(
-            session, SCOPE, key, [fingerprint], ttl=DAY, now=utcnow() + timedelta(days=days)
+        return idempotency.keep(
+            session,
+            SCOPE,
+            key,
+            [fingerprint],
+            made(fingerprint),
+            ttl=DAY,
+            now=utcnow() + timedelta(days=days),
         )
-        if not isinstance(outcome, Answer):
-            idempotency.record(session, outcome, made(fingerprint))
-        return outcome
 
 
 def test_a_key_answers_as_it_first_did_until_it_expires(services: Services) -> None:
-    assert isinstance(claim(services, "k", "f1"), int)
-    assert claim(services, "k", "f1") == made("f1")
+    assert keep(services, "k", "f1") is None
+    assert keep(services, "k", "f1") == made("f1")
     with pytest.raises(IdempotencyKeyReused) as reused:
-        claim(services, "k", "f2", days=0.99)
+        keep(services, "k", "f2", days=0.99)
     assert reused.value.field == "Idempotency-Key"
     # A day later the key is another request's to take, and its row is taken over.
-    assert isinstance(claim(services, "k", "f2", days=1.01), int)
-    assert claim(services, "k", "f2", days=1.02) == made("f2")
+    assert keep(services, "k", "f2", days=1.01) is None
+    assert keep(services, "k", "f2", days=1.02) == made("f2")
     assert count(services, IdempotencyKey) == 1
     # Another scope is another key.
     with services.db.transaction() as session:
-        other = idempotency.claim(
-            session, Scope("default", "schedules"), "k", ["f3"], ttl=DAY, now=utcnow()
+        other = idempotency.keep(
+            session, Scope("default", "schedules"), "k", ["f3"], made("f3"), ttl=DAY, now=utcnow()
         )
-        assert isinstance(other, int)
-        idempotency.record(session, other, Answer(201, b"{}"))
+    assert other is None
     assert count(services, IdempotencyKey) == 2
+    # What a failed create finds: the kept answer, none for an expired or unknown key.
+    with services.db.read() as session:
+        later = utcnow() + timedelta(days=2.5)  # the row was kept at 1.01 days
+        assert idempotency.kept(session, SCOPE, "k", ["f2"], ttl=DAY, now=utcnow()) == made("f2")
+        assert idempotency.kept(session, SCOPE, "k", ["f2"], ttl=DAY, now=later) is None
+        assert idempotency.kept(session, SCOPE, "nope", ["f2"], ttl=DAY, now=utcnow()) is None
+        with pytest.raises(IdempotencyKeyReused):
+            idempotency.kept(session, SCOPE, "k", ["f1"], ttl=DAY, now=utcnow())
 
 
 def test_retention_deletes_expired_keys_in_batches(services: Services) -> None:
     for number in range(5):
-        claim(services, f"k{number}", "f")
+        keep(services, f"k{number}", "f")
     later = utcnow() + timedelta(days=1.5)
     with services.db.read() as session:
         assert retention.expired(session, KEEP, later).idempotency_keys == 5
@@ -105,7 +116,7 @@ def test_retention_deletes_expired_keys_in_batches(services: Services) -> None:
     assert count(services, IdempotencyKey) == 0
 
 
-def test_a_create_that_fails_after_its_claim_leaves_neither_key_nor_job(
+def test_a_create_that_fails_after_its_key_was_kept_leaves_neither_key_nor_job(
     services: Services,
 ) -> None:
     class Crash(Exception):
@@ -113,8 +124,6 @@ def test_a_create_that_fails_after_its_claim_leaves_neither_key_nor_job(
 
     request = JobCreate(definition="noop")
     with pytest.raises(Crash), services.db.transaction() as session:
-        claimed = idempotency.claim(session, SCOPE, "k", ["f"], ttl=DAY, now=utcnow())
-        assert isinstance(claimed, int)
         jobs.submit(
             session,
             services.box,
@@ -124,11 +133,13 @@ def test_a_create_that_fails_after_its_claim_leaves_neither_key_nor_job(
             policy=services.policy,
             limits=services.limits,
         )
-        idempotency.record(session, claimed, Answer(201, b"{}"))
-        raise Crash  # anything between the claim and the commit
+        assert (
+            idempotency.keep(session, SCOPE, "k", ["f"], made("f"), ttl=DAY, now=utcnow()) is None
+        )
+        raise Crash  # anything between the keep and the commit
     assert (count(services, IdempotencyKey), count(services, Job)) == (0, 0)
-    # The key is free: the next request claims it.
-    assert isinstance(claim(services, "k", "f"), int)
+    # The key is free: the next request keeps it.
+    assert keep(services, "k", "f") is None
 
 
 def test_a_fingerprint_matches_while_its_key_is_in_the_ring() -> None:
