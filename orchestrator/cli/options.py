@@ -129,8 +129,9 @@ def schedule_time(text: str | None) -> str | None:
     return text
 
 
-def secret_values(values: list[str] | None) -> dict[str, str]:
-    """``--secret`` values, read where neither the shell's history nor ``ps`` shows them.
+def secret_values(values: list[str] | None, option: str = "--secret") -> dict[str, str]:
+    """``--secret`` (or ``option``) values, read where neither the shell's history nor ``ps``
+    shows them.
 
     ``KEY`` takes the value of the environment variable ``KEY``, else asks for it (hidden);
     ``KEY=env:NAME`` takes the variable ``NAME``; ``KEY=@FILE`` the file's text without its
@@ -143,18 +144,18 @@ def secret_values(values: list[str] | None) -> dict[str, str]:
             # Never echoed: a mistaken --secret may be the value itself.
             raise typer.BadParameter(
                 "a value is not KEY, KEY=@FILE or KEY=env:NAME (KEY: letters, digits, _)",
-                param_hint="'--secret'",
+                param_hint=f"'{option}'",
             )
         if not sep:
-            pairs[key] = os.environ[key] if key in os.environ else _ask(key)
+            pairs[key] = os.environ[key] if key in os.environ else _ask(key, option)
         elif source.startswith("@"):
-            pairs[key] = _secret_file(key, source[1:])
+            pairs[key] = _secret_file(key, source[1:], option)
         elif source.startswith(FROM_ENV):
             name = source.removeprefix(FROM_ENV)
             if name not in os.environ:
                 raise typer.BadParameter(
                     f"{key}: the environment variable {name!r} is not set",
-                    param_hint="'--secret'",
+                    param_hint=f"'{option}'",
                 )
             pairs[key] = os.environ[name]
         else:
@@ -162,12 +163,12 @@ def secret_values(values: list[str] | None) -> dict[str, str]:
                 f"{key}: a secret value is not taken from the command line (ps and the shell's "
                 f"history would show it): give {key} alone (reads ${key}, else asks), "
                 f"{key}=@FILE or {key}=env:NAME",
-                param_hint="'--secret'",
+                param_hint=f"'{option}'",
             )
     return pairs
 
 
-def _ask(key: str) -> str:
+def _ask(key: str, option: str) -> str:
     """The secret ``key``'s value typed at a hidden prompt (on stderr: stdout may be JSON),
     when there is a terminal to ask on."""
     if not sys.stdin.isatty():
@@ -175,22 +176,22 @@ def _ask(key: str) -> str:
         raise typer.BadParameter(
             "KEY alone reads the environment variable KEY, which is not set, and there is no "
             "terminal to ask on: set it, or give KEY=@FILE or KEY=env:NAME",
-            param_hint="'--secret'",
+            param_hint=f"'{option}'",
         )
     try:
         value: str = typer.prompt(f"value of secret {key}", hide_input=True, err=True)
     except typer.Abort:  # Ctrl-D or Ctrl-C at the prompt
         raise typer.BadParameter(
             f"{key}: no value typed; set ${key}, or give {key}=@FILE or {key}=env:NAME",
-            param_hint="'--secret'",
+            param_hint=f"'{option}'",
         ) from None
     return value
 
 
-def _secret_file(key: str, name: str) -> str:
-    text = sys.stdin.read() if name == "-" else _read_text(Path(name), "'--secret'")
+def _secret_file(key: str, name: str, option: str) -> str:
+    text = sys.stdin.read() if name == "-" else _read_text(Path(name), f"'{option}'")
     if text.endswith("\n"):
         text = text[:-1].removesuffix("\r")
     if not text:
-        raise typer.BadParameter(f"{key}: {name or '-'} is empty", param_hint="'--secret'")
+        raise typer.BadParameter(f"{key}: {name or '-'} is empty", param_hint=f"'{option}'")
     return text

@@ -7,7 +7,6 @@ Flag errors are usage errors (exit 2) naming the flags at fault; a secret value 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 import typer
 
-from orchestrator.cli.options import input_option, key_value_pairs
+from orchestrator.cli.options import input_option, key_value_pairs, secret_values
 from orchestrator.rules.units import parse_duration
 
 # The flags of each kind of target (--timeout belongs to both: a job's or a request's).
@@ -32,25 +31,6 @@ def request_body(name: str, file: str | None, flags: dict[str, Any]) -> dict[str
     if given:
         raise _usage(["-f", "--file"], f"holds the whole schedule; drop {', '.join(given)}")
     return {**_read_body(file), "name": name}
-
-
-def _secret_env(values: list[str] | None) -> dict[str, str]:
-    """``KEY=VALUE``, or ``KEY`` alone to take the value of the environment variable ``KEY``
-    (so it is not in the shell's history); a value is never echoed in an error."""
-    pairs: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            if not key.isidentifier() or key not in os.environ:
-                raise typer.BadParameter(
-                    "a value is neither KEY=VALUE nor the name of a set environment variable",
-                    param_hint="'--secret-env'",
-                )
-            value = os.environ[key]
-        elif not key:
-            raise typer.BadParameter("a value is not KEY=VALUE", param_hint="'--secret-env'")
-        pairs[key] = value
-    return pairs
 
 
 def _headers(values: list[str] | None, option: str, secret: bool = False) -> dict[str, str]:
@@ -157,7 +137,7 @@ def _target(flags: dict[str, Any]) -> dict[str, Any]:
         "queue": flags["--queue"],
         "parameters": key_value_pairs(flags["--param"], "--param") or None,
         "env": key_value_pairs(flags["--env"], "--env") or None,
-        "secret_env": _secret_env(flags["--secret-env"]) or None,
+        "secret_env": secret_values(flags["--secret-env"], "--secret-env") or None,
         "input": input_option(flags["--input"]) if flags["--input"] is not None else None,
         "timeout": timeout,
     }

@@ -160,8 +160,10 @@ def schedules_create(
     secret_env: Annotated[
         list[str] | None,
         typer.Option(
-            metavar="KEY[=VALUE]",
-            help="A secret job env var (repeatable; KEY alone: the value of $KEY).",
+            metavar="KEY[=@FILE|=env:NAME]",
+            help="A secret job env var, never shown (repeatable). KEY alone: the value of "
+            "$KEY, else typed at a hidden prompt; KEY=@FILE: the file's text; KEY=env:NAME: "
+            "$NAME. Never a value on the command line.",
         ),
     ] = None,
     input_: Annotated[

@@ -62,7 +62,7 @@ def test_a_job_schedule_from_flags_through_its_whole_life(server: LiveServer) ->
     outputs: list[Result] = []
 
     def run(*args: str) -> Result:
-        result = cli(server, "schedules", *args, OTHER_TOKEN=OTHER_CANARY)
+        result = cli(server, "schedules", *args, OTHER_TOKEN=OTHER_CANARY, SOURCE=CANARY)
         outputs.append(result)
         return result
 
@@ -78,9 +78,9 @@ def test_a_job_schedule_from_flags_through_its_whole_life(server: LiveServer) ->
         "--param",
         "who=cli",
         "--secret-env",
-        f"API_TOKEN={CANARY}",
+        "API_TOKEN=env:SOURCE",  # the value of $SOURCE
         "--secret-env",
-        "OTHER_TOKEN",  # its value from the environment variable
+        "OTHER_TOKEN",  # its value from the environment variable of its name
         "--overlap",
         "skip",
         "--missed-window",
@@ -259,7 +259,8 @@ def test_usage_errors_exit_2_before_any_request(tmp_path: Path) -> None:
         (("--cron", "@daily", "--at", "2030-01-01T00:00:00Z", "--definition", "d"), ["--at"]),
         ((*job, "--param", "who"), ["--param", "'who' is not KEY=VALUE"]),
         ((*job, "--env", "=x"), ["--env", "'=x' is not KEY=VALUE"]),
-        ((*job, "--secret-env", "NO_SUCH_VAR_SET"), ["--secret-env", "neither KEY=VALUE"]),
+        ((*job, "--secret-env", "NO_SUCH_VAR_SET"), ["--secret-env", "no terminal to ask on"]),
+        ((*job, "--secret-env", "API_TOKEN=s3cr3t"), ["--secret-env", "not taken from the"]),
         (("--cron", "@daily", "--method", "GET"), ["--url", "required with --method"]),
         (("--cron", "@daily", "--url", "u", "--header", "X-A"), ["--header", "NAME:VALUE"]),
         (("--cron", "@daily", "--url", "u", "--retry-delays", "0,5x"), ["--retry-delays"]),
@@ -277,7 +278,8 @@ def test_usage_errors_exit_2_before_any_request(tmp_path: Path) -> None:
         text = "".join(re.sub(r"[│╭╮╰╯─]", " ", result.stderr).split())
         for word in words:
             assert "".join(word.split()) in text, (args, result.stderr)
-    leaked = cli(url, "schedules", "create", "x", *job, "--secret-env", CANARY)
-    assert leaked.exit_code == 2 and CANARY not in leaked.stderr
+    for value in (CANARY, f"API_TOKEN={CANARY}"):
+        leaked = cli(url, "schedules", "create", "x", *job, "--secret-env", value)
+        assert leaked.exit_code == 2 and CANARY not in leaked.stderr
     for args in (("runs", "x", "--limit", "0"), ("preview", "x", "--count", "101")):
         assert cli(url, "schedules", *args).exit_code == 2, args
