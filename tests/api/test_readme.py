@@ -19,10 +19,16 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
+import typer.main
 import yaml
 from starlette.routing import Route
+from typer._click.core import Command
+from typer._click.exceptions import UsageError
+from typer.core import TyperGroup
 
 from orchestrator.api import create_app
+from orchestrator.cli import app as cli_app
 from orchestrator.config import Settings
 from orchestrator.rules import definition_spec
 from orchestrator.rules.policy import POLICY_FIELDS
@@ -205,3 +211,60 @@ def test_only_the_endpoints_the_readme_names_answer_without_a_token(tmp_path: Pa
     assert len(endpoints) > 50, endpoints
     assert not unexpected, "\n".join(unexpected)
     assert public == stated_public_paths()
+
+
+# Where a command line ends in a shell block: a comment, a pipe, a list, a redirection.
+SHELL_END = {"#", "|", "||", "&&", ";", "&", ">", ">>", "2>", "<"}
+
+
+def orchestrator_commands() -> list[tuple[Block, list[str]]]:
+    """Every ``orchestrator ...`` command of the README's shell blocks, as its words (lines
+    joined at a trailing backslash; what a shell would not pass to it left off)."""
+    found = []
+    for block in BLOCKS:
+        if block.language not in ("sh", "bash", "console"):
+            continue
+        for line in block.text.replace("\\\n", " ").splitlines():
+            command = line.strip().removeprefix("$ ")
+            if not command.startswith("orchestrator "):
+                continue
+            # A command substitution is one word to the command: a time stands in for it.
+            words = shlex.split(COMMAND_SUBSTITUTION.sub(SUBSTITUTED, command), comments=True)
+            end = next((i for i, word in enumerate(words) if word in SHELL_END), len(words))
+            found.append((block, words[1:end]))
+    return found
+
+
+COMMANDS = orchestrator_commands()
+
+
+def test_the_readme_shows_the_cli() -> None:
+    assert len(COMMANDS) > 40, len(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("block", "words"),
+    COMMANDS,
+    ids=[f"{block.line}: {' '.join(words)[:60]}" for block, words in COMMANDS],
+)
+def test_every_readme_command_line_parses(block: Block, words: list[str]) -> None:
+    """Each command, subcommand and option the README writes exists, with the values it takes:
+    parsed as the CLI parses it, without running it."""
+    command: Command = typer.main.get_command(cli_app)
+    context = None
+    args = words
+    try:
+        while True:
+            context = command.make_context(
+                command.name or "orchestrator", list(args), parent=context
+            )
+            if not isinstance(command, TyperGroup):
+                break
+            rest = [*context._protected_args, *context.args]
+            name, found, args = command.resolve_command(context, rest)
+            assert found is not None, f"{block}: no command {name!r}"
+            command = found
+    except typer.Exit:
+        return  # an eager option (--version) answered
+    except UsageError as exc:
+        pytest.fail(f"{block}: orchestrator {' '.join(words)}: {exc.format_message()}")
