@@ -1,9 +1,9 @@
 """What an ``Idempotency-Key`` costs a submit (issue 19, item 3): ``POST
 /v1/projects/default/jobs`` under ``CONNECTIONS`` concurrent connections without a key, and with
-a new key per request (its claim and its kept answer: two statements more in the submit's
+a new key per request (the key kept with its answer: one statement more in the submit's
 transaction), on one server, the runner idle (its queue paused), interleaved in one run. A
-request sent again with its key (answered from the kept answer, nothing created) is measured
-too, for information.
+request sent again with its key (its create run and rolled back, the kept answer sent) is
+measured too, for information.
 
 Goal: a submit with a key costs at most 10% more than one without (ratio of their throughputs,
 same run). Each target gets a warm-up, then ``ROUNDS`` measured phases, the order rotating each
