@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.rules.definition_spec import RetryPolicy
+from orchestrator.rules.reasons import FailureReason
+from orchestrator.rules.retry_rules import RetryAction
 from orchestrator.rules.states import (
     ACTIVE,
     EventType,
@@ -120,6 +122,7 @@ def claim(
         exit_code=None,
         error=None,
         output=None,
+        reason=None,
     )
     return job
 
@@ -202,7 +205,28 @@ class AttemptResult:
     cancelled: bool = False
     retryable: bool = True
     # Why the infrastructure, not the job, ended the attempt (e.g. the engine restarted).
-    interrupted: str | None = None
+    interrupted: FailureReason | None = None
+    # Why the attempt failed, where its exit code alone does not say (out of memory, no image).
+    reason: FailureReason | None = None
+    # The attempt's last log line (masked), for retry rules that match on it.
+    log_line: str | None = None
+
+    def failure_reason(self) -> FailureReason | None:
+        """Why the attempt did not succeed; None when it succeeded."""
+        if self.cancelled:
+            return FailureReason.CANCELLED
+        if self.interrupted is not None:
+            return self.interrupted
+        if self.timed_out:
+            return FailureReason.TIMED_OUT
+        if self.reason is not None:
+            return self.reason
+        if self.exit_code == 0:
+            return None if self.error is None else FailureReason.OUTPUT_INVALID
+        if self.exit_code is not None:
+            return FailureReason.EXIT_CODE
+        # An error with neither an exit code nor a reason given: the runner's own failure.
+        return FailureReason.RUNNER_ERROR if self.error is not None else None
 
 
 @dataclass(frozen=True)
@@ -212,6 +236,7 @@ class Outcome:
     status: JobStatus
     retry_delay: float | None = None
     interrupted: bool = False
+    reason: FailureReason | None = None
 
 
 def decide(
@@ -225,23 +250,26 @@ def decide(
     """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled).
 
     Attempts the infrastructure interrupted do not count against ``policy.attempts``; a job
-    gets up to ``interruption_limit`` of them.
+    gets up to ``interruption_limit`` of them, unless a retry rule matching the interruption
+    says ``fail``. Any other failure is retried as ``policy.retries`` says.
     """
+    reason = result.failure_reason()
     if result.cancelled:
-        return Outcome(JobStatus.CANCELLED)
-    if result.interrupted is not None:
-        if interrupted_attempts < interruption_limit:
-            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True)
-        return Outcome(JobStatus.FAILED)
-    attempt -= interrupted_attempts
-    if result.exit_code == 0 and result.error is None and not result.timed_out:
+        return Outcome(JobStatus.CANCELLED, reason=reason)
+    if reason is None:
         return Outcome(JobStatus.SUCCEEDED)
-    # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
+    # A timed-out attempt has no exit code of its own.
     code = None if result.timed_out else result.exit_code
-    if result.retryable and policy.allows_retry(attempt, code):
-        if not (result.timed_out and policy.on_exit_codes):
-            return Outcome(JobStatus.QUEUED, retry_delay=policy.delay_before(attempt + 1))
-    return Outcome(JobStatus.FAILED)
+    if result.interrupted is not None:
+        fail_now = policy.action_for(code, reason, result.log_line) is RetryAction.FAIL
+        if interrupted_attempts < interruption_limit and not fail_now:
+            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True, reason=reason)
+        return Outcome(JobStatus.FAILED, reason=reason)
+    attempt -= interrupted_attempts
+    if policy.retries(attempt, code, reason, result.log_line, retryable=result.retryable):
+        delay = policy.delay_before(attempt + 1)
+        return Outcome(JobStatus.QUEUED, retry_delay=delay, reason=reason)
+    return Outcome(JobStatus.FAILED, reason=reason)
 
 
 def finish(
@@ -253,7 +281,10 @@ def finish(
     result: AttemptResult,
     interruption_limit: int = 0,
 ) -> Job | None:
-    """Record a finished attempt and move the job on; None when the runner was fenced out."""
+    """Record a finished attempt and move the job on; None when the runner was fenced out.
+
+    The job keeps the attempt's reason (None when it succeeded) until its next attempt starts.
+    """
     job = held(session, job_id, runner, attempt)
     if job is None:
         return None
@@ -267,18 +298,26 @@ def finish(
         interruption_limit=interruption_limit,
     )
     detail: dict[str, Any] = {"exit_code": result.exit_code}
+    if outcome.reason is not None:
+        detail["reason"] = outcome.reason
     if result.error:
         detail["error"] = result.error
     if result.timed_out:
-        record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
-    common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
+        timed_out = {"timeout": job.timeout, "reason": FailureReason.TIMED_OUT}
+        record(session, job, EventType.TIMED_OUT, timed_out, hub)
+    common = {
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "output": result.output,
+        "reason": outcome.reason,
+    }
     if result.interrupted is not None and not result.cancelled:
         interrupt(
             session,
             hub,
             job,
             EventType.INTERRUPTED,
-            {**detail, "reason": result.interrupted, "runner": runner},
+            {**detail, "runner": runner},
             requeue=outcome.status is JobStatus.QUEUED,
             **common,
         )
@@ -313,21 +352,23 @@ def finish(
 
 
 def requeue(
-    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, reason: str
+    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, message: str
 ) -> bool:
-    """Give back an attempt that never ran (the engine was down); it does not count."""
+    """Give back an attempt that never ran (the engine was down); it does not count, and
+    leaves no reason (``message`` says why, in the ``requeued`` event)."""
     job = held(session, job_id, runner, attempt)
     if job is None:
         return False
     if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, {"reason": reason}, hub)
+        cancelled = {"reason": FailureReason.CANCELLED, "error": message}
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, cancelled, hub)
         return True
     transition(
         session,
         job,
         JobStatus.QUEUED,
         EventType.REQUEUED,
-        {"reason": reason},
+        {"error": message},
         hub,
         attempt=attempt - 1,
         runner=None,
@@ -347,10 +388,14 @@ def interrupt(
     **changes: Any,
 ) -> None:
     """End an attempt the infrastructure interrupted: a new attempt that does not count, or
-    (``requeue`` False: the job had its share of interruptions) failed with the reason."""
+    (``requeue`` False: the job had its share of interruptions, or a retry rule says
+    ``fail``) failed with the reason. ``detail["reason"]`` is the interruption's reason."""
     record(session, job, event, detail, hub)
     if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, **changes)
+        cancelled = {**detail, "reason": FailureReason.CANCELLED}
+        transition(
+            session, job, JobStatus.CANCELLED, EventType.CANCELLED, cancelled, hub, **changes
+        )
     elif requeue:
         transition(
             session,
@@ -374,7 +419,11 @@ def interrupt(
 
 
 def recover(
-    session: Session, hub: Hub | None, runner: str, reason: str, interruption_limit: int
+    session: Session,
+    hub: Hub | None,
+    runner: str,
+    reason: FailureReason,
+    interruption_limit: int,
 ) -> list[str]:
     """Take back every job the (lost) ``runner`` holds: a new attempt, or failed past the
     interruption limit. The runner's own writes are fenced out from now on."""
@@ -391,10 +440,24 @@ def recover(
             job,
             EventType.RUNNER_LOST,
             detail,
-            requeue=job.interrupted_attempts < interruption_limit,
+            requeue=_retries_interruption(job, reason, interruption_limit),
             error=f"the runner '{runner}' holding the attempt was lost",
+            reason=reason,
         )
     return [job.id for job in jobs]
+
+
+def _retries_interruption(job: Job, reason: FailureReason, interruption_limit: int) -> bool:
+    """Whether the job gets a new attempt after an interruption with no exit code."""
+    result = AttemptResult(interrupted=reason)
+    outcome = decide(
+        result,
+        job.attempt,
+        RetryPolicy.model_validate(job.container["retry"]),
+        interrupted_attempts=job.interrupted_attempts,
+        interruption_limit=interruption_limit,
+    )
+    return outcome.status is JobStatus.QUEUED
 
 
 def cancel_requested(session: Session, runner: str) -> list[str]:
