@@ -301,7 +301,7 @@ def test_failed_timeout_and_error_states(make_server: Callable[..., LiveServer])
     job = wait_state(server, timed_out, ends)
     assert (job["state"], job["system_note"]) == ("timeout", "timed_out: timed out after 1s")
     job = wait_state(server, not_started, ends)
-    assert job["state"] == "error" and job["system_note"], job
+    assert job["state"] == "error" and job["system_note"].startswith("image_missing: "), job
 
 
 @pytest.fixture
