@@ -237,6 +237,8 @@ class Outcome:
     retry_delay: float | None = None
     interrupted: bool = False
     reason: FailureReason | None = None
+    # Failed by a retry rule's ``fail`` (not by running out of attempts or interruptions).
+    ruled: bool = False
 
 
 def decide(
@@ -261,8 +263,9 @@ def decide(
     # A timed-out attempt has no exit code of its own.
     code = None if result.timed_out else result.exit_code
     if result.interrupted is not None:
-        fail_now = policy.action_for(code, reason, result.log_line) is RetryAction.FAIL
-        if interrupted_attempts < interruption_limit and not fail_now:
+        if policy.action_for(code, reason, result.log_line) is RetryAction.FAIL:
+            return Outcome(JobStatus.FAILED, reason=reason, ruled=True)
+        if interrupted_attempts < interruption_limit:
             return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True, reason=reason)
         return Outcome(JobStatus.FAILED, reason=reason)
     attempt -= interrupted_attempts
@@ -319,6 +322,7 @@ def finish(
             EventType.INTERRUPTED,
             {**detail, "runner": runner},
             requeue=outcome.status is JobStatus.QUEUED,
+            ruled=outcome.ruled,
             **common,
         )
     elif outcome.status is JobStatus.QUEUED:
@@ -385,6 +389,7 @@ def interrupt(
     detail: dict[str, Any],
     *,
     requeue: bool,
+    ruled: bool = False,
     **changes: Any,
 ) -> None:
     """End an attempt the infrastructure interrupted: a new attempt that does not count, or
@@ -412,7 +417,11 @@ def interrupt(
         )
     else:
         error = changes.pop("error", None) or f"the attempt was interrupted: {detail['reason']}"
-        error += f" (the job was interrupted {job.interrupted_attempts + 1} times; giving up)"
+        if ruled:
+            error += " (a retry rule fails the job on this reason)"
+        else:
+            count = job.interrupted_attempts + 1
+            error += f" (the job was interrupted {count} times; giving up)"
         transition(
             session, job, JobStatus.FAILED, EventType.FAILED, detail, hub, error=error, **changes
         )
@@ -434,30 +443,30 @@ def recover(
     ).all()
     for job in jobs:
         detail = {"reason": reason, "runner": runner, "lost_attempt": job.attempt}
+        outcome = _after_interruption(job, reason, interruption_limit)
         interrupt(
             session,
             hub,
             job,
             EventType.RUNNER_LOST,
             detail,
-            requeue=_retries_interruption(job, reason, interruption_limit),
+            requeue=outcome.status is JobStatus.QUEUED,
+            ruled=outcome.ruled,
             error=f"the runner '{runner}' holding the attempt was lost",
             reason=reason,
         )
     return [job.id for job in jobs]
 
 
-def _retries_interruption(job: Job, reason: FailureReason, interruption_limit: int) -> bool:
-    """Whether the job gets a new attempt after an interruption with no exit code."""
-    result = AttemptResult(interrupted=reason)
-    outcome = decide(
-        result,
+def _after_interruption(job: Job, reason: FailureReason, interruption_limit: int) -> Outcome:
+    """What an interruption with no exit code of its own (a lost runner) means for the job."""
+    return decide(
+        AttemptResult(interrupted=reason),
         job.attempt,
         RetryPolicy.model_validate(job.container["retry"]),
         interrupted_attempts=job.interrupted_attempts,
         interruption_limit=interruption_limit,
     )
-    return outcome.status is JobStatus.QUEUED
 
 
 def cancel_requested(session: Session, runner: str) -> list[str]:

@@ -109,7 +109,10 @@ def test_a_fail_rule_ends_an_interrupted_job_at_once() -> None:
     strict = RetryPolicy.model_validate(
         {"on": [{"reasons": ["container_vanished"], "action": "fail"}]}
     )
-    assert decide(vanished, 1, strict, interruption_limit=3).status is JobStatus.FAILED
+    failed = decide(vanished, 1, strict, interruption_limit=3)
+    assert (failed.status, failed.ruled) == (JobStatus.FAILED, True)
+    # Past the limit, failed by the limit, not by a rule.
+    assert decide(vanished, 1, RetryPolicy(), interruption_limit=0).ruled is False
 
 
 def test_yaml_on_key_and_errors_name_the_file_line_and_field() -> None:

@@ -1,13 +1,15 @@
 """Failure reasons and retry conditions with real containers, on SQLite and PostgreSQL: an
 out-of-memory kill retried by its own rule, a job failing fast on one exit code while retrying
 on another, a rule on the last log line, a missing image never retried, and the reasons a
-timeout and a cancel leave on the job and its events."""
+timeout and a cancel leave on the job and its events, and a ``fail`` rule on an interruption."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..conftest import TEST_IMAGE, LiveServer
+import docker
+
+from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 
 
 def sh(script: str, **spec: Any) -> dict[str, Any]:
@@ -139,3 +141,21 @@ def test_timeout_and_cancel_leave_their_reasons(server: LiveServer) -> None:
     # A list shows the reason too.
     listed = server.http.get("/v1/projects/default/jobs").json()["items"]
     assert {job["id"]: job["reason"] for job in listed}[waiting["id"]] == "cancelled"
+
+
+def test_a_fail_rule_on_an_interruption_fails_the_job_at_once(
+    server: LiveServer, docker_client: docker.DockerClient
+) -> None:
+    retry = {"attempts": 3, "on": [{"reasons": ["container_vanished"], "action": "fail"}]}
+    server.register(sh('echo "attempt $ORCH_ATTEMPT"; sleep 60', name="fragile", retry=retry))
+    job_id = server.submit(definition="fragile")["id"]
+    wait_for(lambda: "attempt 1" in server.logs(job_id), timeout=30)
+    (container,) = containers_of(docker_client, job_id)
+    container.remove(force=True)
+
+    done = server.wait_job(job_id, timeout=60)
+    # Without the rule, a vanished container is retried without counting (test_installations).
+    assert (done["status"], done["attempt"], done["reason"]) == ("failed", 1, "container_vanished")
+    assert "a retry rule fails the job on this reason" in done["error"]
+    assert reasons(server, job_id, "interrupted") == ["container_vanished"]
+    assert reasons(server, job_id, "failed") == ["container_vanished"]
