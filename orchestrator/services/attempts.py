@@ -260,8 +260,9 @@ def decide(
         return Outcome(JobStatus.CANCELLED, reason=reason)
     if reason is None:
         return Outcome(JobStatus.SUCCEEDED)
-    # A timed-out attempt has no exit code of its own.
-    code = None if result.timed_out else result.exit_code
+    # A timed-out or interrupted attempt has no exit code of its own: our stop, or the
+    # infrastructure's kill, made it. Rules match such an attempt by its reason only.
+    code = None if result.timed_out or result.interrupted is not None else result.exit_code
     if result.interrupted is not None:
         if policy.action_for(code, reason, result.log_line) is RetryAction.FAIL:
             return Outcome(JobStatus.FAILED, reason=reason, ruled=True)

@@ -111,6 +111,11 @@ def test_a_fail_rule_ends_an_interrupted_job_at_once() -> None:
     )
     failed = decide(vanished, 1, strict, interruption_limit=3)
     assert (failed.status, failed.ruled) == (JobStatus.FAILED, True)
+    # The exit code of an interruption is the infrastructure's (an engine restart's 143):
+    # rules on exit codes do not match it.
+    restarted = AttemptResult(exit_code=143, interrupted=FailureReason.ENGINE_UNAVAILABLE)
+    codes = RetryPolicy.model_validate({"on": [{"exit_codes": ["1-255"], "action": "fail"}]})
+    assert decide(restarted, 1, codes, interruption_limit=3).status is JobStatus.QUEUED
     # Past the limit, failed by the limit, not by a rule.
     assert decide(vanished, 1, RetryPolicy(), interruption_limit=0).ruled is False
 
