@@ -87,7 +87,7 @@ def test_exit_2_fails_fast_while_exit_1_is_retried(server: LiveServer) -> None:
 def test_a_rule_on_the_last_log_line(server: LiveServer) -> None:
     script = (
         'echo "step 1 done"; [ "$ORCH_ATTEMPT" -ge 2 ] && exit 0; '
-        'echo "error: connection reset by peer" >&2; exit 5'
+        'echo "error: connection reset by peer"; exit 5'
     )
     retry = {
         "attempts": 2,
