@@ -460,11 +460,13 @@ def recover(
 
 
 def _after_interruption(job: Job, reason: FailureReason, interruption_limit: int) -> Outcome:
-    """What an interruption with no exit code of its own (a lost runner) means for the job."""
+    """What an interruption with no exit code of its own (a lost runner) means for the job.
+    A job stored with no retry policy has the default one: taking a job back never fails for
+    want of it, as it did not before retry rules took part."""
     return decide(
         AttemptResult(interrupted=reason),
         job.attempt,
-        RetryPolicy.model_validate(job.container["retry"]),
+        RetryPolicy.model_validate(job.container.get("retry", {})),
         interrupted_attempts=job.interrupted_attempts,
         interruption_limit=interruption_limit,
     )
