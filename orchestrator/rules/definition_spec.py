@@ -18,11 +18,13 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -36,7 +38,9 @@ from orchestrator.rules.fields import (
     ParameterValue,
     Text,
 )
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.retry import exponential_backoff
+from orchestrator.rules.retry_rules import MAX_RETRY_RULES, RetryAction, RetryRule, first_match
 from orchestrator.rules.units import (
     MAX_DURATION_SECONDS,
     MAX_SIZE_BYTES,
@@ -139,21 +143,74 @@ def _backoff_shorthand(value: Any) -> Any:
     return value
 
 
+def _on_key(value: Any) -> Any:
+    # YAML 1.1 (PyYAML) reads a bare ``on:`` key as the boolean true: it means ``on``.
+    if isinstance(value, dict) and True in value and "on" not in value:
+        return {("on" if key is True else key): item for key, item in value.items()}
+    return value
+
+
 class RetryPolicy(StrictModel):
     attempts: int = Field(default=1, ge=1, le=100)
     on_exit_codes: list[int] = Field(default_factory=list)
+    on: list[RetryRule] = Field(
+        default_factory=list,
+        max_length=MAX_RETRY_RULES,
+        description="Retry conditions, first match wins (as AWS Batch's evaluateOnExit); "
+        "when none matches, on_exit_codes (retry those codes only) or else any failure is "
+        "retried while attempts remain.",
+    )
     backoff: Annotated[Backoff, BeforeValidator(_backoff_shorthand)] = Field(
         default_factory=Backoff
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, value: Any) -> Any:
+        return _on_key(value)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_rules(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A spec without rules dumps as it did before they existed: its hash (which makes an
+        # identical re-registration a no-op) stays the same.
+        data: dict[str, Any] = handler(self)
+        if not data.get("on"):
+            data.pop("on", None)
+        return data
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 = the first retry)."""
         backoff = self.backoff
         return exponential_backoff(attempt - 1, backoff.delay, backoff.max, backoff.factor)
 
-    def allows_retry(self, attempt: int, exit_code: int | None) -> bool:
-        """Whether a failed ``attempt`` with this exit code gets another one."""
+    def action_for(
+        self, exit_code: int | None, reason: FailureReason, log_line: str | None
+    ) -> RetryAction | None:
+        """The action of the first rule of ``on`` matching a failed attempt, or None."""
+        return first_match(self.on, exit_code, reason, log_line)
+
+    def retries(
+        self,
+        attempt: int,
+        exit_code: int | None,
+        reason: FailureReason,
+        log_line: str | None = None,
+        *,
+        retryable: bool = True,
+    ) -> bool:
+        """Whether a failed ``attempt`` (counted: 1 = the first) gets another one.
+
+        ``attempts`` caps the total. The first rule of ``on`` that matches decides; when
+        none does, ``on_exit_codes`` is one more rule (retry those codes, fail the rest)
+        and otherwise any failure the runner deems ``retryable`` is retried. ``exit_code``
+        is None for an attempt with no code of its own (timed out, never started).
+        """
         if attempt >= self.attempts:
+            return False
+        action = self.action_for(exit_code, reason, log_line)
+        if action is not None:
+            return action is RetryAction.RETRY
+        if not retryable:
             return False
         return not self.on_exit_codes or exit_code in self.on_exit_codes
 

@@ -28,6 +28,7 @@ from orchestrator.errors import (
 from orchestrator.rules import crash_points
 from orchestrator.rules.containers import INPUT_PATH
 from orchestrator.rules.masking import mask
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.runner.attempt_adoption import resumption, started_container
 from orchestrator.runner.attempt_outcome import collect
 from orchestrator.runner.attempt_supervision import Supervisor, store_logs
@@ -106,7 +107,7 @@ class Attempt:
         """After an unexpected error: end the attempt as failed rather than leave it running."""
         error = f"the runner failed while running this attempt ({type(exc).__name__}); see its log"
         try:
-            self._finish(attempts.AttemptResult(error=error))
+            self._finish(attempts.AttemptResult(error=error, reason=FailureReason.RUNNER_ERROR))
             self._remove()
         except Exception:
             logger.exception(
@@ -187,7 +188,11 @@ class Attempt:
         except OrchestratorError as exc:
             # No key of this runner opens the job's secrets (a pruned or foreign key): the job
             # can never run here, so end it rather than leave it starting.
-            self._finish(attempts.AttemptResult(error=exc.message, retryable=False))
+            self._finish(
+                attempts.AttemptResult(
+                    error=exc.message, retryable=False, reason=FailureReason.CREATE_FAILED
+                )
+            )
             self._remove()
             return
         if self.adopted:
@@ -201,7 +206,8 @@ class Attempt:
             self._volumes = resolved["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
-            self._finish(attempts.AttemptResult(error=error, retryable=False))
+            refused = FailureReason.POLICY_REFUSED
+            self._finish(attempts.AttemptResult(error=error, retryable=False, reason=refused))
             return
         try:
             self.container_id = self._create()
@@ -220,7 +226,12 @@ class Attempt:
         except (ImageUnavailable, ContainerFailure) as exc:
             self._remove_quietly()
             message = mask(exc.message, self._secrets.values())
-            self._finish(attempts.AttemptResult(error=message, retryable=False))
+            reason = (
+                FailureReason.IMAGE_MISSING
+                if isinstance(exc, ImageUnavailable)
+                else FailureReason.CREATE_FAILED
+            )
+            self._finish(attempts.AttemptResult(error=message, retryable=False, reason=reason))
             return
         if self._record_running(self.container_id):
             self._supervise(since=None, started=time.monotonic())
@@ -318,7 +329,7 @@ class Attempt:
             self._finish(
                 attempts.AttemptResult(
                     error="the container disappeared while the runner was away",
-                    interrupted="container_vanished",
+                    interrupted=FailureReason.CONTAINER_VANISHED,
                 )
             )
             return

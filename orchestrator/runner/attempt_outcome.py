@@ -15,6 +15,7 @@ from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import ContainerState
 from orchestrator.errors import ContainerMissing, EngineUnavailable, OrchestratorError
 from orchestrator.rules.containers import OUTPUT_PATH
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.runner.attempt_supervision import Exited
 from orchestrator.runner.output import parse_output
 from orchestrator.services import attempts
@@ -96,19 +97,20 @@ def collect(
             vanished = engine.state(container_id) is None
         if not (engine_lost or vanished) and state is not None:
             killed_by = _kill_request(engine, job.id, container_id, state)
-    interrupted = None
+    interrupted: FailureReason | None = None
+    reason: FailureReason | None = None
     if vanished and not stopped_by_us:
-        interrupted = "container_vanished"
+        interrupted = FailureReason.CONTAINER_VANISHED
         error = "the container was removed while it ran, not by this runner"
     elif engine_lost and exit_code != 0 and not stopped_by_us:
-        interrupted = "engine_unavailable"
+        interrupted = FailureReason.ENGINE_UNAVAILABLE
         context.engine_lost("the engine stopped answering as the container was killed")
         error = (
             f"the container exited with code {exit_code} while its Docker engine was "
             "unavailable (an engine restart stops its containers)"
         )
     elif killed_by is not None:
-        interrupted = "container_killed"
+        interrupted = FailureReason.CONTAINER_KILLED
         error = (
             f"the container was stopped from outside (signal {killed_by} sent through the "
             "Docker engine, not by this runner)"
@@ -116,6 +118,7 @@ def collect(
     elif timed_out:
         error = f"timed out after {job.timeout:g}s"
     elif oom_killed:
+        reason = FailureReason.OOM_KILLED
         error = "the container ran out of memory and was killed"
     elif error is None and exit_code != 0 and not cancel.is_set():
         error = f"the container exited with code {exit_code}"
@@ -126,6 +129,8 @@ def collect(
         timed_out=timed_out,
         cancelled=cancel.is_set(),
         interrupted=interrupted,
+        reason=reason,
+        log_line=exited.last_line,
     )
 
 

@@ -31,16 +31,41 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 LOG_DRAIN_SECONDS = 5.0
+# Characters of the log's end kept to find its last line, and of that line given to retry rules.
+LAST_LINE_CHARS = 4096
 
 
 @dataclass(frozen=True)
 class Exited:
     """How a supervised container ended: its exit code (None if it vanished), whether the
-    timeout stopped it, and whether the engine stopped answering meanwhile."""
+    timeout stopped it, whether the engine stopped answering meanwhile, and its last log line
+    (masked; None if it wrote none while this runner supervised it)."""
 
     exit_code: int | None
     timed_out: bool
     engine_lost: bool
+    last_line: str | None = None
+
+
+class LastLine:
+    """The last non-blank line of the log text taken so far (the end of it, bounded), for
+    retry rules matching on it."""
+
+    def __init__(self) -> None:
+        self._end = ""
+
+    def feed(self, text: str) -> None:
+        """Take in more of the log, in order."""
+        if text:
+            self._end = (self._end + text)[-LAST_LINE_CHARS:]
+
+    @property
+    def line(self) -> str | None:
+        """The last non-blank line, without its line break; None if there is none."""
+        for line in reversed(self._end.splitlines()):
+            if line.strip():
+                return line
+        return None
 
 
 def store_logs(
@@ -51,13 +76,17 @@ def store_logs(
     budget: LogBudget,
     *,
     ending: bool,
+    last_line: LastLine | None = None,
 ) -> bool:
     """Store what the pump gathered, as far as the budget allows; ``ending``: the tail too.
 
     Each batch carries the pump's resume point, where an adopting runner reads on from.
-    True if the pump had gathered anything.
+    ``last_line`` is fed all the text gathered, stored or cut. True if the pump had gathered
+    anything.
     """
     taken = pump.take()
+    if last_line is not None:
+        last_line.feed(taken)
     texts = budget.add(taken)
     if ending:
         texts += budget.flush()
@@ -103,6 +132,7 @@ class Supervisor:
         # Set when the engine stopped answering during the attempt: a container killed by the
         # engine's restart is an interruption, not the job's failure.
         self.engine_lost = False
+        self._last_line = LastLine()
 
     @property
     def _engine(self) -> DockerEngine:
@@ -156,10 +186,23 @@ class Supervisor:
         finally:
             pump.stop()
         exit_code = exit_codes[0] if exit_codes else None
-        return Exited(exit_code=exit_code, timed_out=timed_out, engine_lost=self.engine_lost)
+        return Exited(
+            exit_code=exit_code,
+            timed_out=timed_out,
+            engine_lost=self.engine_lost,
+            last_line=self._last_line.line,
+        )
 
     def _store_logs(self, pump: LogPump, budget: LogBudget, *, ending: bool) -> bool:
-        return store_logs(self.context, self.job_id, self.number, pump, budget, ending=ending)
+        return store_logs(
+            self.context,
+            self.job_id,
+            self.number,
+            pump,
+            budget,
+            ending=ending,
+            last_line=self._last_line,
+        )
 
     def _drain(self, pump: LogPump, budget: LogBudget) -> None:
         """Store the rest of the output once the container has exited, then the tail.

@@ -27,6 +27,7 @@ from orchestrator.errors import (
     PolicyRefused,
 )
 from orchestrator.rules.masking import mask
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.runner.attempt import Attempt
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
@@ -106,7 +107,10 @@ class WorkerAttempt(Attempt):
         try:
             self._secrets = attempts.secret_values(self.job, self.context.box)
         except OrchestratorError as exc:
-            self._finish(attempts.AttemptResult(error=exc.message, retryable=False))
+            unreadable = FailureReason.CREATE_FAILED
+            self._finish(
+                attempts.AttemptResult(error=exc.message, retryable=False, reason=unreadable)
+            )
             return
         if self.adopted:
             self._give_back()
@@ -118,7 +122,8 @@ class WorkerAttempt(Attempt):
             self._volumes = resolved["volumes"]
         except PolicyRefused as exc:
             error = f"this runner's container policy refuses the job: {exc.message}"
-            self._finish(attempts.AttemptResult(error=error, retryable=False))
+            refused = FailureReason.POLICY_REFUSED
+            self._finish(attempts.AttemptResult(error=error, retryable=False, reason=refused))
             return
         spec = worker_spec(self.context, self.job, self._secrets, self._volumes)
         config = WorkerConfig.from_section(self.job.container["worker"])
@@ -155,7 +160,7 @@ class WorkerAttempt(Attempt):
         self._finish(
             attempts.AttemptResult(
                 error="the runner restarted while its worker container served the job",
-                interrupted="runner_restarted",
+                interrupted=FailureReason.RUNNER_STOPPED,
             )
         )
 
@@ -171,11 +176,14 @@ class WorkerAttempt(Attempt):
             return
         except ImageUnavailable as exc:
             message = mask(exc.message, self._secrets.values())
-            self._finish(attempts.AttemptResult(error=message, retryable=False))
+            missing = FailureReason.IMAGE_MISSING
+            self._finish(attempts.AttemptResult(error=message, retryable=False, reason=missing))
             return
         except OrchestratorError as exc:
             # The container failed to start or to get ready: another attempt may fare better.
-            self._finish(attempts.AttemptResult(error=mask(exc.message, self._secrets.values())))
+            message = mask(exc.message, self._secrets.values())
+            failed = FailureReason.CREATE_FAILED
+            self._finish(attempts.AttemptResult(error=message, reason=failed))
             return
         if worker is None:
             if self._cancel.is_set():
@@ -229,7 +237,7 @@ class WorkerAttempt(Attempt):
             if self._detach.is_set():
                 result = attempts.AttemptResult(
                     error="the runner stopped while its worker served the job",
-                    interrupted="runner_stopped",
+                    interrupted=FailureReason.RUNNER_STOPPED,
                 )
                 break
             if self._cancel.is_set():
@@ -281,14 +289,18 @@ class WorkerAttempt(Attempt):
                     raw += chunk
                     if len(raw) > limit:
                         error = f"the worker's answer is larger than {limit} bytes"
-                        return attempts.AttemptResult(error=error), False
+                        too_large = FailureReason.OUTPUT_INVALID
+                        return attempts.AttemptResult(error=error, reason=too_large), False
                 status = r.status_code
         except httpx.HTTPError as exc:
-            return attempts.AttemptResult(error=self._request_failed(worker, exc)), False
+            error = self._request_failed(worker, exc)
+            failed = FailureReason.WORKER_FAILED
+            return attempts.AttemptResult(error=error, reason=failed), False
         if not 200 <= status < 300:
             text = mask(raw.decode(errors="replace"), self._secrets.values())
             error = f"the worker answered HTTP {status}: {text[:ERROR_BODY_CHARS]}".rstrip(": ")
-            return attempts.AttemptResult(error=error), True
+            failed = FailureReason.WORKER_FAILED
+            return attempts.AttemptResult(error=error, reason=failed), True
         output, problem = self._output(raw)
         return attempts.AttemptResult(exit_code=0, output=output, error=problem), True
 

@@ -26,6 +26,7 @@ from orchestrator.rules.fields import (
     Text,
 )
 from orchestrator.rules.masking import MASK, MIN_SECRET_CHARS, public_url
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Duration, Priority, Request, Time
 from orchestrator.storage.models import (
@@ -70,6 +71,10 @@ class JobSummary(BaseModel):
     interrupted_attempts: int
     exit_code: int | None
     error: str | None
+    reason: FailureReason | None = Field(
+        description="Why the last attempt did not succeed (see the README's failure reasons); "
+        "null while it runs or once it succeeded."
+    )
     container_id: str | None
     runner: str | None
     webhook: str | None
@@ -118,6 +123,7 @@ def _summary_fields(row: Job) -> dict[str, Any]:
         "interrupted_attempts": row.interrupted_attempts,
         "exit_code": row.exit_code,
         "error": row.error,
+        "reason": row.reason,
         "container_id": row.container_id,
         "runner": row.runner,
         "webhook": public_url(row.webhook) if row.webhook else None,
@@ -134,7 +140,7 @@ def _summary_fields(row: Job) -> dict[str, Any]:
 SUMMARY_COLUMNS: tuple[Any, ...] = (
     Job.seq, Job.id, Job.project, Job.queue, Job.definition_name, Job.definition_version,
     Job.name, Job.status, Job.priority, Job.attempt, Job.max_attempts,
-    Job.interrupted_attempts, Job.exit_code, Job.error, Job.container_id, Job.runner,
+    Job.interrupted_attempts, Job.exit_code, Job.error, Job.reason, Job.container_id, Job.runner,
     Job.webhook, Job.timeout, Job.schedule_at, Job.create_time, Job.update_time,
     Job.start_time, Job.finish_time,
 )  # fmt: skip

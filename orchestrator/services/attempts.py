@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.rules.definition_spec import RetryPolicy
+from orchestrator.rules.reasons import FailureReason
+from orchestrator.rules.retry_rules import RetryAction
 from orchestrator.rules.states import (
     ACTIVE,
     EventType,
@@ -120,6 +122,7 @@ def claim(
         exit_code=None,
         error=None,
         output=None,
+        reason=None,
     )
     return job
 
@@ -202,7 +205,28 @@ class AttemptResult:
     cancelled: bool = False
     retryable: bool = True
     # Why the infrastructure, not the job, ended the attempt (e.g. the engine restarted).
-    interrupted: str | None = None
+    interrupted: FailureReason | None = None
+    # Why the attempt failed, where its exit code alone does not say (out of memory, no image).
+    reason: FailureReason | None = None
+    # The attempt's last log line (masked), for retry rules that match on it.
+    log_line: str | None = None
+
+    def failure_reason(self) -> FailureReason | None:
+        """Why the attempt did not succeed; None when it succeeded."""
+        if self.cancelled:
+            return FailureReason.CANCELLED
+        if self.interrupted is not None:
+            return self.interrupted
+        if self.timed_out:
+            return FailureReason.TIMED_OUT
+        if self.reason is not None:
+            return self.reason
+        if self.exit_code == 0:
+            return None if self.error is None else FailureReason.OUTPUT_INVALID
+        if self.exit_code is not None:
+            return FailureReason.EXIT_CODE
+        # An error with neither an exit code nor a reason given: the runner's own failure.
+        return FailureReason.RUNNER_ERROR if self.error is not None else None
 
 
 @dataclass(frozen=True)
@@ -212,6 +236,9 @@ class Outcome:
     status: JobStatus
     retry_delay: float | None = None
     interrupted: bool = False
+    reason: FailureReason | None = None
+    # Failed by a retry rule's ``fail`` (not by running out of attempts or interruptions).
+    ruled: bool = False
 
 
 def decide(
@@ -225,23 +252,28 @@ def decide(
     """Pure: what a finished attempt means for the job (succeeded, retried, failed, cancelled).
 
     Attempts the infrastructure interrupted do not count against ``policy.attempts``; a job
-    gets up to ``interruption_limit`` of them.
+    gets up to ``interruption_limit`` of them, unless a retry rule matching the interruption
+    says ``fail``. Any other failure is retried as ``policy.retries`` says.
     """
+    reason = result.failure_reason()
     if result.cancelled:
-        return Outcome(JobStatus.CANCELLED)
-    if result.interrupted is not None:
-        if interrupted_attempts < interruption_limit:
-            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True)
-        return Outcome(JobStatus.FAILED)
-    attempt -= interrupted_attempts
-    if result.exit_code == 0 and result.error is None and not result.timed_out:
+        return Outcome(JobStatus.CANCELLED, reason=reason)
+    if reason is None:
         return Outcome(JobStatus.SUCCEEDED)
-    # A timed-out attempt has no exit code of its own: retry it only when no codes are listed.
-    code = None if result.timed_out else result.exit_code
-    if result.retryable and policy.allows_retry(attempt, code):
-        if not (result.timed_out and policy.on_exit_codes):
-            return Outcome(JobStatus.QUEUED, retry_delay=policy.delay_before(attempt + 1))
-    return Outcome(JobStatus.FAILED)
+    # A timed-out or interrupted attempt has no exit code of its own: our stop, or the
+    # infrastructure's kill, made it. Rules match such an attempt by its reason only.
+    code = None if result.timed_out or result.interrupted is not None else result.exit_code
+    if result.interrupted is not None:
+        if policy.action_for(code, reason, result.log_line) is RetryAction.FAIL:
+            return Outcome(JobStatus.FAILED, reason=reason, ruled=True)
+        if interrupted_attempts < interruption_limit:
+            return Outcome(JobStatus.QUEUED, retry_delay=0.0, interrupted=True, reason=reason)
+        return Outcome(JobStatus.FAILED, reason=reason)
+    attempt -= interrupted_attempts
+    if policy.retries(attempt, code, reason, result.log_line, retryable=result.retryable):
+        delay = policy.delay_before(attempt + 1)
+        return Outcome(JobStatus.QUEUED, retry_delay=delay, reason=reason)
+    return Outcome(JobStatus.FAILED, reason=reason)
 
 
 def finish(
@@ -253,7 +285,10 @@ def finish(
     result: AttemptResult,
     interruption_limit: int = 0,
 ) -> Job | None:
-    """Record a finished attempt and move the job on; None when the runner was fenced out."""
+    """Record a finished attempt and move the job on; None when the runner was fenced out.
+
+    The job keeps the attempt's reason (None when it succeeded) until its next attempt starts.
+    """
     job = held(session, job_id, runner, attempt)
     if job is None:
         return None
@@ -267,19 +302,28 @@ def finish(
         interruption_limit=interruption_limit,
     )
     detail: dict[str, Any] = {"exit_code": result.exit_code}
+    if outcome.reason is not None:
+        detail["reason"] = outcome.reason
     if result.error:
         detail["error"] = result.error
     if result.timed_out:
-        record(session, job, EventType.TIMED_OUT, {"timeout": job.timeout}, hub)
-    common = {"exit_code": result.exit_code, "error": result.error, "output": result.output}
+        timed_out = {"timeout": job.timeout, "reason": FailureReason.TIMED_OUT}
+        record(session, job, EventType.TIMED_OUT, timed_out, hub)
+    common = {
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "output": result.output,
+        "reason": outcome.reason,
+    }
     if result.interrupted is not None and not result.cancelled:
         interrupt(
             session,
             hub,
             job,
             EventType.INTERRUPTED,
-            {**detail, "reason": result.interrupted, "runner": runner},
+            {**detail, "runner": runner},
             requeue=outcome.status is JobStatus.QUEUED,
+            ruled=outcome.ruled,
             **common,
         )
     elif outcome.status is JobStatus.QUEUED:
@@ -313,21 +357,23 @@ def finish(
 
 
 def requeue(
-    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, reason: str
+    session: Session, hub: Hub | None, job_id: str, runner: str, attempt: int, message: str
 ) -> bool:
-    """Give back an attempt that never ran (the engine was down); it does not count."""
+    """Give back an attempt that never ran (the engine was down); it does not count, and
+    leaves no reason (``message`` says why, in the ``requeued`` event)."""
     job = held(session, job_id, runner, attempt)
     if job is None:
         return False
     if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, {"reason": reason}, hub)
+        cancelled = {"reason": FailureReason.CANCELLED, "error": message}
+        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, cancelled, hub)
         return True
     transition(
         session,
         job,
         JobStatus.QUEUED,
         EventType.REQUEUED,
-        {"reason": reason},
+        {"error": message},
         hub,
         attempt=attempt - 1,
         runner=None,
@@ -344,13 +390,18 @@ def interrupt(
     detail: dict[str, Any],
     *,
     requeue: bool,
+    ruled: bool = False,
     **changes: Any,
 ) -> None:
     """End an attempt the infrastructure interrupted: a new attempt that does not count, or
-    (``requeue`` False: the job had its share of interruptions) failed with the reason."""
+    (``requeue`` False: the job had its share of interruptions, or a retry rule says
+    ``fail``) failed with the reason. ``detail["reason"]`` is the interruption's reason."""
     record(session, job, event, detail, hub)
     if job.cancel_requested:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, **changes)
+        cancelled = {**detail, "reason": FailureReason.CANCELLED}
+        transition(
+            session, job, JobStatus.CANCELLED, EventType.CANCELLED, cancelled, hub, **changes
+        )
     elif requeue:
         transition(
             session,
@@ -367,14 +418,22 @@ def interrupt(
         )
     else:
         error = changes.pop("error", None) or f"the attempt was interrupted: {detail['reason']}"
-        error += f" (the job was interrupted {job.interrupted_attempts + 1} times; giving up)"
+        if ruled:
+            error += " (a retry rule fails the job on this reason)"
+        else:
+            count = job.interrupted_attempts + 1
+            error += f" (the job was interrupted {count} times; giving up)"
         transition(
             session, job, JobStatus.FAILED, EventType.FAILED, detail, hub, error=error, **changes
         )
 
 
 def recover(
-    session: Session, hub: Hub | None, runner: str, reason: str, interruption_limit: int
+    session: Session,
+    hub: Hub | None,
+    runner: str,
+    reason: FailureReason,
+    interruption_limit: int,
 ) -> list[str]:
     """Take back every job the (lost) ``runner`` holds: a new attempt, or failed past the
     interruption limit. The runner's own writes are fenced out from now on."""
@@ -385,16 +444,32 @@ def recover(
     ).all()
     for job in jobs:
         detail = {"reason": reason, "runner": runner, "lost_attempt": job.attempt}
+        outcome = _after_interruption(job, reason, interruption_limit)
         interrupt(
             session,
             hub,
             job,
             EventType.RUNNER_LOST,
             detail,
-            requeue=job.interrupted_attempts < interruption_limit,
+            requeue=outcome.status is JobStatus.QUEUED,
+            ruled=outcome.ruled,
             error=f"the runner '{runner}' holding the attempt was lost",
+            reason=reason,
         )
     return [job.id for job in jobs]
+
+
+def _after_interruption(job: Job, reason: FailureReason, interruption_limit: int) -> Outcome:
+    """What an interruption with no exit code of its own (a lost runner) means for the job.
+    A job stored with no retry policy has the default one: taking a job back never fails for
+    want of it, as it did not before retry rules took part."""
+    return decide(
+        AttemptResult(interrupted=reason),
+        job.attempt,
+        RetryPolicy.model_validate(job.container.get("retry", {})),
+        interrupted_attempts=job.interrupted_attempts,
+        interruption_limit=interruption_limit,
+    )
 
 
 def cancel_requested(session: Session, runner: str) -> list[str]:

@@ -20,6 +20,7 @@ from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.definition_spec import CONTAINER_FIELDS
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.states import WAITING, EventType, JobStatus, can_transition
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import definitions, job_binding, job_queries, webhooks
@@ -45,10 +46,13 @@ def transition(
     **changes: Any,
 ) -> None:
     """Move ``job`` to ``status`` (checked against the life cycle) and append its event; a
-    job with a webhook that ends here gets its webhook message in the same transaction."""
+    job with a webhook that ends here gets its webhook message in the same transaction. A
+    cancelled job's reason is ``cancelled``, however it was cancelled."""
     if job.status != status and not can_transition(job.status, status):
         raise Conflict(f"job {job.id} cannot go from {job.status} to {status}", field="status")
     ends = status.terminal and not job.status.terminal
+    if status is JobStatus.CANCELLED:
+        changes["reason"] = FailureReason.CANCELLED
     now = utcnow()
     job.status = status
     job.update_time = now
@@ -280,10 +284,16 @@ def bind_waiting(session: Session, hub: Hub | None, queue: Queue) -> int:
                 limits=None,
             )
         except InvalidRequest as exc:
-            detail = {"definition": reference, "reason": exc.message}
             error = f"queue '{queue.name}' default definition {reference}: {exc.message}"
+            detail = {"definition": reference, "reason": FailureReason.CANCELLED, "error": error}
             transition(
-                session, job, JobStatus.CANCELLED, EventType.CANCELLED, detail, hub, error=error
+                session,
+                job,
+                JobStatus.CANCELLED,
+                EventType.CANCELLED,
+                detail,
+                hub,
+                error=error,
             )
             continue
         detail = {"definition": reference}
@@ -300,7 +310,15 @@ def cancel(
         raise Conflict(f"job {job.id} is already {job.status}", field="status")
     who = {"actor": actor.record()}
     if job.status in WAITING:
-        transition(session, job, JobStatus.CANCELLED, EventType.CANCELLED, who, hub)
+        cancelled = {**who, "reason": FailureReason.CANCELLED}
+        transition(
+            session,
+            job,
+            JobStatus.CANCELLED,
+            EventType.CANCELLED,
+            cancelled,
+            hub,
+        )
     elif not job.cancel_requested:
         job.cancel_requested = True
         job.update_time = utcnow()

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.fields import storable
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.runner_states import RunnerState, can_runner_transition
 from orchestrator.rules.states import ACTIVE
 from orchestrator.services import attempts, audit
@@ -174,7 +175,9 @@ def recover_lost(
     ).all()
     recovered: dict[str, list[str]] = {}
     for row in lost:
-        ids = attempts.recover(session, hub, row.name, "runner_lost", interruption_limit)
+        ids = attempts.recover(
+            session, hub, row.name, FailureReason.RUNNER_LOST, interruption_limit
+        )
         if ids:
             recovered[row.name] = ids
     return recovered

@@ -15,6 +15,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from orchestrator.rules.delivery_states import DeliveryStatus
+from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.schedule_states import ScheduleRunStatus, ScheduleStatus
 from orchestrator.rules.states import UNFINISHED, JobStatus
@@ -73,6 +74,13 @@ class StateText(TypeDecorator[str]):
 
     def process_result_value(self, value: str | None, dialect: Any) -> StrEnum | None:
         return None if value is None else self.vocabulary(value)
+
+
+class ReasonText(StateText):
+    """A failure reason (``rules.reasons``), in a VARCHAR(32): its names are longer."""
+
+    impl = sa.String(32)
+    cache_ok = True
 
 
 def _state(vocabulary: type[StrEnum], **kwargs: Any) -> Any:
@@ -197,6 +205,11 @@ class Job(SQLModel, table=True):
     output: Any = _json(default=None)
     exit_code: int | None = None
     error: str | None = None
+    # Why the last attempt did not succeed (``rules.reasons``); None while it runs or once it
+    # succeeded.
+    reason: FailureReason | None = Field(  # type: ignore[call-overload]
+        default=None, sa_type=ReasonText(FailureReason)
+    )
     container_id: str | None = Field(default=None, max_length=64)
     runner: str | None = Field(default=None, max_length=255)
     # The webhook URL as it is shown, its userinfo (user and password) replaced by ``***``; the

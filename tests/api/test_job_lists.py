@@ -17,8 +17,8 @@ JOBS = "/v1/projects/default/jobs"
 DOCUMENT_FIELDS = {"command", "parameters", "env", "secret_env", "input", "metadata", "output"}
 SUMMARY_FIELDS = {
     "id", "project", "queue", "definition", "name", "status", "priority", "attempt",
-    "max_attempts", "interrupted_attempts", "exit_code", "error", "container_id", "runner",
-    "webhook", "timeout", "schedule_at", "create_time", "update_time", "start_time",
+    "max_attempts", "interrupted_attempts", "exit_code", "error", "reason", "container_id",
+    "runner", "webhook", "timeout", "schedule_at", "create_time", "update_time", "start_time",
     "finish_time",
 }  # fmt: skip
 

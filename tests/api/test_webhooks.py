@@ -243,6 +243,7 @@ def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: R
     assert key.startswith("whsec_")
 
     expected = {ok["id"]: "succeeded", failed["id"]: "failed", cancelled["id"]: "cancelled"}
+    reasons = {ok["id"]: None, failed["id"]: "exit_code", cancelled["id"]: "cancelled"}
     for job_id, status in expected.items():
         delivery = wait_delivery(server, job_id, "delivered")
         (request,) = receiver.of(job_id)
@@ -251,6 +252,7 @@ def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: R
         shown = server.http.get(f"{JOBS}/{job_id}")
         assert request.body == shown.content
         assert json.loads(request.body)["status"] == status
+        assert json.loads(request.body)["reason"] == reasons[job_id]
         headers = {k.lower(): v for k, v in request.headers.items()}
         assert headers["content-type"] == "application/json"
         assert headers["user-agent"].startswith("orchestrator/")

@@ -285,6 +285,8 @@ def test_jobs_ls_get_cancel_logs_events(server: LiveServer) -> None:
     types = [row.split()[1] for row in ok(cli(server, "jobs", "events", job_id)).splitlines()]
     assert types[0] == "TYPE"
     assert types[-2:] == ["cancel_requested", "cancelled"]
+    shown = [line.split() for line in ok(cli(server, "jobs", "get", job_id)).splitlines()]
+    assert ["reason:", "cancelled"] in shown
     again = cli(server, "jobs", "cancel", job_id)
     assert again.exit_code == 1
     assert again.stderr == f"error: job {job_id} is already cancelled\n"

@@ -216,7 +216,10 @@ def test_sensitive_values_are_write_only(make_server: Callable[..., LiveServer])
         },
     )
     done = wait_state(server, job_id, {"completed", "failed", "error"})
-    assert done["state"] == "failed" and done["system_note"] == "the container exited with code 1"
+    assert (
+        done["state"] == "failed"
+        and done["system_note"] == "exit_code: the container exited with code 1"
+    )
     logs = native(server, "my-project", job_id, "/logs").text
     assert "token=*** file=plain.jpg" in logs
     cancel = server.http.post(f"/v1/client/job/{job_id}/cancel")
@@ -291,11 +294,14 @@ def test_failed_timeout_and_error_states(make_server: Callable[..., LiveServer])
     ends = {"completed", "failed", "timeout", "error", "cancelled"}
 
     job = wait_state(server, failed, ends)
-    assert (job["state"], job["system_note"]) == ("failed", "the container exited with code 3")
+    assert (job["state"], job["system_note"]) == (
+        "failed",
+        "exit_code: the container exited with code 3",
+    )
     job = wait_state(server, timed_out, ends)
-    assert (job["state"], job["system_note"]) == ("timeout", "timed out after 1s")
+    assert (job["state"], job["system_note"]) == ("timeout", "timed_out: timed out after 1s")
     job = wait_state(server, not_started, ends)
-    assert job["state"] == "error" and job["system_note"], job
+    assert job["state"] == "error" and job["system_note"].startswith("image_missing: "), job
 
 
 @pytest.fixture

@@ -128,8 +128,10 @@ def test_past_the_interruption_limit_the_job_fails_saying_why(
     assert done["status"] == "failed"
     assert "runner 'gone-too'" in done["error"]
     assert "lost" in done["error"]
-    types = [e["type"] for e in rescuer.events(job["id"])]
-    assert types[-2:] == ["runner_lost", "failed"]
+    assert done["reason"] == "runner_lost"
+    events = rescuer.events(job["id"])
+    assert [e["type"] for e in events][-2:] == ["runner_lost", "failed"]
+    assert [e["detail"]["reason"] for e in events[-2:]] == ["runner_lost", "runner_lost"]
 
 
 def test_a_runner_takes_jobs_only_from_its_queues(

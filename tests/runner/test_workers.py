@@ -82,6 +82,7 @@ def test_non_2xx_answers_are_retried_then_fail_with_the_status(
     assert job["status"] == "failed"
     assert job["attempt"] == 2
     assert "the worker answered HTTP 503" in job["error"]
+    assert job["reason"] == "worker_failed"
     assert [e["type"] for e in server.events(job["id"])].count("retrying") == 1
     # A worker that answers is healthy: the same container served both attempts.
     first, second = started_containers(server, job["id"])
@@ -99,6 +100,7 @@ def test_a_worker_that_dies_mid_job_is_replaced_for_the_retry(
     assert done["output"] == {"die": 1, "echo": "again"}
     retrying = next(e for e in server.events(job["id"]) if e["type"] == "retrying")
     assert "exited" in retrying["detail"]["error"]
+    assert retrying["detail"]["reason"] == "worker_failed"
     first, second = started_containers(server, job["id"])
     assert first != second
     assert [w.id for w in workers_of(docker_client, server)] == [second]
@@ -149,6 +151,7 @@ def test_a_worker_that_never_gets_ready_fails_the_attempt(
     job = server.wait_job(server.submit(definition="sleepy", input={})["id"])
     assert job["status"] == "failed"
     assert "was not ready within 1s (/ready.txt did not answer)" in job["error"]
+    assert job["reason"] == "create_failed"
     wait_for(lambda: workers_of(docker_client, server) == [], timeout=30)
 
 
@@ -177,7 +180,7 @@ def test_runner_stop_removes_its_workers_and_gives_the_job_back(
     second = make_server()
     wait_for(lambda: workers_of(docker_client, second) == [], timeout=30)
     given_back = second.job(job["id"])
-    assert given_back["status"] == "queued"
+    assert (given_back["status"], given_back["reason"]) == ("queued", "runner_stopped")
     interrupted = next(e for e in second.events(job["id"]) if e["type"] == "interrupted")
     assert interrupted["detail"]["reason"] == "runner_stopped"
     assert leftover.id not in {c.id for c in docker_client.containers.list(all=True)}

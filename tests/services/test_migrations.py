@@ -1,7 +1,8 @@
 """Schema migrations on SQLite and PostgreSQL: an empty database reaches the models' schema
 exactly; a database at the previous revision, or made before migrations, keeps its data; two
 processes migrating at once; the ``db`` commands; a server starting on an old database; webhook
-URL credentials taken out of the clear columns (0007); the idempotency keys' table (0013)."""
+URL credentials taken out of the clear columns (0007); the idempotency keys' table (0013);
+jobs' failure reason (0014)."""
 
 from __future__ import annotations
 
@@ -176,6 +177,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0011",
         "0012",
         "0013",
+        "0014",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -282,6 +284,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0011",
         "0012",
         "0013",
+        "0014",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -763,4 +766,29 @@ def test_0013_adds_the_idempotency_keys_and_its_downgrade_drops_them(database: D
 
     migrate_down_to(database, "0012")
     assert "idempotency_keys" not in table_names(database)
+    assert_seeded_data_intact(database)
+
+
+def test_0014_adds_a_null_reason_to_every_job_and_its_downgrade_drops_it(
+    database: Database,
+) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0013")
+
+    assert applied_revisions(database.upgrade_schema()) == revisions_from("0014")
+
+    with database.read_engine.connect() as connection:
+        columns = {c["name"]: c for c in sa.inspect(connection).get_columns("jobs")}
+        reasons = connection.execute(sa.text("SELECT reason FROM jobs")).scalars().all()
+    assert columns["reason"]["nullable"] is True
+    # Jobs whose attempts ended before reasons were recorded have none.
+    assert reasons and set(reasons) == {None}
+    with database.write_engine.begin() as connection:
+        connection.execute(sa.text("UPDATE jobs SET reason = 'container_vanished'"))
+    assert_seeded_data_intact(database)
+
+    migrate_down_to(database, "0013")
+    with database.read_engine.connect() as connection:
+        assert "reason" not in {c["name"] for c in sa.inspect(connection).get_columns("jobs")}
     assert_seeded_data_intact(database)

@@ -87,6 +87,14 @@ def daestro_state(job: Job, events: Sequence[JobEvent] = ()) -> DaestroState:
     return states[job.status]
 
 
+def system_note(job: Job) -> str | None:
+    """Pure: Daestro's free-text note on a job, our error led by the failure reason (a failed
+    job's, where it has one: ``oom_killed: the container ran out of memory ...``)."""
+    if job.status is JobStatus.FAILED and job.reason is not None:
+        return f"{job.reason}: {job.error}" if job.error else str(job.reason)
+    return job.error
+
+
 def _daestro_words(exc: OrchestratorError) -> str:
     message = exc.message
     for pattern, words in _WORDS:
@@ -204,7 +212,7 @@ def _public(session: Session, job: Job) -> DaestroJobResponse:
             id=job.id,
             name=job.name,
             state=daestro_state(job, events),
-            system_note=job.error,
+            system_note=system_note(job),
             schedule_at=job.schedule_at,
             created_at=job.create_time,
             updated_at=job.update_time,
