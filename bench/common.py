@@ -13,6 +13,7 @@ runner's own ``orchestrator.runner=<name>`` label (``Server.label``). Scripts re
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,6 +170,35 @@ def percentile(values: Sequence[float], p: float) -> float:
     low = math.floor(rank)
     high = math.ceil(rank)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+async def back_to_back(
+    workers: int, seconds: float, send: Callable[[], Awaitable[httpx.Response]], ok: int
+) -> tuple[list[float], int, float]:
+    """``workers`` clients each sending ``send()`` as soon as its last answer came, for
+    ``seconds``: the latencies (s) of the answers with status ``ok``, how many others (or
+    transport errors) there were, and the time it took."""
+    deadline = time.perf_counter() + seconds
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            began = time.perf_counter()
+            try:
+                response = await send()
+            except httpx.HTTPError:
+                errors += 1
+                continue
+            if response.status_code == ok:
+                latencies.append(time.perf_counter() - began)
+            else:
+                errors += 1
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return latencies, errors, time.perf_counter() - began
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

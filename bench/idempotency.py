@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 from common import (
     CpuMeter,
+    back_to_back,
     base_parser,
     machine,
     percentile,
@@ -79,28 +79,13 @@ async def _load(
     async with httpx.AsyncClient(
         base_url=base_url, headers=auth, limits=limits, timeout=60
     ) as client:
-        deadline = time.perf_counter() + seconds
-        latencies: list[float] = []
-        errors = 0
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                try:
-                    response = await client.post(PATH, json=BODY, headers=target.headers())
-                except httpx.HTTPError:
-                    errors += 1
-                    continue
-                if response.status_code == target.status:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors += 1
-
         meter = CpuMeter(pid)
-        began = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
-        elapsed = time.perf_counter() - began
+        latencies, errors, elapsed = await back_to_back(
+            CONNECTIONS,
+            seconds,
+            lambda: client.post(PATH, json=BODY, headers=target.headers()),
+            target.status,
+        )
     if record:
         target.latencies += latencies
         target.seconds += elapsed

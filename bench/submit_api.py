@@ -26,6 +26,7 @@ import httpx
 from common import (
     BENCH_DIR,
     CpuMeter,
+    back_to_back,
     base_parser,
     free_port,
     machine,
@@ -79,28 +80,11 @@ async def _load(target: Target, seconds: float, record: bool) -> None:
     async with httpx.AsyncClient(
         base_url=target.base_url, headers=target.headers, limits=limits, timeout=60
     ) as client:
-        deadline = time.perf_counter() + seconds
-        latencies: list[float] = []
-        errors = 0
-
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < deadline:
-                began = time.perf_counter()
-                try:
-                    response = await client.post(target.path, json=BODY)
-                except httpx.HTTPError:
-                    errors += 1
-                    continue
-                if response.status_code == 201:
-                    latencies.append(time.perf_counter() - began)
-                else:
-                    errors += 1
-
         meter = CpuMeter(target.pid)
-        client_cpu, began = time.process_time(), time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONNECTIONS)))
-        elapsed = time.perf_counter() - began
+        client_cpu = time.process_time()
+        latencies, errors, elapsed = await back_to_back(
+            CONNECTIONS, seconds, lambda: client.post(target.path, json=BODY), 201
+        )
     if record:
         target.latencies += latencies
         target.seconds += elapsed
