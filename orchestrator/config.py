@@ -209,8 +209,10 @@ class Settings(BaseSettings):
     # HTTP connections (``api/server.py``): a request head must be complete this many seconds
     # after the connection opens (or after its first byte, on a kept-alive connection); and
     # at most ``max_connections`` sockets are open at once (streams included), the next ones
-    # answered 503 and closed.
+    # answered 503 and closed. A request body must be complete ``body_timeout`` seconds
+    # after its head.
     header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=60.0, gt=0)
     max_connections: int = Field(default=1000, ge=1)
     # Tests only: the runner exits at once (as kill -9 would) the first time it reaches this
     # point of an attempt (``crash_points.POINTS``), so a test can crash it anywhere.

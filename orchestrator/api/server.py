@@ -5,9 +5,10 @@ uvicorn bounds the idle time between two requests (its keep-alive timeout) but n
 client takes to send a request head, so a client sending one header byte a second holds a
 socket for as long as it likes (slowloris). ``GuardedH11Protocol`` closes a connection whose
 request head is not complete ``ORCH_HEADER_TIMEOUT`` seconds after the connection opened, or
-after the first byte of a later request on a kept-alive connection (a ``408``). Once the head
-is in, nothing here times the request: a body arriving slowly is bounded by the body-size limit
-(``api/limits.py``), and a response (a log or event stream) runs as long as it needs.
+after the first byte of a later request on a kept-alive connection (a ``408``). A request
+body, likewise, must be complete ``ORCH_BODY_TIMEOUT`` seconds after its head (a body trickled
+a byte at a time holds no socket for long either); its size is bounded by ``api/limits.py``. A
+response (a log or event stream) runs as long as it needs.
 
 It also refuses a connection while ``ORCH_MAX_CONNECTIONS`` others are open (streams and idle
 kept-alive ones included): the new one gets a ``503`` with ``Retry-After`` and is closed, and
@@ -67,11 +68,13 @@ class GuardedH11Protocol(H11Protocol):
     """
 
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     max_connections: int = 1000
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
         # Refused at connect: answered 503 once its request arrives, never served.
         self.refused = False
 
@@ -103,11 +106,42 @@ class GuardedH11Protocol(H11Protocol):
             self._arm()
         else:
             self._disarm()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            if self._body_deadline is None:
+                self._body_deadline = self.loop.call_later(self.body_timeout, self._body_too_late)
+        else:
+            self._disarm_body()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Forget the deadline with the connection."""
+        """Forget the deadlines with the connection."""
         self._disarm()
+        self._disarm_body()
         super().connection_lost(exc)
+
+    def _disarm_body(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_too_late(self) -> None:
+        self._body_deadline = None
+        if self.transport.is_closing():
+            return
+        logger.info(
+            "closed a connection whose request body took longer than %g s",
+            self.body_timeout,
+            extra={"action": "request_body_timed_out"},
+        )
+        # The route is still waiting for the body, so no response has begun.
+        if self.conn.our_state is h11.SEND_RESPONSE:
+            message = (
+                f"the request body was not complete within {self.body_timeout:g} s of its head "
+                "(ORCH_BODY_TIMEOUT)"
+            )
+            self.transport.write(
+                _answer("408 Request Timeout", error_body("request_timeout", message))
+            )
+        self._close()
 
     def _arm(self) -> None:
         if self._head_deadline is None:
@@ -160,6 +194,7 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
 
     class Configured(GuardedH11Protocol):
         header_timeout = settings.header_timeout
+        body_timeout = settings.body_timeout
         max_connections = settings.max_connections
 
     return Configured

@@ -1,6 +1,7 @@
 """The HTTP server's own bounds (``api/server.py``), on the live server the tests share with
 ``orchestrator serve``: a request head must arrive within ``ORCH_HEADER_TIMEOUT`` (a slowloris
-client is cut off, a kept-alive client and an open event stream are not), and past
+client is cut off, a kept-alive client and an open event stream are not), a request body must
+arrive within ``ORCH_BODY_TIMEOUT`` of its head (a trickled body is cut off), and past
 ``ORCH_MAX_CONNECTIONS`` open sockets a new one is answered 503 and closed.
 
 The protocol does not touch the database: these run on SQLite only.
@@ -179,3 +180,35 @@ def test_connections_past_the_cap_are_refused(make_server: Callable[..., LiveSer
     wait_for(lambda: open_connections(server) == 0)
     with httpx.Client(base_url=server.url, timeout=30) as client:
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_body_trickled_slowly_is_cut_off_at_the_body_timeout(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(body_timeout=HEADER_TIMEOUT)
+    token = admin_token(server.settings)
+    body = b'{"definition": "nope"}'
+    head = (
+        f"POST /v1/projects/default/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with connect(server) as slow:
+        slow.sendall(head)
+        # A byte well within any gap a per-chunk timer would allow, but the whole body late.
+        for byte in body[:-1]:
+            try:
+                slow.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if select.select([slow], [], [], HEADER_TIMEOUT / 4)[0]:
+                break
+        answer = read_to_end(slow)
+    assert answer.startswith(b"HTTP/1.1 408"), answer
+    assert b"ORCH_BODY_TIMEOUT" in answer
+    # A body sent in time, in pieces, is served; the server goes on serving.
+    with connect(server) as sock:
+        sock.sendall(head + body[:5])
+        time.sleep(HEADER_TIMEOUT / 4)
+        sock.sendall(body[5:])
+        assert read_response(sock).startswith(b"HTTP/1.1 404")
+    assert server.http.get("/healthz").status_code == 200
