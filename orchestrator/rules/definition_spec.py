@@ -31,6 +31,7 @@ from pydantic import (
 from orchestrator.errors import DefinitionInvalid
 from orchestrator.rules.fields import (
     MAX_JSON_DEPTH,
+    Duration,
     EnvName,
     EnvValue,
     Name,
@@ -42,9 +43,7 @@ from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.retry import exponential_backoff
 from orchestrator.rules.retry_rules import MAX_RETRY_RULES, RetryAction, RetryRule, first_match
 from orchestrator.rules.units import (
-    MAX_DURATION_SECONDS,
     MAX_SIZE_BYTES,
-    parse_duration,
     parse_size,
 )
 
@@ -79,20 +78,6 @@ UNREACHABLE_NETWORKS = ("none", "host")
 
 # Their JSON schemas say what a definition may hold (the OpenAPI document shows them), not the
 # seconds and bytes the validators make of it.
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS},
-                {"type": "string"},
-            ],
-            "description": "Seconds, or a duration such as 30s, 10m or 1h30m.",
-        },
-        mode="validation",
-    ),
-]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),

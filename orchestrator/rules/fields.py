@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints
+from pydantic import AfterValidator, BeforeValidator, StringConstraints, WithJsonSchema
+
+from orchestrator.rules.units import MAX_DURATION_SECONDS, parse_duration
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -85,3 +87,25 @@ EnvValue = Annotated[str, BeforeValidator(_scalar_to_text), AfterValidator(_text
 ParameterName = Annotated[str, StringConstraints(pattern=PARAMETER_NAME_PATTERN)]
 ParameterValue = Annotated[str | int | float | bool, BeforeValidator(_parameter_value)]
 JsonDocument = Annotated[Any, AfterValidator(_json_document)]
+
+
+# The schema says what a client may send, exactly what ``parse_duration`` reads (a generated
+# client that checks the pattern must not refuse a value the server takes), not the seconds
+# the validator makes of it.
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS},
+                {
+                    "type": "string",
+                    "pattern": r"^\s*(\d+(\.\d+)?|(\d+(\.\d+)?(ms|s|m|h|d))+)\s*$",
+                },
+            ],
+            "description": "Seconds, or a duration such as 30s, 10m or 1h30m.",
+        },
+        mode="validation",
+    ),
+]

@@ -20,7 +20,6 @@ from orchestrator.rules.fields import (
     Text,
 )
 from orchestrator.rules.loop_states import LoopState
-from orchestrator.rules.units import MAX_DURATION_SECONDS, parse_duration
 
 Item = TypeVar("Item")
 
@@ -59,20 +58,6 @@ Description = Annotated[Text, StringConstraints(max_length=4096)]
 Priority = Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
 Concurrency = Annotated[int, Field(ge=1, le=1_000_000)]
 
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_SECONDS},
-                {"type": "string", "pattern": r"^([1-9]\d*(\.\d+)?|([1-9]\d*(ms|s|m|h|d))+)$"},
-            ],
-            "description": "Seconds, or a duration such as 30s, 10m or 1h30m.",
-        },
-        mode="validation",
-    ),
-]
 Time = Annotated[
     datetime,
     BeforeValidator(parse_time),

@@ -17,6 +17,7 @@ from pydantic import (
 from orchestrator.errors import InvalidRequest
 from orchestrator.rules.containers import ContainerSpec
 from orchestrator.rules.fields import (
+    Duration,
     EnvName,
     EnvValue,
     JsonDocument,
@@ -28,7 +29,7 @@ from orchestrator.rules.fields import (
 from orchestrator.rules.masking import MASK, MIN_SECRET_CHARS, public_url
 from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas.common import Duration, Priority, Request, Time
+from orchestrator.schemas.common import Priority, Request, Time
 from orchestrator.storage.models import (
     Job,
     JobEvent,

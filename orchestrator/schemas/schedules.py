@@ -16,13 +16,14 @@ from pydantic import (
 )
 
 from orchestrator.rules.fields import (
+    Duration,
     JsonDocument,
     Name,
     Text,
 )
 from orchestrator.rules.masking import MIN_SECRET_CHARS
 from orchestrator.rules.units import MAX_DURATION_SECONDS, parse_duration
-from orchestrator.schemas.common import Duration, Request, parse_time, utc
+from orchestrator.schemas.common import Request, parse_time, utc
 from orchestrator.schemas.jobs import JobCreate
 
 # --- schedules ------------------------------------------------------------------------------

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from pydantic import TypeAdapter
 
 from orchestrator.rules.definition_spec import RetryPolicy
+from orchestrator.rules.fields import Duration
 from orchestrator.rules.states import JobStatus
 from orchestrator.rules.units import format_duration, parse_duration, parse_size
 from orchestrator.services.attempts import AttemptResult, decide
@@ -94,3 +98,38 @@ def test_success_cancel_and_non_retryable_failures() -> None:
     assert decide(image_missing, 1, policy).status is JobStatus.FAILED
     bad_output = AttemptResult(exit_code=0, error="not valid JSON")
     assert decide(bad_output, 3, policy).status is JobStatus.FAILED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "90",
+        "0.5",
+        "1.5s",
+        "1h30m",
+        " 30s ",
+        "500ms",
+        "2d",
+        "1d2h3m4s5ms",
+        "x",
+        "1h 30m",
+        "-1",
+        "s",
+        "1.s",
+        "30S",
+        "",
+        "1e3",
+    ],
+)
+def test_the_documented_duration_pattern_takes_exactly_what_the_server_reads(text: str) -> None:
+    # A generated client checks the pattern before it sends: it must not refuse what the server
+    # takes, nor let through a value the server refuses for its form (zero and the range are the
+    # numbers' business, not the pattern's).
+    schema = TypeAdapter(Duration).json_schema()
+    pattern = next(branch["pattern"] for branch in schema["anyOf"] if branch["type"] == "string")
+    try:
+        parse_duration(text)
+        read = True
+    except ValueError:
+        read = False
+    assert (re.fullmatch(pattern, text) is not None) == read
