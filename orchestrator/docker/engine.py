@@ -537,6 +537,23 @@ class DockerEngine:
         )
         return {item["Id"]: item.get("Labels") or {} for item in found}
 
+    def labelled_networks(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        """Networks carrying every given label: id -> labels."""
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        found = self._call("network list", self._docker().api.networks, filters=filters)
+        return {str(item["Id"]): item.get("Labels") or {} for item in found}
+
+    def remove_network(self, network_id: str) -> bool:
+        """Remove the network; False when the engine refuses because a container is on it. A
+        network already gone is fine."""
+        try:
+            self._call("network remove", self._docker().api.remove_network, network_id)
+        except ContainerMissing:
+            return True
+        except ContainerFailure:
+            return False
+        return True
+
     def close(self) -> None:
         """Close the client's connections."""
         with self._lock:

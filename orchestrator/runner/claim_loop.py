@@ -28,7 +28,7 @@ from orchestrator.rules.runner_states import RunnerProcessState, RunnerState
 from orchestrator.runner.attempt import Attempt
 from orchestrator.runner.context import AttemptContext
 from orchestrator.runner.engine_health import EngineHealth
-from orchestrator.runner.reconcile import remove_strays
+from orchestrator.runner.reconcile import remove_idle_networks, remove_strays
 from orchestrator.runner.registration import Registration
 from orchestrator.runner.run_dirs import RunDirs
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
@@ -40,6 +40,10 @@ from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.loop import Loop
 from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topic
+
+# How often a runner looks for idle project networks (at its first healthy heartbeat, then at
+# this pace): networks change at the pace of projects, not of jobs.
+IDLE_NETWORK_INTERVAL = 300.0
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +112,7 @@ class Runner:
             lambda: self.hub.publish(control_topic(self.name)),
         )
         self._reconciled = False
+        self._networks_looked_at: float | None = None
         self.run_dirs = RunDirs(
             settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
         )
@@ -306,6 +311,7 @@ class Runner:
         self._let_go()
         if self.health.ok and self._reconciled:
             self._remove_strays()
+            self._remove_idle_networks()
 
     def _let_go(self) -> None:
         """Abandon the attempts this runner no longer holds (taken back while it was lost)."""
@@ -420,6 +426,15 @@ class Runner:
     def _remove_strays(self) -> None:
         """Remove the installation's containers whose attempt nobody holds (``reconcile``)."""
         remove_strays(self.context, self._running_keys)
+
+    def _remove_idle_networks(self) -> None:
+        """Remove idle project networks (``reconcile``), at most every IDLE_NETWORK_INTERVAL."""
+        now = time.monotonic()
+        last = self._networks_looked_at
+        if last is not None and now - last < IDLE_NETWORK_INTERVAL:
+            return
+        self._networks_looked_at = now
+        remove_idle_networks(self.context)
 
     def _running_keys(self) -> set[tuple[str, int]]:
         """(job id, attempt) of the attempts this process runs or is still removing."""

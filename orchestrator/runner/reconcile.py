@@ -1,12 +1,13 @@
 """Reconciling an engine with the database: which of the installation's containers no attempt
-holds any more, and removing them (with their run directories)."""
+holds any more, and removing them (with their run directories); and the project networks no
+container and no coming attempt needs."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX
+from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, PROJECT_LABEL
 from orchestrator.errors import EngineUnavailable, OrchestratorError
 from orchestrator.rules.containers import attempt_name
 from orchestrator.runner.context import AttemptContext
@@ -68,3 +69,40 @@ def remove_strays(
             logger.warning("could not remove a stray container: %s", exc.message)
             continue
         context.run_dirs.remove(attempt_name(*key))
+
+
+def remove_idle_networks(context: AttemptContext) -> None:
+    """Remove the installation's project networks (and their runner networks) that no
+    container of the installation is on and whose project has no job queued, starting or
+    running: each takes one of the engine's few address pools (about 30 by default), so a
+    network left by every project that ever ran would soon stop any new one from starting.
+    The next attempt of the project makes its network again. The engine itself refuses to
+    remove a network a container is on; a network lost between a runner finding and joining
+    it is made anew (``Engine.create``)."""
+    mine = {INSTALLATION_LABEL: context.installation}
+    try:
+        networks = context.engine.labelled_networks(mine)
+        if not networks:
+            return
+        with context.db.read() as session:
+            busy = attempts.busy_projects(session)
+        # Listed after the database was read: a container made for a claim committed since
+        # is seen here.
+        in_use = {
+            labels.get(PROJECT_LABEL)
+            for labels in context.engine.find_labelled(PROJECT_LABEL).values()
+            if labels.get(INSTALLATION_LABEL) == context.installation
+        }
+        for network_id, labels in networks.items():
+            project = labels.get(PROJECT_LABEL)
+            if project is None or project in busy or project in in_use:
+                continue
+            if context.engine.remove_network(network_id):
+                logger.info(
+                    "removed the idle network %s of project %s",
+                    network_id[:12],
+                    project,
+                    extra={"action": "network_idle_removed"},
+                )
+    except EngineUnavailable:
+        return

@@ -507,6 +507,12 @@ def active_attempts(session: Session) -> set[tuple[str, int]]:
     return {(job_id, attempt) for job_id, attempt in session.exec(statement).all()}
 
 
+def busy_projects(session: Session) -> set[str]:
+    """Projects with a job queued, starting or running: their networks are about to be used."""
+    statement = select(Job.project).where(col(Job.status).in_(ACTIVE | {JobStatus.QUEUED}))
+    return set(session.exec(statement.distinct()).all())
+
+
 def existing(session: Session, job_ids: set[str]) -> set[str]:
     """Which of ``job_ids`` are jobs of this database."""
     if not job_ids:

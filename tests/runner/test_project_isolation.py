@@ -396,3 +396,39 @@ def test_a_same_named_network_or_volume_of_someone_else_is_never_used(
         squatter.remove()
         volume.remove()
         engine.close()
+
+
+def test_an_idle_projects_network_is_removed_and_a_busy_ones_kept(
+    make_server: Callable[..., LiveServer], docker_client: docker.DockerClient
+) -> None:
+    # The engine has address pools for about 30 networks: a network left by every project
+    # that ever ran would stop the 31st from starting a job. A runner removes idle ones at
+    # its first heartbeat (then every few minutes), so a restart shows it.
+    first = make_server()
+    for project in ("idle", "busy"):
+        make_project(first, project)
+        first.register({**PROBE, "name": "sleep", "command": ["sleep", "300"]}, project)
+        first.register({**PROBE, "name": "quick", "command": ["true"]}, project)
+    quick = finished(first, "idle", run(first, "idle", definition="quick")["id"])
+    assert quick["status"] == "succeeded", quick
+    sleeping = run(first, "busy", definition="sleep")
+    wait_for(
+        lambda: (
+            first.http.get(f"/v1/projects/busy/jobs/{sleeping['id']}").json()["status"] == "running"
+        )
+    )
+    idle_net, busy_net = network_of(first, "idle"), network_of(first, "busy")
+    assert docker_client.networks.list(names=[idle_net])
+    first.stop()
+
+    second = make_server(runner_name=first.settings.runner_name)
+    wait_for(lambda: not docker_client.networks.list(names=[idle_net]), timeout=60)
+    # The same pass kept the network of the project whose job still runs, and its job runs on.
+    (kept,) = docker_client.networks.list(names=[busy_net])
+    assert kept.attrs["Labels"]["orchestrator.project"] == "busy"
+    job = second.http.get(f"/v1/projects/busy/jobs/{sleeping['id']}").json()
+    assert job["status"] == "running", job
+    # The idle project's next job makes its network again.
+    again = finished(second, "idle", run(second, "idle", definition="quick")["id"])
+    assert again["status"] == "succeeded", again
+    assert docker_client.networks.list(names=[idle_net])
