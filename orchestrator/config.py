@@ -206,6 +206,9 @@ class Settings(BaseSettings):
     max_definitions_per_project: int = Field(default=1000, ge=0)
     max_versions_per_definition: int = Field(default=1000, ge=0)
     max_tokens_per_project: int = Field(default=100, ge=0)
+    # ``GET /metrics`` without a token, for a scraper on a network the operator trusts; else
+    # it needs an admin token (the numbers span every project).
+    metrics_open: bool = False
     # HTTP connections (``api/server.py``): a request head must be complete this many seconds
     # after the connection opens (or after its first byte, on a kept-alive connection); and
     # at most ``max_connections`` sockets are open at once (streams included), the next ones

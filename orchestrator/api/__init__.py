@@ -13,6 +13,7 @@ from orchestrator.api import (
     errors,
     health,
     jobs,
+    metrics,
     openapi,
     projects,
     queues,
@@ -62,6 +63,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
     openapi.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(health.router)
+    app.include_router(metrics.router, dependencies=[Depends(refuse_unknown_query)])
     for module in (projects, queues, definitions, jobs, tokens, runners, schedules, webhooks):
         app.include_router(
             module.router,

@@ -48,6 +48,7 @@ TAGS = [
     {"name": "tokens", "description": "API tokens (admin only)."},
     {"name": "runners", "description": "The runners and their drain."},
     {"name": "health", "description": "The health check (no token)."},
+    {"name": "metrics", "description": "Prometheus metrics (an admin token, or open)."},
     {"name": "compat: SaladCloud", "description": "SaladCloud's Job Queues API, drop-in."},
     {"name": "compat: Daestro", "description": "Daestro's job API, drop-in."},
     {"name": "compat: Quedup", "description": "Quedup's scheduled HTTP jobs API, drop-in."},

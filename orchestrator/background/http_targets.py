@@ -22,6 +22,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from orchestrator import telemetry
 from orchestrator.background.http_requests import Outcome, build_request, describe, send
 from orchestrator.background.outbound import guarded_transport
 from orchestrator.config import Settings
@@ -291,6 +292,8 @@ class HttpTargetRunner:
             retried = not outcome.ok and not outcome.refused
             delay = retry_delay(claim.attempt, delays) if retried else None
             run.status_code, run.duration_ms = outcome.status_code, outcome.duration_ms
+            sent = "ok" if outcome.ok else "failed"
+            after_commit(session, lambda: telemetry.SCHEDULE_HTTP_REQUESTS.labels(sent).inc())
             run.response_body, run.error = outcome.body, outcome.error
             run.attempt_log = [
                 *run.attempt_log,

@@ -20,7 +20,7 @@ import httpx
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from orchestrator import __version__
+from orchestrator import __version__, telemetry
 from orchestrator.background.outbound import OutboundRefused, guarded_transport
 from orchestrator.config import Settings
 from orchestrator.errors import DatabaseUnavailable
@@ -35,7 +35,7 @@ from orchestrator.services.webhooks import (
     seal_migrated_credentials,
     set_delivery_status,
 )
-from orchestrator.storage.db import Database
+from orchestrator.storage.db import Database, after_commit
 from orchestrator.storage.models import Job, WebhookDelivery, utcnow
 from orchestrator.storage.secret_box import SecretBox
 from orchestrator.wakeups.hub import Hub
@@ -404,6 +404,8 @@ class WebhookSender:
         """Move ``row`` on after an attempt; the job event to record, if any."""
         if result.ok:
             set_delivery_status(session, row, DeliveryStatus.DELIVERED)
+            lag = (now - row.create_time).total_seconds()
+            after_commit(session, lambda: _count_attempt("delivered", lag))
             row.delivered_time = now
             row.next_attempt_at = None
             detail = {"delivery": row.number, "status_code": result.status_code}
@@ -412,10 +414,12 @@ class WebhookSender:
         if not result.final:
             retry_at = next_attempt(row.attempts, row.create_time, now, self.settings)
         if retry_at is not None:
+            after_commit(session, lambda: _count_attempt("retry"))
             set_delivery_status(session, row, DeliveryStatus.PENDING)
             row.next_attempt_at = retry_at
             return None, {}
         set_delivery_status(session, row, DeliveryStatus.FAILED)
+        after_commit(session, lambda: _count_attempt("failed"))
         row.next_attempt_at = None
         logger.warning(
             "webhook delivery %d of job %s failed after %d attempts",
@@ -430,3 +434,9 @@ class WebhookSender:
             "last_status_code": row.last_status_code,
             "last_error": row.last_error,
         }
+
+
+def _count_attempt(outcome: str, lag: float | None = None) -> None:
+    telemetry.WEBHOOK_ATTEMPTS.labels(outcome).inc()
+    if lag is not None:
+        telemetry.WEBHOOK_LAG.observe(lag)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from orchestrator import telemetry
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.definition_spec import CONTAINER_FIELDS
 from orchestrator.rules.input_limits import InputLimits
@@ -54,16 +56,44 @@ def transition(
     if status is JobStatus.CANCELLED:
         changes["reason"] = FailureReason.CANCELLED
     now = utcnow()
+    # When it could first run in its state: a retry waits out its backoff (``run_after``).
+    before, entered = job.status, max(job.update_time, job.run_after or job.update_time)
     job.status = status
     job.update_time = now
     if status.terminal:
         job.finish_time = now
     for name, value in changes.items():
         setattr(job, name, value)
+    _measure(session, job, before, entered, now)
     session.add(job)
     record(session, job, event, detail, hub)
     if ends and job.webhook:
         webhooks.enqueue(session, job, hub)
+
+
+def _measure(
+    session: Session, job: Job, before: JobStatus, entered: datetime, now: datetime
+) -> None:
+    """Count the move of ``job`` from ``before`` (runnable in it since ``entered``) to its
+    status now, once the transaction commits."""
+    labels = (job.project, job.queue)
+    status = job.status
+    if status is JobStatus.STARTING and before is JobStatus.QUEUED:
+        # A queued job changes only when it is claimed: it has waited since ``entered``.
+        waited = (now - entered).total_seconds()
+        after_commit(session, lambda: telemetry.QUEUE_WAIT.labels(*labels).observe(waited))
+    elif status is JobStatus.RUNNING and before is not JobStatus.RUNNING:
+        after_commit(session, lambda: telemetry.ATTEMPTS_STARTED.labels(*labels).inc())
+    if status.terminal and not before.terminal:
+        reason = "" if status is JobStatus.SUCCEEDED else str(job.reason or "")
+        ran = (now - job.start_time).total_seconds() if job.start_time else None
+
+        def count() -> None:
+            telemetry.JOBS_ENDED.labels(*labels, str(status), reason).inc()
+            if ran is not None:
+                telemetry.RUN_DURATION.labels(*labels, str(status)).observe(ran)
+
+        after_commit(session, count)
 
 
 def record(
@@ -247,6 +277,7 @@ def submit(
         record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
     else:
         record(session, job, EventType.QUEUED, hub=hub)
+    after_commit(session, lambda: telemetry.JOBS_SUBMITTED.labels(project, queue_name).inc())
     return job
 
 

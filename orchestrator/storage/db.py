@@ -33,6 +33,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import QueuePool
 from sqlmodel import Session
 
 from orchestrator.errors import DatabaseUnavailable
@@ -454,6 +455,21 @@ class Database:
         """A read-only session; its objects stay usable after it closes."""
         with _translated(), Session(self.read_engine, expire_on_commit=False) as session:
             yield session
+
+    def pool_use(self) -> list[tuple[str, int, int]]:
+        """Each connection pool of this process: its name (``write``, ``read``, ``bulk``), the
+        connections it keeps, and those lent out now."""
+        engines = {"write": self.write_engine}
+        if self.read_engine.pool is not self.write_engine.pool:
+            engines["read"] = self.read_engine
+        if self._bulk_engine is not None:
+            engines["bulk"] = self._bulk_engine
+        used = []
+        for name, engine in engines.items():
+            pool = engine.pool
+            if isinstance(pool, QueuePool):
+                used.append((name, pool.size(), pool.checkedout()))
+        return used
 
     def dispose(self) -> None:
         """Close every pooled connection."""

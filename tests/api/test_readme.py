@@ -2,7 +2,8 @@
 
 Every fenced block is checked by its language: a YAML block is loaded the way the product loads
 it (a definition by the definitions loader, a policy file as the server reads
-``ORCH_POLICY_FILE``, a Compose file is ``compose.yaml`` word for word), a JSON block parses,
+``ORCH_POLICY_FILE``, a Compose file is ``compose.yaml`` word for word, Prometheus alert rules
+name only metrics a live server declares), a JSON block parses,
 every body a ``curl`` example in a shell block sends parses (a file it names exists and loads),
 and a Python block compiles. A block this file cannot tell the kind of fails it: a new example
 is checked, never skipped.
@@ -16,12 +17,14 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import typer
 import typer.main
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from starlette.routing import Route
 from typer._click.core import Command
 from typer._click.exceptions import UsageError
@@ -36,6 +39,8 @@ from orchestrator.rules.policy import POLICY_FIELDS
 from ..conftest import free_port, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
+# A metric of ours in a PromQL expression.
+METRIC_NAME = re.compile(r"\borchestrator_[a-z_]+")
 README = ROOT / "README.md"
 # Options of curl whose argument is the request body, and what stands in for `$(...)` in one
 # (the README's one-shot schedule puts `$(date ...)` in its body).
@@ -90,6 +95,10 @@ def yaml_kind(block: Block) -> str:
         return "policy"
     if isinstance(data, dict) and "image" in data:
         return "definition"
+    if isinstance(data, dict) and "scrape_configs" in data:
+        return "scrape config"
+    if isinstance(data, dict) and "groups" in data:
+        return "alert rules"
     pytest.fail(f"{block}: neither a job definition nor a policy file; teach this test its kind")
 
 
@@ -105,9 +114,63 @@ def check_yaml(block: Block, tmp_path: Path) -> None:
             f"{block}: not compose.yaml"
         )
         return
+    if kind == "scrape config":
+        check_scrape_config(yaml.safe_load(block.text), block)
+        return
+    if kind == "alert rules":
+        check_alert_rules(yaml.safe_load(block.text), block, tmp_path)
+        return
     policy_file = tmp_path / "policy.yaml"
     policy_file.write_text(block.text)
     Settings(data_dir=tmp_path, policy_file=policy_file).container_policy()
+
+
+def check_scrape_config(config: dict[str, Any], block: Block) -> None:
+    """A Prometheus scrape configuration scrapes /metrics with a token kept in a file."""
+    for job in config["scrape_configs"]:
+        assert job["metrics_path"] == "/metrics", f"{block}: scrapes {job['metrics_path']}"
+        assert set(job["authorization"]) == {"credentials_file"}, f"{block}: a token in the text"
+
+
+def check_alert_rules(rules: dict[str, Any], block: Block, tmp_path: Path) -> None:
+    """Every metric an alert's expression names is one a live server's /metrics declares."""
+    named = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in METRIC_NAME.findall(rule["expr"])
+    }
+    assert named, f"{block}: no metric named"
+    unknown = named - served_metric_names(tmp_path)
+    assert not unknown, f"{block}: /metrics has no {sorted(unknown)}"
+
+
+def served_metric_names(tmp_path: Path) -> set[str]:
+    """The sample names a fresh server's /metrics declares (counters with ``_total``,
+    histograms with their ``_count``, ``_sum`` and ``_bucket``)."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=f"sqlite:///{tmp_path / 'orchestrator.db'}",
+        port=free_port(),
+        runner_enabled=False,
+        docker_host=None,
+        metrics_open=True,
+    )
+    server = start_server(settings)
+    try:
+        text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    finally:
+        server.stop()
+    suffixes = {
+        "counter": ["_total"],
+        "histogram": ["_count", "_sum", "_bucket"],
+        "info": ["_info"],
+    }
+    return {
+        family.name + suffix
+        for family in text_string_to_metric_families(text)
+        for suffix in suffixes.get(family.type, [""])
+    }
 
 
 def check_json(block: Block, tmp_path: Path) -> None:
@@ -158,7 +221,7 @@ def test_readme_block_loads_as_the_product_loads_it(block: Block, tmp_path: Path
 def test_the_readme_shows_a_definition_a_policy_file_and_curl_bodies() -> None:
     # The blocks above were found: a fence this file misreads would otherwise pass unchecked.
     kinds = {yaml_kind(block) for block in BLOCKS if block.language == "yaml"}
-    assert kinds == {"definition", "policy", "compose"}
+    assert kinds == {"definition", "policy", "compose", "scrape config", "alert rules"}
     assert any(curl_bodies(block.text) for block in BLOCKS if block.language == "sh")
 
 
