@@ -74,3 +74,9 @@ SCHEDULE_HTTP_REQUESTS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+SCHEDULE_HTTP_LAG = Histogram(
+    "orchestrator_schedule_http_lag_seconds",
+    "From the tick an HTTP-target schedule fired for to the 2xx answer of its request.",
+    buckets=_DELIVERY_BUCKETS,
+    registry=REGISTRY,
+)

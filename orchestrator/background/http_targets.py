@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -292,8 +292,7 @@ class HttpTargetRunner:
             retried = not outcome.ok and not outcome.refused
             delay = retry_delay(claim.attempt, delays) if retried else None
             run.status_code, run.duration_ms = outcome.status_code, outcome.duration_ms
-            sent = "ok" if outcome.ok else "failed"
-            after_commit(session, lambda: telemetry.SCHEDULE_HTTP_REQUESTS.labels(sent).inc())
+            after_commit(session, _counter(outcome.ok, (now - run.tick).total_seconds()))
             run.response_body, run.error = outcome.body, outcome.error
             run.attempt_log = [
                 *run.attempt_log,
@@ -338,3 +337,14 @@ class HttpTargetRunner:
             },
         )
         return True
+
+
+def _counter(ok: bool, lag: float) -> Callable[[], None]:
+    """What counts a request's outcome (and a success's lag behind its tick) once recorded."""
+
+    def count() -> None:
+        telemetry.SCHEDULE_HTTP_REQUESTS.labels("ok" if ok else "failed").inc()
+        if ok:
+            telemetry.SCHEDULE_HTTP_LAG.observe(lag)
+
+    return count

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from orchestrator import telemetry
 from orchestrator.background.http_targets import HttpTargetRunner, retry_delay
 from orchestrator.config import Settings
 from orchestrator.rules.retry import DEFAULT_RETRY_DELAYS
@@ -285,11 +286,27 @@ def test_a_redirect_is_not_followed(world: World, receiver: Receiver) -> None:
     assert schedule.status == "active"  # a cron schedule goes on
 
 
+def sent(outcome: str) -> float:
+    """The process's count of HTTP-target requests with ``outcome`` (``/metrics``)."""
+    value = telemetry.REGISTRY.get_sample_value(
+        "orchestrator_schedule_http_requests_total", {"outcome": outcome}
+    )
+    return value or 0.0
+
+
+def lags() -> float:
+    value = telemetry.REGISTRY.get_sample_value("orchestrator_schedule_http_lag_seconds_count")
+    return value or 0.0
+
+
 def test_503_twice_then_200_succeeds_on_attempt_3(world: World, receiver: Receiver) -> None:
     url = receiver.plan("/flaky", Reply(503), Reply(503), Reply(200))
     schedule_id, run_id = world.add(url, retry_delays=[0.2, 0.2], cron="0 * * * *")
+    before = (sent("ok"), sent("failed"), lags())
     world.runner()
     run = world.wait_run(run_id)
+    # /metrics counts each attempt once it is recorded, and the success's lag.
+    assert (sent("ok"), sent("failed"), lags()) == (before[0] + 1, before[1] + 2, before[2] + 1)
     assert (run.status, run.attempts, run.status_code) == ("succeeded", 3, 200)
     assert [e["attempt"] for e in run.attempt_log] == [1, 2, 3]
     assert [e["status_code"] for e in run.attempt_log] == [503, 503, 200]

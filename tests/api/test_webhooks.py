@@ -20,6 +20,7 @@ import standardwebhooks.webhooks
 import svix.webhooks
 from sqlmodel import select
 
+from orchestrator import telemetry
 from orchestrator.background import webhook_sender
 from orchestrator.rules import masking
 from orchestrator.rules.masking import public_url
@@ -232,7 +233,19 @@ def paused_job(server: LiveServer, **body: Any) -> dict[str, Any]:
 # --- tests -----------------------------------------------------------------------------------
 
 
+def attempts_counted(outcome: str) -> float:
+    """The process's count of webhook sends with ``outcome`` (``/metrics``)."""
+    name = "orchestrator_webhook_attempts_total"
+    return telemetry.REGISTRY.get_sample_value(name, {"outcome": outcome}) or 0.0
+
+
+def lags_counted() -> float:
+    name = "orchestrator_webhook_delivery_lag_seconds_count"
+    return telemetry.REGISTRY.get_sample_value(name) or 0.0
+
+
 def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: Receiver) -> None:
+    before = (attempts_counted("delivered"), lags_counted())
     server.register(sh("ok", 'echo hi; echo \'{"n": 1}\' > "$ORCH_OUTPUT"'))
     server.register(sh("fails", "exit 3"))
     ok = server.submit(definition="ok", webhook=receiver.url("/ok"))
@@ -271,6 +284,8 @@ def test_finished_jobs_deliver_their_json_signed(server: LiveServer, receiver: R
         assert event["type"] == "webhook_delivered"
         assert event["detail"] == {"delivery": 1, "status_code": 204, "attempts": 1}
     assert json.loads(receiver.of(ok["id"])[0].body)["output"] == {"n": 1}
+    # /metrics counts each delivery once, with its lag.
+    assert (attempts_counted("delivered"), lags_counted()) == (before[0] + 3, before[1] + 3)
     # A job without a webhook has no delivery.
     plain = server.submit(definition="ok")
     server.wait_job(plain["id"])
@@ -540,12 +555,15 @@ def test_a_receiver_that_always_fails_ends_failed(
     receiver.behaviours["/close"] = Behaviour(close=True)
     receiver.behaviours["/redirect"] = Behaviour(status=302, location=receiver.url("/elsewhere"))
     server.register(sh("ok", "true"))
+    before = {outcome: attempts_counted(outcome) for outcome in ("retry", "failed")}
     jobs = {
         path: server.submit(definition="ok", webhook=receiver.url(path))["id"]
         for path in ("/500", "/close", "/redirect")
     }
+    sends = 0
     for path, job_id in jobs.items():
         failed = wait_delivery(server, job_id, "failed")
+        sends += failed["attempts"]
         assert failed["attempts"] >= 2
         assert failed["attempts"] == len(failed["attempt_log"]) == len(receiver.of(job_id))
         assert failed["delivered_time"] is None
@@ -568,6 +586,9 @@ def test_a_receiver_that_always_fails_ends_failed(
     assert "redirects are not followed" in redirected["last_error"]
     # The job's own outcome is untouched.
     assert all(server.job(job_id)["status"] == "succeeded" for job_id in jobs.values())
+    # /metrics: every send but the last of each was a retry; each last one gave up.
+    assert attempts_counted("failed") - before["failed"] == 3
+    assert attempts_counted("retry") - before["retry"] == sends - 3
 
 
 def test_a_slow_receiver_delays_neither_other_deliveries_nor_jobs(
