@@ -186,6 +186,8 @@ class Settings(BaseSettings):
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
     max_input_bytes: int = Field(default=262_144, ge=1024)
     max_metadata_bytes: int = Field(default=16_384, ge=256)
+    # The most children one array job may have (``array: {size: N}`` on a submit).
+    array_max_size: int = Field(default=10_000, ge=2, le=1_000_000)
     max_parameters: int = Field(default=100, ge=1)
     max_env: int = Field(default=100, ge=1)
     max_log_bytes: int = Field(default=10_485_760, ge=4096)
@@ -341,6 +343,7 @@ class Settings(BaseSettings):
             max_parameters=self.max_parameters,
             max_env=self.max_env,
             max_secret_bytes=self.max_secret_bytes,
+            max_array_size=self.array_max_size,
         )
 
     def project_caps(self) -> ProjectCaps:

@@ -30,7 +30,15 @@ from orchestrator.schemas.jobs import (
     list_fields,
     page_chunks,
 )
-from orchestrator.services import dry_runs, job_queries, jobs, outbound, projects, retention
+from orchestrator.services import (
+    arrays,
+    dry_runs,
+    job_queries,
+    jobs,
+    outbound,
+    projects,
+    retention,
+)
 from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
@@ -126,7 +134,8 @@ def submit_job(
             actor=actor,
         )
         location = f"/v1/projects/{project}/jobs/{job.id}"
-        return answer_of(201, JobPublic.from_row(job), location=location)
+        shown = JobPublic.from_row(job, job_queries.children_counts(session, job))
+        return answer_of(201, shown, location=location)
 
     scope = Scope(project, "jobs")
     return create_once(services, request, idempotency_key, scope, body, create)
@@ -197,7 +206,44 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
     """One job."""
     with services.db.read() as session:
         projects.get(session, project)
-        return JobPublic.from_row(job_queries.get(session, project, job_id))
+        job = job_queries.get(session, project, job_id)
+        return JobPublic.from_row(job, job_queries.children_counts(session, job))
+
+
+@router.get("/{job_id}/children", response_model=Page[JobListItem], responses=responses(400))
+def list_children(
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    status: Annotated[JobStatus | None, Query(description="Only children in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+    fields: Annotated[
+        list[str] | None,
+        Query(
+            description="Fields to add to each child, comma-separated: any of "
+            f"{', '.join(DOCUMENTS)}."
+        ),
+    ] = None,
+) -> Response:
+    """An array job's children, highest index first (as the job list: newest first), paged
+    like the job list; 404 when the job is not an array job."""
+    names = list_fields(fields)
+    settings = services.settings
+    with services.db.read() as session:
+        projects.get(session, project)
+        parent = arrays.children_of(session, project, job_id)
+        items, next_cursor = job_queries.list_jobs(
+            session,
+            project,
+            where=job_queries.JobFilter(status=status, parent_id=parent.id),
+            limit=limit,
+            cursor=cursor,
+            fields=names,
+            max_bytes=settings.list_page_max_bytes,
+            batch=job_queries.read_batch(settings, names, limit),
+        )
+    return StreamingResponse(_chunks(items, next_cursor), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(409))
@@ -208,7 +254,7 @@ def cancel_job(
     with services.db.transaction() as session:
         projects.get(session, project)
         job = jobs.cancel(session, services.hub, project, job_id, actor)
-    return JobPublic.from_row(job)
+        return JobPublic.from_row(job, job_queries.children_counts(session, job))
 
 
 @router.delete("/{job_id}", status_code=204, responses=responses(409))

@@ -36,6 +36,7 @@ JOB_COLUMNS = (
     ("exit_code", "EXIT"),
     ("runner", "RUNNER"),
     ("create_time", "CREATED"),
+    ("children", "CHILDREN"),
 )
 QUEUE_COLUMNS = (
     ("name", "NAME"),
@@ -95,9 +96,18 @@ def connect(project: str | None) -> Iterator[Client]:
         fail(exc.message)
 
 
+def children_cell(counts: dict[str, Any]) -> str:
+    """An array job's children: ``3: 2 succeeded, 1 running`` (size, then each status held)."""
+    size = counts.get("size")
+    parts = [f"{n} {status}" for status, n in counts.items() if status != "size" and n]
+    return f"{size}: " + ", ".join(parts) if parts else f"{size}"
+
+
 def cell(key: str, value: Any) -> str:
     if value is None:
         return "-"
+    if key == "children" and isinstance(value, dict):
+        return children_cell(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict | list):

@@ -104,6 +104,14 @@ def submit(
         ),
     ] = None,
     priority: Annotated[int | None, typer.Option(help="Higher runs first in its queue.")] = None,
+    array: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="An array job: N children indexed 0..N-1, each with $ORCH_ARRAY_INDEX "
+            "(and Param::array_index in its command); --follow follows the parent's end.",
+        ),
+    ] = None,
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
@@ -151,6 +159,7 @@ def submit(
         "schedule_at": schedule_time(schedule_at),
         "priority": priority,
         "timeout": duration(timeout, "--timeout"),
+        "array": {"size": array} if array is not None else None,
     }
     body = {field: value for field, value in given.items() if value is not None}
     key = idempotency_key(key_text)

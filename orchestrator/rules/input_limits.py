@@ -26,6 +26,8 @@ class InputLimits:
     max_parameters: int = 100
     max_env: int = 100
     max_secret_bytes: int = 65_536
+    # The most children one array job may have (``rules.arrays``).
+    max_array_size: int = 10_000
 
     def check_document(self, field: str, value: Any) -> None:
         """Refuse ``input`` or ``metadata`` whose JSON encoding is over its byte limit (413)."""

@@ -36,6 +36,27 @@ from orchestrator.storage.models import (
 )
 
 
+class ArrayRequest(Request):
+    """An array job: one parent and ``size`` children indexed 0..size-1."""
+
+    size: int = Field(
+        description="How many children: 2 to ORCH_ARRAY_MAX_SIZE (10,000 by default)."
+    )
+
+
+class ArrayChildren(BaseModel):
+    """An array parent's children: how many, and how many are in each status."""
+
+    size: int
+    scheduled: int = 0
+    queued: int = 0
+    starting: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
 class JobCreate(Request):
     definition: Text | None = None
     queue: Name = "default"
@@ -55,6 +76,12 @@ class JobCreate(Request):
     priority: Priority = 0
     timeout: Duration | None = None
     schedule_at: Time | None = None
+    array: ArrayRequest | None = Field(
+        default=None,
+        description="Make an array job: a parent and `size` children, each a job of its own "
+        "with `ORCH_ARRAY_INDEX` and `ORCH_ARRAY_SIZE` in its environment (and "
+        "`Param::array_index`, `Param::array_size` in its command).",
+    )
 
 
 class JobSummary(BaseModel):
@@ -85,11 +112,19 @@ class JobSummary(BaseModel):
     update_time: datetime
     start_time: datetime | None
     finish_time: datetime | None
+    parent_id: str | None = Field(default=None, description="An array child's parent.")
+    array_index: int | None = Field(default=None, description="An array child's index.")
+    array_size: int | None = Field(
+        default=None, description="The size of the array this job is the parent or a child of."
+    )
+    children: ArrayChildren | None = Field(
+        default=None, description="An array parent's children, counted by status."
+    )
 
     @classmethod
-    def from_row(cls, row: Job) -> JobSummary:
+    def from_row(cls, row: Job, children: ArrayChildren | None = None) -> JobSummary:
         """The summary; reads only the row's ``SUMMARY_COLUMNS``."""
-        return cls(**_summary_fields(row))
+        return cls(**_summary_fields(row), children=children)
 
 
 class JobPublic(JobSummary):
@@ -104,10 +139,10 @@ class JobPublic(JobSummary):
     output: Any
 
     @classmethod
-    def from_row(cls, row: Job) -> JobPublic:
-        """The job with every field."""
+    def from_row(cls, row: Job, children: ArrayChildren | None = None) -> JobPublic:
+        """The job with every field (``children``: an array parent's counts)."""
         documents = {name: read(row) for name, (_, read) in DOCUMENTS.items()}
-        return cls(**_summary_fields(row), **documents)
+        return cls(**_summary_fields(row), **documents, children=children)
 
 
 def _summary_fields(row: Job) -> dict[str, Any]:
@@ -134,6 +169,9 @@ def _summary_fields(row: Job) -> dict[str, Any]:
         "update_time": row.update_time,
         "start_time": row.start_time,
         "finish_time": row.finish_time,
+        "parent_id": row.parent_id,
+        "array_index": row.array_index,
+        "array_size": row.array_size,
     }
 
 
@@ -143,7 +181,7 @@ SUMMARY_COLUMNS: tuple[Any, ...] = (
     Job.name, Job.status, Job.priority, Job.attempt, Job.max_attempts,
     Job.interrupted_attempts, Job.exit_code, Job.error, Job.reason, Job.container_id, Job.runner,
     Job.webhook, Job.timeout, Job.schedule_at, Job.create_time, Job.update_time,
-    Job.start_time, Job.finish_time,
+    Job.start_time, Job.finish_time, Job.parent_id, Job.array_index, Job.array_size,
 )  # fmt: skip
 
 # The fields a list leaves out unless ``?fields=`` names them, each with its column and how it
@@ -192,10 +230,12 @@ class JobListItem(JobSummary):
     output: Any = Field(default=None, description="Only with ?fields=output.")
 
 
-def list_item_json(row: Job, fields: tuple[str, ...]) -> bytes:
+def list_item_json(
+    row: Job, fields: tuple[str, ...], children: ArrayChildren | None = None
+) -> bytes:
     """The job as a list item, as compact UTF-8 JSON: its summary and the named ``fields``
-    (reads only those columns of the row)."""
-    item = JobSummary.from_row(row).model_dump(mode="json")
+    (reads only those columns of the row); ``children``: an array parent's counts."""
+    item = JobSummary.from_row(row, children).model_dump(mode="json")
     for name in fields:
         item[name] = DOCUMENTS[name][1](row)
     return json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()

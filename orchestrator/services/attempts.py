@@ -21,6 +21,7 @@ from orchestrator.rules.states import (
     EventType,
     JobStatus,
 )
+from orchestrator.services import arrays
 from orchestrator.services.jobs import locked_job, record, transition
 from orchestrator.storage.db import after_commit, serialize
 from orchestrator.storage.models import Job, JobLog, Queue, utcnow
@@ -55,6 +56,8 @@ def _claimable_queues(session: Session, queues: Sequence[str] | None) -> list[Qu
             active.c.project == Queue.project,
             active.c.queue == Queue.name,
             active.c.status.in_(sorted(ACTIVE)),
+            # An array parent runs nothing itself: its children count.
+            active.c.unfinished_children.is_(None),
         )
         .scalar_subquery()
     )
@@ -81,6 +84,7 @@ def _next_in_queue(session: Session, queue: Queue, now: datetime) -> Job | None:
             Job.queue == queue.name,
             Job.status == JobStatus.QUEUED,
             sa.or_(col(Job.run_after).is_(None), col(Job.run_after) <= now),
+            arrays.NOT_PARENT,
         )
         .order_by(sa.desc(col(Job.priority)), col(Job.seq))
         .limit(1)

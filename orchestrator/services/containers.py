@@ -5,6 +5,7 @@ options. The runner creates exactly this (``runner/attempt.py``), and a dry run 
 from __future__ import annotations
 
 from orchestrator.config import Settings
+from orchestrator.rules import arrays
 from orchestrator.rules.containers import (
     INPUT_PATH,
     INSTALLATION_LABEL,
@@ -55,6 +56,8 @@ def container_spec(
         "ORCH_INPUT": INPUT_PATH,
         "ORCH_OUTPUT": OUTPUT_PATH,
     }
+    if job.array_index is not None and job.array_size is not None:
+        env.update(arrays.environment(job.array_index, job.array_size))
     labels = {
         **options["labels"],
         INSTALLATION_LABEL: installation,

@@ -5,7 +5,7 @@ against the submission's own values. The job service stores what this module wor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,7 +16,7 @@ from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PR
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.states import UNFINISHED
-from orchestrator.rules.templating import placeholders, substitute
+from orchestrator.rules.templating import ParameterValue, placeholders, substitute
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import definitions, projects
 from orchestrator.storage.models import Definition, Job, Queue
@@ -113,10 +113,12 @@ def bind(
     command: list[str] | None,
     timeout: float | None,
     limits: InputLimits | None,
+    implicit: Mapping[str, ParameterValue] | None = None,
 ) -> dict[str, Any]:
     """The job's columns that come from its definition, merged with the submission's own
     values (checked: reserved and required env, counts, unknown parameters, ``Param::``
-    substitution)."""
+    substitution). ``implicit``: substitution values no one declares (an array's
+    ``array_index``), stored with none of the job's parameters."""
     spec = definitions.current_spec(definition)
     reference = f"{definition.name}:{definition.version}"
     _check_env(env, secret_env, spec["secrets"], reference)
@@ -133,7 +135,8 @@ def bind(
     substituted = None
     if template is not None:
         field = "command" if command is not None else f"definition {reference} command"
-        substituted = substitute(template, merged_parameters, field=field)
+        values = {**merged_parameters, **(implicit or {})}
+        substituted = substitute(template, values, field=field)
     return {
         "definition_name": definition.name,
         "definition_version": definition.version,

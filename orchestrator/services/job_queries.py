@@ -20,7 +20,12 @@ from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.states import JobStatus
-from orchestrator.schemas.jobs import DOCUMENTS, SUMMARY_COLUMNS, list_item_json
+from orchestrator.schemas.jobs import (
+    DOCUMENTS,
+    SUMMARY_COLUMNS,
+    ArrayChildren,
+    list_item_json,
+)
 from orchestrator.services import definitions, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 
@@ -82,9 +87,16 @@ class JobFilter:
     name: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    # An array parent's id: its children; None: jobs that are not children (a list shows a
+    # parent with its counts, not its children one by one).
+    parent_id: str | None = None
 
     def apply(self, statement: SelectOfScalar[Job]) -> SelectOfScalar[Job]:
         """``statement`` keeping only the matching jobs; a malformed ``definition`` is a 400."""
+        if self.parent_id is None:
+            statement = statement.where(col(Job.parent_id).is_(None))
+        else:
+            statement = statement.where(Job.parent_id == self.parent_id)
         if self.queue is not None:
             statement = statement.where(Job.queue == self.queue)
         if self.status is not None:
@@ -138,7 +150,7 @@ def list_jobs(
     for row in _newest_first(session, statement, before, batch):
         if len(items) == limit:
             break
-        item = list_item_json(row, fields)
+        item = list_item_json(row, fields, children_counts(session, row))
         if items and size + len(item) + 1 > max_bytes:
             break
         items.append(item)
@@ -148,6 +160,18 @@ def list_jobs(
         return items, None
     assert last is not None
     return items, _encode_cursor(last)
+
+
+def children_counts(session: Session, job: Job) -> ArrayChildren | None:
+    """An array parent's children counted by status (one grouped read of the parent's index);
+    None for any other job."""
+    if job.array_size is None or job.array_index is not None:
+        return None
+    statement = (
+        select(Job.status, sa.func.count()).where(Job.parent_id == job.id).group_by(col(Job.status))
+    )
+    counts = {str(status): count for status, count in session.exec(statement).all()}
+    return ArrayChildren(size=job.array_size, **counts)
 
 
 def _newest_first(

@@ -23,9 +23,9 @@ from orchestrator.rules.definition_spec import CONTAINER_FIELDS
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.reasons import FailureReason
-from orchestrator.rules.states import WAITING, EventType, JobStatus, can_transition
+from orchestrator.rules.states import WAITING, EventType, JobStatus
 from orchestrator.schemas.jobs import JobCreate
-from orchestrator.services import definitions, job_binding, job_queries, webhooks
+from orchestrator.services import arrays, definitions, job_binding, job_queries, webhooks
 from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Definition, Job, JobEvent, Queue, utcnow
@@ -50,7 +50,7 @@ def transition(
     """Move ``job`` to ``status`` (checked against the life cycle) and append its event; a
     job with a webhook that ends here gets its webhook message in the same transaction. A
     cancelled job's reason is ``cancelled``, however it was cancelled."""
-    if job.status != status and not can_transition(job.status, status):
+    if job.status != status and not arrays.can_transition(job, status):
         raise Conflict(f"job {job.id} cannot go from {job.status} to {status}", field="status")
     ends = status.terminal and not job.status.terminal
     if status is JobStatus.CANCELLED:
@@ -69,6 +69,7 @@ def transition(
     record(session, job, event, detail, hub)
     if ends and job.webhook:
         webhooks.enqueue(session, job, hub)
+    arrays.child_moved(session, job, before, hub, transition)
 
 
 def _measure(
@@ -150,7 +151,9 @@ def plan(
     it, a dry run shows it). The arguments are ``submit``'s."""
     queue, definition = job_binding.queue_and_definition(session, project, request)
     # An unbound job has no time of its own: the scheduler would queue it at that time.
-    if definition is None and (not wait_for_definition or request.schedule_at is not None):
+    if definition is None and (
+        not wait_for_definition or request.schedule_at is not None or request.array is not None
+    ):
         raise job_binding.no_definition(queue)
     if definition is not None:
         # Today's container policy first: it may have changed since the registration. The
@@ -166,6 +169,7 @@ def plan(
             command=request.command,
             timeout=request.timeout,
             limits=limits,
+            implicit=arrays.KEPT if request.array is not None else None,
         )
     else:
         # Unbound: the submission's own values, merged with the definition's when it is bound.
@@ -183,6 +187,8 @@ def plan(
     limits.check_document("input", request.input)
     limits.check_document("metadata", request.metadata)
     limits.check_secrets("secret_env", request.secret_env)
+    if request.array is not None:
+        arrays.check(request, limits)
 
     if request.name is not None:
         job_binding.check_name_free(session, project, queue.name, request.name)
@@ -211,6 +217,8 @@ def plan(
         api=api,
         create_time=now,
         update_time=now,
+        array_size=request.array.size if request.array is not None else None,
+        unfinished_children=request.array.size if request.array is not None else None,
         **bound,
     )
     return Planned(job, queue, definition, scheduled)
@@ -277,7 +285,14 @@ def submit(
         record(session, job, EventType.SCHEDULED, {"schedule_at": request.schedule_at.isoformat()})
     else:
         record(session, job, EventType.QUEUED, hub=hub)
-    after_commit(session, lambda: telemetry.JOBS_SUBMITTED.labels(project, queue_name).inc())
+    if request.array is not None:
+        assert definition is not None
+        arrays.add_children(session, job, arrays.template(definition, request), hub)
+    # The jobs that will run: an array's children (its parent runs nothing itself).
+    runnable = request.array.size if request.array is not None else 1
+    after_commit(
+        session, lambda: telemetry.JOBS_SUBMITTED.labels(project, queue_name).inc(runnable)
+    )
     return job
 
 
@@ -335,8 +350,25 @@ def bind_waiting(session: Session, hub: Hub | None, queue: Queue) -> int:
 def cancel(
     session: Session, hub: Hub | None, project: str, job_id: str, actor: Actor = SYSTEM
 ) -> Job:
-    """Cancel a waiting job at once; ask the runner to stop a starting or running one."""
-    job = locked_job(session, job_queries.get(session, project, job_id).id)
+    """Cancel a waiting job at once; ask the runner to stop a starting or running one (an
+    array job: each of its unfinished children)."""
+    job = job_queries.get(session, project, job_id)
+    if arrays.is_parent(job):
+        # Every unfinished child is cancelled; the parent ends with its last child.
+        parent, children = arrays.lock_for_cancel(session, job)
+        if not parent.cancel_requested:
+            parent.cancel_requested = True
+            session.add(parent)
+            detail = {"actor": actor.record(), "children": len(children)}
+            record(session, parent, EventType.CANCEL_REQUESTED, detail, hub)
+        for child in children:
+            cancel_locked(session, hub, child, actor)
+        return parent
+    return cancel_locked(session, hub, locked_job(session, job.id), actor)
+
+
+def cancel_locked(session: Session, hub: Hub | None, job: Job, actor: Actor = SYSTEM) -> Job:
+    """``cancel`` of a job the caller has locked."""
     if job.status.terminal:
         raise Conflict(f"job {job.id} is already {job.status}", field="status")
     who = {"actor": actor.record()}

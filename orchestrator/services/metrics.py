@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.states import UNFINISHED, JobStatus
-from orchestrator.services import runners
+from orchestrator.services import arrays, runners
 from orchestrator.storage.models import Job, Queue, WebhookDelivery, utcnow
 
 
@@ -60,7 +60,8 @@ def snapshot(session: Session, lease: float) -> Snapshot:
     """Read the queues, their unfinished jobs, the runners and the webhook backlog."""
     counted = session.exec(
         select(Job.project, Job.queue, Job.status, sa.func.count())
-        .where(col(Job.status).in_(UNFINISHED))
+        # An array's parent runs nothing itself: its children are counted.
+        .where(col(Job.status).in_(UNFINISHED), arrays.NOT_PARENT)
         .group_by(col(Job.project), col(Job.queue), col(Job.status))
     ).all()
     by_queue: dict[tuple[str, str], dict[JobStatus, int]] = {}

@@ -10,7 +10,7 @@ from orchestrator.rules.fields import storable
 from orchestrator.rules.project_caps import Capped, ProjectCaps
 from orchestrator.rules.states import ACTIVE, UNFINISHED, JobStatus
 from orchestrator.schemas.queues import QueueCreate, QueueUpdate
-from orchestrator.services import audit, definitions, jobs, projects
+from orchestrator.services import arrays, audit, definitions, jobs, projects
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import serialize
 from orchestrator.storage.models import Job, Queue, utcnow
@@ -41,7 +41,7 @@ def counts(session: Session, project: str) -> dict[str, tuple[int, int]]:
     statement = (
         select(Job.queue, Job.status, sa.func.count())
         .where(Job.project == project)
-        .where(col(Job.status).in_([JobStatus.QUEUED, *ACTIVE]))
+        .where(col(Job.status).in_([JobStatus.QUEUED, *ACTIVE]), arrays.NOT_PARENT)
         .group_by(Job.queue, Job.status)
     )
     result: dict[str, tuple[int, int]] = {}

@@ -118,6 +118,8 @@ def _expired_jobs(project: str, cutoff: datetime) -> SelectOfScalar[str]:
             Job.project == project,
             col(Job.finish_time) < cutoff,
             col(Job.status).in_(TERMINAL),
+            # An array's children go with their parent (``delete_jobs``), never before it.
+            col(Job.parent_id).is_(None),
         )
         .order_by(col(Job.finish_time))
     )
@@ -169,6 +171,9 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
     if not job_ids:
         return Removed()
     connection = session.connection()
+    # An array parent's children go with it (there are none while it is unfinished).
+    children = select(Job.id).where(_among(session, Job.parent_id, job_ids))
+    job_ids = [*job_ids, *session.exec(children).all()]
 
     def gone(model: type[Job | JobEvent | JobLog | WebhookDelivery], column: Any) -> int:
         # On a Connection the statement runs as plain SQL, whatever model names the table.
@@ -187,6 +192,12 @@ def delete_job(session: Session, project: str, job_id: str, actor: Actor) -> Rem
     """Delete one finished job of ``project`` now, whatever its age (Conflict while it is not
     finished: cancel it first); recorded in the audit trail."""
     job = job_queries.get(session, project, job_id)
+    if job.parent_id is not None:
+        raise Conflict(
+            f"job {job.id} is a child of array job {job.parent_id}: delete the parent, "
+            "which deletes its children",
+            field="job",
+        )
     if job.status not in TERMINAL:
         raise Conflict(
             f"job {job.id} is {job.status}: only a finished job can be deleted (cancel it first)",

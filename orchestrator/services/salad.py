@@ -212,7 +212,7 @@ def waiting_count(session: Session, queue: Queue) -> int:
         select(sa.func.count())
         .select_from(Job)
         .where(Job.project == queue.project, Job.queue == queue.name)
-        .where(col(Job.status).in_(list(WAITING)))
+        .where(col(Job.status).in_(list(WAITING)), col(Job.unfinished_children).is_(None))
     )
     return int(session.exec(statement).one())
 

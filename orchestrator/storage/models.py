@@ -175,6 +175,22 @@ class Job(SQLModel, table=True):
             sqlite_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
             postgresql_where=sa.text(f"name IS NOT NULL AND {_UNFINISHED}"),
         ),
+        # An array's children: a page of them (by status or not), their counts by status.
+        sa.Index(
+            "ix_jobs_parent_seq",
+            "parent_id",
+            "seq",
+            sqlite_where=sa.text("parent_id IS NOT NULL"),
+            postgresql_where=sa.text("parent_id IS NOT NULL"),
+        ),
+        sa.Index(
+            "ix_jobs_parent_status",
+            "parent_id",
+            "status",
+            "seq",
+            sqlite_where=sa.text("parent_id IS NOT NULL"),
+            postgresql_where=sa.text("parent_id IS NOT NULL"),
+        ),
     )
 
     seq: int | None = Field(default=None, primary_key=True)
@@ -227,6 +243,13 @@ class Job(SQLModel, table=True):
     update_time: datetime = _time(default_factory=utcnow)
     start_time: datetime | None = _time(default=None)
     finish_time: datetime | None = _time(default=None)
+    # Array jobs (``services.arrays``): a child has its parent's id, its index and the size;
+    # a parent has the size and how many children have not ended yet (None on other jobs:
+    # what marks a parent, which no runner claims).
+    parent_id: str | None = Field(default=None, max_length=36)
+    array_index: int | None = None
+    array_size: int | None = None
+    unfinished_children: int | None = None
 
 
 class JobEvent(SQLModel, table=True):

@@ -2,7 +2,7 @@
 exactly; a database at the previous revision, or made before migrations, keeps its data; two
 processes migrating at once; the ``db`` commands; a server starting on an old database; webhook
 URL credentials taken out of the clear columns (0007); the idempotency keys' table (0013);
-jobs' failure reason (0014)."""
+jobs' failure reason (0014); array jobs (0015)."""
 
 from __future__ import annotations
 
@@ -178,6 +178,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0012",
         "0013",
         "0014",
+        "0015",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -285,6 +286,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0012",
         "0013",
         "0014",
+        "0015",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
@@ -791,4 +793,31 @@ def test_0014_adds_a_null_reason_to_every_job_and_its_downgrade_drops_it(
     migrate_down_to(database, "0013")
     with database.read_engine.connect() as connection:
         assert "reason" not in {c["name"] for c in sa.inspect(connection).get_columns("jobs")}
+    assert_seeded_data_intact(database)
+
+
+def test_0015_adds_array_columns_null_on_every_job_and_its_downgrade_drops_them(
+    database: Database,
+) -> None:
+    migrate_to(database, "0001")
+    seed(database)
+    migrate_to(database, "0014")
+
+    assert applied_revisions(database.upgrade_schema()) == revisions_from("0015")
+
+    added = ("parent_id", "array_index", "array_size", "unfinished_children")
+    with database.read_engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("jobs")}
+        rows = connection.execute(sa.text(f"SELECT {', '.join(added)} FROM jobs")).all()
+        indexes = {i["name"] for i in sa.inspect(connection).get_indexes("jobs")}
+    assert set(added) <= columns
+    # No job made before arrays is a parent or a child.
+    assert rows and {tuple(row) for row in rows} == {(None, None, None, None)}
+    assert {"ix_jobs_parent_seq", "ix_jobs_parent_status"} <= indexes
+    assert_seeded_data_intact(database)
+
+    migrate_down_to(database, "0014")
+    with database.read_engine.connect() as connection:
+        columns = {c["name"] for c in sa.inspect(connection).get_columns("jobs")}
+    assert not set(added) & columns
     assert_seeded_data_intact(database)
