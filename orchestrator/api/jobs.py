@@ -30,7 +30,15 @@ from orchestrator.schemas.jobs import (
     list_fields,
     page_chunks,
 )
-from orchestrator.services import dry_runs, job_queries, jobs, outbound, projects, retention
+from orchestrator.services import (
+    dependencies,
+    dry_runs,
+    job_queries,
+    jobs,
+    outbound,
+    projects,
+    retention,
+)
 from orchestrator.services.idempotency import Answer, Scope
 from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
@@ -126,7 +134,7 @@ def submit_job(
             actor=actor,
         )
         location = f"/v1/projects/{project}/jobs/{job.id}"
-        return answer_of(201, JobPublic.from_row(job), location=location)
+        return answer_of(201, dependencies.public(session, job), location=location)
 
     scope = Scope(project, "jobs")
     return create_once(services, request, idempotency_key, scope, body, create)
@@ -197,7 +205,7 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
     """One job."""
     with services.db.read() as session:
         projects.get(session, project)
-        return JobPublic.from_row(job_queries.get(session, project, job_id))
+        return dependencies.public(session, job_queries.get(session, project, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=responses(409))
@@ -208,7 +216,7 @@ def cancel_job(
     with services.db.transaction() as session:
         projects.get(session, project)
         job = jobs.cancel(session, services.hub, project, job_id, actor)
-    return JobPublic.from_row(job)
+        return dependencies.public(session, job)
 
 
 @router.delete("/{job_id}", status_code=204, responses=responses(409))

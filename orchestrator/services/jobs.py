@@ -23,7 +23,7 @@ from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.states import WAITING, EventType, JobStatus, can_transition
 from orchestrator.schemas.jobs import JobCreate
-from orchestrator.services import definitions, job_binding, job_queries, webhooks
+from orchestrator.services import definitions, dependencies, job_binding, job_queries, webhooks
 from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Definition, Job, JobEvent, Queue, utcnow
@@ -64,6 +64,8 @@ def transition(
     record(session, job, event, detail, hub)
     if ends and job.webhook:
         webhooks.enqueue(session, job, hub)
+    if ends:
+        dependencies.ended(session, hub, job, transition)
 
 
 def record(
@@ -138,6 +140,7 @@ def plan(
             limits=limits,
         )
     else:
+        dependencies.refuse_unbound(request.depends_on)
         # Unbound: the submission's own values, merged with the definition's when it is bound.
         limits.check_counts(len(request.parameters), len(request.env) + len(request.secret_env))
         bound = {
@@ -153,12 +156,19 @@ def plan(
     limits.check_document("input", request.input)
     limits.check_document("metadata", request.metadata)
     limits.check_secrets("secret_env", request.secret_env)
+    input_from = dependencies.check(session, project, request.depends_on, request.input)
 
     if request.name is not None:
         job_binding.check_name_free(session, project, queue.name, request.name)
 
     now = utcnow()
     scheduled = request.schedule_at is not None and request.schedule_at > now
+    # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a claim
+    # ever takes it, so the claim query stays as it is. A job with dependencies is stored
+    # ``pending``; ``dependencies.attach`` moves it on if they all ended already.
+    status = JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED
+    if request.depends_on:
+        status = JobStatus.PENDING
     webhook, webhook_auth = webhooks.seal_url(
         box, str(request.webhook) if request.webhook else None
     )
@@ -167,13 +177,12 @@ def plan(
         project=project,
         queue=queue.name,
         name=request.name,
-        # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a
-        # claim ever takes it, so the claim query stays as it is.
-        status=JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED,
+        status=status,
         priority=request.priority,
         secret_env_keys=sorted(request.secret_env),
         secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
         input=request.input,
+        input_from=input_from,
         job_metadata=request.metadata,
         webhook=webhook,
         webhook_auth_ciphertext=webhook_auth,
@@ -239,7 +248,9 @@ def submit(
         EventType.CREATED,
         {"definition": reference, "queue": queue.name, "actor": actor.record()},
     )
-    if definition is None:
+    if request.depends_on:
+        dependencies.attach(session, hub, job, request.depends_on, transition)
+    elif definition is None:
         detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
         record(session, job, EventType.SCHEDULED, detail)
     elif planned.scheduled:

@@ -19,8 +19,7 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.delivery_states import DeliveryStatus, can_delivery_transition
 from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
-from orchestrator.schemas.jobs import JobPublic
-from orchestrator.services import salad
+from orchestrator.services import dependencies, salad
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import (
     Job,
@@ -120,7 +119,7 @@ def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
         body = salad.job_json(session, job)
         signing_key = salad.SALAD
     else:
-        body = JobPublic.from_row(job).model_dump(mode="json")
+        body = dependencies.public(session, job).model_dump(mode="json")
     now = utcnow()
     session.add(
         WebhookDelivery(
