@@ -29,6 +29,8 @@ from orchestrator.wakeups.hub import Hub
 # The session's queue of jobs that ended and whose dependents are still to settle, while
 # ``ended`` works through them (a failure cascading down a chain is a loop, not a recursion).
 _ENDED = "orchestrator.dependencies.ended"
+# Dependents read per statement (bound parameters: PostgreSQL takes at most 65,535).
+_CHUNK = 1000
 
 
 class Move(Protocol):
@@ -145,7 +147,6 @@ def _settle(
     output: Any,
     move: Move,
 ) -> None:
-    links = select(JobDependency.job_id).where(JobDependency.dependency_id == dependency_id)
     conditions = dict(
         session.execute(
             select(JobDependency.job_id, JobDependency.release_on).where(
@@ -153,14 +154,19 @@ def _settle(
             )
         ).all()
     )
-    if not conditions:
-        return
-    dependents = session.exec(
-        select(Job)
-        .where(col(Job.id).in_(links), Job.status == JobStatus.PENDING)
-        .order_by(col(Job.id))
-        .with_for_update()
-    ).all()
+    ids = sorted(conditions)
+    # By id, a chunk at a time: each row found through the jobs' unique index on id. A
+    # subquery here let the planner walk every pending job instead (``status`` is indexed).
+    dependents = [
+        job
+        for start in range(0, len(ids), _CHUNK)
+        for job in session.exec(
+            select(Job)
+            .where(col(Job.id).in_(ids[start : start + _CHUNK]), Job.status == JobStatus.PENDING)
+            .order_by(col(Job.id))
+            .with_for_update()
+        ).all()
+    ]
     for dependent in dependents:
         if not releases(Condition(conditions[dependent.id]), status):
             _fail(session, hub, dependent, dependency_id, status, move)
