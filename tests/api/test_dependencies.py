@@ -204,3 +204,28 @@ def test_deleting_a_dependency_that_ended_leaves_its_dependents_whole(server: Li
     assert ran["input"] == {done: {"n": 7}, waiting: None}
     assert server.http.delete(f"{JOBS}/{dependent['id']}").status_code == 204
     assert server.job(waiting)["dependents"] == 0
+
+
+def test_a_schedule_s_job_target_may_depend_on_a_job(server: LiveServer) -> None:
+    held_server(server)
+    dependency = server.submit(definition="quick", queue="held")["id"]
+    target = {"job": {"definition": "quick", "queue": "held", "depends_on": [{"job": dependency}]}}
+    created = server.http.post(
+        "/v1/projects/default/schedules",
+        json={"name": "after", "cron": "0 0 1 1 *", "target": target},
+    )
+    assert created.status_code == 201, created.text
+    run = server.http.post("/v1/projects/default/schedules/after/trigger").json()
+    job = server.job(run["job_id"])
+    assert job["status"] == "pending"
+    assert [link["job"] for link in job["depends_on"]] == [dependency]
+
+    refused = server.http.post(
+        "/v1/projects/default/schedules",
+        json={
+            "name": "unknown",
+            "cron": "0 0 1 1 *",
+            "target": {"job": {"definition": "quick", "depends_on": [{"job": "nope"}]}},
+        },
+    )
+    assert refused.status_code == 404, refused.text
