@@ -134,8 +134,7 @@ def submit_job(
             actor=actor,
         )
         location = f"/v1/projects/{project}/jobs/{job.id}"
-        shown = JobPublic.from_row(job, job_queries.children_counts(session, job))
-        return answer_of(201, shown, location=location)
+        return answer_of(201, job_queries.public(session, job), location=location)
 
     scope = Scope(project, "jobs")
     return create_once(services, request, idempotency_key, scope, body, create)
@@ -206,8 +205,7 @@ def get_job(project: str, job_id: str, services: ServicesDep) -> JobPublic:
     """One job."""
     with services.db.read() as session:
         projects.get(session, project)
-        job = job_queries.get(session, project, job_id)
-        return JobPublic.from_row(job, job_queries.children_counts(session, job))
+        return job_queries.public(session, job_queries.get(session, project, job_id))
 
 
 @router.get("/{job_id}/children", response_model=Page[JobListItem], responses=responses(400))
@@ -254,7 +252,7 @@ def cancel_job(
     with services.db.transaction() as session:
         projects.get(session, project)
         job = jobs.cancel(session, services.hub, project, job_id, actor)
-        return JobPublic.from_row(job, job_queries.children_counts(session, job))
+        return job_queries.public(session, job)
 
 
 @router.delete("/{job_id}", status_code=204, responses=responses(409))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from orchestrator.cli import depends_on
 from orchestrator.cli.output import (
     EVENT_COLUMNS,
     JOB_COLUMNS,
@@ -94,13 +95,13 @@ def jobs_ls(
 
 @app.command("get")
 def jobs_get(job_id: JobId, project: Project = "default", as_json: AsJson = False) -> None:
-    """One job: status, command, input, output, exit code, error."""
+    """One job: status, command, input, output, exit code, error, dependencies."""
     with connect(project) as api:
         job = api.call("GET", "jobs", job_id)
     if as_json:
         print_json(job)
     else:
-        fields(job)
+        fields(depends_on.shown(job))
 
 
 @app.command("cancel")

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
+from orchestrator.cli.depends_on import depends_on_option
 from orchestrator.cli.options import (
     duration,
     idempotency_key,
@@ -115,6 +116,15 @@ def submit(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
+    depends_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--depends-on",
+            metavar="ID[:finished]",
+            help="Wait, pending, until this job ends (repeatable, at most 20): it must succeed "
+            "(else this job fails with dependency_failed), or with :finished any end will do.",
+        ),
+    ] = None,
     key_text: Annotated[
         str | None,
         typer.Option(
@@ -165,6 +175,8 @@ def submit(
     key = idempotency_key(key_text)
     if input_ is not None:
         body["input"] = input_option(input_)  # may be a JSON null
+    if depends_on:
+        body["depends_on"] = depends_on_option(depends_on)
     # Last: every other flag is checked before a prompt asks for a value.
     if secret:
         body["secret_env"] = secret_values(secret)

@@ -21,6 +21,7 @@ class FailureReason(StrEnum):
     IMAGE_MISSING = "image_missing"
     CREATE_FAILED = "create_failed"
     OUTPUT_INVALID = "output_invalid"
+    INPUT_TOO_LARGE = "input_too_large"
     POLICY_REFUSED = "policy_refused"
     ENGINE_UNAVAILABLE = "engine_unavailable"
     RUNNER_LOST = "runner_lost"
@@ -67,6 +68,12 @@ REASONS: dict[FailureReason, ReasonDoc] = {
     FailureReason.OUTPUT_INVALID: ReasonDoc(
         "the container exited 0 but what it wrote at $ORCH_OUTPUT is not valid JSON", True
     ),
+    FailureReason.INPUT_TOO_LARGE: ReasonDoc(
+        'the input made of the outputs of the jobs it depends on (`input: {"from": [...]}`) '
+        "is over ORCH_MAX_INPUT_BYTES; the container is not created; not retried unless a "
+        "rule says so",
+        True,
+    ),
     FailureReason.POLICY_REFUSED: ReasonDoc(
         "the runner's container policy refuses the job (stricter than the server's that "
         "accepted it); not retried unless a rule says so",
@@ -98,6 +105,8 @@ REASONS: dict[FailureReason, ReasonDoc] = {
         True,
     ),
     FailureReason.DEPENDENCY_FAILED: ReasonDoc(
-        "a job this one depends on failed or was cancelled; the job never got an attempt", False
+        "a job this one depends on (`on: succeeded`) failed or was cancelled; the job never "
+        "got an attempt",
+        False,
     ),
 }

@@ -1,6 +1,9 @@
 """Job states, event types and the one table of allowed transitions.
 
 Who moves a job out of each state:
+- ``pending``: the end of its last open dependency (``services.dependencies``, in that job's
+  ending transaction): to ``queued`` (or ``scheduled`` until ``schedule_at``), or to ``failed``
+  when a dependency it needs to succeed did not; or a cancel.
 - ``scheduled``: the scheduler (at ``schedule_at``), or a cancel.
 - ``queued``: a runner's claim, or a cancel.
 - ``starting``: the runner that claimed it (container started, start failed, engine down), or a
@@ -17,6 +20,7 @@ from enum import StrEnum
 class JobStatus(StrEnum):
     """Where a job is in its life cycle."""
 
+    PENDING = "pending"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     STARTING = "starting"
@@ -35,6 +39,7 @@ class EventType(StrEnum):
     """What an event on a job records."""
 
     CREATED = "created"
+    PENDING = "pending"
     SCHEDULED = "scheduled"
     QUEUED = "queued"
     STARTING = "starting"
@@ -53,12 +58,15 @@ class EventType(StrEnum):
 
 
 TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
-WAITING = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
+WAITING = frozenset({JobStatus.PENDING, JobStatus.SCHEDULED, JobStatus.QUEUED})
 ACTIVE = frozenset({JobStatus.STARTING, JobStatus.RUNNING})
 # Not finished: waiting or active (a job name is unique among these in its queue).
 UNFINISHED = WAITING | ACTIVE
 
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset(
+        {JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.SCHEDULED: frozenset({JobStatus.QUEUED, JobStatus.CANCELLED}),
     JobStatus.QUEUED: frozenset({JobStatus.STARTING, JobStatus.CANCELLED}),
     JobStatus.STARTING: frozenset(

@@ -34,7 +34,7 @@ from orchestrator.runner.attempt_outcome import collect
 from orchestrator.runner.attempt_supervision import Supervisor, store_logs
 from orchestrator.runner.log_budget import LogBudget
 from orchestrator.runner.log_pump import LogPump
-from orchestrator.services import attempts
+from orchestrator.services import attempts, dependencies
 from orchestrator.services.containers import container_name, container_spec
 from orchestrator.storage.models import Job, utcnow
 
@@ -198,6 +198,8 @@ class Attempt:
         if self.adopted:
             self._resume()
             return
+        if self._input_refused():
+            return
         try:
             # This runner's policy may be stricter than the one that accepted the job.
             resolved = self.context.policy.resolve_for_runner(
@@ -235,6 +237,16 @@ class Attempt:
             return
         if self._record_running(self.container_id):
             self._supervise(since=None, started=time.monotonic())
+
+    def _input_refused(self) -> bool:
+        """End the attempt if its input, made of its dependencies' outputs, is too large to
+        hand in; whether it did."""
+        error = dependencies.input_refused(self.job, self.context.settings.input_limits())
+        if error is None:
+            return False
+        too_large = FailureReason.INPUT_TOO_LARGE
+        self._finish(attempts.AttemptResult(error=error, retryable=False, reason=too_large))
+        return True
 
     def _record_running(self, container_id: str) -> bool:
         """Commit the container's id and ``running``; False (its container removed) when the

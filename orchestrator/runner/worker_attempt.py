@@ -115,6 +115,8 @@ class WorkerAttempt(Attempt):
         if self.adopted:
             self._give_back()
             return
+        if self._input_refused():
+            return
         try:
             resolved = self.context.policy.resolve_for_runner(
                 self.job.container, timeout=self.job.timeout

@@ -12,10 +12,12 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    field_validator,
 )
 
 from orchestrator.errors import InvalidRequest
 from orchestrator.rules.containers import ContainerSpec
+from orchestrator.rules.dependencies import MAX_DEPENDENCIES, Condition, DependencyType
 from orchestrator.rules.fields import (
     Duration,
     EnvName,
@@ -32,8 +34,33 @@ from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Priority, Request, Time
 from orchestrator.storage.models import (
     Job,
+    JobDependency,
     JobEvent,
 )
+
+JobId = Annotated[Text, StringConstraints(min_length=1, max_length=36)]
+
+
+class DependencyCreate(Request):
+    """One job this one waits for (``depends_on``)."""
+
+    job: JobId = Field(description="The id of an existing job of the same project.")
+    type: DependencyType | None = Field(
+        default=None,
+        description="For array jobs (`N_TO_N`, `SEQUENTIAL`); omitted between plain jobs.",
+    )
+    on: Condition = Field(
+        default=Condition.SUCCEEDED,
+        description="`succeeded`: the dependency must succeed, else this job fails with "
+        "`dependency_failed`; `finished`: any end of the dependency releases this job.",
+    )
+
+    @field_validator("type")
+    @classmethod
+    def _plain(cls, value: DependencyType | None) -> DependencyType | None:
+        if value is not None:
+            raise ValueError(f"{value} needs an array job; a plain job's dependency has no type")
+        return value
 
 
 class ArrayRequest(Request):
@@ -82,6 +109,20 @@ class JobCreate(Request):
         "with `ORCH_ARRAY_INDEX` and `ORCH_ARRAY_SIZE` in its environment (and "
         "`Param::array_index`, `Param::array_size` in its command).",
     )
+    depends_on: list[DependencyCreate] = Field(
+        default_factory=list,
+        description=f"Jobs this one waits for, `pending`, until they end (at most "
+        f'{MAX_DEPENDENCIES}). With any, `input` may be `{{"from": [ids]}}`: the job then '
+        'gets its dependencies\' outputs as its input, `{"<id>": <output>, ...}`.',
+    )
+
+    @field_validator("depends_on")
+    @classmethod
+    def _once_each(cls, value: list[DependencyCreate]) -> list[DependencyCreate]:
+        ids = [dependency.job for dependency in value]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a job is named twice")
+        return value
 
 
 class JobSummary(BaseModel):
@@ -127,6 +168,27 @@ class JobSummary(BaseModel):
         return cls(**_summary_fields(row), children=children)
 
 
+class DependencyPublic(BaseModel):
+    """A job this one waits for, and where that job is now."""
+
+    job: str
+    type: DependencyType | None
+    on: Condition
+    status: JobStatus | None = Field(
+        description="The dependency's status now; null once it was deleted (it had ended)."
+    )
+
+    @classmethod
+    def from_row(cls, row: JobDependency, status: JobStatus | None) -> DependencyPublic:
+        """The link as shown, with its dependency's status."""
+        return cls(
+            job=row.dependency_id,
+            type=DependencyType(row.type) if row.type else None,
+            on=Condition(row.release_on),
+            status=status,
+        )
+
+
 class JobPublic(JobSummary):
     """A job whole, as ``GET .../jobs/{id}`` and webhooks show it (secret values as ***)."""
 
@@ -137,12 +199,30 @@ class JobPublic(JobSummary):
     input: Any
     metadata: dict[str, Any]
     output: Any
+    depends_on: list[DependencyPublic] = Field(
+        default_factory=list,
+        description="The jobs it waits for (or waited for), in the submission's order.",
+    )
+    dependents: int = Field(default=0, description="How many jobs depend on this one.")
 
     @classmethod
-    def from_row(cls, row: Job, children: ArrayChildren | None = None) -> JobPublic:
-        """The job with every field (``children``: an array parent's counts)."""
+    def from_row(
+        cls,
+        row: Job,
+        children: ArrayChildren | None = None,
+        depends_on: list[DependencyPublic] | None = None,
+        dependents: int = 0,
+    ) -> JobPublic:
+        """The job with every field; an array parent's ``children`` counts, and its
+        dependencies and dependents, as the caller read them (``services.job_queries.public``)."""
         documents = {name: read(row) for name, (_, read) in DOCUMENTS.items()}
-        return cls(**_summary_fields(row), **documents, children=children)
+        return cls(
+            **_summary_fields(row),
+            **documents,
+            children=children,
+            depends_on=depends_on or [],
+            dependents=dependents,
+        )
 
 
 def _summary_fields(row: Job) -> dict[str, Any]:
@@ -334,7 +414,9 @@ class JobDryRun(BaseModel):
     queue: str = Field(description="The queue the job would wait in.")
     definition: str
     name: str | None
-    status: JobStatus = Field(description="`queued`, or `scheduled` until `schedule_at`.")
+    status: JobStatus = Field(
+        description="`queued`, `scheduled` until `schedule_at`, or `pending` with `depends_on`."
+    )
     schedule_at: datetime | None
     priority: int
     max_attempts: int

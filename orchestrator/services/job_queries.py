@@ -24,9 +24,10 @@ from orchestrator.schemas.jobs import (
     DOCUMENTS,
     SUMMARY_COLUMNS,
     ArrayChildren,
+    JobPublic,
     list_item_json,
 )
-from orchestrator.services import definitions, projects
+from orchestrator.services import definitions, dependencies, projects
 from orchestrator.storage.models import Job, JobEvent, JobLog
 
 
@@ -210,3 +211,11 @@ def logs(
     if attempt is not None:
         statement = statement.where(JobLog.attempt == attempt)
     return list(session.exec(statement.order_by(col(JobLog.id)).limit(limit)).all())
+
+
+def public(session: Session, job: Job) -> JobPublic:
+    """The job as the API and webhooks show it: an array parent with its children's counts,
+    any job with its dependencies and how many jobs depend on it."""
+    return JobPublic.from_row(
+        job, children_counts(session, job), *dependencies.shown(session, job.id)
+    )

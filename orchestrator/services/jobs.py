@@ -25,7 +25,14 @@ from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.states import WAITING, EventType, JobStatus
 from orchestrator.schemas.jobs import JobCreate
-from orchestrator.services import arrays, definitions, job_binding, job_queries, webhooks
+from orchestrator.services import (
+    arrays,
+    definitions,
+    dependencies,
+    job_binding,
+    job_queries,
+    webhooks,
+)
 from orchestrator.services.audit import SYSTEM, Actor
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import Definition, Job, JobEvent, Queue, utcnow
@@ -69,6 +76,8 @@ def transition(
     record(session, job, event, detail, hub)
     if ends and job.webhook:
         webhooks.enqueue(session, job, hub)
+    if ends:
+        dependencies.ended(session, hub, job, transition)
     arrays.child_moved(session, job, before, hub, transition)
 
 
@@ -172,6 +181,7 @@ def plan(
             implicit=arrays.KEPT if request.array is not None else None,
         )
     else:
+        dependencies.refuse_unbound(request.depends_on)
         # Unbound: the submission's own values, merged with the definition's when it is bound.
         limits.check_counts(len(request.parameters), len(request.env) + len(request.secret_env))
         bound = {
@@ -189,12 +199,19 @@ def plan(
     limits.check_secrets("secret_env", request.secret_env)
     if request.array is not None:
         arrays.check(request, limits)
+    input_from = dependencies.check(session, project, request.depends_on, request.input)
 
     if request.name is not None:
         job_binding.check_name_free(session, project, queue.name, request.name)
 
     now = utcnow()
     scheduled = request.schedule_at is not None and request.schedule_at > now
+    # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a claim
+    # ever takes it, so the claim query stays as it is. A job with dependencies is stored
+    # ``pending``; ``dependencies.attach`` moves it on if they all ended already.
+    status = JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED
+    if request.depends_on:
+        status = JobStatus.PENDING
     webhook, webhook_auth = webhooks.seal_url(
         box, str(request.webhook) if request.webhook else None
     )
@@ -203,13 +220,12 @@ def plan(
         project=project,
         queue=queue.name,
         name=request.name,
-        # An unbound job waits as ``scheduled`` with no time: neither the scheduler nor a
-        # claim ever takes it, so the claim query stays as it is.
-        status=JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED,
+        status=status,
         priority=request.priority,
         secret_env_keys=sorted(request.secret_env),
         secret_env_ciphertext=box.encrypt(request.secret_env) if request.secret_env else None,
         input=request.input,
+        input_from=input_from,
         job_metadata=request.metadata,
         webhook=webhook,
         webhook_auth_ciphertext=webhook_auth,
@@ -277,7 +293,9 @@ def submit(
         EventType.CREATED,
         {"definition": reference, "queue": queue.name, "actor": actor.record()},
     )
-    if definition is None:
+    if request.depends_on:
+        dependencies.attach(session, hub, job, request.depends_on, transition)
+    elif definition is None:
         detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
         record(session, job, EventType.SCHEDULED, detail)
     elif planned.scheduled:

@@ -39,6 +39,7 @@ from orchestrator.storage.models import (
     AuditEvent,
     IdempotencyKey,
     Job,
+    JobDependency,
     JobEvent,
     JobLog,
     Project,
@@ -175,11 +176,16 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
     children = select(Job.id).where(_among(session, Job.parent_id, job_ids))
     job_ids = [*job_ids, *session.exec(children).all()]
 
-    def gone(model: type[Job | JobEvent | JobLog | WebhookDelivery], column: Any) -> int:
+    def gone(
+        model: type[Job | JobDependency | JobEvent | JobLog | WebhookDelivery], column: Any
+    ) -> int:
         # On a Connection the statement runs as plain SQL, whatever model names the table.
         statement = sa.delete(model).where(_among(session, column, job_ids))
         return int(connection.execute(statement).rowcount)
 
+    # A job's links to the jobs it depended on go with it; the links of jobs that depended on
+    # it stay with them (they were released as it ended; it shows as deleted).
+    gone(JobDependency, JobDependency.job_id)
     return Removed(
         events=gone(JobEvent, JobEvent.job_id),
         logs=gone(JobLog, JobLog.job_id),

@@ -52,6 +52,7 @@ _COMMAND_CHARS = 2048
 _LINE_BREAKS = str.maketrans({"\r": "\\r", "\n": "\\n", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 STATUS: dict[JobStatus, str] = {
+    JobStatus.PENDING: "pending",
     JobStatus.SCHEDULED: "pending",
     JobStatus.QUEUED: "pending",
     JobStatus.STARTING: "running",

@@ -19,7 +19,6 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules.delivery_states import DeliveryStatus, can_delivery_transition
 from orchestrator.rules.masking import public_url, userinfo_of, with_userinfo
-from orchestrator.schemas.jobs import JobPublic
 from orchestrator.services import job_queries, salad
 from orchestrator.storage.db import after_commit
 from orchestrator.storage.models import (
@@ -120,8 +119,7 @@ def enqueue(session: Session, job: Job, hub: Hub | None) -> None:
         body = salad.job_json(session, job)
         signing_key = salad.SALAD
     else:
-        children = job_queries.children_counts(session, job)
-        body = JobPublic.from_row(job, children).model_dump(mode="json")
+        body = job_queries.public(session, job).model_dump(mode="json")
     now = utcnow()
     session.add(
         WebhookDelivery(

@@ -237,6 +237,12 @@ class Job(SQLModel, table=True):
     api: str | None = Field(default=None, max_length=16)
     timeout: float | None = None
     cancel_requested: bool = False
+    # How many of its dependencies (``JobDependency``) have not ended yet: it waits ``pending``
+    # until this is 0 (``services.dependencies`` counts down as each one ends).
+    open_dependencies: int = 0
+    # The dependencies whose outputs make its input (``input: {"from": [...]}``); its ``input``
+    # holds them once they ended. None: its input is its own.
+    input_from: list[str] | None = _json(default=None)
     schedule_at: datetime | None = _time(default=None)
     run_after: datetime | None = _time(default=None)
     create_time: datetime = _time(default_factory=utcnow)
@@ -262,6 +268,27 @@ class JobEvent(SQLModel, table=True):
     attempt: int = 0
     status: JobStatus = _status()
     detail: dict[str, Any] = _json(default_factory=dict)
+
+
+class JobDependency(SQLModel, table=True):
+    """One job (``job_id``) waiting for another of its project (``dependency_id``) to end.
+
+    Written with the dependent at submit; read by the dependency's end through
+    ``ix_job_dependencies_dependency`` (its dependents, never a scan of the waiting jobs);
+    deleted with the dependent. ``services.dependencies`` owns it."""
+
+    __tablename__ = "job_dependencies"
+    __table_args__ = (sa.Index("ix_job_dependencies_dependency", "dependency_id"),)
+
+    job_id: str = Field(primary_key=True, max_length=36)
+    dependency_id: str = Field(primary_key=True, max_length=36)
+    # Its place in the submission's ``depends_on``, which the job shows in that order.
+    position: int
+    # ``succeeded``: a dependency that fails or is cancelled fails the job; ``finished``: any end
+    # releases it (``rules.dependencies.Condition``).
+    release_on: str = Field(max_length=16)
+    # An array dependency's form (``N_TO_N``, ``SEQUENTIAL``); None between two plain jobs.
+    type: str | None = Field(default=None, max_length=16)
 
 
 class JobLog(SQLModel, table=True):

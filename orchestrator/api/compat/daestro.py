@@ -77,6 +77,7 @@ def daestro_state(job: Job, events: Sequence[JobEvent] = ()) -> DaestroState:
             return "timeout"
         return "failed" if EventType.STARTED in last else "error"
     states: dict[JobStatus, DaestroState] = {
+        JobStatus.PENDING: "submitted",
         JobStatus.SCHEDULED: "submitted",
         JobStatus.QUEUED: "runnable",
         JobStatus.STARTING: "starting",
