@@ -18,14 +18,22 @@ MIN_SIZE = 2
 # be at most this many bytes (64 MiB), so one request cannot make gigabytes of rows.
 MAX_COPIED_BYTES = 64 * 1024 * 1024
 
+# The most bytes of children's outputs a parent's output gathers (as a job's own output at
+# most, ``ORCH_MAX_OUTPUT_BYTES``'s default): more, and the parent's output stays null.
+MAX_GATHERED_OUTPUT_BYTES = 1_048_576
+
 # The substitution values an array's command may use without declaring them.
 INDEX_PARAMETER = "array_index"
 SIZE_PARAMETER = "array_size"
 ARRAY_PARAMETERS = (INDEX_PARAMETER, SIZE_PARAMETER)
 
-# A parent waits (scheduled or queued) until a child starts, runs until every child has ended,
-# then ends; it may end from any of those (all children cancelled before starting: failed).
+# A parent waits (pending for its dependencies, then scheduled or queued) until a child starts,
+# runs until every child has ended, then ends; it may end from any of those (all children
+# cancelled before starting: failed; a dependency failed: failed with its children).
 PARENT_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.PENDING: frozenset(
+        {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.SCHEDULED: frozenset(
         {
             JobStatus.QUEUED,

@@ -59,7 +59,10 @@ class DependencyCreate(Request):
     @classmethod
     def _plain(cls, value: DependencyType | None) -> DependencyType | None:
         if value is not None:
-            raise ValueError(f"{value} needs an array job; a plain job's dependency has no type")
+            raise ValueError(
+                f"{value} (child to child between arrays) is not supported; without a type, "
+                "a job or an array waits for the whole of each job it names, array or not"
+            )
         return value
 
 
@@ -75,6 +78,7 @@ class ArrayChildren(BaseModel):
     """An array parent's children: how many, and how many are in each status."""
 
     size: int
+    pending: int = 0
     scheduled: int = 0
     queued: int = 0
     starting: int = 0

@@ -87,6 +87,9 @@ _OWN = {
     "webhook": "NULL",
     "webhook_auth_ciphertext": "NULL",
     "unfinished_children": "NULL",
+    # A child waits on its parent's dependencies through its parent, with no links of its own.
+    "open_dependencies": "0",
+    "input_from": "NULL",
 }
 # Each child's (id, command) as one JSON array bound as one value, read back as rows.
 _SOURCES = {
@@ -142,6 +145,8 @@ def add_children(
     and commands bound as one JSON array) and one per event type, so no value of the parent's
     is encoded once per child (10,000 children in well under a second: ``bench/array_submit``).
     """
+    # The database copies the parent's row as it is now (released already, or pending).
+    session.flush()
     connection = session.connection()
     dialect = connection.dialect.name
     children = [[str(uuid.uuid4()), command] for command in _commands(parent, template)]
@@ -158,6 +163,8 @@ def add_children(
     if parent.status is JobStatus.SCHEDULED:
         assert parent.schedule_at is not None
         waiting = (EventType.SCHEDULED, {"schedule_at": parent.schedule_at.isoformat()})
+    elif parent.status is JobStatus.PENDING:
+        waiting = (EventType.PENDING, {"waiting_for": parent.id})
     else:
         waiting = (EventType.QUEUED, {})
     time = sa.bindparam("time", utcnow(), type_=UTCDateTime)
@@ -200,7 +207,11 @@ def child_moved(
     """Called by ``jobs.transition`` for every job that moved (``transition`` is that
     function): when an array child first becomes active its waiting parent starts running;
     when a child ends its parent's count of unfinished children goes down, and the last one
-    ends the parent."""
+    ends the parent. A parent its dependencies release takes its children along; one they
+    fail fails its children."""
+    if is_parent(job) and previous is JobStatus.PENDING and job.status is not previous:
+        _parent_left_pending(session, job, hub, transition)
+        return
     if job.parent_id is None:
         return
     if job.status.terminal and not previous.terminal:
@@ -246,13 +257,79 @@ def _child_started(session: Session, child: Job, hub: Hub | None, transition: Tr
         )
 
 
+def _parent_left_pending(
+    session: Session, parent: Job, hub: Hub | None, transition: Transition
+) -> None:
+    """The parent's dependencies released it (queued or scheduled): its children, pending
+    with it, move the same way at once, with the input its dependencies' outputs made. They
+    failed it (or it was cancelled): each child still pending fails the same way, one by one,
+    so that a job waiting on one child is settled too."""
+    if parent.status.terminal:
+        pending = session.exec(
+            select(Job)
+            .where(Job.parent_id == parent.id, Job.status == JobStatus.PENDING)
+            .order_by(col(Job.seq))
+            .with_for_update()
+        ).all()
+        detail = {"parent": parent.id, "parent_status": parent.status, "reason": parent.reason}
+        for child in pending:
+            transition(
+                session,
+                child,
+                parent.status,
+                _END_EVENTS[parent.status],
+                detail,
+                hub,
+                reason=parent.reason,
+                error=f"its array job {parent.id} {parent.status}: {parent.error}",
+            )
+        return
+    now = utcnow()
+    time = sa.bindparam("time", now, type_=UTCDateTime)
+    connection = session.connection()
+    connection.execute(
+        sa.update(Job)
+        .where(col(Job.parent_id) == parent.id, col(Job.status) == JobStatus.PENDING)
+        .values(status=parent.status, input=parent.input, update_time=now)
+    )
+    released = json.dumps({"released_by": parent.id})
+    value = "CAST(:detail AS json)" if connection.dialect.name == "postgresql" else ":detail"
+    connection.execute(
+        sa.text(
+            "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
+            f"SELECT id, :time, :type, 0, status, {value} FROM jobs "
+            "WHERE parent_id = :parent ORDER BY seq"
+        ).bindparams(time),
+        {"type": str(EventType(parent.status)), "parent": parent.id, "detail": released},
+    )
+
+
+def _gathered_output(session: Session, parent: Job) -> Any:
+    """The children's outputs in index order, when they are at most
+    ``MAX_GATHERED_OUTPUT_BYTES`` of JSON together (sized by the database first, so a large
+    array's outputs are never all read); else None."""
+    size = session.exec(
+        select(sa.func.sum(sa.func.length(sa.cast(col(Job.output), sa.Text)))).where(
+            Job.parent_id == parent.id
+        )
+    ).one()
+    if size is None or size > rules.MAX_GATHERED_OUTPUT_BYTES:
+        return None
+    return list(
+        session.exec(
+            select(Job.output).where(Job.parent_id == parent.id).order_by(col(Job.array_index))
+        ).all()
+    )
+
+
 def _child_ended(session: Session, child: Job, hub: Hub | None, transition: Transition) -> None:
     assert child.parent_id is not None
     parent = _locked_parent(session, child.parent_id)
     assert parent.unfinished_children is not None
     parent.unfinished_children -= 1
     session.add(parent)
-    if parent.unfinished_children > 0:
+    if parent.unfinished_children > 0 or parent.status.terminal:
+        # A parent its dependencies failed ended first, its children after it.
         return
     # The last child: one grouped read of the children, once per array.
     rows = session.exec(
@@ -268,7 +345,8 @@ def _child_ended(session: Session, child: Job, hub: Hub | None, transition: Tran
         failed = counts.get(JobStatus.FAILED, 0)
         cancelled = counts.get(JobStatus.CANCELLED, 0)
         error = f"{failed} of {parent.array_size} children failed and {cancelled} were cancelled"
-    transition(session, parent, final, _END_EVENTS[final], detail, hub, error=error)
+    output = _gathered_output(session, parent)
+    transition(session, parent, final, _END_EVENTS[final], detail, hub, error=error, output=output)
 
 
 def lock_for_cancel(session: Session, parent: Job) -> tuple[Job, list[Job]]:

@@ -47,6 +47,7 @@ def test_an_array_runs_each_child_with_its_index_and_the_parent_counts_them(
     assert done["status"] == "succeeded"
     assert done["children"] == {
         "size": 3,
+        "pending": 0,
         "scheduled": 0,
         "queued": 0,
         "starting": 0,

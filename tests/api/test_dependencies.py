@@ -144,7 +144,7 @@ def test_what_depends_on_may_name(server: LiveServer) -> None:
     assert "twice" in refused(400, "depends_on", depends_on=[{"job": job}, {"job": job}])
     for kind in ("N_TO_N", "SEQUENTIAL"):
         message = refused(400, "depends_on.0.type", depends_on=[{"job": job, "type": kind}])
-        assert "needs an array job" in message
+        assert "not supported" in message
     refused(400, "depends_on.0.on", depends_on=[{"job": job, "on": "failed"}])
     refused(400, "depends_on.0.after", depends_on=[{"job": job, "after": 1}])
 
