@@ -12,15 +12,19 @@ TYPES = {kind.value for kind in DependencyType}
 
 def depends_on_option(values: list[str] | None) -> list[dict[str, str]]:
     """``depends_on`` from ``--depends-on ID[:TYPE][:ON]`` values: the job's id, then an
-    optional ``N_TO_N``/``SEQUENTIAL`` and an optional ``succeeded`` (the default) or
-    ``finished``. An id may hold colons itself (``parent:3``): only known words at the end are
-    taken off it. The server checks the rest and names what it refuses."""
+    optional ``N_TO_N`` and an optional ``succeeded`` (the default) or ``finished``; or
+    ``SEQUENTIAL[:ON]`` alone (an array's children one after another). An id may hold colons
+    itself (``parent:3``): only known words at the end are taken off it. The server checks the
+    rest and names what it refuses."""
     entries = []
     for value in values or ():
         parts = value.split(":")
         entry: dict[str, str] = {}
         if len(parts) > 1 and parts[-1] in CONDITIONS:
             entry["on"] = parts.pop()
+        if parts == [DependencyType.SEQUENTIAL.value]:
+            entries.append({"type": parts[0], **entry})
+            continue
         if len(parts) > 1 and parts[-1] in TYPES:
             entry["type"] = parts.pop()
         entries.append({"job": ":".join(parts), **entry})
@@ -34,6 +38,8 @@ def shown(job: dict[str, Any]) -> dict[str, Any]:
     if not links:
         return {**job, "depends_on": None}
     line = ", ".join(
-        f"{link['job']} ({link['on']}: {link['status'] or 'deleted'})" for link in links
+        f"{link['job']}{':' + link['type'] if link.get('type') else ''} "
+        f"({link['on']}: {link['status'] or 'deleted'})"
+        for link in links
     )
     return {**job, "depends_on": line}

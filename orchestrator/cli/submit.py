@@ -120,9 +120,11 @@ def submit(
         list[str] | None,
         typer.Option(
             "--depends-on",
-            metavar="ID[:finished]",
+            metavar="ID[:N_TO_N][:finished]",
             help="Wait, pending, until this job ends (repeatable, at most 20): it must succeed "
-            "(else this job fails with dependency_failed), or with :finished any end will do.",
+            "(else this job fails with dependency_failed), or with :finished any end will do. "
+            "With --array: ID:N_TO_N makes child i wait for child i of array ID, and "
+            "SEQUENTIAL makes each child wait for the one before it.",
         ),
     ] = None,
     key_text: Annotated[

@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
 )
 
@@ -42,12 +43,21 @@ JobId = Annotated[Text, StringConstraints(min_length=1, max_length=36)]
 
 
 class DependencyCreate(Request):
-    """One job this one waits for (``depends_on``)."""
+    """One job this one waits for (``depends_on``); on an array submission, or the array's
+    children each waiting for a child (``type``)."""
 
-    job: JobId = Field(description="The id of an existing job of the same project.")
+    # Before ``job``, whose check reads it.
     type: DependencyType | None = Field(
         default=None,
-        description="For array jobs (`N_TO_N`, `SEQUENTIAL`); omitted between plain jobs.",
+        description="Only on an array submission. `N_TO_N`: child i waits for child i of "
+        "`job`, an array of the same size; `SEQUENTIAL`: child i waits for child i-1 of this "
+        "array. Omitted: the job (every child of an array) waits for the whole of `job`.",
+    )
+    job: JobId | None = Field(
+        default=None,
+        validate_default=True,
+        description="The id of an existing job of the same project (an array job: the whole "
+        "array). Omitted with `SEQUENTIAL`, whose children wait for one another.",
     )
     on: Condition = Field(
         default=Condition.SUCCEEDED,
@@ -55,14 +65,14 @@ class DependencyCreate(Request):
         "`dependency_failed`; `finished`: any end of the dependency releases this job.",
     )
 
-    @field_validator("type")
+    @field_validator("job")
     @classmethod
-    def _plain(cls, value: DependencyType | None) -> DependencyType | None:
-        if value is not None:
-            raise ValueError(
-                f"{value} (child to child between arrays) is not supported; without a type, "
-                "a job or an array waits for the whole of each job it names, array or not"
-            )
+    def _names_its_job(cls, value: str | None, info: ValidationInfo) -> str | None:
+        sequential = info.data.get("type") is DependencyType.SEQUENTIAL
+        if sequential and value is not None:
+            raise ValueError("a SEQUENTIAL dependency names no job (child i waits for child i-1)")
+        if not sequential and value is None:
+            raise ValueError("required: the id of the job to wait for")
         return value
 
 
@@ -123,7 +133,7 @@ class JobCreate(Request):
     @field_validator("depends_on")
     @classmethod
     def _once_each(cls, value: list[DependencyCreate]) -> list[DependencyCreate]:
-        ids = [dependency.job for dependency in value]
+        ids = [dependency.job or str(dependency.type) for dependency in value]
         if len(set(ids)) != len(ids):
             raise ValueError("a job is named twice")
         return value

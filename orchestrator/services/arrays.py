@@ -132,18 +132,16 @@ def _commands(parent: Job, template: list[str] | None) -> list[list[str] | None]
     return commands
 
 
-def add_children(
-    session: Session, parent: Job, template: list[str] | None, hub: Hub | None
-) -> None:
-    """Insert the stored ``parent``'s children, indexed 0..size-1, and their ``created`` and
-    ``queued`` (or ``scheduled``) events, in the caller's transaction.
+def insert_children(session: Session, parent: Job, template: list[str] | None) -> None:
+    """Insert the stored ``parent``'s children, indexed 0..size-1, in the caller's transaction
+    (their events come after, from ``record_children``, once their statuses are settled).
 
     Each child is the parent's copy with its own id, no name (names are unique among a queue's
     unfinished jobs) and no webhook (the parent's fires once, for the whole array); its command
     is ``template`` with ``Param::array_index`` and ``Param::array_size`` filled in. The
     database copies the parent's row: one ``INSERT ... SELECT`` for the children (their ids
-    and commands bound as one JSON array) and one per event type, so no value of the parent's
-    is encoded once per child (10,000 children in well under a second: ``bench/array_submit``).
+    and commands bound as one JSON array), so no value of the parent's is encoded once per
+    child (10,000 children in well under a second: ``bench/array_submit``).
     """
     # The database copies the parent's row as it is now (released already, or pending).
     session.flush()
@@ -160,28 +158,41 @@ def add_children(
         ),
         {"children": json.dumps(children), "parent": parent.id},
     )
-    if parent.status is JobStatus.SCHEDULED:
-        assert parent.schedule_at is not None
-        waiting = (EventType.SCHEDULED, {"schedule_at": parent.schedule_at.isoformat()})
-    elif parent.status is JobStatus.PENDING:
-        waiting = (EventType.PENDING, {"waiting_for": parent.id})
-    else:
-        waiting = (EventType.QUEUED, {})
+
+
+def record_children(session: Session, parent: Job) -> None:
+    """Append each new child's ``created`` event, then the one of the status it waits in:
+    ``queued``, ``scheduled`` (the parent's time) or ``pending`` (with its open dependencies:
+    its parent's, its own or both). One statement per event type."""
+    connection = session.connection()
+    dialect = connection.dialect.name
     time = sa.bindparam("time", utcnow(), type_=UTCDateTime)
-    created = f"{_OBJECT[dialect]}('parent', parent_id, 'array_index', array_index)"
-    for event, detail in ((EventType.CREATED, created), (waiting[0], ":detail")):
-        statement = sa.text(
-            "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
-            f"SELECT id, :time, :type, 0, status, {detail} FROM jobs "
-            "WHERE parent_id = :parent ORDER BY seq"
-        ).bindparams(time)
-        if dialect == "postgresql" and detail == ":detail":
-            statement = sa.text(
-                statement.text.replace(":detail", "CAST(:detail AS json)")
-            ).bindparams(time)
+    obj = _OBJECT[dialect]
+    schedule_at = parent.schedule_at.isoformat() if parent.schedule_at is not None else None
+    events = (
+        (EventType.CREATED, None, f"{obj}('parent', parent_id, 'array_index', array_index)"),
+        (EventType.QUEUED, JobStatus.QUEUED, f"{obj}()"),
+        (
+            EventType.SCHEDULED,
+            JobStatus.SCHEDULED,
+            f"{obj}('schedule_at', CAST(:schedule_at AS TEXT))",
+        ),
+        (EventType.PENDING, JobStatus.PENDING, f"{obj}('open_dependencies', open_dependencies)"),
+    )
+    for event, status, detail in events:
+        where = "parent_id = :parent" + ("" if status is None else " AND status = :status")
+        params: dict[str, Any] = {"type": str(event), "parent": parent.id}
+        if status is not None:
+            params["status"] = str(status)
+        if status is JobStatus.SCHEDULED:
+            params["schedule_at"] = schedule_at
         connection.execute(
-            statement,
-            {"type": str(event), "parent": parent.id, "detail": json.dumps(waiting[1])},
+            sa.text(
+                "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
+                f"SELECT id, :time, :type, 0, status, {detail} FROM jobs WHERE {where} "
+                "ORDER BY seq"
+            ).bindparams(time),
+            params,
         )
     # The parent's own ``queued`` event woke the runners (``jobs.record``).
 
@@ -287,20 +298,34 @@ def _parent_left_pending(
     now = utcnow()
     time = sa.bindparam("time", now, type_=UTCDateTime)
     connection = session.connection()
+    waiting = sa.and_(col(Job.parent_id) == parent.id, col(Job.status) == JobStatus.PENDING)
+    # The parent's dependencies were one of each child's open ones; a child still waiting for
+    # its own (``N_TO_N``, ``SEQUENTIAL``) stays pending for them.
     connection.execute(
         sa.update(Job)
-        .where(col(Job.parent_id) == parent.id, col(Job.status) == JobStatus.PENDING)
-        .values(status=parent.status, input=parent.input, update_time=now)
+        .where(waiting)
+        .values(open_dependencies=Job.open_dependencies - 1, input=parent.input)
     )
     released = json.dumps({"released_by": parent.id})
     value = "CAST(:detail AS json)" if connection.dialect.name == "postgresql" else ":detail"
     connection.execute(
         sa.text(
             "INSERT INTO job_events (job_id, time, type, attempt, status, detail) "
-            f"SELECT id, :time, :type, 0, status, {value} FROM jobs "
-            "WHERE parent_id = :parent ORDER BY seq"
+            f"SELECT id, :time, :type, 0, :status, {value} FROM jobs "
+            "WHERE parent_id = :parent AND status = 'pending' AND open_dependencies = 0 "
+            "ORDER BY seq"
         ).bindparams(time),
-        {"type": str(EventType(parent.status)), "parent": parent.id, "detail": released},
+        {
+            "type": str(EventType(parent.status)),
+            "status": str(parent.status),
+            "parent": parent.id,
+            "detail": released,
+        },
+    )
+    connection.execute(
+        sa.update(Job)
+        .where(waiting, col(Job.open_dependencies) == 0)
+        .values(status=parent.status, update_time=now)
     )
 
 

@@ -18,10 +18,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import InvalidRequest, LimitExceeded, NotFound
-from orchestrator.rules.dependencies import MAX_DEPENDENCIES, Condition, input_sources, releases
+from orchestrator.rules.dependencies import (
+    MAX_DEPENDENCIES,
+    Condition,
+    DependencyType,
+    input_sources,
+    releases,
+)
 from orchestrator.rules.input_limits import InputLimits, json_size
 from orchestrator.rules.reasons import FailureReason
-from orchestrator.rules.states import EventType, JobStatus
+from orchestrator.rules.states import TERMINAL, EventType, JobStatus
 from orchestrator.schemas.jobs import DependencyCreate, DependencyPublic
 from orchestrator.storage.models import Job, JobDependency, utcnow
 from orchestrator.wakeups.hub import Hub
@@ -49,25 +55,77 @@ class Move(Protocol):
 
 
 def check(
-    session: Session, project: str, depends_on: Sequence[DependencyCreate], document: Any
+    session: Session,
+    project: str,
+    depends_on: Sequence[DependencyCreate],
+    document: Any,
+    array_size: int | None,
 ) -> list[str] | None:
     """Refuse ``depends_on`` naming more than ``MAX_DEPENDENCIES`` jobs (422) or a job that is
-    not in ``project`` (404, as any job of another project); the ids whose outputs make the
-    input (``input: {"from": [...]}``, each among ``depends_on``), or None."""
+    not in ``project`` (404, as any job of another project); a typed dependency on a
+    submission that is not an array (``array_size`` None), or an ``N_TO_N`` one on a job that
+    is not an array of that size (422). The ids whose outputs make the input
+    (``input: {"from": [...]}``, each among the untyped ``depends_on``), or None."""
     if len(depends_on) > MAX_DEPENDENCIES:
         raise LimitExceeded(
             f"depends_on: {len(depends_on)} jobs is over the limit of {MAX_DEPENDENCIES}",
             field="depends_on",
         )
-    ids = [dependency.job for dependency in depends_on]
+    ids = [dependency.job for dependency in depends_on if dependency.job is not None]
+    sizes: dict[str, tuple[int | None, int | None]] = {}
     if ids:
-        found = set(
-            session.exec(select(Job.id).where(Job.project == project, col(Job.id).in_(ids))).all()
-        )
+        rows = session.exec(
+            select(Job.id, Job.array_size, Job.array_index).where(
+                Job.project == project, col(Job.id).in_(ids)
+            )
+        ).all()
+        sizes = {job_id: (size, index) for job_id, size, index in rows}
         for job_id in ids:
-            if job_id not in found:
+            if job_id not in sizes:
                 raise NotFound(f"depends_on: job '{job_id}' not found", field="depends_on")
-    return input_sources(document, ids)
+    for position, dependency in enumerate(depends_on):
+        if dependency.type is None:
+            continue
+        field = f"depends_on.{position}.type"
+        if array_size is None:
+            raise InvalidRequest(
+                f"{field}: {dependency.type} waits child for child: it needs `array` on this "
+                "submission",
+                field=field,
+            )
+        if dependency.type is DependencyType.N_TO_N:
+            assert dependency.job is not None
+            size, index = sizes[dependency.job]
+            if size != array_size or index is not None:
+                raise InvalidRequest(
+                    f"{field}: N_TO_N needs job '{dependency.job}' to be an array job of "
+                    f"{array_size} children, as this one",
+                    field=field,
+                )
+    whole = [d.job for d in depends_on if d.type is None and d.job is not None]
+    return input_sources(document, whole)
+
+
+def waits_whole(depends_on: Sequence[DependencyCreate]) -> list[DependencyCreate]:
+    """The dependencies a job (an array: its parent) waits for as a whole: the untyped ones."""
+    return [dependency for dependency in depends_on if dependency.type is None]
+
+
+def link(session: Session, job: Job, depends_on: Sequence[DependencyCreate]) -> None:
+    """Write the new ``job``'s ``depends_on`` as it was given, which the job shows. The links
+    of an array's child-to-child forms are the parent's record of them (a ``SEQUENTIAL`` one
+    names the array itself); its children wait through links of their own
+    (``attach_children``), and no end settles a parent through them."""
+    for position, dependency in enumerate(depends_on):
+        session.add(
+            JobDependency(
+                job_id=job.id,
+                dependency_id=dependency.job or job.id,
+                position=position,
+                release_on=dependency.on,
+                type=dependency.type,
+            )
+        )
 
 
 def attach(
@@ -77,13 +135,14 @@ def attach(
     depends_on: Sequence[DependencyCreate],
     move: Move,
 ) -> None:
-    """Link the new ``job`` (stored ``pending``, its events up to ``created`` recorded) to its
-    dependencies, and move it on at once if they all ended already: queued (or scheduled),
-    or failed if one it needs to succeed did not. Else it stays ``pending``.
+    """Settle the new ``job`` (stored ``pending``, its events up to ``created`` recorded,
+    linked by ``link``) against the dependencies it waits for as a whole: move it on at once
+    if they all ended already, queued (or scheduled), or failed if one it needs to succeed
+    did not. Else it stays ``pending``.
 
     The dependencies are locked first: one ending now either commits before this reads it
     (ended) or waits for this link to commit and then finds it."""
-    ids = sorted(dependency.job for dependency in depends_on)
+    ids = sorted(dependency.job for dependency in depends_on if dependency.job is not None)
     rows = session.execute(
         select(Job.id, Job.status, Job.output)
         .where(Job.project == job.project, col(Job.id).in_(ids))
@@ -91,24 +150,20 @@ def attach(
         .with_for_update()
     ).all()
     statuses: dict[str, JobStatus] = {job_id: status for job_id, status, _ in rows}
-    for position, dependency in enumerate(depends_on):
+    for dependency in depends_on:
         if dependency.job not in statuses:  # Deleted since ``check``.
             raise NotFound(f"depends_on: job '{dependency.job}' not found", field="depends_on")
-        session.add(
-            JobDependency(
-                job_id=job.id,
-                dependency_id=dependency.job,
-                position=position,
-                release_on=dependency.on,
-                type=dependency.type,
-            )
-        )
     for dependency in depends_on:
+        assert dependency.job is not None
         status = statuses[dependency.job]
         if status.terminal and not releases(dependency.on, status):
             _fail(session, hub, job, dependency.job, status, move)
             return
-    waiting = [dependency.job for dependency in depends_on if not statuses[dependency.job].terminal]
+    waiting = [
+        dependency.job
+        for dependency in depends_on
+        if dependency.job is not None and not statuses[dependency.job].terminal
+    ]
     job.open_dependencies = len(waiting)
     if job.input_from is not None:
         job.input = {}
@@ -150,7 +205,9 @@ def _settle(
     conditions = dict(
         session.execute(
             select(JobDependency.job_id, JobDependency.release_on).where(
-                JobDependency.dependency_id == dependency_id
+                JobDependency.dependency_id == dependency_id,
+                # A parent's record of its children's forms: they wait through their own.
+                col(JobDependency.type).is_(None),
             )
         ).all()
     )
@@ -247,7 +304,7 @@ def shown(session: Session, job_id: str) -> tuple[list[DependencyPublic], int]:
     dependents = session.exec(
         select(sa.func.count())
         .select_from(JobDependency)
-        .where(JobDependency.dependency_id == job_id)
+        .where(JobDependency.dependency_id == job_id, JobDependency.job_id != job_id)
     ).one()
     return [DependencyPublic.from_row(link, status) for link, status in rows], int(dependents)
 
@@ -259,3 +316,74 @@ def refuse_unbound(depends_on: Sequence[DependencyCreate]) -> None:
             "depends_on: a job without a definition cannot have dependencies",
             field="depends_on",
         )
+
+
+def attach_children(
+    session: Session, parent: Job, depends_on: Sequence[DependencyCreate]
+) -> list[tuple[str, str, JobStatus]]:
+    """Link the new array ``parent``'s children (inserted, their events not yet recorded) for
+    its child-to-child forms: ``N_TO_N``, child i to child i of the array named; ``SEQUENTIAL``,
+    child i to child i-1. Then count each child's open dependencies (its own not yet
+    released, and its parent's as one while the parent is pending) and keep those with any
+    ``pending``. A few statements, whatever the size. Returns (child, dependency, status) for
+    each child whose dependency already ended in a way that fails it (``fail_children``)."""
+    connection = session.connection()
+    for dependency in depends_on:
+        if dependency.type is None:
+            continue
+        # Which child each child waits for: the same index of the other array, or the one
+        # before it in this array.
+        if dependency.type is DependencyType.N_TO_N:
+            pair = "d.parent_id = :other AND d.array_index = c.array_index"
+        else:
+            pair = "d.parent_id = :parent AND d.array_index = c.array_index - 1"
+        connection.execute(
+            sa.text(
+                "INSERT INTO job_dependencies (job_id, dependency_id, position, release_on, type) "
+                f"SELECT c.id, d.id, 0, :on, NULL FROM jobs AS c JOIN jobs AS d ON {pair} "
+                "WHERE c.parent_id = :parent"
+            ),
+            {"parent": parent.id, "other": dependency.job, "on": str(dependency.on)},
+        )
+    gate = 1 if parent.status is JobStatus.PENDING else 0
+    terminal = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
+    unreleased = (
+        f"NOT (x.status IN ({terminal}) AND (d.release_on = 'finished' OR x.status = 'succeeded'))"
+    )
+    connection.execute(
+        sa.text(
+            "UPDATE jobs SET open_dependencies = :gate + (SELECT count(*) FROM job_dependencies "
+            "AS d JOIN jobs AS x ON x.id = d.dependency_id WHERE d.job_id = jobs.id AND "
+            f"{unreleased}) WHERE parent_id = :parent"
+        ),
+        {"gate": gate, "parent": parent.id},
+    )
+    connection.execute(
+        sa.update(Job)
+        .where(col(Job.parent_id) == parent.id, col(Job.open_dependencies) > 0)
+        .values(status=JobStatus.PENDING)
+    )
+    doomed = connection.execute(
+        sa.text(
+            "SELECT d.job_id, d.dependency_id, x.status FROM job_dependencies AS d "
+            "JOIN jobs AS c ON c.id = d.job_id JOIN jobs AS x ON x.id = d.dependency_id "
+            "WHERE c.parent_id = :parent AND x.status IN ('failed', 'cancelled') "
+            "AND d.release_on = 'succeeded' ORDER BY c.seq"
+        ),
+        {"parent": parent.id},
+    ).all()
+    first: dict[str, tuple[str, str, JobStatus]] = {}
+    for child, dependency_id, status in doomed:
+        first.setdefault(child, (child, dependency_id, JobStatus(status)))
+    return list(first.values())
+
+
+def fail_children(
+    session: Session, hub: Hub | None, doomed: Sequence[tuple[str, str, JobStatus]], move: Move
+) -> None:
+    """Fail each child ``attach_children`` found doomed (its events recorded by now), naming
+    the dependency that failed it; its own dependents follow, down the chain."""
+    for child_id, dependency_id, status in doomed:
+        child = session.exec(select(Job).where(Job.id == child_id).with_for_update()).one()
+        if child.status is JobStatus.PENDING:
+            _fail(session, hub, child, dependency_id, status, move)

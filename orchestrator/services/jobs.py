@@ -199,7 +199,8 @@ def plan(
     limits.check_secrets("secret_env", request.secret_env)
     if request.array is not None:
         arrays.check(request, limits)
-    input_from = dependencies.check(session, project, request.depends_on, request.input)
+    size = request.array.size if request.array is not None else None
+    input_from = dependencies.check(session, project, request.depends_on, request.input, size)
 
     if request.name is not None:
         job_binding.check_name_free(session, project, queue.name, request.name)
@@ -210,7 +211,7 @@ def plan(
     # ever takes it, so the claim query stays as it is. A job with dependencies is stored
     # ``pending``; ``dependencies.attach`` moves it on if they all ended already.
     status = JobStatus.SCHEDULED if scheduled or definition is None else JobStatus.QUEUED
-    if request.depends_on:
+    if dependencies.waits_whole(request.depends_on):
         status = JobStatus.PENDING
     webhook, webhook_auth = webhooks.seal_url(
         box, str(request.webhook) if request.webhook else None
@@ -293,8 +294,10 @@ def submit(
         EventType.CREATED,
         {"definition": reference, "queue": queue.name, "actor": actor.record()},
     )
-    if request.depends_on:
-        dependencies.attach(session, hub, job, request.depends_on, transition)
+    whole = dependencies.waits_whole(request.depends_on)
+    dependencies.link(session, job, request.depends_on)
+    if whole:
+        dependencies.attach(session, hub, job, whole, transition)
     elif definition is None:
         detail = {"waiting_for": f"a default definition of queue '{queue.name}'"}
         record(session, job, EventType.SCHEDULED, detail)
@@ -305,7 +308,10 @@ def submit(
         record(session, job, EventType.QUEUED, hub=hub)
     if request.array is not None:
         assert definition is not None
-        arrays.add_children(session, job, arrays.template(definition, request), hub)
+        arrays.insert_children(session, job, arrays.template(definition, request))
+        doomed = dependencies.attach_children(session, job, request.depends_on)
+        arrays.record_children(session, job)
+        dependencies.fail_children(session, hub, doomed, transition)
     # The jobs that will run: an array's children (its parent runs nothing itself).
     runnable = request.array.size if request.array is not None else 1
     after_commit(

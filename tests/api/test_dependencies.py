@@ -142,9 +142,12 @@ def test_what_depends_on_may_name(server: LiveServer) -> None:
     # Another project's job is as unknown as a job that does not exist.
     assert elsewhere in refused(404, "depends_on", depends_on=[{"job": elsewhere}])
     assert "twice" in refused(400, "depends_on", depends_on=[{"job": job}, {"job": job}])
-    for kind in ("N_TO_N", "SEQUENTIAL"):
-        message = refused(400, "depends_on.0.type", depends_on=[{"job": job, "type": kind}])
-        assert "not supported" in message
+    message = refused(400, "depends_on.0.type", depends_on=[{"job": job, "type": "N_TO_N"}])
+    assert "needs `array`" in message
+    sequential = refused(400, "depends_on.0.job", depends_on=[{"job": job, "type": "SEQUENTIAL"}])
+    assert "names no job" in sequential
+    assert "needs `array`" in refused(400, "depends_on.0.type", depends_on=[{"type": "SEQUENTIAL"}])
+    assert "required" in refused(400, "depends_on.0.job", depends_on=[{"on": "finished"}])
     refused(400, "depends_on.0.on", depends_on=[{"job": job, "on": "failed"}])
     refused(400, "depends_on.0.after", depends_on=[{"job": job, "after": 1}])
 

@@ -54,11 +54,21 @@ def test_the_readme_chain_runs_and_jobs_get_shows_the_dependencies(server: LiveS
 
 def test_depends_on_takes_known_words_off_the_end_of_an_id() -> None:
     assert depends_on_option(
-        ["a1", "b2:finished", "p:3", "p:4:succeeded", "q:N_TO_N:finished"]
+        [
+            "a1",
+            "b2:finished",
+            "p:3",
+            "p:4:succeeded",
+            "q:N_TO_N:finished",
+            "SEQUENTIAL",
+            "SEQUENTIAL:finished",
+        ]
     ) == [
         {"job": "a1"},
         {"job": "b2", "on": "finished"},
         {"job": "p:3"},
         {"job": "p:4", "on": "succeeded"},
         {"job": "q", "type": "N_TO_N", "on": "finished"},
+        {"type": "SEQUENTIAL"},
+        {"type": "SEQUENTIAL", "on": "finished"},
     ]

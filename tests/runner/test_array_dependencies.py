@@ -4,6 +4,7 @@ a job and gets its output as every child's input, and an array whose dependency 
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from ..conftest import TEST_IMAGE, LiveServer
@@ -103,3 +104,103 @@ def test_an_array_whose_dependency_fails_fails_with_every_child(server: LiveServ
     # The parent's one webhook-worthy end is recorded once.
     ends = [e for e in server.events(shards["id"]) if e["type"] == "failed"]
     assert len(ends) == 1
+
+
+def times(server: LiveServer, job: dict[str, Any]) -> tuple[str, str]:
+    shown = server.job(job["id"])
+    return shown["start_time"], shown["finish_time"]
+
+
+def test_n_to_n_runs_child_i_after_child_i_and_fails_only_its_pair(server: LiveServer) -> None:
+    register(server)
+    # Child 1 of the first array fails; the others succeed.
+    server.register(
+        {
+            "name": "odd-one",
+            "image": TEST_IMAGE,
+            "command": [
+                "sh",
+                "-c",
+                'sleep 0.$((3 - ORCH_ARRAY_INDEX)); [ "$ORCH_ARRAY_INDEX" != 1 ]',
+            ],
+        }
+    )
+    first = server.submit(definition="odd-one", array={"size": 3})
+    second = server.submit(
+        definition="shard", array={"size": 3}, depends_on=[{"job": first["id"], "type": "N_TO_N"}]
+    )
+    (shown,) = second["depends_on"]
+    assert {k: shown[k] for k in ("job", "type", "on")} == {
+        "job": first["id"],
+        "type": "N_TO_N",
+        "on": "succeeded",
+    }
+    done = server.wait_job(second["id"])
+    assert done["status"] == "failed"
+    befores, afters = children(server, first["id"]), children(server, second["id"])
+    assert [c["status"] for c in befores] == ["succeeded", "failed", "succeeded"]
+    assert [(c["status"], c["reason"]) for c in afters] == [
+        ("succeeded", None),
+        ("failed", "dependency_failed"),
+        ("succeeded", None),
+    ]
+    for before, after in zip(befores, afters, strict=True):
+        assert server.job(after["id"])["depends_on"][0]["job"] == before["id"]
+        if after["status"] == "succeeded":
+            assert times(server, after)[0] >= times(server, before)[1]
+
+
+def test_sequential_runs_children_one_after_another(server: LiveServer) -> None:
+    register(server)
+    server.register(
+        {
+            "name": "stops-at-2",
+            "image": TEST_IMAGE,
+            "command": ["sh", "-c", '[ "$ORCH_ARRAY_INDEX" != 2 ]'],
+        }
+    )
+    chain = server.submit(
+        definition="shard", array={"size": 3}, depends_on=[{"type": "SEQUENTIAL"}]
+    )
+    assert chain["depends_on"][0]["type"] == "SEQUENTIAL"
+    assert chain["children"]["pending"] == 2
+    assert server.wait_job(chain["id"])["status"] == "succeeded"
+    ran = children(server, chain["id"])
+    for before, after in itertools.pairwise(ran):
+        assert times(server, after)[0] >= times(server, before)[1]
+
+    # A failure stops the chain: the children after it fail with dependency_failed.
+    stops = server.submit(
+        definition="stops-at-2", array={"size": 4}, depends_on=[{"type": "SEQUENTIAL"}]
+    )
+    assert server.wait_job(stops["id"])["status"] == "failed"
+    assert [(c["status"], c["reason"]) for c in children(server, stops["id"])] == [
+        ("succeeded", None),
+        ("succeeded", None),
+        ("failed", "exit_code"),
+        ("failed", "dependency_failed"),
+    ]
+
+
+def test_child_to_child_forms_are_checked(server: LiveServer) -> None:
+    register(server)
+    three = server.submit(definition="shard", array={"size": 3})["id"]
+    plain = server.submit(definition="seed")["id"]
+
+    def refused(**body: Any) -> dict[str, Any]:
+        response = server.http.post(JOBS, json={"definition": "shard", **body})
+        assert response.status_code in (400, 422), response.text
+        return dict(response.json())
+
+    wrong_size = refused(array={"size": 2}, depends_on=[{"job": three, "type": "N_TO_N"}])
+    assert wrong_size["field"] == "depends_on.0.type" and "2 children" in wrong_size["message"]
+    assert (
+        refused(array={"size": 3}, depends_on=[{"job": plain, "type": "N_TO_N"}])["field"]
+        == "depends_on.0.type"
+    )
+    assert refused(depends_on=[{"job": three, "type": "N_TO_N"}])["field"] == "depends_on.0.type"
+    assert (
+        "names no job"
+        in refused(array={"size": 3}, depends_on=[{"job": three, "type": "SEQUENTIAL"}])["message"]
+    )
+    assert "required" in refused(array={"size": 3}, depends_on=[{"on": "finished"}])["message"]
