@@ -10,6 +10,7 @@ from datetime import timedelta
 from itertools import pairwise
 
 import pytest
+import sqlalchemy as sa
 from sqlmodel import col, func, select
 
 from orchestrator.config import Settings
@@ -19,8 +20,18 @@ from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import jobs, retention
 from orchestrator.services.retention import Retention
+from orchestrator.storage.db import Database
 from orchestrator.storage.models import Job, JobDependency, utcnow
 
+from .test_migrations import (
+    applied_revisions,
+    job_id_of,
+    migrate_down_to,
+    migrate_to,
+    revisions_from,
+    seed,
+    table_names,
+)
 from .test_retention import register_noop
 
 DAY = 86400.0
@@ -95,3 +106,40 @@ def test_retention_takes_a_job_s_links_with_it(services: Services) -> None:
         assert session.exec(select(func.count()).select_from(Job)).one() == 1
         left = session.exec(select(Job).where(col(Job.id) == kept)).one()
         assert left.status is JobStatus.QUEUED
+
+
+def test_0016_adds_the_links_and_its_downgrade_cancels_what_still_waits(database_url: str) -> None:
+    database = Database(database_url)
+    try:
+        migrate_to(database, "0001")
+        seed(database)
+        migrate_to(database, "0014")
+        assert applied_revisions(database.upgrade_schema()) == revisions_from("0016")
+        assert "job_dependencies" in table_names(database)
+        waiting, dependency = job_id_of("queued"), job_id_of("scheduled")
+        with database.write_engine.begin() as connection:
+            counts = connection.execute(sa.text("SELECT DISTINCT open_dependencies FROM jobs"))
+            assert counts.scalars().all() == [0]
+            connection.execute(
+                sa.text("UPDATE jobs SET status = 'pending', open_dependencies = 1 WHERE id = :id"),
+                {"id": waiting},
+            )
+            connection.execute(
+                sa.text(
+                    "INSERT INTO job_dependencies (job_id, dependency_id, position, release_on) "
+                    "VALUES (:job, :dependency, 0, 'succeeded')"
+                ),
+                {"job": waiting, "dependency": dependency},
+            )
+
+        migrate_down_to(database, "0014")
+        assert "job_dependencies" not in table_names(database)
+        with database.read_engine.connect() as connection:
+            status, reason = connection.execute(
+                sa.text("SELECT status, reason FROM jobs WHERE id = :id"), {"id": waiting}
+            ).one()
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("jobs")}
+        assert (status, reason) == ("cancelled", "cancelled")
+        assert not {"open_dependencies", "input_from"} & columns
+    finally:
+        database.dispose()
