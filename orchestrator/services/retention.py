@@ -266,10 +266,16 @@ def _count_of_jobs(
     )
 
 
+def _with_children(ids: SelectOfScalar[str]) -> SelectOfScalar[str]:
+    """The jobs ``ids`` selects and their children (an array goes whole, as ``delete_jobs``)."""
+    chosen = ids.order_by(None)
+    return select(Job.id).where(sa.or_(col(Job.id).in_(chosen), col(Job.parent_id).in_(chosen)))
+
+
 def expired(session: Session, retention: Retention, now: datetime) -> Removed:
     """What ``collect`` would delete, counted without deleting anything (a dry run)."""
     cutoffs = _cutoffs(session, retention, now)
-    jobs = [_expired_jobs(project, cutoff) for project, cutoff in cutoffs.items()]
+    jobs = [_with_children(_expired_jobs(project, cutoff)) for project, cutoff in cutoffs.items()]
     counted = Removed(
         jobs=sum(_count(session, ids) for ids in jobs),
         events=_count_of_jobs(session, JobEvent, jobs),

@@ -19,7 +19,7 @@ SUMMARY_FIELDS = {
     "id", "project", "queue", "definition", "name", "status", "priority", "attempt",
     "max_attempts", "interrupted_attempts", "exit_code", "error", "reason", "container_id",
     "runner", "webhook", "timeout", "schedule_at", "create_time", "update_time", "start_time",
-    "finish_time",
+    "finish_time", "parent_id", "array_index", "array_size", "children",
 }  # fmt: skip
 
 
