@@ -113,7 +113,7 @@ def test_0016_adds_the_links_and_its_downgrade_cancels_what_still_waits(database
     try:
         migrate_to(database, "0001")
         seed(database)
-        migrate_to(database, "0014")
+        migrate_to(database, "0015")
         assert applied_revisions(database.upgrade_schema()) == revisions_from("0016")
         assert "job_dependencies" in table_names(database)
         waiting, dependency = job_id_of("queued"), job_id_of("scheduled")
@@ -132,7 +132,7 @@ def test_0016_adds_the_links_and_its_downgrade_cancels_what_still_waits(database
                 {"job": waiting, "dependency": dependency},
             )
 
-        migrate_down_to(database, "0014")
+        migrate_down_to(database, "0015")
         assert "job_dependencies" not in table_names(database)
         with database.read_engine.connect() as connection:
             status, reason = connection.execute(
