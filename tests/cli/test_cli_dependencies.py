@@ -72,3 +72,22 @@ def test_depends_on_takes_known_words_off_the_end_of_an_id() -> None:
         {"type": "SEQUENTIAL"},
         {"type": "SEQUENTIAL", "on": "finished"},
     ]
+
+
+def test_the_readme_fan_out_and_fan_in_adds_up_every_shard(server: LiveServer) -> None:
+    apply(server, "square", "sum-squares")
+    shards = as_json(cli(server, "submit", "square", "--array", "5", "--json"))["id"]
+    followed = cli(
+        server,
+        "submit",
+        "sum-squares",
+        "--depends-on",
+        shards,
+        "--input",
+        json.dumps({"from": [shards]}),
+        "--follow",
+    )
+    assert "5 shards, sum 30" in ok(followed)
+    array = as_json(cli(server, "jobs", "get", shards, "--json"))
+    assert array["output"] == [{"n": n, "square": n * n} for n in range(5)]
+    assert array["dependents"] == 1
