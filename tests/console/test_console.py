@@ -1,0 +1,210 @@
+"""The web console in a real browser against a real server with real containers: sign-in,
+a job's status changing live, a running job's log followed and the job cancelled, a queue
+paused, a read-only token's view, refused cross-site posts, and no console errors anywhere."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import docker
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import TEST_IMAGE, LiveServer, admin_token, containers_of, wait_for
+from tests.console.conftest import screenshot
+
+pytestmark = pytest.mark.docker
+
+SECRET = "s3cr3t-console-value"
+
+
+def sign_in(page: Any, server: LiveServer, token: str, then: str = "/ui/jobs") -> None:
+    """Open ``then`` signed out (redirected to the sign-in page) and sign in with ``token``."""
+    page.goto(server.url + then)
+    page.wait_for_url(re.compile(r"/ui/signin"))
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(re.escape(then) + r"$"))
+
+
+def api(server: LiveServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    return server.http.request(method, path, **kwargs)
+
+
+def define(server: LiveServer, name: str, script: str, project: str = "default") -> None:
+    server.register({"name": name, "image": TEST_IMAGE, "command": ["sh", "-c", script]}, project)
+
+
+def queue(server: LiveServer, name: str, project: str = "default", **spec: Any) -> None:
+    response = api(server, "POST", f"/v1/projects/{project}/queues", json={"name": name, **spec})
+    assert response.status_code == 201, response.text
+
+
+def test_sign_in_keeps_the_token_in_a_strict_httponly_cookie_and_sign_out_forgets_it(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    page = new_page()
+    page.goto(console_server.url + "/")
+    page.wait_for_url(re.compile(r"/ui/signin\?then="))
+    screenshot(page, "signin")
+    page.fill("#token", "not-a-token")
+    page.click("button[type=submit]")
+    assert "not valid" in page.inner_text("[role=alert]")
+
+    page.fill("#token", admin_token(console_server.settings))
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/ui/jobs$"))
+    session = {c["name"]: c for c in page.context.cookies()}["orch_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict" and session["path"] == "/ui"
+    assert "admin" in page.inner_text("header")
+
+    page.click("text=Sign out")
+    page.wait_for_url(re.compile(r"/ui/signin$"))
+    assert "orch_session" not in {c["name"] for c in page.context.cookies()}
+    page.goto(console_server.url + "/ui/queues")
+    page.wait_for_url(re.compile(r"/ui/signin\?then=/ui/queues"))
+
+
+def test_a_job_goes_from_queued_to_succeeded_on_the_jobs_page_without_a_reload(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "hello", "echo hello; echo '{\"ok\": true}' > $ORCH_OUTPUT")
+    queue(console_server, "held", paused=True)
+    job = console_server.submit(definition="hello", queue="held", name="live-one")
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings))
+    row = page.locator(f"tr[data-job='{job['id']}']")
+    assert "queued" in row.inner_text()
+    page.evaluate("window.notReloaded = true")
+
+    response = api(
+        console_server, "PATCH", "/v1/projects/default/queues/held", json={"paused": False}
+    )
+    assert response.status_code == 200, response.text
+    page.wait_for_selector(f"tr[data-job='{job['id']}'] .status-succeeded")
+    assert page.evaluate("window.notReloaded") is True
+    assert "succeeded" in row.inner_text()  # as text, not only as a colour
+    screenshot(page, "jobs")
+
+    # Its page: the output, the attempt's exit code; resubmit makes a new job of the same spec.
+    row.locator("a").click()
+    page.wait_for_url(re.compile(job["id"]))
+    assert '"ok": true' in page.inner_text("#job-live")
+    assert "succeeded" in page.inner_text("table.attempts")
+    page.click("button:has-text('Resubmit')")
+    page.wait_for_url(lambda url: "/jobs/" in url and job["id"] not in url)
+    new_id = page.url.rsplit("/", 1)[1]
+    assert console_server.wait_job(new_id)["status"] == "succeeded"
+
+
+def test_a_running_jobs_log_follows_live_and_cancel_removes_its_container(
+    console_server: LiveServer,
+    new_page: Callable[[], Any],
+    docker_client: docker.DockerClient,
+) -> None:
+    define(
+        console_server, "ticker", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.2; done"
+    )
+    job = console_server.submit(
+        definition="ticker", name="ticker", secret_env={"API_KEY": SECRET}, env={"MODE": "plain"}
+    )
+    console_server.wait_job(job["id"], {"running"})
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    shown = page.inner_text("#log")
+    # A line written after the page was rendered: the log follows live.
+    last = max((int(n) for n in re.findall(r"tick (\d+)", shown)), default=-1)
+    expect(page.locator("#log")).to_contain_text(f"tick {last + 5}")
+    assert "following" in page.inner_text("#log-state")
+    assert "***" in page.inner_text("main") and "plain" in page.inner_text("main")
+    screenshot(page, "job")
+    assert SECRET not in page.content()
+
+    page.click("button:has-text('Cancel')")
+    page.wait_for_selector("#job-live .status-cancelled")
+    assert "cancelled" in page.inner_text("#job-live")
+    wait_for(lambda: not containers_of(docker_client, job["id"]), timeout=30)
+    assert SECRET not in page.content()
+
+
+def test_a_queue_is_paused_and_resumed_from_the_queues_page(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    queue(console_server, "nightly", priority=5, max_concurrency=2)
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings), "/ui/queues")
+    row = page.locator("tr[data-queue='nightly']")
+    assert "active" in row.inner_text()
+    row.locator("button:has-text('Pause')").click()
+    page.wait_for_selector("tr[data-queue='nightly'] .status-paused")
+    assert api(console_server, "GET", "/v1/projects/default/queues/nightly").json()["paused"]
+    screenshot(page, "queues")
+    page.locator("tr[data-queue='nightly'] button:has-text('Resume')").click()
+    page.wait_for_selector("tr[data-queue='nightly'] .status-active")
+    assert not api(console_server, "GET", "/v1/projects/default/queues/nightly").json()["paused"]
+
+
+def test_a_read_only_token_sees_no_write_buttons_and_no_other_projects_job(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "quick", "echo quick")
+    mine = console_server.submit(definition="quick", name="read-view")
+    response = api(console_server, "POST", "/v1/projects", json={"name": "elsewhere"})
+    assert response.status_code == 201, response.text
+    define(console_server, "quick", "echo quick", project="elsewhere")
+    response = api(
+        console_server, "POST", "/v1/projects/elsewhere/jobs", json={"definition": "quick"}
+    )
+    theirs = response.json()
+    response = api(
+        console_server,
+        "POST",
+        "/v1/tokens",
+        json={"name": "viewer", "role": "read", "project": "default"},
+    )
+    token = response.json()["token"]
+
+    page = new_page()
+    sign_in(page, console_server, token, f"/ui/projects/default/jobs/{mine['id']}")
+    assert page.locator("#job-live").count() == 1
+    assert page.locator("form[action$='/cancel'], form[action$='/resubmit']").count() == 0
+    page.goto(console_server.url + "/ui/queues")
+    assert page.locator("tr[data-queue='default']").count() == 1
+    assert page.locator("tr form").count() == 0
+    # Not only hidden: the server refuses the write as the API would (403).
+    csrf = {c["name"]: c["value"] for c in page.context.cookies()}["orch_csrf"]
+    refused = page.request.post(
+        console_server.url + "/ui/projects/default/queues/default/pause", form={"csrf": csrf}
+    )
+    assert refused.status == 403
+
+    answer = page.goto(console_server.url + f"/ui/projects/elsewhere/jobs/{theirs['id']}")
+    assert answer is not None and answer.status == 404
+    assert "not found" in page.inner_text("[role=alert]")
+    assert theirs["id"] not in page.content()
+
+
+def test_a_post_without_the_csrf_value_is_refused(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    queue(console_server, "guarded", paused=True)
+    define(console_server, "quick", "echo quick")
+    job = console_server.submit(definition="quick", queue="guarded")
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings))
+    cancel = f"{console_server.url}/ui/projects/default/jobs/{job['id']}/cancel"
+    assert page.request.post(cancel, form={}).status == 403
+    assert page.request.post(cancel, form={"csrf": "forged"}).status == 403
+    assert console_server.job(job["id"])["status"] == "queued"
+    # The same post with the page's value is carried out.
+    csrf = {c["name"]: c["value"] for c in page.context.cookies()}["orch_csrf"]
+    assert page.request.post(cancel, form={"csrf": csrf}, max_redirects=0).status == 303
+    assert console_server.job(job["id"])["status"] == "cancelled"
