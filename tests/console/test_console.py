@@ -13,6 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from orchestrator.services import attempts
+from orchestrator.storage.models import utcnow
 from tests.conftest import TEST_IMAGE, LiveServer, admin_token, containers_of, wait_for
 from tests.console.conftest import screenshot
 
@@ -87,7 +89,6 @@ def test_a_job_goes_from_queued_to_succeeded_on_the_jobs_page_without_a_reload(
     page.wait_for_selector(f"tr[data-job='{job['id']}'] .status-succeeded")
     assert page.evaluate("window.notReloaded") is True
     assert "succeeded" in row.inner_text()  # as text, not only as a colour
-    screenshot(page, "jobs")
 
     # Its page: the output, the attempt's exit code; resubmit makes a new job of the same spec.
     row.locator("a").click()
@@ -208,3 +209,65 @@ def test_a_post_without_the_csrf_value_is_refused(
     csrf = {c["name"]: c["value"] for c in page.context.cookies()}["orch_csrf"]
     assert page.request.post(cancel, form={"csrf": csrf}, max_redirects=0).status == 303
     assert console_server.job(job["id"])["status"] == "cancelled"
+
+
+def test_a_long_log_shows_its_tail_and_loads_earlier_parts_on_demand(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    queue(console_server, "parked", paused=True)
+    define(console_server, "quick", "echo quick")
+    job = console_server.submit(definition="quick", queue="parked", name="long-log")
+    # 450 chunks, stored as the runner's log pump stores them.
+    with console_server.services.db.transaction() as session:
+        chunks = [(utcnow(), f"chunk {i}\n") for i in range(450)]
+        attempts.append_logs(session, None, job["id"], 1, chunks)
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    log = page.locator("#log")
+    assert "chunk 449" in log.inner_text() and "chunk 249\n" not in log.inner_text()
+    assert "chunk 250" in log.inner_text()
+    page.click("#log-earlier")
+    expect(log).to_contain_text("chunk 50\n")
+    assert "chunk 49\n" not in log.inner_text()
+    page.click("#log-earlier")
+    expect(log).to_contain_text("chunk 0\n")
+    expect(page.locator("#log-earlier")).to_have_count(0)
+    assert log.inner_text().count("chunk 1\n") == 1
+
+
+def test_the_console_works_from_the_keyboard_and_fits_a_phone(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "quick", "echo quick")
+    job = console_server.submit(definition="quick", name="by-keyboard")
+    console_server.wait_job(job["id"])
+    page = new_page()
+    page.goto(console_server.url + "/ui/jobs")
+    page.keyboard.type(admin_token(console_server.settings))  # the token field has the focus
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r"/ui/jobs$"))
+    screenshot(page, "jobs")  # the module's jobs by now, in every status
+    link = page.locator(f"tr[data-job='{job['id']}'] a")
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        if link.evaluate("element => element === document.activeElement"):
+            break
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(job["id"]))
+
+    # A filter on the time of creation: before the job, none.
+    page.goto(console_server.url + "/ui/jobs?created_before=2000-01-01T00:00")
+    assert "No jobs match" in page.inner_text("main")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/ui/jobs", f"/ui/projects/default/jobs/{job['id']}", "/ui/queues"):
+        page.goto(console_server.url + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
+        if path == "/ui/jobs":
+            screenshot(page, "jobs-phone")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
+from datetime import UTC, datetime
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -75,12 +76,27 @@ def _status(value: str) -> JobStatus | None:
         ) from None
 
 
+def _time(name: str, value: str) -> datetime | None:
+    """A time from a ``datetime-local`` field (or RFC 3339), taken as UTC when it has no zone."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name}: '{value}' is not a time (YYYY-MM-DDTHH:MM, UTC)", field=name
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _list(services: Services, actor: Actor, filters: dict[str, str], cursor: str) -> dict[str, Any]:
     where = job_queries.JobFilter(
         queue=filters["queue"] or None,
         status=_status(filters["status"]),
         definition=filters["definition"] or None,
         name=filters["name"] or None,
+        created_after=_time("created_after", filters["created_after"]),
+        created_before=_time("created_before", filters["created_before"]),
     )
     with services.db.read() as session:
         project, seen = chosen_project(session, actor, filters["project"])
@@ -125,6 +141,8 @@ def jobs_page(
     status: Filter = "",
     definition: Filter = "",
     name: Filter = "",
+    created_after: Filter = "",
+    created_before: Filter = "",
     cursor: Filter = "",
 ) -> Response:
     """The jobs of a project, newest first, filtered, a page at a time."""
@@ -134,6 +152,8 @@ def jobs_page(
         "status": status,
         "definition": definition,
         "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
     }
     return render(request, "jobs.html", _list(services, actor, filters, cursor), actor=actor)
 
@@ -148,6 +168,8 @@ def jobs_rows(
     status: Filter = "",
     definition: Filter = "",
     name: Filter = "",
+    created_after: Filter = "",
+    created_before: Filter = "",
 ) -> Response:
     """The first page's counts and rows alone: what the jobs page polls to stay live."""
     filters = {
@@ -156,6 +178,8 @@ def jobs_rows(
         "status": status,
         "definition": definition,
         "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
     }
     return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
 

@@ -49,3 +49,12 @@
     }
   })();
 })();
+
+// A polled part of a page is not replaced while the keyboard is in it: the swap would take the
+// focus away (a link or button being reached with Tab). It is refreshed at the next poll after.
+document.addEventListener("htmx:beforeRequest", (event) => {
+  const target = event.detail && event.detail.elt;
+  if (target && target.contains(document.activeElement) && document.activeElement !== document.body) {
+    event.preventDefault();
+  }
+});
