@@ -265,9 +265,37 @@ def test_the_console_works_from_the_keyboard_and_fits_a_phone(
     assert "No jobs match" in page.inner_text("main")
 
     page.set_viewport_size({"width": 390, "height": 844})
-    for path in ("/ui/jobs", f"/ui/projects/default/jobs/{job['id']}", "/ui/queues"):
+    for path in ("/ui/jobs", f"/ui/projects/default/jobs/{job['id']}", "/ui/queues", "/ui/runners"):
         page.goto(console_server.url + path)
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width} px wide on a 390 px screen"
         if path == "/ui/jobs":
             screenshot(page, "jobs-phone")
+
+
+def test_a_definitions_versions_yaml_and_diff_and_the_runners(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "report", "echo v1")
+    define(console_server, "report", "echo v2")
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings), "/ui/definitions")
+    row = page.locator("tr[data-definition='report']")
+    assert "2" in row.inner_text() and TEST_IMAGE in row.inner_text()
+    row.locator("a").click()
+    page.wait_for_url(re.compile(r"/definitions/report$"))
+    assert "echo v2" in page.inner_text("pre.yaml")
+    page.click("text=version 1")
+    assert "echo v1" in page.inner_text("pre.yaml")
+    page.click("text=diff with 1")
+    assert "echo v2" in page.inner_text("pre.diff del") and "echo v1" in page.inner_text(
+        "pre.diff ins"
+    )
+    page.goto(console_server.url + "/ui/projects/default/definitions/report?version=2&compare=1")
+    screenshot(page, "definition")
+
+    page.click("nav >> text=Runners")
+    runner = page.locator(f"tr[data-runner='{console_server.settings.runner_name}']")
+    text = runner.inner_text()
+    assert "active" in text and "ok" in text and "/ 4" in text
+    screenshot(page, "runners")
