@@ -180,6 +180,9 @@ def test_a_read_only_token_sees_no_write_buttons_and_no_other_projects_job(
     page.goto(console_server.url + "/ui/queues")
     assert page.locator("tr[data-queue='default']").count() == 1
     assert page.locator("tr form").count() == 0
+    page.goto(console_server.url + "/ui/projects/default/definitions/quick")
+    assert "echo quick" in page.inner_text("pre.yaml")
+    assert page.locator("form[action*='/submit']").count() == 0
     # Not only hidden: the server refuses the write as the API would (403).
     csrf = {c["name"]: c["value"] for c in page.context.cookies()}["orch_csrf"]
     refused = page.request.post(
@@ -299,3 +302,40 @@ def test_a_definitions_versions_yaml_and_diff_and_the_runners(
     text = runner.inner_text()
     assert "active" in text and "ok" in text and "/ 4" in text
     screenshot(page, "runners")
+
+
+def test_a_job_is_submitted_from_its_definitions_form_with_a_secret_as_a_password(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    console_server.register(
+        {
+            "name": "greet",
+            "image": TEST_IMAGE,
+            "command": ["sh", "-c", "echo hello Param::who with $API_KEY"],
+            "parameters": {"who": "world"},
+            "secrets": ["API_KEY"],
+        }
+    )
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        "/ui/projects/default/definitions/greet",
+    )
+    assert page.get_attribute("input[name='secret.API_KEY']", "type") == "password"
+    page.fill("textarea[name=input]", "{not json")
+    page.click("button:has-text('Submit')")
+    assert "input: not JSON" in page.inner_text("[role=alert]")
+    page.go_back()
+    page.fill("input[name='param.who']", "console")
+    page.fill("input[name='secret.API_KEY']", SECRET)
+    page.fill("textarea[name=input]", '{"n": 1}')
+    screenshot(page, "definition-submit")
+    page.click("button:has-text('Submit')")
+    page.wait_for_url(re.compile(r"/ui/projects/default/jobs/[0-9a-f-]{36}$"))
+    job_id = page.url.rsplit("/", 1)[1]
+    assert console_server.wait_job(job_id)["status"] == "succeeded"
+    assert console_server.logs(job_id) == "hello console with ***\n"
+    page.reload()
+    assert "console" in page.inner_text("main") and SECRET not in page.content()

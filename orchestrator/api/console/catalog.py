@@ -5,18 +5,24 @@
 from __future__ import annotations
 
 import difflib
+import json
 from typing import Annotated, Any
 
 import yaml
 from fastapi import APIRouter, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
 
 from orchestrator.api.console.jobs import chosen_project
-from orchestrator.api.console.pages import render
-from orchestrator.api.console.session import ConsoleActorDep
+from orchestrator.api.console.pages import render, see_other
+from orchestrator.api.console.session import ConsoleActorDep, FormDep
 from orchestrator.api.deps import ServicesDep
+from orchestrator.errors import InvalidRequest
+from orchestrator.rules.templating import placeholders
+from orchestrator.schemas.jobs import JobCreate
 from orchestrator.schemas.runners import RunnerPublic
-from orchestrator.services import definitions, projects, runners
+from orchestrator.services import definitions, jobs, outbound, projects, queues, runners
 from orchestrator.storage.models import Definition
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -62,9 +68,12 @@ def definition_page(
         versions = definitions.list_versions(session, project, name)
         shown = definitions.get(session, project, name, version)
         other = definitions.get(session, project, name, compare) if compare else None
+        queue_names = [queue.name for queue in queues.list_all(session, project)]
     context: dict[str, Any] = {
         "project": project,
         "name": name,
+        "queues": queue_names,
+        "parameters": submit_parameters(shown),
         "versions": versions,
         "shown": shown,
         "yaml": _yaml(shown),
@@ -82,6 +91,85 @@ def definition_page(
             )
         )
     return render(request, "definition.html", context, actor=actor)
+
+
+def submit_parameters(definition: Definition) -> dict[str, str]:
+    """The parameters a submit form asks for: the definition's, with their defaults, and those
+    its command names without one (empty: a submit without them is refused, naming them)."""
+    spec = definition.spec
+    named = {name: "" for name in placeholders(spec.get("command") or [])}
+    return {**named, **{name: str(value) for name, value in spec.get("parameters", {}).items()}}
+
+
+# The form's fields that are not parameters or secrets: ``param.NAME`` and ``secret.NAME`` are.
+PARAMETER_PREFIX = "param."
+SECRET_PREFIX = "secret."
+
+
+def _submission(definition: Definition, form: dict[str, str]) -> JobCreate:
+    """The submission a definition's form makes: a parameter left at its default is not sent
+    (the definition's applies); an empty secret is not sent (the submit names it if needed)."""
+    defaults = submit_parameters(definition)
+    parameters = {
+        key.removeprefix(PARAMETER_PREFIX): value
+        for key, value in form.items()
+        if key.startswith(PARAMETER_PREFIX) and value != defaults.get(key[len(PARAMETER_PREFIX) :])
+    }
+    secret_env = {
+        key.removeprefix(SECRET_PREFIX): value
+        for key, value in form.items()
+        if key.startswith(SECRET_PREFIX) and value
+    }
+    document: Any = None
+    if form.get("input", "").strip():
+        try:
+            document = json.loads(form["input"])
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"input: not JSON ({exc.msg})", field="input") from None
+    try:
+        return JobCreate.model_validate(
+            {
+                "definition": f"{definition.name}:{definition.version}",
+                "queue": form.get("queue") or "default",
+                "name": form.get("name") or None,
+                "parameters": parameters,
+                "secret_env": secret_env,
+                "input": document,
+            }
+        )
+    except ValidationError as exc:
+        # Answered as a bad request body is (a 400 naming the fields, never their values).
+        raise RequestValidationError(exc.errors(include_input=False, include_url=False)) from None
+
+
+@router.post("/projects/{project}/definitions/{name}/submit")
+def submit_job(
+    project: str,
+    name: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    form: FormDep,
+    version: Version = None,
+) -> Response:
+    """Submit a job of this definition version from its form (as ``POST .../jobs``), then show
+    the new job."""
+    actor.check(project, write=True)
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        definition = definitions.get(session, project, name, version)
+        request = _submission(definition, form)
+        outbound.check_submission(services.outbound, request)
+        job = jobs.submit(
+            session,
+            services.box,
+            services.hub,
+            project,
+            request,
+            policy=services.policy,
+            limits=services.limits,
+            actor=actor,
+        )
+    return see_other(f"/ui/projects/{project}/jobs/{job.id}")
 
 
 @router.get("/runners", response_class=HTMLResponse)

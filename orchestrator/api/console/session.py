@@ -26,8 +26,6 @@ CSRF_COOKIE = "orch_csrf"
 CSRF_FIELD = "csrf"
 # The console's paths: the cookies are sent to nothing else.
 PREFIX = "/ui"
-# The longest form the console reads (bytes): its forms hold a token and a few names.
-MAX_FORM_BYTES = 16_384
 
 
 class SignInRequired(Exception):
@@ -96,9 +94,10 @@ def end_session(response: Response) -> None:
 
 
 async def checked_form(request: Request) -> dict[str, str]:
-    """The posted form's fields, once its CSRF field matches the CSRF cookie (403 if not)."""
+    """The posted form's fields, once its CSRF field matches the CSRF cookie (403 if not). Its
+    size is bounded as every request body is (``ORCH_MAX_BODY_BYTES``)."""
     body = await request.body()
-    fields = dict(parse_qsl(body[:MAX_FORM_BYTES].decode("utf-8", "replace")))
+    fields = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     sent = fields.get(CSRF_FIELD, "")
     expected = request.cookies.get(CSRF_COOKIE, "")
     if not sent or not expected or not hmac.compare_digest(sent, expected):
