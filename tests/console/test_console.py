@@ -17,6 +17,7 @@ from orchestrator.services import attempts
 from orchestrator.storage.models import utcnow
 from tests.conftest import TEST_IMAGE, LiveServer, admin_token, containers_of, wait_for
 from tests.console.conftest import screenshot
+from tests.receiver import Receiver
 
 pytestmark = pytest.mark.docker
 
@@ -339,3 +340,32 @@ def test_a_job_is_submitted_from_its_definitions_form_with_a_secret_as_a_passwor
     assert console_server.logs(job_id) == "hello console with ***\n"
     page.reload()
     assert "console" in page.inner_text("main") and SECRET not in page.content()
+
+
+def test_a_jobs_webhook_deliveries_are_shown_and_redelivered(
+    console_server: LiveServer, new_page: Callable[[], Any], receiver: Receiver
+) -> None:
+    define(console_server, "quick", "echo quick")
+    hook = receiver.url.replace("://", "://user:hook-password@") + "/hook"
+    job = console_server.submit(definition="quick", webhook=hook)
+    console_server.wait_job(job["id"])
+
+    def delivered() -> bool:
+        path = f"/v1/projects/default/jobs/{job['id']}/deliveries"
+        items = api(console_server, "GET", path).json()["items"]
+        return bool(items) and items[0]["status"] == "delivered"
+
+    wait_for(delivered)
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    first = page.locator("tr[data-delivery='1']")
+    expect(first).to_contain_text("delivered")
+    assert "hook-password" not in page.content()  # the URL's credentials are ***
+    first.locator("button:has-text('Redeliver')").click()
+    expect(page.locator("tr[data-delivery='2']")).to_contain_text("again of 1")
+    assert [r.path for r in receiver.wait_for_requests(2)] == ["/hook", "/hook"]

@@ -16,7 +16,7 @@ from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -27,10 +27,10 @@ from orchestrator.api.deps import ServicesDep
 from orchestrator.api.live import LiveStream
 from orchestrator.errors import InvalidRequest
 from orchestrator.process import Services
-from orchestrator.rules.masking import MASK
+from orchestrator.rules.masking import MASK, public_url
 from orchestrator.rules.roles import Role
 from orchestrator.rules.states import JobStatus
-from orchestrator.services import job_queries, jobs, projects, queues, resubmit
+from orchestrator.services import job_queries, jobs, projects, queues, resubmit, webhooks
 from orchestrator.services.audit import Actor
 from orchestrator.streams.feed import Item
 
@@ -208,12 +208,15 @@ def _job_context(services: Services, actor: Actor, project: str, job_id: str) ->
         projects.get(session, project)
         job = job_queries.get(session, project, job_id)
         events = job_queries.events(session, job.id)
+        deliveries = webhooks.deliveries(session, job.id)
     return {
         "project": project,
         "job": job,
         "events": events,
         "attempts": _attempts(events),
         "secret_env": dict.fromkeys(job.secret_env_keys, MASK),
+        # The URLs as the API shows them: credentials in them replaced by ***.
+        "deliveries": [(row, public_url(row.url)) for row in deliveries],
         "base": f"/ui/projects/{project}/jobs/{job.id}",
     }
 
@@ -330,3 +333,21 @@ def resubmit_job(
             actor=actor,
         )
     return see_other(f"/ui/projects/{project}/jobs/{job.id}")
+
+
+@router.post("/projects/{project}/jobs/{job_id}/deliveries/{number}/redeliver")
+def redeliver_webhook(
+    project: str,
+    job_id: str,
+    number: Annotated[int, Path(ge=1, le=1_000_000)],
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    form: FormDep,
+) -> Response:
+    """Send a webhook delivery again (as ``POST .../deliveries/{number}/redeliver``)."""
+    actor.check(project, write=True)
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        job = job_queries.get(session, project, job_id)
+        webhooks.redeliver(session, job, number, services.hub)
+    return see_other(f"/ui/projects/{project}/jobs/{job.id}#deliveries-h")
