@@ -369,3 +369,37 @@ def test_a_jobs_webhook_deliveries_are_shown_and_redelivered(
     first.locator("button:has-text('Redeliver')").click()
     expect(page.locator("tr[data-delivery='2']")).to_contain_text("again of 1")
     assert [r.path for r in receiver.wait_for_requests(2)] == ["/hook", "/hook"]
+
+
+def test_a_schedules_fire_times_and_runs_with_pause_resume_and_run_now(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "quick", "echo quick")
+    body = {
+        "name": "nightly-quick",
+        "cron": "0 3 * * *",
+        "timezone": "Asia/Tokyo",
+        "target": {"job": {"definition": "quick", "secret_env": {"API_KEY": SECRET}}},
+    }
+    response = api(console_server, "POST", "/v1/projects/default/schedules", json=body)
+    assert response.status_code == 201, response.text
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings), "/ui/schedules")
+    row = page.locator("tr[data-schedule='nightly-quick']")
+    assert "active" in row.inner_text() and "18:00:00" in row.inner_text()  # 03:00 in Tokyo
+    row.locator("a").click()
+    page.wait_for_url(re.compile(r"/schedules/nightly-quick$"))
+    assert page.locator("#preview-h + ol li").count() == 10
+    page.click("button:has-text('Pause')")
+    expect(page.locator(".summary .status")).to_have_text("paused")
+    page.click("button:has-text('Run now')")
+    run = page.locator("table.runs tbody tr").first
+    expect(run).to_contain_text("manual")
+    job_id = run.locator("a").get_attribute("href").rsplit("/", 1)[1]
+    assert console_server.wait_job(job_id)["status"] == "succeeded"
+    page.click("button:has-text('Resume')")
+    expect(page.locator(".summary .status")).to_have_text("active")
+    page.reload()
+    expect(page.locator("table.runs tbody tr").first).to_contain_text("succeeded")
+    assert SECRET not in page.content()
+    screenshot(page, "schedule")

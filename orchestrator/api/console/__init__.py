@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.api.console import catalog, jobs, queues
+from orchestrator.api.console import catalog, jobs, queues, schedule_pages
 from orchestrator.api.console.pages import STATIC, error_page, render, see_other
 from orchestrator.api.console.session import (
     PREFIX,
@@ -82,7 +82,13 @@ def install(app: FastAPI) -> None:
     """Add the console to ``app``: its pages, static files, ``/`` and its error pages (the
     API's handlers still answer every path outside ``/ui``)."""
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
-    for module_router in (router, jobs.router, queues.router, catalog.router):
+    for module_router in (
+        router,
+        jobs.router,
+        queues.router,
+        catalog.router,
+        schedule_pages.router,
+    ):
         app.include_router(module_router)
 
     @app.get("/", include_in_schema=False)
