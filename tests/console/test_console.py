@@ -5,6 +5,7 @@ paused, a read-only token's view, refused cross-site posts, and no console error
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from orchestrator.services import attempts
+from orchestrator.services import attempts, runners
 from orchestrator.storage.models import utcnow
 from tests.conftest import TEST_IMAGE, LiveServer, admin_token, containers_of, wait_for
 from tests.console.conftest import screenshot
@@ -403,3 +404,39 @@ def test_a_schedules_fire_times_and_runs_with_pause_resume_and_run_now(
     expect(page.locator("table.runs tbody tr").first).to_contain_text("succeeded")
     assert SECRET not in page.content()
     screenshot(page, "schedule")
+
+
+def test_an_admin_drains_a_runner_and_a_project_token_cannot(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    # A second runner's registration, as its process would write it (it never claims here).
+    name = f"other-{uuid.uuid4().hex[:8]}"
+    identity = runners.Identity(
+        name=name, session=uuid.uuid4().hex, docker_host="tcp://elsewhere:2375", capacity=2,
+        queues=None, version="0",
+    )  # fmt: skip
+    with console_server.services.db.transaction() as session:
+        runners.register(session, identity, console_server.settings.runner_lease)
+    response = api(
+        console_server,
+        "POST",
+        "/v1/tokens",
+        json={"name": "writer", "role": "write", "project": "default"},
+    )
+    writer = response.json()["token"]
+    page = new_page()
+    sign_in(page, console_server, writer, "/ui/runners")
+    assert page.locator(f"tr[data-runner='{name}']").count() == 1
+    assert page.locator("form[action$='/drain']").count() == 0
+    csrf = {c["name"]: c["value"] for c in page.context.cookies()}["orch_csrf"]
+    refused = page.request.post(
+        console_server.url + f"/ui/runners/{name}/drain", form={"csrf": csrf}
+    )
+    assert refused.status == 403
+
+    admin = new_page()
+    sign_in(admin, console_server, admin_token(console_server.settings), "/ui/runners")
+    admin.locator(f"tr[data-runner='{name}'] button:has-text('Drain')").click()
+    expect(admin.locator(f"tr[data-runner='{name}'] .status").first).to_have_text("draining")
+    runner = api(console_server, "GET", f"/v1/runners/{name}").json()
+    assert runner["state"] == "draining"

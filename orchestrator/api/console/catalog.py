@@ -19,6 +19,7 @@ from orchestrator.api.console.pages import render, see_other
 from orchestrator.api.console.session import ConsoleActorDep, FormDep
 from orchestrator.api.deps import ServicesDep
 from orchestrator.errors import InvalidRequest
+from orchestrator.rules.roles import Role
 from orchestrator.rules.templating import placeholders
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.schemas.runners import RunnerPublic
@@ -178,4 +179,17 @@ def runners_page(request: Request, services: ServicesDep, actor: ConsoleActorDep
     with services.db.read() as session:
         views = runners.list_runners(session, services.settings.runner_lease)
     rows = [RunnerPublic.from_record(view.record, view.state, view.running) for view in views]
-    return render(request, "runners.html", {"runners": rows, "project": ""}, actor=actor)
+    context = {"runners": rows, "project": "", "can_drain": actor.role is Role.ADMIN}
+    return render(request, "runners.html", context, actor=actor)
+
+
+@router.post("/runners/{name}/drain")
+def drain_runner(
+    name: str, services: ServicesDep, actor: ConsoleActorDep, form: FormDep
+) -> Response:
+    """Ask the runner to stop claiming, finish its jobs and exit (admin only, as
+    ``POST /v1/runners/{name}/drain``)."""
+    actor.require_admin()
+    with services.db.transaction() as session:
+        runners.request_drain(session, services.hub, name, services.settings.runner_lease, actor)
+    return see_other("/ui/runners")
