@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 
 from orchestrator import __version__
 from orchestrator.api import (
+    console,
     definitions,
     errors,
     health,
@@ -75,4 +76,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(
             compat.router, generate_unique_id_function=openapi.product_operation_id(product)
         )
+    # The web console under /ui (and / leads there); after errors.install: its error pages
+    # answer under /ui only, the API's handlers everywhere else.
+    console.install(app)
     return app

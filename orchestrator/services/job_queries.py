@@ -219,3 +219,15 @@ def public(session: Session, job: Job) -> JobPublic:
     return JobPublic.from_row(
         job, children_counts(session, job), *dependencies.shown(session, job.id)
     )
+
+
+def log_tail(
+    session: Session, job_id: str, before: int | None = None, limit: int = 200
+) -> list[JobLog]:
+    """The job's last ``limit`` stored log chunks (those with an id below ``before``, if given),
+    oldest first: a long log's end, read from the ``ix_job_logs_job`` index backwards."""
+    statement = select(JobLog).where(JobLog.job_id == job_id)
+    if before is not None:
+        statement = statement.where(col(JobLog.id) < before)
+    rows = session.exec(statement.order_by(sa.desc(col(JobLog.id))).limit(limit)).all()
+    return list(reversed(rows))

@@ -89,18 +89,18 @@ class JobStreams:
     # --- followers' rows ---------------------------------------------------------------------
 
     def logs(
-        self, project: str, job_id: str, attempt: int | None, lease: Lease
+        self, project: str, job_id: str, attempt: int | None, lease: Lease, after: int = 0
     ) -> AsyncGenerator[list[Item]]:
-        """The job's log from the start (one attempt's, or all), until the job ends or the
-        lease does."""
+        """The job's log after the chunk ``after`` (from the start by default; one attempt's,
+        or all), until the job ends or the lease does."""
         source = Source(
             ("logs", project, job_id), job_topic(job_id), partial(self._logs, project, job_id, None)
         )
         if attempt is None:
-            return self.feeds.follow(source, 0, lease)
+            return self.feeds.follow(source, after, lease)
         return self.feeds.follow(
             source,
-            0,
+            after,
             lease,
             catch_up=partial(self._logs, project, job_id, attempt),
             keep=lambda item: item.attempt == attempt,

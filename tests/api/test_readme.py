@@ -265,6 +265,9 @@ def test_only_the_endpoints_the_readme_names_answer_without_a_token(tmp_path: Pa
                 # Any value: a token is asked for before a parameter is looked at.
                 path = PATH_PARAMETER.sub("default", template)
                 response = anonymous.request(method, path)
+                if template == "/" or template.startswith(CONSOLE):
+                    unexpected += console_refusal(method, template, response)
+                    continue
                 if response.status_code == 200:
                     public.add(template)
                 elif response.status_code != 401:
@@ -274,6 +277,24 @@ def test_only_the_endpoints_the_readme_names_answer_without_a_token(tmp_path: Pa
     assert len(endpoints) > 50, endpoints
     assert not unexpected, "\n".join(unexpected)
     assert public == stated_public_paths()
+
+
+# The web console's pages: signed out, each leads to the sign-in page (the only page served).
+CONSOLE = "/ui/"
+SIGN_IN = "/ui/signin"
+
+
+def console_refusal(method: str, template: str, response: httpx.Response) -> list[str]:
+    """What is wrong with the console's answer to a request without a session: a GET must be
+    the sign-in page or a redirect towards it, a POST refused (403) or sent to sign in."""
+    location = response.headers.get("location", "")
+    if method == "GET" and template == SIGN_IN and response.status_code == 200:
+        return []
+    if response.status_code in (303, 307) and location.startswith(("/ui/", SIGN_IN)):
+        return []
+    if method == "POST" and response.status_code == 403:
+        return []
+    return [f"{method} {template} without a session -> {response.status_code} {location}"]
 
 
 # Where a command line ends in a shell block: a comment, a pipe, a list, a redirection.

@@ -1,0 +1,353 @@
+"""The console's jobs: the list (filters, cursor pages, counts, polled live) and a job's page
+(status, attempts, timeline, spec, documents, its log's tail followed live, cancel, resubmit).
+
+Every read and write goes through the services the API's routes call, with the session's actor
+checked as the API checks a bearer token's (``Actor.check``: 404 across projects, 403 for a
+read-only token's write).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from datetime import UTC, datetime
+from functools import partial
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator.api.console.pages import render, see_other
+from orchestrator.api.console.session import ConsoleActorDep, FormDep
+from orchestrator.api.deps import ServicesDep
+from orchestrator.api.live import LiveStream
+from orchestrator.errors import InvalidRequest
+from orchestrator.process import Services
+from orchestrator.rules.masking import MASK, public_url
+from orchestrator.rules.roles import Role
+from orchestrator.rules.states import JobStatus
+from orchestrator.services import job_queries, jobs, projects, queues, resubmit, webhooks
+from orchestrator.services.audit import Actor
+from orchestrator.streams.feed import Item
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+# Jobs a list page shows; log chunks a job page shows at first and per "load earlier".
+PAGE_JOBS = 50
+LOG_CHUNKS = 200
+# Event types that end an attempt, whose detail carries its exit code and reason.
+ATTEMPT_ENDS = frozenset(
+    {"succeeded", "failed", "retrying", "timed_out", "cancelled", "runner_lost", "interrupted"}
+)
+
+Filter = Annotated[str, Query(max_length=300)]
+
+
+def visible_projects(session: Session, actor: Actor) -> list[str]:
+    """The projects the actor sees: every one for an admin token, else its own."""
+    if actor.role is Role.ADMIN:
+        return [project.name for project in projects.list_all(session)]
+    return [actor.project] if actor.project else []
+
+
+def chosen_project(session: Session, actor: Actor, project: str) -> tuple[str, list[str]]:
+    """The project a page shows (``project``, or the first the actor sees, ``default`` first)
+    and the list to choose from; 404 for a project the actor cannot see."""
+    seen = visible_projects(session, actor)
+    if not project:
+        project = "default" if "default" in seen else (seen[0] if seen else "default")
+    actor.check(project, write=False)
+    projects.get(session, project)
+    return project, seen
+
+
+def _status(value: str) -> JobStatus | None:
+    if not value:
+        return None
+    try:
+        return JobStatus(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"status: '{value}' is not a job status ({', '.join(JobStatus)})", field="status"
+        ) from None
+
+
+def _time(name: str, value: str) -> datetime | None:
+    """A time from a ``datetime-local`` field (or RFC 3339), taken as UTC when it has no zone."""
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{name}: '{value}' is not a time (YYYY-MM-DDTHH:MM, UTC)", field=name
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _list(services: Services, actor: Actor, filters: dict[str, str], cursor: str) -> dict[str, Any]:
+    where = job_queries.JobFilter(
+        queue=filters["queue"] or None,
+        status=_status(filters["status"]),
+        definition=filters["definition"] or None,
+        name=filters["name"] or None,
+        created_after=_time("created_after", filters["created_after"]),
+        created_before=_time("created_before", filters["created_before"]),
+    )
+    with services.db.read() as session:
+        project, seen = chosen_project(session, actor, filters["project"])
+        items, next_cursor = job_queries.list_jobs(
+            session,
+            project,
+            where=where,
+            limit=PAGE_JOBS,
+            cursor=cursor or None,
+            max_bytes=services.settings.list_page_max_bytes,
+            batch=job_queries.read_batch(services.settings, (), PAGE_JOBS),
+        )
+        # The API's queue lengths (the claim index), summed: waiting and running now.
+        lengths = queues.counts(session, project).values()
+        queue_names = [queue.name for queue in queues.list_all(session, project)]
+    query = {**filters, "project": project}
+    return {
+        "project": project,
+        "projects": seen,
+        "queues": queue_names,
+        "statuses": list(JobStatus),
+        "filters": query,
+        "jobs": [json.loads(item) for item in items],
+        "waiting": sum(waiting for waiting, _ in lengths),
+        "running": sum(running for _, running in lengths),
+        "cursor": cursor,
+        "next_url": f"/ui/jobs?{urlencode({**query, 'cursor': next_cursor})}"
+        if next_cursor
+        else None,
+        "first_url": f"/ui/jobs?{urlencode(query)}",
+        "rows_url": f"/ui/jobs/rows?{urlencode(query)}",
+    }
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+def jobs_page(
+    request: Request,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    project: Filter = "",
+    queue: Filter = "",
+    status: Filter = "",
+    definition: Filter = "",
+    name: Filter = "",
+    created_after: Filter = "",
+    created_before: Filter = "",
+    cursor: Filter = "",
+) -> Response:
+    """The jobs of a project, newest first, filtered, a page at a time."""
+    filters = {
+        "project": project,
+        "queue": queue,
+        "status": status,
+        "definition": definition,
+        "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+    return render(request, "jobs.html", _list(services, actor, filters, cursor), actor=actor)
+
+
+@router.get("/jobs/rows", response_class=HTMLResponse)
+def jobs_rows(
+    request: Request,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    project: Filter = "",
+    queue: Filter = "",
+    status: Filter = "",
+    definition: Filter = "",
+    name: Filter = "",
+    created_after: Filter = "",
+    created_before: Filter = "",
+) -> Response:
+    """The first page's counts and rows alone: what the jobs page polls to stay live."""
+    filters = {
+        "project": project,
+        "queue": queue,
+        "status": status,
+        "definition": definition,
+        "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+    return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
+
+
+def _attempts(events: list[Any]) -> list[dict[str, Any]]:
+    """Each attempt's end, from the job's events: its number, outcome, exit code and reason."""
+    ended = []
+    for event in events:
+        if event.type in ATTEMPT_ENDS and event.attempt:
+            ended.append(
+                {
+                    "attempt": event.attempt,
+                    "outcome": event.type,
+                    "time": event.time,
+                    "exit_code": event.detail.get("exit_code"),
+                    "reason": event.detail.get("reason"),
+                    "error": event.detail.get("error"),
+                }
+            )
+    return ended
+
+
+def _job_context(services: Services, actor: Actor, project: str, job_id: str) -> dict[str, Any]:
+    actor.check(project, write=False)
+    with services.db.read() as session:
+        projects.get(session, project)
+        job = job_queries.get(session, project, job_id)
+        events = job_queries.events(session, job.id)
+        deliveries = webhooks.deliveries(session, job.id)
+    return {
+        "project": project,
+        "job": job,
+        "events": events,
+        "attempts": _attempts(events),
+        "secret_env": dict.fromkeys(job.secret_env_keys, MASK),
+        # The URLs as the API shows them: credentials in them replaced by ***.
+        "deliveries": [(row, public_url(row.url)) for row in deliveries],
+        "base": f"/ui/projects/{project}/jobs/{job.id}",
+    }
+
+
+@router.get("/projects/{project}/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(
+    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+) -> Response:
+    """One job whole, and the tail of its log."""
+    context = _job_context(services, actor, project, job_id)
+    with services.db.read() as session:
+        chunks = job_queries.log_tail(session, context["job"].id, limit=LOG_CHUNKS)
+    context["log"] = "".join(chunk.text for chunk in chunks)
+    context["log_first"] = chunks[0].id if chunks else 0
+    context["log_last"] = chunks[-1].id if chunks else 0
+    context["log_more"] = len(chunks) == LOG_CHUNKS
+    return render(request, "job.html", context, actor=actor)
+
+
+@router.get("/projects/{project}/jobs/{job_id}/live", response_class=HTMLResponse)
+def job_live(
+    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+) -> Response:
+    """The parts of a job page that change while it runs (polled until it ends)."""
+    context = _job_context(services, actor, project, job_id)
+    return render(request, "_job_live.html", context, actor=actor)
+
+
+@router.get("/projects/{project}/jobs/{job_id}/log")
+def job_log_earlier(
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    before: Annotated[int, Query(ge=1, le=2**62)],
+) -> Response:
+    """The log chunks before the chunk ``before`` (at most ``LOG_CHUNKS``): "load earlier"."""
+    actor.check(project, write=False)
+    with services.db.read() as session:
+        projects.get(session, project)
+        job = job_queries.get(session, project, job_id)
+        chunks = job_queries.log_tail(session, job.id, before=before, limit=LOG_CHUNKS)
+    return JSONResponse(
+        {
+            "text": "".join(chunk.text for chunk in chunks),
+            "first": chunks[0].id if chunks else 0,
+            "more": len(chunks) == LOG_CHUNKS,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+    async with aclosing(batches):
+        async for items in batches:
+            if items:
+                yield b"".join(item.data for item in items)
+
+
+@router.get("/projects/{project}/jobs/{job_id}/log/follow")
+async def job_log_follow(
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> Response:
+    """The log after chunk ``after`` as it is written, until the job ends: the API's log
+    follow (the same feed, the same per-token cap on live streams)."""
+    actor.check(project, write=False)
+    await run_in_threadpool(_job_exists, services, project, job_id)
+    lease = services.streams.open(actor, project)
+    return LiveStream(
+        _log_text(services.streams.logs(project, job_id, None, lease, after=after)),
+        partial(services.streams.close, lease),
+        media_type="text/plain; charset=utf-8",
+    )
+
+
+def _job_exists(services: Services, project: str, job_id: str) -> None:
+    with services.db.read() as session:
+        projects.get(session, project)
+        job_queries.get(session, project, job_id)
+
+
+@router.post("/projects/{project}/jobs/{job_id}/cancel")
+def cancel_job(
+    project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep, form: FormDep
+) -> Response:
+    """Cancel the job (as ``POST .../jobs/{id}/cancel``), then show it again."""
+    actor.check(project, write=True)
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        job = jobs.cancel(session, services.hub, project, job_id, actor)
+    return see_other(f"/ui/projects/{project}/jobs/{job.id}")
+
+
+@router.post("/projects/{project}/jobs/{job_id}/resubmit")
+def resubmit_job(
+    project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep, form: FormDep
+) -> Response:
+    """Submit a new job with this job's spec, then show the new job."""
+    actor.check(project, write=True)
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        job = resubmit.resubmit(
+            session,
+            services.box,
+            services.hub,
+            project,
+            job_id,
+            policy=services.policy,
+            limits=services.limits,
+            actor=actor,
+        )
+    return see_other(f"/ui/projects/{project}/jobs/{job.id}")
+
+
+@router.post("/projects/{project}/jobs/{job_id}/deliveries/{number}/redeliver")
+def redeliver_webhook(
+    project: str,
+    job_id: str,
+    number: Annotated[int, Path(ge=1, le=1_000_000)],
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    form: FormDep,
+) -> Response:
+    """Send a webhook delivery again (as ``POST .../deliveries/{number}/redeliver``)."""
+    actor.check(project, write=True)
+    with services.db.transaction() as session:
+        projects.get(session, project)
+        job = job_queries.get(session, project, job_id)
+        webhooks.redeliver(session, job, number, services.hub)
+    return see_other(f"/ui/projects/{project}/jobs/{job.id}#deliveries-h")

@@ -1,0 +1,53 @@
+"""Resubmitting a job: a new job with the same spec (definition version, queue, name,
+parameters, env, secret env, input, metadata, priority, timeout) as one already submitted."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from orchestrator.rules.input_limits import InputLimits
+from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.schemas.jobs import JobCreate
+from orchestrator.services import job_queries, jobs
+from orchestrator.services.attempts import secret_values
+from orchestrator.services.audit import Actor
+from orchestrator.storage.models import Job
+from orchestrator.storage.secret_box import SecretBox
+from orchestrator.wakeups.hub import Hub
+
+
+def spec_of(job: Job, box: SecretBox) -> JobCreate:
+    """The submission that makes a job like ``job``. Its command is the definition's, filled
+    in from the same parameters; its webhook is not carried over (its credentials are sealed
+    for the first job's deliveries), nor its schedule time (the new job runs now)."""
+    return JobCreate(
+        definition=f"{job.definition_name}:{job.definition_version}",
+        queue=job.queue,
+        name=job.name,
+        parameters=job.parameters,
+        env=job.env,
+        secret_env=secret_values(job, box),
+        input=job.input,
+        metadata=job.job_metadata,
+        priority=job.priority,
+        timeout=job.timeout,
+    )
+
+
+def resubmit(
+    session: Session,
+    box: SecretBox,
+    hub: Hub | None,
+    project: str,
+    job_id: str,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor,
+) -> Job:
+    """Submit a new job with the spec of the job ``job_id`` (checked as any submission is)."""
+    original = job_queries.get(session, project, job_id)
+    request = spec_of(original, box)
+    return jobs.submit(
+        session, box, hub, project, request, policy=policy, limits=limits, actor=actor
+    )
