@@ -9,7 +9,9 @@ the log tail, is checked on both in ``test_console_http.py``.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,6 +109,13 @@ def _keep_error(errors: list[str], page: Any, message: Any) -> None:
 
 
 def screenshot(page: Any, name: str) -> None:
-    """Keep the page as docs/console/``name``.png (1280 px wide, the whole page)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+    """Take the page as ``name``.png (1280 px wide, the whole page): kept in docs/console when
+    ``ORCH_TEST_SCREENSHOTS=1`` (how the README's pictures are made), else in a temporary
+    folder, so a test run leaves the checkout as it was."""
+    folder = SCREENSHOTS if os.environ.get("ORCH_TEST_SCREENSHOTS") == "1" else _scratch()
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
+
+
+def _scratch() -> Path:
+    return Path(tempfile.gettempdir()) / "orchestrator-console-screenshots"
