@@ -129,9 +129,7 @@ def _commands(parent: Job, template: list[str] | None) -> list[list[str] | None]
     return commands
 
 
-def add_children(
-    session: Session, parent: Job, template: list[str] | None, hub: Hub | None
-) -> None:
+def add_children(session: Session, parent: Job, template: list[str] | None) -> None:
     """Insert the stored ``parent``'s children, indexed 0..size-1, and their ``created`` and
     ``queued`` (or ``scheduled``) events, in the caller's transaction.
 

@@ -258,7 +258,7 @@ def submit(
         record(session, job, EventType.QUEUED, hub=hub)
     if request.array is not None:
         assert definition is not None
-        arrays.add_children(session, job, arrays.template(definition, request), hub)
+        arrays.add_children(session, job, arrays.template(definition, request))
     return job
 
 
@@ -324,6 +324,7 @@ def cancel(
         parent, children = arrays.lock_for_cancel(session, job)
         if not parent.cancel_requested:
             parent.cancel_requested = True
+            parent.update_time = utcnow()
             session.add(parent)
             detail = {"actor": actor.record(), "children": len(children)}
             record(session, parent, EventType.CANCEL_REQUESTED, detail, hub)
