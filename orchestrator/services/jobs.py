@@ -382,6 +382,7 @@ def cancel(
         parent, children = arrays.lock_for_cancel(session, job)
         if not parent.cancel_requested:
             parent.cancel_requested = True
+            parent.update_time = utcnow()
             session.add(parent)
             detail = {"actor": actor.record(), "children": len(children)}
             record(session, parent, EventType.CANCEL_REQUESTED, detail, hub)
