@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,22 +263,29 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     runner_name = f"test-{uuid.uuid4().hex[:10]}"
 
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {
-            "data_dir": tmp_path / "data",
-            "database_url": database_url,
-            "port": free_port(),
-            "runner_name": runner_name,
-            "runner_capacity": 4,
-            "poll_interval": 2.0,
-            "engine_retry_interval": 0.5,
-            "stop_grace_period": 2.0,
-            "log_flush_interval": 0.1,
-            "docker_host": None,
-        }
-        values.update(overrides)
-        return Settings(**values)
+        return server_settings(tmp_path / "data", database_url, runner_name, **overrides)
 
     return make
+
+
+def server_settings(
+    data_dir: Path, database_url: str, runner_name: str, **overrides: Any
+) -> Settings:
+    """The test defaults (a free port, short intervals); keyword arguments override them."""
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "database_url": database_url,
+        "port": free_port(),
+        "runner_name": runner_name,
+        "runner_capacity": 4,
+        "poll_interval": 2.0,
+        "engine_retry_interval": 0.5,
+        "stop_grace_period": 2.0,
+        "log_flush_interval": 0.1,
+        "docker_host": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
 
 
 @pytest.fixture
@@ -340,3 +348,39 @@ def containers_of(client: docker.DockerClient, job_id: str) -> list[Any]:
             all=True, filters={"label": f"orchestrator.job-id={job_id}"}, ignore_removed=True
         )
     )
+
+
+# --- one live server for a module ------------------------------------------------------------
+
+# The databases a module-scoped server fixture is parametrized over.
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextmanager
+def module_server(
+    kind: str, root: Path, docker_client: docker.DockerClient, **overrides: Any
+) -> Iterator[LiveServer]:
+    """A live server on a fresh ``kind`` database (``DATABASES``) under ``root``, for a module's
+    tests that can share one (each in a project of its own, or only refused requests): one start
+    instead of one a test. Stopped, its installation removed, its database dropped at the end."""
+    database = None
+    if kind == "sqlite":
+        url = f"sqlite:///{root / 'orchestrator.db'}"
+    else:
+        try:
+            admin = postgres_admin()
+        except psycopg.OperationalError:
+            unavailable(f"PostgreSQL at {POSTGRES_URL}")
+        database = f"orch_test_{uuid.uuid4().hex[:12]}"
+        with admin:
+            admin.execute(f'CREATE DATABASE "{database}"')
+        url = f"{POSTGRES_URL.rpartition('/')[0]}/{database}"
+    runner_name = f"test-{uuid.uuid4().hex[:10]}"
+    server = start_server(server_settings(root / "data", url, runner_name, **overrides))
+    try:
+        yield server
+    finally:
+        server.stop()
+        remove_installation(docker_client, installation_of(server.settings))
+        if database is not None:
+            drop_database(database)

@@ -22,24 +22,16 @@ from urllib.parse import quote
 
 import docker
 import httpx
-import psycopg
 import pytest
 
-from orchestrator.config import Settings
-
 from ..conftest import (
-    POSTGRES_URL,
+    DATABASES,
     TERMINAL,
     TEST_IMAGE,
     LiveServer,
     admin_token,
     bearer,
-    free_port,
-    installation_of,
-    postgres_admin,
-    remove_installation,
-    start_server,
-    unavailable,
+    module_server,
     wait_for,
 )
 
@@ -139,10 +131,7 @@ class Api:
         return list(response.json()["items"])
 
 
-@pytest.fixture(
-    scope="module",
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
-)
+@pytest.fixture(scope="module", params=DATABASES)
 def shared_server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -151,38 +140,8 @@ def shared_server(
 ) -> Iterator[LiveServer]:
     """One live server (with its runner) on a fresh database for the whole module."""
     root = tmp_path_factory.mktemp(f"bad-input-{request.param}")
-    database = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{root / 'orchestrator.db'}"
-    else:
-        try:
-            admin = postgres_admin()
-        except psycopg.OperationalError:
-            unavailable(f"PostgreSQL at {POSTGRES_URL}")
-        database = f"orch_test_{uuid.uuid4().hex[:12]}"
-        with admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
-        url = f"{POSTGRES_URL.rpartition('/')[0]}/{database}"
-    settings = Settings(
-        data_dir=root / "data",
-        database_url=url,
-        port=free_port(),
-        runner_name=f"test-{uuid.uuid4().hex[:10]}",
-        poll_interval=2.0,
-        engine_retry_interval=0.5,
-        stop_grace_period=2.0,
-        log_flush_interval=0.1,
-        docker_host=None,
-    )
-    server = start_server(settings)
-    try:
+    with module_server(request.param, root, docker_client) as server:
         yield server
-    finally:
-        server.stop()
-        remove_installation(docker_client, installation_of(settings))
-        if database is not None:
-            with postgres_admin() as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def setup_project(api: Api) -> Api:

@@ -7,13 +7,14 @@ Time zones, DST and downtime are driven through the scheduler's clock in test_sc
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import docker
 import pytest
 
-from tests.conftest import TEST_IMAGE, LiveServer, wait_for
+from tests.conftest import DATABASES, TEST_IMAGE, LiveServer, module_server, wait_for
 from tests.receiver import Receiver
 
 BASE = "/v1/projects/default/schedules"
@@ -128,10 +129,24 @@ BAD = [
 ]
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def refusing_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    busybox_image: str,
+    docker_client: docker.DockerClient,
+) -> Iterator[LiveServer]:
+    """One server per database for the refusals below: a refused schedule changes nothing."""
+    root = tmp_path_factory.mktemp(f"schedules-{request.param}")
+    with module_server(request.param, root, docker_client) as server:
+        yield server
+
+
 @pytest.mark.parametrize(("change", "field"), BAD, ids=[f for _, f in BAD])
 def test_bad_schedules_get_a_400_naming_the_field(
-    server: LiveServer, change: dict[str, Any], field: str
+    refusing_server: LiveServer, change: dict[str, Any], field: str
 ) -> None:
+    server = refusing_server
     server.register(sh("ok", "true"))
     body = {"name": "bad", "cron": "@daily", "target": {"job": {"definition": "ok"}}, **change}
     response = server.http.post(BASE, json=body)

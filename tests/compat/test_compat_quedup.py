@@ -5,14 +5,15 @@ its runs, the retry ladder's first steps and Quedup's error shape."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import docker
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, admin_token, wait_for
+from tests.conftest import DATABASES, LiveServer, admin_token, module_server, wait_for
 from tests.receiver import Receiver
 
 # The seed's curl example, as written.
@@ -189,6 +190,19 @@ def test_the_default_ladder_retries_at_once_then_waits(
 OK = {"method": "POST", "name": "x", "url": "http://a.example/", "schedule": "@daily"}
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def refusing_server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+) -> Iterator[LiveServer]:
+    """One server per database (without a runner, as ``server``) for the refused bodies below:
+    a refused body changes nothing."""
+    root = tmp_path_factory.mktemp(f"quedup-{request.param}")
+    with module_server(request.param, root, docker_client, runner_enabled=False) as server:
+        yield server
+
+
 def without(*fields: str) -> dict[str, Any]:
     return {key: value for key, value in OK.items() if key not in fields}
 
@@ -211,9 +225,9 @@ def without(*fields: str) -> dict[str, Any]:
     ],
 )
 def test_bad_bodies_get_a_400_in_quedups_shape(
-    server: LiveServer, body: dict[str, Any], word: str
+    refusing_server: LiveServer, body: dict[str, Any], word: str
 ) -> None:
-    response = server.http.post("/jobs", json=body)
+    response = refusing_server.http.post("/jobs", json=body)
     assert response.status_code == 400, response.text
     assert set(response.json()) == {"error"} and word in response.json()["error"]
     assert "pw" not in response.json()["error"]  # the reason, not the input

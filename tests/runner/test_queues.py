@@ -141,7 +141,8 @@ def _max_overlap(server: LiveServer, job_ids: list[str]) -> int:
     return peak
 
 
-def test_max_concurrency_is_never_exceeded_under_a_burst_of_50(make_server: Any) -> None:
+def test_max_concurrency_is_never_exceeded_under_a_burst(make_server: Any) -> None:
+    # 20 jobs at once on a runner that could hold 8: the queue's limit of 3 is what holds them.
     server = make_server(runner_capacity=8)
     server.register({"name": "nap", "image": TEST_IMAGE, "command": ["sleep", "0.3"]})
     server.http.post(Q, json={"name": "narrow", "max_concurrency": 3})
@@ -152,7 +153,7 @@ def test_max_concurrency_is_never_exceeded_under_a_burst_of_50(make_server: Any)
         peaks.append(queue["running"])
         return queue["current_queue_length"] == 0 and queue["running"] == 0
 
-    ids = [server.submit(definition="nap", queue="narrow")["id"] for _ in range(50)]
+    ids = [server.submit(definition="nap", queue="narrow")["id"] for _ in range(20)]
     wait_for(watch, timeout=240, interval=0.1)
     assert max(peaks) == 3  # the limit was reached, and never passed
     assert _max_overlap(server, ids) <= 3
