@@ -22,6 +22,7 @@ from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.common import Page, Time
 from orchestrator.schemas.jobs import (
     DOCUMENTS,
+    JobAttempt,
     JobCreate,
     JobDryRun,
     JobEventPublic,
@@ -275,6 +276,16 @@ def list_job_events(project: str, job_id: str, services: ServicesDep) -> Page[Jo
         job_queries.get(session, project, job_id)
         rows = job_queries.events(session, job_id)
     return Page(items=[JobEventPublic.from_row(e) for e in rows])
+
+
+@router.get("/{job_id}/attempts", response_model=Page[JobAttempt])
+def list_job_attempts(project: str, job_id: str, services: ServicesDep) -> Page[JobAttempt]:
+    """The job's attempts, first to last: runner, container, times, and how each ended
+    (outcome, exit code, reason, error)."""
+    with services.db.read() as session:
+        projects.get(session, project)
+        job = job_queries.get(session, project, job_id)
+        return Page(items=job_queries.attempts(session, job.id))
 
 
 def _job(services: Services, project: str, job_id: str) -> Job:

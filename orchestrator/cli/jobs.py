@@ -9,6 +9,7 @@ import typer
 
 from orchestrator.cli import depends_on
 from orchestrator.cli.output import (
+    ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
     JOB_COLUMNS,
     AsJson,
@@ -95,13 +96,41 @@ def jobs_ls(
 
 @app.command("get")
 def jobs_get(job_id: JobId, project: Project = "default", as_json: AsJson = False) -> None:
-    """One job: status, command, input, output, exit code, error, dependencies."""
+    """One job: status, reason, command, input, output, exit code, error, dependencies, and
+    its attempts with how each ended (--json: the job alone; see ``jobs attempts``)."""
     with connect(project) as api:
         job = api.call("GET", "jobs", job_id)
+        if not as_json:
+            tried = api.call("GET", "jobs", job_id, "attempts")["items"]
     if as_json:
         print_json(job)
     else:
-        fields(depends_on.shown(job))
+        fields({**depends_on.shown(job), "attempts": attempts_line(tried)})
+
+
+def attempts_line(tried: list[dict[str, Any]]) -> str | None:
+    """``#1 failed (exit_code, exit 3); #2 succeeded``: each attempt's outcome and reason."""
+    if not tried:
+        return None
+    shown = []
+    for attempt in tried:
+        why = [attempt["reason"]] if attempt["reason"] else []
+        if attempt["exit_code"] is not None and attempt["outcome"] != "succeeded":
+            why.append(f"exit {attempt['exit_code']}")
+        outcome = attempt["outcome"] or "running"
+        shown.append(f"#{attempt['attempt']} {outcome}" + (f" ({', '.join(why)})" if why else ""))
+    return "; ".join(shown)
+
+
+@app.command("attempts")
+def jobs_attempts(job_id: JobId, project: Project = "default", as_json: AsJson = False) -> None:
+    """The job's attempts, first to last: outcome, exit code, reason, runner, times."""
+    with connect(project) as api:
+        page = api.call("GET", "jobs", job_id, "attempts")
+    if as_json:
+        print_json(page)
+    else:
+        table(page["items"], ATTEMPT_COLUMNS)
 
 
 @app.command("cancel")

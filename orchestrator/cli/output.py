@@ -53,6 +53,16 @@ EVENT_COLUMNS = (
     ("attempt", "ATTEMPT"),
     ("detail", "DETAIL"),
 )
+ATTEMPT_COLUMNS = (
+    ("attempt", "ATTEMPT"),
+    ("outcome", "OUTCOME"),
+    ("exit_code", "EXIT"),
+    ("reason", "REASON"),
+    ("runner", "RUNNER"),
+    ("start_time", "STARTED"),
+    ("end_time", "ENDED"),
+    ("error", "ERROR"),
+)
 EXIT_CANCELLED = 130  # what a shell reports for a process ended by Ctrl-C
 
 

@@ -203,6 +203,24 @@ class DependencyPublic(BaseModel):
         )
 
 
+class JobAttempt(BaseModel):
+    """One attempt of a job, as its events tell it: who ran it, when, and how it ended."""
+
+    attempt: int = Field(description="Its number, from 1.")
+    runner: str | None = Field(description="The runner that claimed it.")
+    container_id: str | None = Field(description="Its container, once started.")
+    claim_time: datetime = Field(description="When a runner claimed it.")
+    start_time: datetime | None = Field(description="When its container started.")
+    end_time: datetime | None = Field(description="When it ended; null while it runs.")
+    outcome: str | None = Field(
+        description="How it ended: the event that ended it (`succeeded`, `failed`, `retrying`, "
+        "`interrupted`, `runner_lost`, `cancelled`); null while it runs."
+    )
+    exit_code: int | None
+    reason: FailureReason | None = Field(description="Why it did not succeed.")
+    error: str | None
+
+
 class JobPublic(JobSummary):
     """A job whole, as ``GET .../jobs/{id}`` and webhooks show it (secret values as ***)."""
 

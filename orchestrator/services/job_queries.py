@@ -10,6 +10,7 @@ import base64
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import load_only
@@ -19,11 +20,13 @@ from sqlmodel.sql.expression import SelectOfScalar
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidRequest, NotFound
 from orchestrator.rules.fields import MAX_INT, storable
-from orchestrator.rules.states import JobStatus
+from orchestrator.rules.reasons import FailureReason
+from orchestrator.rules.states import EventType, JobStatus
 from orchestrator.schemas.jobs import (
     DOCUMENTS,
     SUMMARY_COLUMNS,
     ArrayChildren,
+    JobAttempt,
     JobPublic,
     list_item_json,
 )
@@ -201,6 +204,59 @@ def events(
         .limit(limit)
     )
     return list(session.exec(statement).all())
+
+
+# The events that end an attempt; a later one of the same attempt wins (a timeout is recorded,
+# then the failure or retry it led to).
+_ATTEMPT_ENDS = frozenset(
+    {
+        EventType.SUCCEEDED,
+        EventType.FAILED,
+        EventType.RETRYING,
+        EventType.TIMED_OUT,
+        EventType.CANCELLED,
+        EventType.RUNNER_LOST,
+        EventType.INTERRUPTED,
+    }
+)
+
+
+def attempts(session: Session, job_id: str) -> list[JobAttempt]:
+    """The job's attempts, first to last, from its events: each claim opens one, its
+    container's start and its end (outcome, exit code, reason) fill it in."""
+    found: dict[int, dict[str, Any]] = {}
+    for event in events(session, job_id):
+        if not event.attempt:
+            continue  # before any claim, or an array parent's own events
+        if event.type == EventType.STARTING:
+            found[event.attempt] = {
+                "attempt": event.attempt,
+                "runner": event.detail.get("runner"),
+                "container_id": None,
+                "claim_time": event.time,
+                "start_time": None,
+                "end_time": None,
+                "outcome": None,
+                "exit_code": None,
+                "reason": None,
+                "error": None,
+            }
+            continue
+        attempt = found.get(event.attempt)
+        if attempt is None:
+            continue
+        if event.type == EventType.STARTED:
+            attempt["container_id"] = event.detail.get("container_id")
+            attempt["start_time"] = event.time
+        elif event.type in _ATTEMPT_ENDS:
+            attempt["end_time"] = event.time
+            attempt["outcome"] = event.type
+            for key in ("exit_code", "reason", "error"):
+                if event.detail.get(key) is not None:
+                    attempt[key] = event.detail[key]
+            if event.type == EventType.CANCELLED:
+                attempt["reason"] = FailureReason.CANCELLED
+    return [JobAttempt(**attempt) for attempt in found.values()]
 
 
 def logs(

@@ -40,10 +40,6 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 PAGE_JOBS = 50
 LOG_CHUNKS = 200
 # Event types that end an attempt, whose detail carries its exit code and reason.
-ATTEMPT_ENDS = frozenset(
-    {"succeeded", "failed", "retrying", "timed_out", "cancelled", "runner_lost", "interrupted"}
-)
-
 Filter = Annotated[str, Query(max_length=300)]
 
 
@@ -184,36 +180,19 @@ def jobs_rows(
     return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
 
 
-def _attempts(events: list[Any]) -> list[dict[str, Any]]:
-    """Each attempt's end, from the job's events: its number, outcome, exit code and reason."""
-    ended = []
-    for event in events:
-        if event.type in ATTEMPT_ENDS and event.attempt:
-            ended.append(
-                {
-                    "attempt": event.attempt,
-                    "outcome": event.type,
-                    "time": event.time,
-                    "exit_code": event.detail.get("exit_code"),
-                    "reason": event.detail.get("reason"),
-                    "error": event.detail.get("error"),
-                }
-            )
-    return ended
-
-
 def _job_context(services: Services, actor: Actor, project: str, job_id: str) -> dict[str, Any]:
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
         job = job_queries.get(session, project, job_id)
         events = job_queries.events(session, job.id)
+        attempts = job_queries.attempts(session, job.id)
         deliveries = webhooks.deliveries(session, job.id)
     return {
         "project": project,
         "job": job,
         "events": events,
-        "attempts": _attempts(events),
+        "attempts": attempts,
         "secret_env": dict.fromkeys(job.secret_env_keys, MASK),
         # The URLs as the API shows them: credentials in them replaced by ***.
         "deliveries": [(row, public_url(row.url)) for row in deliveries],
