@@ -263,7 +263,9 @@ def make_settings(tmp_path: Path, database_url: str) -> Callable[..., Settings]:
     runner_name = f"test-{uuid.uuid4().hex[:10]}"
 
     def make(**overrides: Any) -> Settings:
-        return server_settings(tmp_path / "data", database_url, runner_name, **overrides)
+        # Any default may be overridden, the data dir, database and runner name included.
+        defaults = {"data_dir": tmp_path / "data", "database_url": database_url}
+        return server_settings(**{**defaults, "runner_name": runner_name, **overrides})
 
     return make
 
