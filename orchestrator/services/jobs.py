@@ -85,7 +85,10 @@ def _measure(
     session: Session, job: Job, before: JobStatus, entered: datetime, now: datetime
 ) -> None:
     """Count the move of ``job`` from ``before`` (runnable in it since ``entered``) to its
-    status now, once the transaction commits."""
+    status now, once the transaction commits. An array's parent runs nothing: its children
+    are counted, not it."""
+    if arrays.is_parent(job):
+        return
     labels = (job.project, job.queue)
     status = job.status
     if status is JobStatus.STARTING and before is JobStatus.QUEUED:

@@ -75,9 +75,13 @@ def test_the_numbers_are_the_apis(server: LiveServer) -> None:
         assert waiting.status_code == 201, waiting.text
     ended = [
         finished(server, server.http.post("/v1/projects/default/jobs", json=body).json()["id"])
-        for body in ({"definition": "ok"}, {"definition": "exit3"})
+        for body in (
+            {"definition": "ok"},
+            {"definition": "exit3"},
+            {"definition": "ok", "array": {"size": 2}},
+        )
     ]
-    assert [job["status"] for job in ended] == ["succeeded", "failed"]
+    assert [job["status"] for job in ended] == ["succeeded", "failed", "succeeded"]
     after = scrape(server.http)
 
     def grew(name: str) -> float:
@@ -93,15 +97,16 @@ def test_the_numbers_are_the_apis(server: LiveServer) -> None:
     assert after[f'orchestrator_jobs{{{parked_labels},status="running"}}'] == 0
     assert after[f"orchestrator_queue_paused{{{parked_labels}}}"] == 1
     assert after[f"orchestrator_queue_max_concurrency{{{parked_labels}}}"] == 3
-    # What this process did: 5 submits, 2 starts, 2 ends with their status and reason.
+    # What this process did: 7 jobs submitted (an array's 2 children, not its parent), 4
+    # starts, 4 ends with their status and reason.
     default = 'project="default",queue="default"'
     assert grew(f"orchestrator_jobs_submitted_total{{{parked_labels}}}") == 3
-    assert grew(f"orchestrator_jobs_submitted_total{{{default}}}") == 2
-    assert grew(f"orchestrator_attempts_started_total{{{default}}}") == 2
-    assert grew(f'orchestrator_jobs_ended_total{{{default},reason="",status="succeeded"}}') == 1
+    assert grew(f"orchestrator_jobs_submitted_total{{{default}}}") == 4
+    assert grew(f"orchestrator_attempts_started_total{{{default}}}") == 4
+    assert grew(f'orchestrator_jobs_ended_total{{{default},reason="",status="succeeded"}}') == 3
     failed = f'{default},reason="exit_code",status="failed"'
     assert grew(f"orchestrator_jobs_ended_total{{{failed}}}") == 1
-    assert grew(f"orchestrator_job_queue_wait_seconds_count{{{default}}}") == 2
+    assert grew(f"orchestrator_job_queue_wait_seconds_count{{{default}}}") == 4
     assert grew(f'orchestrator_job_run_seconds_count{{{default},status="failed"}}') == 1
     # The runner, as GET /v1/runners shows it.
     (runner,) = server.http.get("/v1/runners").json()["items"]
