@@ -16,7 +16,7 @@ from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -127,56 +127,47 @@ def _list(services: Services, actor: Actor, filters: dict[str, str], cursor: str
     }
 
 
+def job_filters(
+    project: Filter = "",
+    queue: Filter = "",
+    status: Filter = "",
+    definition: Filter = "",
+    name: Filter = "",
+    created_after: Filter = "",
+    created_before: Filter = "",
+) -> dict[str, str]:
+    """The jobs page's filters, as its form sends them (empty: not filtered)."""
+    return {
+        "project": project,
+        "queue": queue,
+        "status": status,
+        "definition": definition,
+        "name": name,
+        "created_after": created_after,
+        "created_before": created_before,
+    }
+
+
+JobFiltersDep = Annotated[dict[str, str], Depends(job_filters)]
+
+
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(
     request: Request,
     services: ServicesDep,
     actor: ConsoleActorDep,
-    project: Filter = "",
-    queue: Filter = "",
-    status: Filter = "",
-    definition: Filter = "",
-    name: Filter = "",
-    created_after: Filter = "",
-    created_before: Filter = "",
+    filters: JobFiltersDep,
     cursor: Filter = "",
 ) -> Response:
     """The jobs of a project, newest first, filtered, a page at a time."""
-    filters = {
-        "project": project,
-        "queue": queue,
-        "status": status,
-        "definition": definition,
-        "name": name,
-        "created_after": created_after,
-        "created_before": created_before,
-    }
     return render(request, "jobs.html", _list(services, actor, filters, cursor), actor=actor)
 
 
 @router.get("/jobs/rows", response_class=HTMLResponse)
 def jobs_rows(
-    request: Request,
-    services: ServicesDep,
-    actor: ConsoleActorDep,
-    project: Filter = "",
-    queue: Filter = "",
-    status: Filter = "",
-    definition: Filter = "",
-    name: Filter = "",
-    created_after: Filter = "",
-    created_before: Filter = "",
+    request: Request, services: ServicesDep, actor: ConsoleActorDep, filters: JobFiltersDep
 ) -> Response:
     """The first page's counts and rows alone: what the jobs page polls to stay live."""
-    filters = {
-        "project": project,
-        "queue": queue,
-        "status": status,
-        "definition": definition,
-        "name": name,
-        "created_after": created_after,
-        "created_before": created_before,
-    }
     return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
 
 
