@@ -10,7 +10,6 @@ finished jobs as with none. Finished jobs are counted as they end, by each proce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -18,6 +17,7 @@ from sqlmodel import Session, col, select
 from orchestrator.rules.delivery_states import DeliveryStatus
 from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.states import UNFINISHED, JobStatus
+from orchestrator.schemas.common import utc
 from orchestrator.services import arrays, runners
 from orchestrator.storage.models import Job, Queue, WebhookDelivery, utcnow
 
@@ -96,15 +96,12 @@ def snapshot(session: Session, lease: float) -> Snapshot:
             col(WebhookDelivery.status).in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING])
         )
     ).one()
-    waited = (utcnow() - _aware(oldest)).total_seconds() if oldest is not None else 0.0
+    # An aggregate's time skips the column type's conversion: ``utc`` makes it aware.
+    since = utc(oldest)
+    waited = (utcnow() - since).total_seconds() if since is not None else 0.0
     return Snapshot(
         queues=queues,
         runners=registered,
         webhooks_due=int(due),
         oldest_webhook_due_seconds=max(waited, 0.0),
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    """A time read by an aggregate, which the column type does not convert: UTC either way."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=utcnow().tzinfo)
