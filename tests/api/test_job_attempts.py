@@ -62,3 +62,13 @@ def test_a_job_never_claimed_has_no_attempt_and_an_unknown_job_is_a_404(
     assert attempts(server, waiting["id"]) == []
     missing = server.http.get(f"{JOBS}/no-such-job/attempts")
     assert missing.status_code == 404, missing.text
+
+
+def test_another_projects_job_has_no_attempts_here(server: LiveServer) -> None:
+    assert server.http.post("/v1/projects", json={"name": "other"}).status_code == 201
+    server.register({"name": "quick", "image": TEST_IMAGE, "command": ["true"]}, "other")
+    theirs = server.http.post("/v1/projects/other/jobs", json={"definition": "quick"}).json()
+    assert server.http.get(f"/v1/projects/other/jobs/{theirs['id']}/attempts").status_code == 200
+    # Asked through this project, it is as unknown as a job that does not exist.
+    elsewhere = server.http.get(f"{JOBS}/{theirs['id']}/attempts")
+    assert elsewhere.status_code == 404, elsewhere.text
