@@ -454,6 +454,9 @@ class JobDryRun(BaseModel):
     max_attempts: int
     timeout: float | None = Field(description="Seconds.")
     parameters: dict[str, Any] = Field(description="The definition's defaults with the given ones.")
+    array_size: int | None = Field(
+        description="An array's size; its `container` is then its first child's (index 0)."
+    )
     container: ContainerPreview
     worker: dict[str, Any] | None = Field(
         description="An HTTP-worker definition's `worker` options: its jobs are POSTed to "
@@ -475,6 +478,7 @@ class JobDryRun(BaseModel):
             max_attempts=row.max_attempts,
             timeout=row.timeout,
             parameters=row.parameters,
+            array_size=row.array_size,
             container=ContainerPreview.from_spec(container),
             worker=row.container.get("worker"),
         )

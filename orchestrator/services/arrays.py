@@ -102,23 +102,26 @@ _SOURCES = {
 _OBJECT = {"sqlite": "json_object", "postgresql": "json_build_object"}
 
 
-def _commands(parent: Job, template: list[str] | None) -> list[list[str] | None]:
-    """Each child's command: the parent's, with the elements that use ``Param::array_index``
-    or ``Param::array_size`` filled in from ``template`` (an element is never split, so the
-    parent's element k is the template's element k with the other parameters filled in)."""
+def _commands(
+    parent: Job, template: list[str] | None, count: int | None = None
+) -> list[list[str] | None]:
+    """Each child's command (the first ``count`` children's, else all): the parent's, with the
+    elements that use ``Param::array_index`` or ``Param::array_size`` filled in from
+    ``template`` (an element is never split, so the parent's element k is the template's
+    element k with the other parameters filled in)."""
     size = parent.array_size
     assert size is not None
     if template is None or parent.command is None:
-        return [parent.command] * size
+        return [parent.command] * (count or size)
     indexed = [
         k
         for k, element in enumerate(template)
         if set(placeholders([element])) & set(rules.ARRAY_PARAMETERS)
     ]
     if not indexed:
-        return [parent.command] * size
+        return [parent.command] * (count or size)
     commands: list[list[str] | None] = []
-    for index in range(size):
+    for index in range(count or size):
         values = {**parent.parameters, **rules.child_values(index, size)}
 
         def value(match: re.Match[str], values: dict[str, Any] = values) -> str:
@@ -130,6 +133,13 @@ def _commands(parent: Job, template: list[str] | None) -> list[list[str] | None]
             command[k] = PLACEHOLDER.sub(value, template[k])
         commands.append(command)
     return commands
+
+
+def as_first_child(parent: Job, template: list[str] | None) -> None:
+    """Make the unstored ``parent`` look like its child 0 (its index and command), for a dry
+    run to show the container a child runs."""
+    [parent.command] = _commands(parent, template, count=1)
+    parent.array_index = 0
 
 
 def insert_children(session: Session, parent: Job, template: list[str] | None) -> None:

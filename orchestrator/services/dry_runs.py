@@ -14,7 +14,7 @@ from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.masking import MASK
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.schemas.jobs import JobCreate, JobDryRun
-from orchestrator.services import jobs, runners
+from orchestrator.services import arrays, jobs, runners
 from orchestrator.services.containers import container_spec
 from orchestrator.storage.secret_box import SecretBox
 
@@ -38,12 +38,17 @@ def dry_run(
     """The job ``request`` would make (checked as ``jobs.submit`` checks it: the same errors)
     and its first attempt's container, secret values as ``***``. Only reads ``session``.
 
-    The container is as this server's settings make it (the default memory and pids limits);
-    a runner with other settings, or whose policy resolves a host path further, differs there.
+    An array's container is its first child's (index 0). The container is as this server's
+    settings make it (the default memory and pids limits); a runner with other settings, or
+    whose policy resolves a host path further, differs there.
     """
-    job = jobs.plan(
+    planned = jobs.plan(
         session, box, project, request, policy=policy, limits=limits, job_id=PENDING_JOB_ID
-    ).job
+    )
+    job = planned.job
+    if job.array_size is not None and planned.definition is not None:
+        # An array runs only children: show the first one's container.
+        arrays.as_first_child(job, arrays.template(planned.definition, request))
     job.attempt = FIRST_ATTEMPT
     secrets = dict.fromkeys(job.secret_env_keys, MASK)
     spec = container_spec(job, secrets, PENDING_RUNNER, settings, runners.installation_id(session))

@@ -183,3 +183,18 @@ def test_a_schedule_fires_an_array_job(server: LiveServer) -> None:
     )
     assert bad.status_code == 422, bad.text
     assert bad.json()["field"] == "target.job.array.size"
+
+
+def test_a_dry_run_of_an_array_shows_its_first_childs_container(server: LiveServer) -> None:
+    shard(server)
+    response = server.http.post(
+        JOBS, params={"dry_run": "true"}, json={"definition": "shard", "array": {"size": 3}}
+    )
+    assert response.status_code == 200, response.text
+    shown = response.json()
+    assert shown["array_size"] == 3
+    container = shown["container"]
+    # Child 0's: its index in the command and the environment, not the unfilled template.
+    assert container["command"][-1] == "0"
+    assert (container["env"]["ORCH_ARRAY_INDEX"], container["env"]["ORCH_ARRAY_SIZE"]) == ("0", "3")
+    assert server.http.get(JOBS).json()["items"] == []
