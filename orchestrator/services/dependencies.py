@@ -37,6 +37,8 @@ from orchestrator.wakeups.hub import Hub
 _ENDED = "orchestrator.dependencies.ended"
 # Dependents read per statement (bound parameters: PostgreSQL takes at most 65,535).
 _CHUNK = 1000
+# Where a session keeps the ids of jobs known to have no dependents: {id}.
+_NO_DEPENDENTS = "orchestrator.dependencies.no_dependents"
 
 
 class Move(Protocol):
@@ -176,6 +178,28 @@ def attach(
         _release(session, hub, job, None, move)
 
 
+def note_dependents(session: Session, job_ids: Sequence[str]) -> None:
+    """Find which of ``job_ids`` (locked by the caller, so no dependent can be linked to them
+    before the transaction ends) have dependents, so that ending the others in this
+    transaction asks nothing more: a cancel of 10,000 children would otherwise query once per
+    child, each query first flushing the child's change."""
+    with_dependents: set[str] = set()
+    for start in range(0, len(job_ids), _CHUNK):
+        chunk = job_ids[start : start + _CHUNK]
+        with_dependents.update(
+            session.exec(
+                select(JobDependency.dependency_id)
+                .where(
+                    col(JobDependency.dependency_id).in_(chunk),
+                    col(JobDependency.type).is_(None),
+                )
+                .distinct()
+            ).all()
+        )
+    known: set[str] = session.info.setdefault(_NO_DEPENDENTS, set())
+    known.update(set(job_ids) - with_dependents)
+
+
 def ended(session: Session, hub: Hub | None, job: Job, move: Move) -> None:
     """Settle the dependents of ``job``, which just ended (called by ``jobs.transition``): each
     one whose condition its end breaks fails with ``dependency_failed`` (and its own dependents
@@ -202,6 +226,8 @@ def _settle(
     output: Any,
     move: Move,
 ) -> None:
+    if dependency_id in session.info.get(_NO_DEPENDENTS, ()):
+        return
     conditions = dict(
         session.execute(
             select(JobDependency.job_id, JobDependency.release_on).where(

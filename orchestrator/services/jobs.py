@@ -383,6 +383,7 @@ def cancel(
     if arrays.is_parent(job):
         # Every unfinished child is cancelled; the parent ends with its last child.
         parent, children = arrays.lock_for_cancel(session, job)
+        dependencies.note_dependents(session, [child.id for child in children])
         if not parent.cancel_requested:
             parent.cancel_requested = True
             parent.update_time = utcnow()
