@@ -6,7 +6,9 @@ the same containers (network ``none``, the runner's default memory and pids limi
 ``no-new-privileges``, the same labels and env) at the same concurrency. Each capacity runs
 its rounds interleaved (raw, ours, raw + calls, raw, ours, ...) on one server. "raw + calls"
 is a diagnostic arm: raw plus the other Docker work the runner does per job (the input in a
-bind-mounted directory, the logs followed), so the gap splits into Docker's share and ours. Also
+bind-mounted directory, the logs followed), so the gap splits into Docker's share and ours.
+"children" runs the same N jobs as the children of one array (``array: {size: N}``, issue 20):
+dispatched with the same per-job overhead as single jobs, its rate matches "ours". Also
 reports the server process's CPU during our batches, as a fraction of one core.
 
     python bench/throughput.py [--jobs N] [--rounds R] [--smoke] [--postgres URL]
@@ -165,6 +167,29 @@ def ours_batch(server: common.Server, jobs: int, queue: str) -> tuple[float, flo
     return last - began_wall, cores
 
 
+def array_batch(server: common.Server, jobs: int, queue: str) -> float:
+    """Seconds for one array of ``jobs`` children in a fresh queue, from just before its
+    submit to its last child's ``finish_time`` (then its containers are waited out, as
+    ``ours_batch`` does)."""
+    server.http.post("/v1/projects/default/queues", json={"name": queue}).raise_for_status()
+    began_wall = time.time()
+    parent = server.submit(definition=DEFINITION["name"], queue=queue, array={"size": jobs})
+    common.wait_until(
+        lambda: server.job(parent["id"])["status"] in {"succeeded", "failed"},
+        timeout=600,
+        interval=0.1,
+    )
+    children = server.http.get(
+        f"/v1/projects/default/jobs/{parent['id']}/children", params={"limit": 500}
+    ).json()["items"]
+    statuses = {child["status"] for child in children}
+    if len(children) != jobs or statuses != {"succeeded"}:
+        raise RuntimeError(f"array {queue}: {len(children)} children, statuses {statuses}")
+    last = max(datetime.fromisoformat(child["finish_time"]).timestamp() for child in children)
+    common.wait_removed(server.label)
+    return last - began_wall
+
+
 def measure(
     capacity: int, jobs: int, rounds: int, database_url: str | None, run_id: str
 ) -> dict[str, Any]:
@@ -172,6 +197,7 @@ def measure(
     raw_times: list[float] = []
     calls_times: list[float] = []
     ours_times: list[float] = []
+    children_times: list[float] = []
     cores: list[float] = []
     with (
         tempfile.TemporaryDirectory(prefix="bench-tp-") as tmp,
@@ -189,15 +215,17 @@ def measure(
             ours_times.append(seconds)
             cores.append(used)
             calls_times.append(raw_batch(jobs, capacity, run_id, calls=True))
+            children_times.append(array_batch(server, jobs, f"c{capacity}-a{number}"))
             print(
                 f"  capacity {capacity} round {number + 1}: raw {jobs / raw_times[-1]:.2f}/s, "
                 f"ours {jobs / seconds:.2f}/s, raw + our calls {jobs / calls_times[-1]:.2f}/s, "
-                f"server {used:.2f} cores",
+                f"children {jobs / children_times[-1]:.2f}/s, server {used:.2f} cores",
                 flush=True,
             )
     raw_rate = jobs * rounds / sum(raw_times)
     ours_rate = jobs * rounds / sum(ours_times)
     calls_rate = jobs * rounds / sum(calls_times)
+    children_rate = jobs * rounds / sum(children_times)
     return {
         "capacity": capacity,
         "jobs": jobs,
@@ -207,11 +235,14 @@ def measure(
         "ratio": ours_rate / raw_rate,
         "raw_calls_per_s": calls_rate,
         "ours_vs_raw_calls": ours_rate / calls_rate,
+        "children_per_s": children_rate,
+        "children_vs_singles": children_rate / ours_rate,
         "server_cores": common.percentile(cores, 50),
         "server_cores_max": max(cores),
         "raw_rounds_per_s": [jobs / t for t in raw_times],
         "ours_rounds_per_s": [jobs / t for t in ours_times],
         "raw_calls_rounds_per_s": [jobs / t for t in calls_times],
+        "children_rounds_per_s": [jobs / t for t in children_times],
     }
 
 
@@ -301,6 +332,8 @@ def main() -> None:
             "ratio",
             "raw_calls_per_s",
             "ours_vs_raw_calls",
+            "children_per_s",
+            "children_vs_singles",
             "server_cores",
             "server_cores_max",
         ],
