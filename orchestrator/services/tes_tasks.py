@@ -111,17 +111,55 @@ def create(
     """Store ``task`` as a queued job of ``project``'s TES queue (made if missing); every
     executor's image and the resources are checked against the container policy."""
     projects.get(session, project)
+    container = _checked_container(task, policy, limits)
+    queue = ensure_queue(session, project, queue_name, actor, caps=caps)
+    return _insert(session, hub, queue, task, container, actor)
+
+
+def resubmit(
+    session: Session,
+    hub: Hub | None,
+    original: Job,
+    *,
+    policy: ContainerPolicy,
+    limits: InputLimits,
+    actor: Actor,
+) -> Job:
+    """A new task like the job ``original`` (a TES task), in its queue, checked as a new task
+    is (today's policy)."""
+    task = TesTaskCreate.model_validate(original.container["tes"])
+    container = _checked_container(task, policy, limits)
+    queue = queues.get(session, original.project, original.queue)
+    return _insert(session, hub, queue, task, container, actor)
+
+
+def _checked_container(
+    task: TesTaskCreate, policy: ContainerPolicy, limits: InputLimits
+) -> dict[str, Any]:
+    """The job's container fields, each executor's image and the resources checked against the
+    container policy, and each executor's env against the input limits."""
     container = _container(task)
     for index, executor in enumerate(task.executors):
         policy.check({**container, "image": executor.image})
         limits.check_counts(0, len(executor.env or {}), f" (executors.{index}.env)")
-    queue = ensure_queue(session, project, queue_name, actor, caps=caps)
-    stored = task.stored()
+    return container
+
+
+def _insert(
+    session: Session,
+    hub: Hub | None,
+    queue: Queue,
+    task: TesTaskCreate,
+    container: dict[str, Any],
+    actor: Actor,
+) -> Job:
+    """The task's job, queued, with its name and tags indexed."""
+    project, queue_name = queue.project, queue.name
     now = utcnow()
     job = Job(
         id=str(uuid.uuid4()),
         project=project,
-        queue=queue.name,
+        queue=queue_name,
         definition_name=TES_DEFINITION,
         definition_version=TES_VERSION,
         status=JobStatus.QUEUED,
@@ -129,7 +167,7 @@ def create(
         max_attempts=1,
         command=task.executors[0].command,
         env=dict(task.executors[0].env or {}),
-        container={**container, "tes": stored},
+        container={**container, "tes": task.stored()},
         create_time=now,
         update_time=now,
     )
@@ -141,10 +179,9 @@ def create(
         session.add(
             TesTaskTag(job_id=job.id, key=key, value=value, project=project, job_seq=job.seq)
         )
-    detail = {"definition": None, "queue": queue.name, "actor": actor.record(), "api": "tes"}
+    detail = {"definition": None, "queue": queue_name, "actor": actor.record(), "api": "tes"}
     jobs.record(session, job, EventType.CREATED, detail)
     jobs.record(session, job, EventType.QUEUED, hub=hub)
-    queue_name = queue.name
     after_commit(session, lambda: telemetry.JOBS_SUBMITTED.labels(project, queue_name).inc())
     return job
 
@@ -172,32 +209,6 @@ def cancel(session: Session, hub: Hub | None, project: str, task_id: str, actor:
         jobs.cancel_locked(session, hub, jobs.locked_job(session, job.id), actor)
     except Conflict:
         pass  # it finished meanwhile: nothing to cancel
-
-
-def resubmit(
-    session: Session,
-    hub: Hub | None,
-    original: Job,
-    *,
-    queue_name: str,
-    policy: ContainerPolicy,
-    limits: InputLimits,
-    caps: ProjectCaps,
-    actor: Actor,
-) -> Job:
-    """A new task like the job ``original`` (a TES task), checked as a new task is."""
-    task = TesTaskCreate.model_validate(original.container["tes"])
-    return create(
-        session,
-        hub,
-        original.project,
-        queue_name,
-        task,
-        policy=policy,
-        limits=limits,
-        caps=caps,
-        actor=actor,
-    )
 
 
 def encode_page_token(seq: int) -> str:
