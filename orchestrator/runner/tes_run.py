@@ -1,0 +1,428 @@
+"""One attempt of a GA4GH TES task on the engine, with no database: its inputs staged in the
+task's host directory, its executors run in order as containers sharing that directory's
+volumes, its outputs delivered; what happened is returned (and each executor's start and end
+told as they come) for the caller to record.
+
+Each executor is a container named ``<names>-x<index>``, carrying the job's labels and
+``TES_EXECUTOR_LABEL``: the sweeps and the adoption of a restarted runner leave it alone as a
+job's container (``reconcile``'s stray sweep still removes it once its attempt has ended), and
+``remove_task_containers`` removes those of an attempt. Each is removed as soon as its outcome
+is read. Its stdout and stderr are read from the engine once it exited, whole, into the files
+the executor names, and their tails kept for the task's logs.
+
+Outputs are delivered only when every executor succeeded (or was allowed to fail), as Funnel
+does and as the spec's output log ("after the task has completed successfully") reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.log_stream import STDERR, STDOUT
+from orchestrator.docker.spec import (
+    INSTALLATION_LABEL,
+    PROJECT_LABEL,
+    TES_EXECUTOR_LABEL,
+    ContainerSpec,
+)
+from orchestrator.errors import ContainerFailure, EngineUnavailable, OrchestratorError
+from orchestrator.rules.containers import project_network
+from orchestrator.runner.tes_files import (
+    Mounts,
+    OutputFile,
+    TesFileError,
+    TesFileSettings,
+    container_parts,
+    deliver_output,
+    host_path,
+    open_for_writing,
+    open_regular,
+    plan_mounts,
+    stage_input,
+)
+
+__all__ = [
+    "ExecutorOutcome",
+    "OutputFile",
+    "TaskOutcome",
+    "TesFileSettings",
+    "remove_task_containers",
+    "run_task",
+]
+
+logger = logging.getLogger(__name__)
+
+# Bytes of each stream an executor's outcome keeps: its last ones.
+TAIL_BYTES = 64 * 1024
+# Seconds between two looks at the cancel flag while an executor runs.
+_CANCEL_POLL = 0.05
+# Seconds the stdin feeder may go on once its executor exited.
+_FEEDER_JOIN = 5.0
+
+TaskState = Literal["complete", "executor_error", "system_error", "canceled"]
+
+
+@dataclass(frozen=True)
+class ExecutorOutcome:
+    """What one executor did."""
+
+    index: int
+    start_time: datetime  # aware UTC
+    end_time: datetime | None
+    exit_code: int | None  # None: it never ran to an exit (create failed, cancelled)
+    stdout: str  # the tail (last 64 KiB at most, decoded, invalid bytes replaced)
+    stderr: str
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """What the attempt came to."""
+
+    state: TaskState
+    executors: list[ExecutorOutcome]
+    outputs: list[OutputFile]
+    system_logs: list[str]  # what went wrong outside the executors, for TES system_logs
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def run_task(
+    engine: DockerEngine,
+    task: dict[str, Any],
+    *,
+    task_dir: Path,
+    names: str,
+    labels: dict[str, str],
+    network: str | None,
+    user: str | None,
+    nano_cpus: int | None,
+    memory_bytes: int | None,
+    settings: TesFileSettings,
+    cancel: threading.Event,
+    on_executor_started: Callable[[int, datetime], None],
+    on_executor_ended: Callable[[ExecutorOutcome], None],
+    stop_grace: float = 10.0,
+) -> TaskOutcome:
+    """Run one attempt of ``task`` (the stored TES task: ``executors``, ``inputs``,
+    ``outputs``, ``volumes``) in the empty directory ``task_dir``.
+
+    A failed input ends it as ``system_error`` before any executor starts. ``cancel`` stops the
+    running executor (SIGTERM, ``stop_grace`` seconds, SIGKILL) and starts no other. Every
+    executor that was tried is told to ``on_executor_started`` (once started, or when its
+    container could not be made) and then to ``on_executor_ended``. ``EngineUnavailable``
+    propagates, its executor containers left to ``remove_task_containers``.
+    """
+    run = _TaskRun(
+        engine,
+        task_dir=task_dir,
+        names=names,
+        labels=labels,
+        network=network,
+        user=user,
+        nano_cpus=nano_cpus,
+        memory_bytes=memory_bytes,
+        cancel=cancel,
+        stop_grace=stop_grace,
+    )
+    return run.run(task, settings, on_executor_started, on_executor_ended)
+
+
+def remove_task_containers(engine: DockerEngine, labels: dict[str, str]) -> None:
+    """Kill and remove every executor container carrying these labels (a restart's cleanup)."""
+    if not labels:
+        raise ValueError("labels must name the attempt: none would take every task's executors")
+    for container_id, found in engine.find_labelled(TES_EXECUTOR_LABEL).items():
+        if all(found.get(key) == value for key, value in labels.items()):
+            engine.remove(container_id)
+
+
+@dataclass(frozen=True)
+class _Ran:
+    """An executor's outcome, with what stops the task besides its exit code: a system log
+    line and the task's state."""
+
+    outcome: ExecutorOutcome
+    problem: str | None = None
+    state: TaskState = "system_error"
+
+
+class _TaskRun:
+    """The attempt's executors on the engine."""
+
+    def __init__(
+        self,
+        engine: DockerEngine,
+        *,
+        task_dir: Path,
+        names: str,
+        labels: dict[str, str],
+        network: str | None,
+        user: str | None,
+        nano_cpus: int | None,
+        memory_bytes: int | None,
+        cancel: threading.Event,
+        stop_grace: float,
+    ) -> None:
+        self.engine = engine
+        self.task_dir = task_dir
+        self.names = names
+        self.labels = labels
+        self.network = network
+        self.user = user
+        self.nano_cpus = nano_cpus
+        self.memory_bytes = memory_bytes
+        self.cancel = cancel
+        self.stop_grace = stop_grace
+
+    def run(
+        self,
+        task: dict[str, Any],
+        settings: TesFileSettings,
+        on_started: Callable[[int, datetime], None],
+        on_ended: Callable[[ExecutorOutcome], None],
+    ) -> TaskOutcome:
+        executors: list[ExecutorOutcome] = []
+        if self.cancel.is_set():
+            return TaskOutcome("canceled", [], [], [])
+        try:
+            mounts = plan_mounts(task, self.task_dir)
+            for index, item in enumerate(task.get("inputs") or []):
+                if self.cancel.is_set():
+                    return TaskOutcome("canceled", [], [], [])
+                stage_input(item, index, self.task_dir, settings)
+        except TesFileError as exc:
+            return TaskOutcome("system_error", [], [], [f"{exc}; no executor was started"])
+        logs: list[str] = []
+        state: TaskState = "complete"
+        for index, executor in enumerate(task["executors"]):
+            if self.cancel.is_set():
+                state = "canceled"
+                break
+            ran = self._execute(index, executor, mounts, on_started)
+            executors.append(ran.outcome)
+            on_ended(ran.outcome)
+            if ran.problem is not None:
+                logs.append(ran.problem)
+                if ran.state != "complete":
+                    state = ran.state
+                    break
+            code = ran.outcome.exit_code
+            if code is None:
+                state = "canceled"
+                break
+            if code != 0 and not executor.get("ignore_error"):
+                state = "executor_error"
+                break
+        outputs: list[OutputFile] = []
+        if state == "complete":
+            try:
+                for index, output in enumerate(task.get("outputs") or []):
+                    outputs += deliver_output(output, index, self.task_dir, settings.output_root)
+            except TesFileError as exc:
+                logs.append(str(exc))
+                state = "system_error"
+        return TaskOutcome(state, executors, outputs, logs)
+
+    def _execute(
+        self,
+        index: int,
+        executor: dict[str, Any],
+        mounts: Mounts,
+        on_started: Callable[[int, datetime], None],
+    ) -> _Ran:
+        """Run one executor to its end (or its cancel), then remove its container."""
+        start = _now()
+        with ExitStack() as stack:
+            try:
+                stdin = self._stdin(index, executor)
+                if stdin is not None:
+                    stack.enter_context(stdin)
+                streams = {
+                    STDOUT: self._stream_parts(index, executor, "stdout"),
+                    STDERR: self._stream_parts(index, executor, "stderr"),
+                }
+                spec = self._spec(index, executor, mounts, stdin)
+            except TesFileError as exc:
+                return self._not_run(index, start, str(exc), on_started)
+            try:
+                container_id = self.engine.create(spec)
+            except EngineUnavailable:
+                raise
+            # ImageUnavailable (not a ContainerFailure) names the missing image.
+            except OrchestratorError as exc:
+                problem = f"executor {index} could not be created: {exc.message}"
+                return self._not_run(index, start, problem, on_started)
+            stack.callback(self._remove, container_id)
+            ran = self._supervise(index, container_id, stdin, streams, on_started)
+        return ran
+
+    @staticmethod
+    def _not_run(
+        index: int, start: datetime, problem: str, on_started: Callable[[int, datetime], None]
+    ) -> _Ran:
+        on_started(index, start)
+        return _Ran(ExecutorOutcome(index, start, _now(), None, "", ""), problem)
+
+    def _supervise(
+        self,
+        index: int,
+        container_id: str,
+        stdin: BinaryIO | None,
+        streams: dict[int, tuple[str, ...] | None],
+        on_started: Callable[[int, datetime], None],
+    ) -> _Ran:
+        """Start the created executor, feed its stdin, wait for its exit (or stop it when
+        cancelled), and keep its output."""
+        feeder: threading.Thread | None = None
+        try:
+            if stdin is not None:
+                pipe = self.engine.attach_stdin(container_id)
+                feeder = threading.Thread(
+                    target=pipe.feed,
+                    args=(stdin,),
+                    name=f"{self.names}-x{index}-stdin",
+                    daemon=True,
+                )
+            self.engine.start(container_id)
+        except ContainerFailure as exc:
+            # The engine refused to start it: its command, workdir or user do not fit its image.
+            start = _now()
+            on_started(index, start)
+            problem = f"executor {index} could not start: {exc.message}"
+            return _Ran(
+                ExecutorOutcome(index, start, start, None, "", ""), problem, "executor_error"
+            )
+        start = _now()
+        on_started(index, start)
+        if feeder is not None:
+            feeder.start()
+        exit_code = self._wait(container_id)
+        end = _now()
+        if feeder is not None:
+            feeder.join(_FEEDER_JOIN)
+        tails: dict[int, str] = {}
+        kept: str | None = None
+        for kind, parts in streams.items():
+            try:
+                tails[kind] = self._output(container_id, kind, parts)
+            except TesFileError as exc:
+                kept = f"executor {index}: {exc}"
+                tails[kind] = ""
+        outcome = ExecutorOutcome(index, start, end, exit_code, tails[STDOUT], tails[STDERR])
+        return _Ran(outcome, kept)
+
+    def _stdin(self, index: int, executor: dict[str, Any]) -> BinaryIO | None:
+        """The file the executor's ``stdin`` names, opened (never through a link)."""
+        path = executor.get("stdin")
+        if not path:
+            return None
+        what = f"executors[{index}].stdin"
+        try:
+            opened = open_regular(host_path(self.task_dir, container_parts(path, what)))
+        except TesFileError as exc:
+            raise TesFileError(f"{what}: {exc}") from None
+        if opened is None:
+            raise TesFileError(f"{what}: {path} does not exist")
+        return opened[0]
+
+    @staticmethod
+    def _stream_parts(index: int, executor: dict[str, Any], name: str) -> tuple[str, ...] | None:
+        path = executor.get(name)
+        return container_parts(path, f"executors[{index}].{name}") if path else None
+
+    def _spec(
+        self, index: int, executor: dict[str, Any], mounts: Mounts, stdin: BinaryIO | None
+    ) -> ContainerSpec:
+        installation = self.labels.get(INSTALLATION_LABEL)
+        project = self.labels.get(PROJECT_LABEL)
+        # The project's own network is made on demand, as for the job's own container.
+        own_network = bool(
+            self.network
+            and installation
+            and project
+            and self.network == project_network(installation, project)
+        )
+        return ContainerSpec(
+            name=f"{self.names}-x{index}",
+            image=executor["image"],
+            command=[str(arg) for arg in executor["command"]],
+            env={str(k): str(v) for k, v in (executor.get("env") or {}).items()},
+            labels={**self.labels, TES_EXECUTOR_LABEL: str(index)},
+            working_dir=executor.get("workdir") or None,
+            user=self.user,
+            network=self.network or "bridge",
+            cpus=self.nano_cpus / 1e9 if self.nano_cpus else None,
+            memory=self.memory_bytes,
+            mounts=mounts.read_write,
+            read_only_mounts=mounts.read_only,
+            stdin_open=stdin is not None,
+            own_labels=(
+                {INSTALLATION_LABEL: installation, PROJECT_LABEL: project}
+                if own_network and installation and project
+                else {}
+            ),
+            own_network=own_network,
+        )
+
+    def _wait(self, container_id: str) -> int | None:
+        """The executor's exit code; None if it was stopped by ``cancel``."""
+        result: list[int] = []
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def wait() -> None:
+            try:
+                result.append(self.engine.wait(container_id))
+            except BaseException as exc:
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=wait, name=f"{container_id[:12]}-wait", daemon=True).start()
+        while not done.wait(_CANCEL_POLL):
+            if self.cancel.is_set():
+                self.engine.stop(container_id, self.stop_grace)
+                done.wait()
+                return None
+        if failure:
+            raise failure[0]
+        return result[0]
+
+    def _output(self, container_id: str, kind: int, parts: tuple[str, ...] | None) -> str:
+        """One stream of the exited executor, whole into the host file of ``parts`` (if any);
+        its tail."""
+        tail = bytearray()
+        with ExitStack() as stack:
+            writer = None
+            if parts is not None:
+                target = host_path(self.task_dir, parts, make_parents=True)
+                try:
+                    writer = stack.enter_context(open_for_writing(target))
+                except OSError as exc:
+                    raise TesFileError(
+                        f"{'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
+                    ) from None
+            for frame in self.engine.logs(container_id, follow=False, stream=kind):
+                if writer is not None:
+                    writer.write(frame.data)
+                tail += frame.data
+                if len(tail) > 2 * TAIL_BYTES:
+                    del tail[:-TAIL_BYTES]
+        return bytes(tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+
+    def _remove(self, container_id: str) -> None:
+        try:
+            self.engine.remove(container_id)
+        except ContainerFailure as exc:
+            # The reconcile sweep removes it once the attempt has ended.
+            logger.warning("could not remove a TES executor container: %s", exc.message)
