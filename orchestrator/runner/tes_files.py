@@ -209,7 +209,8 @@ def plan_mounts(task: dict[str, Any], task_dir: Path) -> Mounts:
     mounts = Mounts(read_write={}, read_only={})
     for parts, writable in sorted(wanted.items()):
         if not parts:
-            raise TesFileError("'/' cannot be a volume, input or output")
+            # An output directly under '/' would need the container's root mounted.
+            raise TesFileError("'/' cannot be a volume, an input or an output's directory")
         if covered(parts, writable):
             continue
         target = mounts.read_write if writable else mounts.read_only
@@ -370,9 +371,9 @@ def _download(url: str, target: Path, settings: TesFileSettings) -> None:
     except (TesFileError, OSError):
         raise
     except Exception as exc:
-        # The outbound guard refuses with its own error, whose text says why and names no
-        # address a name resolved to.
-        raise TesFileError(f"the download was refused: {exc}") from None
+        # The outbound guard refuses with its own error (of ``background``, which the runner
+        # does not import), whose text says why and names no address a name resolved to.
+        raise TesFileError(f"the download failed: {exc}") from None
 
 
 # --- outputs ---------------------------------------------------------------------------------

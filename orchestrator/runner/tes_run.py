@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.engine import DockerEngine, StdinPipe
 from orchestrator.docker.log_stream import STDERR, STDOUT
 from orchestrator.docker.spec import (
     INSTALLATION_LABEL,
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 TAIL_BYTES = 64 * 1024
 # Seconds between two looks at the cancel flag while an executor runs.
 _CANCEL_POLL = 0.05
-# Seconds the stdin feeder may go on once its executor exited.
+# Seconds the stdin feeder may take to see its pipe closed once its executor exited.
 _FEEDER_JOIN = 5.0
 
 TaskState = Literal["complete", "executor_error", "system_error", "canceled"]
@@ -153,7 +153,7 @@ class _Ran:
 
     outcome: ExecutorOutcome
     problem: str | None = None
-    state: TaskState = "system_error"
+    state: Literal["executor_error", "system_error"] = "system_error"
 
 
 class _TaskRun:
@@ -213,9 +213,10 @@ class _TaskRun:
             on_ended(ran.outcome)
             if ran.problem is not None:
                 logs.append(ran.problem)
-                if ran.state != "complete":
+                if ran.state == "system_error" or not executor.get("ignore_error"):
                     state = ran.state
                     break
+                continue  # an error of the executor's own, which it ignores
             code = ran.outcome.exit_code
             if code is None:
                 state = "canceled"
@@ -283,18 +284,14 @@ class _TaskRun:
     ) -> _Ran:
         """Start the created executor, feed its stdin, wait for its exit (or stop it when
         cancelled), and keep its output."""
-        feeder: threading.Thread | None = None
+        pipe: StdinPipe | None = None
         try:
             if stdin is not None:
                 pipe = self.engine.attach_stdin(container_id)
-                feeder = threading.Thread(
-                    target=pipe.feed,
-                    args=(stdin,),
-                    name=f"{self.names}-x{index}-stdin",
-                    daemon=True,
-                )
             self.engine.start(container_id)
         except ContainerFailure as exc:
+            if pipe is not None:
+                pipe.close()
             # The engine refused to start it: its command, workdir or user do not fit its image.
             start = _now()
             on_started(index, start)
@@ -304,22 +301,30 @@ class _TaskRun:
             )
         start = _now()
         on_started(index, start)
-        if feeder is not None:
+        feeder: threading.Thread | None = None
+        if pipe is not None and stdin is not None:
+            feeder = threading.Thread(
+                target=pipe.feed, args=(stdin,), name=f"{self.names}-x{index}-stdin", daemon=True
+            )
             feeder.start()
-        exit_code = self._wait(container_id)
-        end = _now()
-        if feeder is not None:
-            feeder.join(_FEEDER_JOIN)
-        tails: dict[int, str] = {}
-        kept: str | None = None
-        for kind, parts in streams.items():
-            try:
+        tails = {STDOUT: "", STDERR: ""}
+        try:
+            exit_code = self._wait(container_id)
+            end = _now()
+            if pipe is not None and feeder is not None:
+                # What the executor did not read of its stdin is not fed to anything.
+                pipe.close()
+                feeder.join(_FEEDER_JOIN)
+            for kind, parts in streams.items():
                 tails[kind] = self._output(container_id, kind, parts)
-            except TesFileError as exc:
-                kept = f"executor {index}: {exc}"
-                tails[kind] = ""
+        except (ContainerFailure, TesFileError) as exc:
+            # The container went (removed by someone else), or a stream's file cannot be
+            # written where the executor points it.
+            text = exc.message if isinstance(exc, ContainerFailure) else str(exc)
+            outcome = ExecutorOutcome(index, start, _now(), None, tails[STDOUT], tails[STDERR])
+            return _Ran(outcome, f"executor {index}: {text}")
         outcome = ExecutorOutcome(index, start, end, exit_code, tails[STDOUT], tails[STDERR])
-        return _Ran(outcome, kept)
+        return _Ran(outcome)
 
     def _stdin(self, index: int, executor: dict[str, Any]) -> BinaryIO | None:
         """The file the executor's ``stdin`` names, opened (never through a link)."""
@@ -391,7 +396,10 @@ class _TaskRun:
         threading.Thread(target=wait, name=f"{container_id[:12]}-wait", daemon=True).start()
         while not done.wait(_CANCEL_POLL):
             if self.cancel.is_set():
-                self.engine.stop(container_id, self.stop_grace)
+                try:
+                    self.engine.stop(container_id, self.stop_grace)
+                except ContainerFailure:
+                    self.engine.remove(container_id)  # killed with it
                 done.wait()
                 return None
         if failure:
