@@ -4,11 +4,11 @@ volumes, its outputs delivered; what happened is returned (and each executor's s
 told as they come) for the caller to record.
 
 Each executor is a container named ``<names>-x<index>``, carrying the job's labels and
-``TES_EXECUTOR_LABEL``: the sweeps and the adoption of a restarted runner leave it alone as a
-job's container (``reconcile``'s stray sweep still removes it once its attempt has ended), and
-``remove_task_containers`` removes those of an attempt. Each is removed as soon as its outcome
-is read. Its stdout and stderr are read from the engine once it exited, whole, into the files
-the executor names, and their tails kept for the task's logs.
+``TES_EXECUTOR_LABEL``: a restarted runner's adoption removes it rather than take it for the
+job's container (``attempt_adoption``), ``reconcile``'s stray sweep removes it once its attempt
+has ended, and ``remove_task_containers`` removes those of an attempt. Each is removed as soon
+as its outcome is read. Its stdout and stderr are read from the engine once it exited, whole,
+into the files the executor names, and their tails kept for the task's logs.
 
 Outputs are delivered only when every executor succeeded (or was allowed to fail), as Funnel
 does and as the spec's output log ("after the task has completed successfully") reads.
@@ -114,7 +114,8 @@ def run_task(
     stop_grace: float = 10.0,
 ) -> TaskOutcome:
     """Run one attempt of ``task`` (the stored TES task: ``executors``, ``inputs``,
-    ``outputs``, ``volumes``) in the empty directory ``task_dir``.
+    ``outputs``, ``volumes``) in the empty directory ``task_dir``, on the network ``network``
+    (None: Docker's default bridge).
 
     A failed input ends it as ``system_error`` before any executor starts. ``cancel`` stops the
     running executor (SIGTERM, ``stop_grace`` seconds, SIGKILL) and starts no other. Every
@@ -338,7 +339,7 @@ class _TaskRun:
             raise TesFileError(f"{what}: {exc}") from None
         if opened is None:
             raise TesFileError(f"{what}: {path} does not exist")
-        return opened[0]
+        return opened
 
     @staticmethod
     def _stream_parts(index: int, executor: dict[str, Any], name: str) -> tuple[str, ...] | None:
@@ -350,13 +351,10 @@ class _TaskRun:
     ) -> ContainerSpec:
         installation = self.labels.get(INSTALLATION_LABEL)
         project = self.labels.get(PROJECT_LABEL)
-        # The project's own network is made on demand, as for the job's own container.
-        own_network = bool(
-            self.network
-            and installation
-            and project
-            and self.network == project_network(installation, project)
-        )
+        own_labels: dict[str, str] = {}
+        if installation and project and self.network == project_network(installation, project):
+            # The project's own network is made on demand, as for the job's own container.
+            own_labels = {INSTALLATION_LABEL: installation, PROJECT_LABEL: project}
         return ContainerSpec(
             name=f"{self.names}-x{index}",
             image=executor["image"],
@@ -371,12 +369,8 @@ class _TaskRun:
             mounts=mounts.read_write,
             read_only_mounts=mounts.read_only,
             stdin_open=stdin is not None,
-            own_labels=(
-                {INSTALLATION_LABEL: installation, PROJECT_LABEL: project}
-                if own_network and installation and project
-                else {}
-            ),
-            own_network=own_network,
+            own_labels=own_labels,
+            own_network=bool(own_labels),
         )
 
     def _wait(self, container_id: str) -> int | None:
@@ -413,12 +407,15 @@ class _TaskRun:
         with ExitStack() as stack:
             writer = None
             if parts is not None:
-                target = host_path(self.task_dir, parts, make_parents=True)
+                name = "stdout" if kind == STDOUT else "stderr"
                 try:
+                    target = host_path(self.task_dir, parts, make_parents=True)
                     writer = stack.enter_context(open_for_writing(target))
+                except TesFileError as exc:
+                    raise TesFileError(f"{name}: {exc}") from None
                 except OSError as exc:
                     raise TesFileError(
-                        f"{'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
+                        f"{name}: {'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
                     ) from None
             for frame in self.engine.logs(container_id, follow=False, stream=kind):
                 if writer is not None:

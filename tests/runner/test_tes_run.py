@@ -581,8 +581,13 @@ def test_wildcards_match_no_link(
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///tmp/elsewhere-{uuid}", "file://{out}/../escaped-{uuid}", "s3://bucket/key"],
-    ids=["outside", "dotdot", "scheme"],
+    [
+        "file:///tmp/elsewhere-{uuid}",
+        "file://{out}/../escaped-{uuid}",
+        "file://{out}/link/deeper/x",
+        "s3://bucket/key",
+    ],
+    ids=["outside", "dotdot", "link in the root", "scheme"],
 )
 def test_an_output_url_outside_the_output_root_is_refused(
     engine: DockerEngine,
@@ -593,6 +598,10 @@ def test_an_output_url_outside_the_output_root_is_refused(
 ) -> None:
     mark = uuid.uuid4().hex
     target = url.format(out=roots.outputs, uuid=mark)
+    roots.outputs.mkdir()
+    outside = roots.outputs.parent / "outside"
+    outside.mkdir()
+    (roots.outputs / "link").symlink_to(outside)
     task = {
         "volumes": ["/data"],
         "outputs": [{"path": "/data/a", "url": target, "type": "FILE"}],
@@ -602,6 +611,7 @@ def test_an_output_url_outside_the_output_root_is_refused(
     assert outcome.state == "system_error" and outcome.outputs == []
     assert not Path(f"/tmp/elsewhere-{mark}").exists()
     assert not (roots.outputs.parent / f"escaped-{mark}").exists()
+    assert list(outside.iterdir()) == []
 
 
 def test_streams_and_stdin_never_go_through_a_link(
@@ -617,7 +627,7 @@ def test_streams_and_stdin_never_go_through_a_link(
     }
     outcome = run(engine, labels, roots, task)
     assert outcome.state == "system_error"
-    assert "logs is a symbolic link" in outcome.system_logs[0]
+    assert outcome.system_logs[0].startswith("executor 1: stdout: logs is a symbolic link")
     assert (roots.inputs / "victim").read_text() == "untouched\n"
     task["executors"][1] = executor("cat", stdin="/data/in")
     roots.task = roots.task.parent / "task2"
