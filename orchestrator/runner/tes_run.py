@@ -316,8 +316,7 @@ class _TaskRun:
                 # What the executor did not read of its stdin is not fed to anything.
                 pipe.close()
                 feeder.join(_FEEDER_JOIN)
-            for kind, parts in streams.items():
-                tails[kind] = self._output(container_id, kind, parts)
+            tails = self._outputs(container_id, streams)
         except (ContainerFailure, TesFileError) as exc:
             # The container went (removed by someone else), or a stream's file cannot be
             # written where the executor points it.
@@ -400,30 +399,39 @@ class _TaskRun:
             raise failure[0]
         return result[0]
 
-    def _output(self, container_id: str, kind: int, parts: tuple[str, ...] | None) -> str:
-        """One stream of the exited executor, whole into the host file of ``parts`` (if any);
-        its tail."""
-        tail = bytearray()
+    def _outputs(
+        self, container_id: str, streams: dict[int, tuple[str, ...] | None]
+    ) -> dict[int, str]:
+        """Both streams of the exited executor, read at once, each whole into the host file of
+        its container path (if it has one); their tails."""
+        tails = {kind: bytearray() for kind in streams}
         with ExitStack() as stack:
-            writer = None
-            if parts is not None:
+            writers: dict[int, BinaryIO] = {}
+            for kind, parts in streams.items():
+                if parts is None:
+                    continue
                 name = "stdout" if kind == STDOUT else "stderr"
                 try:
                     target = host_path(self.task_dir, parts, make_parents=True)
-                    writer = stack.enter_context(open_for_writing(target))
+                    writers[kind] = stack.enter_context(open_for_writing(target))
                 except TesFileError as exc:
                     raise TesFileError(f"{name}: {exc}") from None
                 except OSError as exc:
                     raise TesFileError(
                         f"{name}: {'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
                     ) from None
-            for frame in self.engine.logs(container_id, follow=False, stream=kind):
+            for frame in self.engine.logs(container_id, follow=False):
+                writer = writers.get(frame.stream)
                 if writer is not None:
                     writer.write(frame.data)
+                tail = tails[frame.stream]
                 tail += frame.data
                 if len(tail) > 2 * TAIL_BYTES:
                     del tail[:-TAIL_BYTES]
-        return bytes(tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+        return {
+            kind: bytes(tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+            for kind, tail in tails.items()
+        }
 
     def _remove(self, container_id: str) -> None:
         try:
