@@ -596,13 +596,19 @@ class StdinPipe:
             # Half-close: the engine sees the end of the input and closes the container's stdin.
             self._sock.shutdown(socket.SHUT_WR)
             return True
-        except OSError:
+        # ValueError: the source was closed under it (its executor was given up on).
+        except (OSError, ValueError):
             return False
         finally:
             self.close()
 
     def close(self) -> None:
-        """Close the pipe (the container's stdin ends)."""
+        """Close the pipe (the container's stdin ends); a ``feed`` blocked in another thread
+        (the container stopped reading) returns."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
         # The socket is closed once both it and its file object are.
         for closing in (self._attached, self._sock):
             try:

@@ -123,9 +123,9 @@ def open_for_writing(path: Path) -> BinaryIO:
     return os.fdopen(os.open(path, flags, 0o666), "wb")
 
 
-def open_regular(path: Path) -> tuple[BinaryIO, int] | None:
-    """A regular file opened for reading, never through a symbolic link, with its size; None
-    when it does not exist."""
+def open_regular(path: Path) -> BinaryIO | None:
+    """A regular file opened for reading, never through a symbolic link; None when it does not
+    exist."""
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused below).
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -138,7 +138,7 @@ def open_regular(path: Path) -> tuple[BinaryIO, int] | None:
         os.close(fd)
         raise TesFileError(f"{path.name} is not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb"), found.st_size
+    return os.fdopen(fd, "rb")
 
 
 def _os_reason(exc: OSError) -> str:
@@ -209,7 +209,8 @@ def plan_mounts(task: dict[str, Any], task_dir: Path) -> Mounts:
     mounts = Mounts(read_write={}, read_only={})
     for parts, writable in sorted(wanted.items()):
         if not parts:
-            raise TesFileError("'/' cannot be a volume, input or output")
+            # An output directly under '/' would need the container's root mounted.
+            raise TesFileError("'/' cannot be a volume, an input or an output's directory")
         if covered(parts, writable):
             continue
         target = mounts.read_write if writable else mounts.read_only
@@ -313,7 +314,7 @@ def _copy_file_in(source: str, target: Path) -> None:
     opened = open_regular(Path(source))
     if opened is None:
         raise TesFileError("does not exist")
-    with opened[0] as reader, open_for_writing(target) as writer:
+    with opened as reader, open_for_writing(target) as writer:
         _copy(reader, writer)
 
 
@@ -370,9 +371,9 @@ def _download(url: str, target: Path, settings: TesFileSettings) -> None:
     except (TesFileError, OSError):
         raise
     except Exception as exc:
-        # The outbound guard refuses with its own error, whose text says why and names no
-        # address a name resolved to.
-        raise TesFileError(f"the download was refused: {exc}") from None
+        # The outbound guard refuses with its own error (of ``background``, which the runner
+        # does not import), whose text says why and names no address a name resolved to.
+        raise TesFileError(f"the download failed: {exc}") from None
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -434,9 +435,11 @@ def _writable(target: Path, output_root: Path) -> Path:
     """``target``'s parent directories made, and checked to resolve inside the output root."""
     root = os.path.realpath(output_root)
     os.makedirs(root, exist_ok=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(os.path.realpath(target.parent), (root,)):
-        raise TesFileError("leads outside the output root")
+    # Before making the directories (a link on the way would make them elsewhere) and after.
+    for _ in range(2):
+        if not _inside(os.path.realpath(target.parent), (root,)):
+            raise TesFileError("leads outside the output root")
+        target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 
@@ -458,9 +461,10 @@ def _deliver(
     opened = open_regular(source)
     if opened is None:
         raise TesFileError(f"{'/' + '/'.join(parts)} does not exist")
-    target = _writable(destination, output_root)
-    with opened[0] as reader, open_for_writing(target) as writer:
-        size = _copy(reader, writer)
+    with opened as reader:
+        target = _writable(destination, output_root)
+        with open_for_writing(target) as writer:
+            size = _copy(reader, writer)
     return [OutputFile(url=target.as_uri(), path="/" + "/".join(parts), size_bytes=size)]
 
 

@@ -4,11 +4,11 @@ volumes, its outputs delivered; what happened is returned (and each executor's s
 told as they come) for the caller to record.
 
 Each executor is a container named ``<names>-x<index>``, carrying the job's labels and
-``TES_EXECUTOR_LABEL``: the sweeps and the adoption of a restarted runner leave it alone as a
-job's container (``reconcile``'s stray sweep still removes it once its attempt has ended), and
-``remove_task_containers`` removes those of an attempt. Each is removed as soon as its outcome
-is read. Its stdout and stderr are read from the engine once it exited, whole, into the files
-the executor names, and their tails kept for the task's logs.
+``TES_EXECUTOR_LABEL``: a restarted runner's adoption removes it rather than take it for the
+job's container (``attempt_adoption``), ``reconcile``'s stray sweep removes it once its attempt
+has ended, and ``remove_task_containers`` removes those of an attempt. Each is removed as soon
+as its outcome is read. Its stdout and stderr are read from the engine once it exited, whole,
+into the files the executor names, and their tails kept for the task's logs.
 
 Outputs are delivered only when every executor succeeded (or was allowed to fail), as Funnel
 does and as the spec's output log ("after the task has completed successfully") reads.
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from orchestrator.docker.engine import DockerEngine
+from orchestrator.docker.engine import DockerEngine, StdinPipe
 from orchestrator.docker.log_stream import STDERR, STDOUT
 from orchestrator.docker.spec import (
     INSTALLATION_LABEL,
@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 TAIL_BYTES = 64 * 1024
 # Seconds between two looks at the cancel flag while an executor runs.
 _CANCEL_POLL = 0.05
-# Seconds the stdin feeder may go on once its executor exited.
+# Seconds the stdin feeder may take to see its pipe closed once its executor exited.
 _FEEDER_JOIN = 5.0
 
 TaskState = Literal["complete", "executor_error", "system_error", "canceled"]
@@ -114,7 +114,8 @@ def run_task(
     stop_grace: float = 10.0,
 ) -> TaskOutcome:
     """Run one attempt of ``task`` (the stored TES task: ``executors``, ``inputs``,
-    ``outputs``, ``volumes``) in the empty directory ``task_dir``.
+    ``outputs``, ``volumes``) in the empty directory ``task_dir``, on the network ``network``
+    (None: Docker's default bridge).
 
     A failed input ends it as ``system_error`` before any executor starts. ``cancel`` stops the
     running executor (SIGTERM, ``stop_grace`` seconds, SIGKILL) and starts no other. Every
@@ -153,7 +154,7 @@ class _Ran:
 
     outcome: ExecutorOutcome
     problem: str | None = None
-    state: TaskState = "system_error"
+    state: Literal["executor_error", "system_error"] = "system_error"
 
 
 class _TaskRun:
@@ -213,9 +214,10 @@ class _TaskRun:
             on_ended(ran.outcome)
             if ran.problem is not None:
                 logs.append(ran.problem)
-                if ran.state != "complete":
+                if ran.state == "system_error" or not executor.get("ignore_error"):
                     state = ran.state
                     break
+                continue  # an error of the executor's own, which it ignores
             code = ran.outcome.exit_code
             if code is None:
                 state = "canceled"
@@ -283,18 +285,14 @@ class _TaskRun:
     ) -> _Ran:
         """Start the created executor, feed its stdin, wait for its exit (or stop it when
         cancelled), and keep its output."""
-        feeder: threading.Thread | None = None
+        pipe: StdinPipe | None = None
         try:
             if stdin is not None:
                 pipe = self.engine.attach_stdin(container_id)
-                feeder = threading.Thread(
-                    target=pipe.feed,
-                    args=(stdin,),
-                    name=f"{self.names}-x{index}-stdin",
-                    daemon=True,
-                )
             self.engine.start(container_id)
         except ContainerFailure as exc:
+            if pipe is not None:
+                pipe.close()
             # The engine refused to start it: its command, workdir or user do not fit its image.
             start = _now()
             on_started(index, start)
@@ -304,22 +302,29 @@ class _TaskRun:
             )
         start = _now()
         on_started(index, start)
-        if feeder is not None:
+        feeder: threading.Thread | None = None
+        if pipe is not None and stdin is not None:
+            feeder = threading.Thread(
+                target=pipe.feed, args=(stdin,), name=f"{self.names}-x{index}-stdin", daemon=True
+            )
             feeder.start()
-        exit_code = self._wait(container_id)
-        end = _now()
-        if feeder is not None:
-            feeder.join(_FEEDER_JOIN)
-        tails: dict[int, str] = {}
-        kept: str | None = None
-        for kind, parts in streams.items():
-            try:
-                tails[kind] = self._output(container_id, kind, parts)
-            except TesFileError as exc:
-                kept = f"executor {index}: {exc}"
-                tails[kind] = ""
+        tails = {STDOUT: "", STDERR: ""}
+        try:
+            exit_code = self._wait(container_id)
+            end = _now()
+            if pipe is not None and feeder is not None:
+                # What the executor did not read of its stdin is not fed to anything.
+                pipe.close()
+                feeder.join(_FEEDER_JOIN)
+            tails = self._outputs(container_id, streams)
+        except (ContainerFailure, TesFileError) as exc:
+            # The container went (removed by someone else), or a stream's file cannot be
+            # written where the executor points it.
+            text = exc.message if isinstance(exc, ContainerFailure) else str(exc)
+            outcome = ExecutorOutcome(index, start, _now(), None, tails[STDOUT], tails[STDERR])
+            return _Ran(outcome, f"executor {index}: {text}")
         outcome = ExecutorOutcome(index, start, end, exit_code, tails[STDOUT], tails[STDERR])
-        return _Ran(outcome, kept)
+        return _Ran(outcome)
 
     def _stdin(self, index: int, executor: dict[str, Any]) -> BinaryIO | None:
         """The file the executor's ``stdin`` names, opened (never through a link)."""
@@ -333,7 +338,7 @@ class _TaskRun:
             raise TesFileError(f"{what}: {exc}") from None
         if opened is None:
             raise TesFileError(f"{what}: {path} does not exist")
-        return opened[0]
+        return opened
 
     @staticmethod
     def _stream_parts(index: int, executor: dict[str, Any], name: str) -> tuple[str, ...] | None:
@@ -345,13 +350,10 @@ class _TaskRun:
     ) -> ContainerSpec:
         installation = self.labels.get(INSTALLATION_LABEL)
         project = self.labels.get(PROJECT_LABEL)
-        # The project's own network is made on demand, as for the job's own container.
-        own_network = bool(
-            self.network
-            and installation
-            and project
-            and self.network == project_network(installation, project)
-        )
+        own_labels: dict[str, str] = {}
+        if installation and project and self.network == project_network(installation, project):
+            # The project's own network is made on demand, as for the job's own container.
+            own_labels = {INSTALLATION_LABEL: installation, PROJECT_LABEL: project}
         return ContainerSpec(
             name=f"{self.names}-x{index}",
             image=executor["image"],
@@ -366,12 +368,8 @@ class _TaskRun:
             mounts=mounts.read_write,
             read_only_mounts=mounts.read_only,
             stdin_open=stdin is not None,
-            own_labels=(
-                {INSTALLATION_LABEL: installation, PROJECT_LABEL: project}
-                if own_network and installation and project
-                else {}
-            ),
-            own_network=own_network,
+            own_labels=own_labels,
+            own_network=bool(own_labels),
         )
 
     def _wait(self, container_id: str) -> int | None:
@@ -391,34 +389,49 @@ class _TaskRun:
         threading.Thread(target=wait, name=f"{container_id[:12]}-wait", daemon=True).start()
         while not done.wait(_CANCEL_POLL):
             if self.cancel.is_set():
-                self.engine.stop(container_id, self.stop_grace)
+                try:
+                    self.engine.stop(container_id, self.stop_grace)
+                except ContainerFailure:
+                    self.engine.remove(container_id)  # killed with it
                 done.wait()
                 return None
         if failure:
             raise failure[0]
         return result[0]
 
-    def _output(self, container_id: str, kind: int, parts: tuple[str, ...] | None) -> str:
-        """One stream of the exited executor, whole into the host file of ``parts`` (if any);
-        its tail."""
-        tail = bytearray()
+    def _outputs(
+        self, container_id: str, streams: dict[int, tuple[str, ...] | None]
+    ) -> dict[int, str]:
+        """Both streams of the exited executor, read at once, each whole into the host file of
+        its container path (if it has one); their tails."""
+        tails = {kind: bytearray() for kind in streams}
         with ExitStack() as stack:
-            writer = None
-            if parts is not None:
-                target = host_path(self.task_dir, parts, make_parents=True)
+            writers: dict[int, BinaryIO] = {}
+            for kind, parts in streams.items():
+                if parts is None:
+                    continue
+                name = "stdout" if kind == STDOUT else "stderr"
                 try:
-                    writer = stack.enter_context(open_for_writing(target))
+                    target = host_path(self.task_dir, parts, make_parents=True)
+                    writers[kind] = stack.enter_context(open_for_writing(target))
+                except TesFileError as exc:
+                    raise TesFileError(f"{name}: {exc}") from None
                 except OSError as exc:
                     raise TesFileError(
-                        f"{'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
+                        f"{name}: {'/' + '/'.join(parts)} cannot be written ({exc.strerror})"
                     ) from None
-            for frame in self.engine.logs(container_id, follow=False, stream=kind):
+            for frame in self.engine.logs(container_id, follow=False):
+                writer = writers.get(frame.stream)
                 if writer is not None:
                     writer.write(frame.data)
+                tail = tails[frame.stream]
                 tail += frame.data
                 if len(tail) > 2 * TAIL_BYTES:
                     del tail[:-TAIL_BYTES]
-        return bytes(tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+        return {
+            kind: bytes(tail[-TAIL_BYTES:]).decode("utf-8", "replace")
+            for kind, tail in tails.items()
+        }
 
     def _remove(self, container_id: str) -> None:
         try:

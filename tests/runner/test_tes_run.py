@@ -204,6 +204,19 @@ def test_stdin_stdout_and_stderr_are_files_at_their_container_paths(
     )
 
 
+def test_an_executor_that_never_reads_its_stdin_still_ends(
+    engine: DockerEngine, labels: dict[str, str], roots: SimpleNamespace, busybox_image: str
+) -> None:
+    big = "x" * (4 * 1024 * 1024)
+    task = {
+        "inputs": [{"path": "/in/big", "content": big, "type": "FILE"}],
+        "executors": [executor("true", stdin="/in/big"), executor("wc", "-c", stdin="/in/big")],
+    }
+    outcome = run(engine, labels, roots, task)
+    assert outcome.state == "complete"
+    assert outcome.executors[1].stdout == f"{len(big)}\n"
+
+
 def test_workdir_env_user_network_and_limits_are_applied(
     engine: DockerEngine,
     labels: dict[str, str],
@@ -279,6 +292,12 @@ def test_an_executor_that_cannot_start_is_an_executor_error(
     assert outcome.executors[0].exit_code is None
     (line,) = outcome.system_logs
     assert line.startswith("executor 0 could not start:") and "no-such-binary" in line
+    # One that ignores its errors lets the next run.
+    task = {"executors": [executor("no-such-binary", ignore_error=True), executor("true")]}
+    outcome = run(engine, labels, roots, task)
+    assert outcome.state == "complete"
+    assert [e.exit_code for e in outcome.executors] == [None, 0]
+    assert len(outcome.system_logs) == 1
 
 
 def test_cancel_stops_the_running_executor_and_starts_no_other(
@@ -419,7 +438,10 @@ def test_an_input_that_cannot_be_staged_is_a_system_error_and_no_executor_runs(
         ),
         "no roots": ("file:///etc/passwd", "file:// inputs are not allowed on this server"),
         "missing": (f"file://{roots.inputs}/nothing", "does not exist"),
-        "loopback by default": (f"{web}/page.txt", "127.0.0.1 is a loopback address, refused"),
+        "loopback by default": (
+            f"{web}/page.txt",
+            "the download failed: 127.0.0.1 is a loopback address, refused",
+        ),
         "too large": (f"{web}/page.txt", "larger than 1000 bytes"),
         "scheme": ("s3://bucket/key", "the scheme s3:// is not supported"),
     }[case]
@@ -559,8 +581,13 @@ def test_wildcards_match_no_link(
 
 @pytest.mark.parametrize(
     "url",
-    ["file:///tmp/elsewhere-{uuid}", "file://{out}/../escaped-{uuid}", "s3://bucket/key"],
-    ids=["outside", "dotdot", "scheme"],
+    [
+        "file:///tmp/elsewhere-{uuid}",
+        "file://{out}/../escaped-{uuid}",
+        "file://{out}/link/deeper/x",
+        "s3://bucket/key",
+    ],
+    ids=["outside", "dotdot", "link in the root", "scheme"],
 )
 def test_an_output_url_outside_the_output_root_is_refused(
     engine: DockerEngine,
@@ -571,6 +598,10 @@ def test_an_output_url_outside_the_output_root_is_refused(
 ) -> None:
     mark = uuid.uuid4().hex
     target = url.format(out=roots.outputs, uuid=mark)
+    roots.outputs.mkdir()
+    outside = roots.outputs.parent / "outside"
+    outside.mkdir()
+    (roots.outputs / "link").symlink_to(outside)
     task = {
         "volumes": ["/data"],
         "outputs": [{"path": "/data/a", "url": target, "type": "FILE"}],
@@ -580,6 +611,7 @@ def test_an_output_url_outside_the_output_root_is_refused(
     assert outcome.state == "system_error" and outcome.outputs == []
     assert not Path(f"/tmp/elsewhere-{mark}").exists()
     assert not (roots.outputs.parent / f"escaped-{mark}").exists()
+    assert list(outside.iterdir()) == []
 
 
 def test_streams_and_stdin_never_go_through_a_link(
@@ -595,7 +627,7 @@ def test_streams_and_stdin_never_go_through_a_link(
     }
     outcome = run(engine, labels, roots, task)
     assert outcome.state == "system_error"
-    assert "logs is a symbolic link" in outcome.system_logs[0]
+    assert outcome.system_logs[0].startswith("executor 1: stdout: logs is a symbolic link")
     assert (roots.inputs / "victim").read_text() == "untouched\n"
     task["executors"][1] = executor("cat", stdin="/data/in")
     roots.task = roots.task.parent / "task2"
