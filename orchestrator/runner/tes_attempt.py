@@ -131,6 +131,7 @@ class TaskAttempt(Attempt):
                 on_executor_started=self._executor_started,
                 on_executor_ended=self._executor_ended,
                 stop_grace=self.context.settings.stop_grace_period,
+                pids=spec.pids,
             )
         except EngineUnavailable as exc:
             self.context.engine_lost(exc.message)
@@ -233,7 +234,7 @@ def _result(outcome: TaskOutcome, system_logs: list[str]) -> attempts.AttemptRes
             )
         error = f"executor {last.index} exited with {last.exit_code}"
         return attempts.AttemptResult(exit_code=last.exit_code, error=error, retryable=False)
-    missing = problems is not None and "image" in problems and "not" in problems
+    missing = outcome.missing_image is not None
     reason = FailureReason.IMAGE_MISSING if missing else FailureReason.CREATE_FAILED
     return attempts.AttemptResult(
         error=problems or "the task failed outside its executors", retryable=False, reason=reason

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -33,7 +33,12 @@ from orchestrator.docker.spec import (
     TES_EXECUTOR_LABEL,
     ContainerSpec,
 )
-from orchestrator.errors import ContainerFailure, EngineUnavailable, OrchestratorError
+from orchestrator.errors import (
+    ContainerFailure,
+    EngineUnavailable,
+    ImageUnavailable,
+    OrchestratorError,
+)
 from orchestrator.rules.containers import project_network
 from orchestrator.runner.tes_files import (
     Mounts,
@@ -90,6 +95,8 @@ class TaskOutcome:
     executors: list[ExecutorOutcome]
     outputs: list[OutputFile]
     system_logs: list[str]  # what went wrong outside the executors, for TES system_logs
+    # The image an executor needed and the engine does not have, if that ended the task.
+    missing_image: str | None = None
 
 
 def _now() -> datetime:
@@ -112,13 +119,15 @@ def run_task(
     on_executor_started: Callable[[int, datetime], None],
     on_executor_ended: Callable[[ExecutorOutcome], None],
     stop_grace: float = 10.0,
+    pids: int | None = None,
 ) -> TaskOutcome:
     """Run one attempt of ``task`` (the stored TES task: ``executors``, ``inputs``,
     ``outputs``, ``volumes``) in the empty directory ``task_dir``, on the network ``network``
     (None: Docker's default bridge).
 
     A failed input ends it as ``system_error`` before any executor starts. ``cancel`` stops the
-    running executor (SIGTERM, ``stop_grace`` seconds, SIGKILL) and starts no other. Every
+    running executor (SIGTERM, ``stop_grace`` seconds, SIGKILL) and starts no other. ``pids``,
+    ``nano_cpus`` and ``memory_bytes`` limit every executor. Every
     executor that was tried is told to ``on_executor_started`` (once started, or when its
     container could not be made) and then to ``on_executor_ended``. ``EngineUnavailable``
     propagates, its executor containers left to ``remove_task_containers``.
@@ -134,6 +143,7 @@ def run_task(
         memory_bytes=memory_bytes,
         cancel=cancel,
         stop_grace=stop_grace,
+        pids=pids,
     )
     return run.run(task, settings, on_executor_started, on_executor_ended)
 
@@ -155,6 +165,7 @@ class _Ran:
     outcome: ExecutorOutcome
     problem: str | None = None
     state: Literal["executor_error", "system_error"] = "system_error"
+    missing_image: str | None = None
 
 
 class _TaskRun:
@@ -173,6 +184,7 @@ class _TaskRun:
         memory_bytes: int | None,
         cancel: threading.Event,
         stop_grace: float,
+        pids: int | None,
     ) -> None:
         self.engine = engine
         self.task_dir = task_dir
@@ -184,6 +196,7 @@ class _TaskRun:
         self.memory_bytes = memory_bytes
         self.cancel = cancel
         self.stop_grace = stop_grace
+        self.pids = pids
 
     def run(
         self,
@@ -205,6 +218,7 @@ class _TaskRun:
             return TaskOutcome("system_error", [], [], [f"{exc}; no executor was started"])
         logs: list[str] = []
         state: TaskState = "complete"
+        missing_image: str | None = None
         for index, executor in enumerate(task["executors"]):
             if self.cancel.is_set():
                 state = "canceled"
@@ -216,6 +230,7 @@ class _TaskRun:
                 logs.append(ran.problem)
                 if ran.state == "system_error" or not executor.get("ignore_error"):
                     state = ran.state
+                    missing_image = ran.missing_image
                     break
                 continue  # an error of the executor's own, which it ignores
             code = ran.outcome.exit_code
@@ -233,7 +248,7 @@ class _TaskRun:
             except TesFileError as exc:
                 logs.append(str(exc))
                 state = "system_error"
-        return TaskOutcome(state, executors, outputs, logs)
+        return TaskOutcome(state, executors, outputs, logs, missing_image)
 
     def _execute(
         self,
@@ -260,10 +275,12 @@ class _TaskRun:
                 container_id = self.engine.create(spec)
             except EngineUnavailable:
                 raise
-            # ImageUnavailable (not a ContainerFailure) names the missing image.
             except OrchestratorError as exc:
                 problem = f"executor {index} could not be created: {exc.message}"
-                return self._not_run(index, start, problem, on_started)
+                ran = self._not_run(index, start, problem, on_started)
+                if isinstance(exc, ImageUnavailable):
+                    return replace(ran, missing_image=executor["image"])
+                return ran
             stack.callback(self._remove, container_id)
             ran = self._supervise(index, container_id, stdin, streams, on_started)
         return ran
@@ -365,6 +382,7 @@ class _TaskRun:
             network=self.network or "bridge",
             cpus=self.nano_cpus / 1e9 if self.nano_cpus else None,
             memory=self.memory_bytes,
+            pids=self.pids,
             mounts=mounts.read_write,
             read_only_mounts=mounts.read_only,
             stdin_open=stdin is not None,

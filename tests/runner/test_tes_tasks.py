@@ -156,13 +156,19 @@ def test_a_missing_image_is_a_system_error_naming_it(
 
 
 def test_cancel_stops_the_running_executor_and_removes_it(
-    client: httpx.Client, docker_client: docker.DockerClient
+    server: LiveServer, client: httpx.Client, docker_client: docker.DockerClient
 ) -> None:
     task_id = submit(client, executors=[executor("sleep", "300"), executor("echo", "never")])
     wait_for(
         lambda: client.get(f"/tasks/{task_id}").json()["state"] == "RUNNING" or None, timeout=60
     )
-    assert wait_for(lambda: containers_of(docker_client, task_id) or None)
+    [running] = wait_for(lambda: containers_of(docker_client, task_id) or None)
+    # The server's default limits hold for an executor as for a job's container.
+    host = running.attrs["HostConfig"]
+    assert (host["PidsLimit"], host["Memory"]) == (
+        server.settings.default_pids,
+        server.settings.default_memory,
+    )
     response = client.post(f"/tasks/{task_id}:cancel")
     assert response.status_code == 200, response.text
     task = ended(client, task_id)
