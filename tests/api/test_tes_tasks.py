@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import docker
@@ -374,3 +375,17 @@ def test_tes_routes_are_in_the_openapi_document(server: LiveServer) -> None:
         f"{TES}/tasks/{{id}}",
         f"{TES}/tasks/{{id}}:cancel",
     }
+
+
+def test_first_tasks_at_once_make_one_queue(server: LiveServer, project: Tenant) -> None:
+    def post(_: int) -> int:
+        with Tenant(server, project.name, project.token) as client:
+            return client.post("/tasks", json=task()).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, range(8)))
+
+    assert statuses == [200] * 8
+    queues = server.http.get(f"/v1/projects/{project.name}/queues").json()["items"]
+    assert sorted(queue["name"] for queue in queues) == ["default", "tes"]
+    assert len(listed(project)) == 8
