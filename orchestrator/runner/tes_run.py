@@ -72,6 +72,13 @@ _CANCEL_POLL = 0.05
 # Seconds the stdin feeder may take to see its pipe closed once its executor exited.
 _FEEDER_JOIN = 5.0
 
+# An executor that did not run to an exit of its own has the code ``docker run`` exits with:
+# its container could not be made (a missing image, a mount refused), its command could not be
+# invoked, or its command was not found.
+NOT_MADE = 125
+NOT_INVOKED = 126
+NOT_FOUND = 127
+
 TaskState = Literal["complete", "executor_error", "system_error", "canceled"]
 
 
@@ -82,7 +89,9 @@ class ExecutorOutcome:
     index: int
     start_time: datetime  # aware UTC
     end_time: datetime | None
-    exit_code: int | None  # None: it never ran to an exit (create failed, cancelled)
+    # As ``docker run`` gives it: NOT_MADE, NOT_INVOKED or NOT_FOUND when the executor never
+    # ran, its container's status when a cancel stopped it; None if the engine lost it.
+    exit_code: int | None
     stdout: str  # the tail (last 64 KiB at most, decoded, invalid bytes replaced)
     stderr: str
 
@@ -166,6 +175,8 @@ class _Ran:
     problem: str | None = None
     state: Literal["executor_error", "system_error"] = "system_error"
     missing_image: str | None = None
+    # A cancel stopped it.
+    cancelled: bool = False
 
 
 class _TaskRun:
@@ -234,7 +245,7 @@ class _TaskRun:
                     break
                 continue  # an error of the executor's own, which it ignores
             code = ran.outcome.exit_code
-            if code is None:
+            if ran.cancelled:
                 state = "canceled"
                 break
             if code != 0 and not executor.get("ignore_error"):
@@ -290,7 +301,7 @@ class _TaskRun:
         index: int, start: datetime, problem: str, on_started: Callable[[int, datetime], None]
     ) -> _Ran:
         on_started(index, start)
-        return _Ran(ExecutorOutcome(index, start, _now(), None, "", ""), problem)
+        return _Ran(ExecutorOutcome(index, start, _now(), NOT_MADE, "", ""), problem)
 
     def _supervise(
         self,
@@ -314,8 +325,11 @@ class _TaskRun:
             start = _now()
             on_started(index, start)
             problem = f"executor {index} could not start: {exc.message}"
+            words = exc.message.lower()
+            missing = "not found" in words or "no such file" in words
+            code = NOT_FOUND if missing else NOT_INVOKED
             return _Ran(
-                ExecutorOutcome(index, start, start, None, "", ""), problem, "executor_error"
+                ExecutorOutcome(index, start, start, code, "", ""), problem, "executor_error"
             )
         start = _now()
         on_started(index, start)
@@ -327,7 +341,7 @@ class _TaskRun:
             feeder.start()
         tails = {STDOUT: "", STDERR: ""}
         try:
-            exit_code = self._wait(container_id)
+            exit_code, stopped = self._wait(container_id)
             end = _now()
             if pipe is not None and feeder is not None:
                 # What the executor did not read of its stdin is not fed to anything.
@@ -341,7 +355,7 @@ class _TaskRun:
             outcome = ExecutorOutcome(index, start, _now(), None, tails[STDOUT], tails[STDERR])
             return _Ran(outcome, f"executor {index}: {text}")
         outcome = ExecutorOutcome(index, start, end, exit_code, tails[STDOUT], tails[STDERR])
-        return _Ran(outcome)
+        return _Ran(outcome, cancelled=stopped)
 
     def _stdin(self, index: int, executor: dict[str, Any]) -> BinaryIO | None:
         """The file the executor's ``stdin`` names, opened (never through a link)."""
@@ -390,8 +404,9 @@ class _TaskRun:
             own_network=bool(own_labels),
         )
 
-    def _wait(self, container_id: str) -> int | None:
-        """The executor's exit code; None if it was stopped by ``cancel``."""
+    def _wait(self, container_id: str) -> tuple[int | None, bool]:
+        """The executor's exit code (None if it went with its container) and whether
+        ``cancel`` stopped it."""
         result: list[int] = []
         failure: list[BaseException] = []
         done = threading.Event()
@@ -412,10 +427,10 @@ class _TaskRun:
                 except ContainerFailure:
                     self.engine.remove(container_id)  # killed with it
                 done.wait()
-                return None
+                return (result[0] if result else None), True
         if failure:
             raise failure[0]
-        return result[0]
+        return result[0], False
 
     def _outputs(
         self, container_id: str, streams: dict[int, tuple[str, ...] | None]

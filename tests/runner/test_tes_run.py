@@ -25,6 +25,8 @@ from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, TES_EXECU
 from orchestrator.rules.outbound import OutboundRule, parse_networks
 from orchestrator.runner.attempt_adoption import started_container
 from orchestrator.runner.tes_run import (
+    NOT_FOUND,
+    NOT_MADE,
     ExecutorOutcome,
     OutputFile,
     TaskOutcome,
@@ -289,14 +291,14 @@ def test_an_executor_that_cannot_start_is_an_executor_error(
 ) -> None:
     outcome = run(engine, labels, roots, {"executors": [executor("no-such-binary")]})
     assert outcome.state == "executor_error"
-    assert outcome.executors[0].exit_code is None
+    assert outcome.executors[0].exit_code == NOT_FOUND  # as `docker run` exits
     (line,) = outcome.system_logs
     assert line.startswith("executor 0 could not start:") and "no-such-binary" in line
     # One that ignores its errors lets the next run.
     task = {"executors": [executor("no-such-binary", ignore_error=True), executor("true")]}
     outcome = run(engine, labels, roots, task)
     assert outcome.state == "complete"
-    assert [e.exit_code for e in outcome.executors] == [None, 0]
+    assert [e.exit_code for e in outcome.executors] == [NOT_FOUND, 0]
     assert len(outcome.system_logs) == 1
 
 
@@ -319,7 +321,7 @@ def test_cancel_stops_the_running_executor_and_starts_no_other(
     outcome = run(engine, labels, roots, task, cancel=cancel, calls=calls)
     assert outcome.state == "canceled"
     (stopped,) = outcome.executors
-    assert stopped.exit_code is None and stopped.end_time is not None
+    assert stopped.exit_code in (137, 143)  # SIGKILL or SIGTERM and stopped.end_time is not None
     # It was running when cancelled; it is gone now, and the second never ran.
     assert [c.status for c in seen[0]] == ["running"]
     assert containers(docker_client, labels) == []
@@ -332,7 +334,7 @@ def test_a_missing_image_is_a_system_error_naming_it(
     image = "no-such-registry.invalid/ghost:9"
     outcome = run(engine, labels, roots, {"executors": [{"image": image, "command": ["x"]}]})
     assert outcome.state == "system_error"
-    assert outcome.executors[0].exit_code is None
+    assert outcome.executors[0].exit_code == NOT_MADE
     (line,) = outcome.system_logs
     assert line.startswith("executor 0 could not be created:") and image in line
 
