@@ -14,6 +14,7 @@ import docker
 import httpx
 import pytest
 import tes
+from sqlalchemy import event
 
 from tests.conftest import DATABASES, LiveServer, admin_token, bearer, module_server
 
@@ -389,3 +390,58 @@ def test_first_tasks_at_once_make_one_queue(server: LiveServer, project: Tenant)
     queues = server.http.get(f"/v1/projects/{project.name}/queues").json()["items"]
     assert sorted(queue["name"] for queue in queues) == ["default", "tes"]
     assert len(listed(project)) == 8
+
+
+def test_the_list_reads_pages_and_filters_from_indexes(server: LiveServer, project: Tenant) -> None:
+    # On SQLite as shipped (no statistics). On PostgreSQL, whose tables are too small here for a
+    # plan of its own choosing to say anything: told to prefer an index, and for a filter, shown
+    # the plan it has without the (project, seq) index, in a transaction rolled back.
+    first = create(project, task(name="indexed", tags={"k": "v"}))
+    create(project, task(name="other"))
+    postgres = server.services.db.is_postgres
+    statements: list[tuple[str, Any]] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if (
+            "FROM jobs JOIN tes_tasks" in statement
+            and "ORDER BY tes_tasks.job_seq DESC" in statement
+        ):
+            statements.append((statement, parameters))
+
+    engine = server.services.db.read_engine
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        token = project.get("/tasks", params={"page_size": 1}).json()["next_page_token"]
+        assert listed(project, page_size=1, page_token=token) == [first]
+        assert listed(project, name_prefix="index") == [first]
+        assert listed(project, tag_key="k", tag_value="v") == [first]
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    plans = [plan(engine, postgres, *each, filtered=i >= 2) for i, each in enumerate(statements)]
+    newest, after_token, prefix, tagged = plans
+    assert "ix_tes_tasks_project_seq" in newest, newest
+    assert "ix_tes_tasks_project_seq" in after_token, after_token
+    assert "ix_tes_tasks_project_name" in prefix, prefix
+    assert "ix_tes_task_tags_lookup" in tagged, tagged
+    assert not [each for each in plans if "Seq Scan" in each or "SCAN jobs" in each], plans
+
+
+def plan(engine: Any, postgres: bool, statement: str, parameters: Any, *, filtered: bool) -> str:
+    """The query plan of ``statement``, one line."""
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        if postgres:
+            cursor.execute("BEGIN")
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            if filtered:
+                cursor.execute("DROP INDEX ix_tes_tasks_project_seq")
+            cursor.execute("EXPLAIN " + statement, parameters)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        shown = " / ".join(str(row[-1]) for row in cursor.fetchall())
+        if postgres:
+            cursor.execute("ROLLBACK")
+        return shown
+    finally:
+        connection.close()
