@@ -6,7 +6,7 @@ isolation (404), and the real ``py-tes`` client."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -239,6 +239,15 @@ BAD_TASKS = [
     pytest.param(task(resources={"cpu_cores": 0}), "resources.cpu_cores", id="zero-cpus"),
     pytest.param(task(tags={"k": "v" * 256}), "tags.k", id="long-tag"),
     pytest.param(task(volumes=["rel"]), "volumes.0", id="relative-volume"),
+    pytest.param(
+        task(
+            executors=[
+                {"image": "busybox", "command": ["x"], "env": {f"V{i}": "" for i in range(101)}}
+            ]
+        ),
+        "executors.0.env",
+        id="too-many-env",
+    ),
 ]
 
 
@@ -338,7 +347,7 @@ def test_service_info(project: Tenant, server: LiveServer) -> None:
 
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
     assert info["name"] == "orchestrator" and info["version"]
-    output_root = server.settings.resolved_tes_output_root().resolve()
+    output_root = server.settings.resolved_tes_output_root().absolute()
     assert info["storage"] == [output_root.as_uri(), "http://", "https://"]
     assert info["tesResources_backend_parameters"] == []
 
@@ -445,3 +454,20 @@ def plan(engine: Any, postgres: bool, statement: str, parameters: Any, *, filter
         return shown
     finally:
         connection.close()
+
+
+def test_the_container_policy_checks_every_executor(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    server = make_server(runner_enabled=False, policy_allowed_images="busybox:", policy_max_cpus=2)
+    url = server.url + TES
+    headers = bearer(admin_token(server.settings))
+    second = {"image": "evil.example/miner:1", "command": ["x"]}
+    executors = [{"image": "busybox:1.36", "command": ["true"]}, second]
+
+    refused = httpx.post(f"{url}/tasks", json=task(executors=executors), headers=headers)
+    too_big = httpx.post(f"{url}/tasks", json=task(resources={"cpu_cores": 3}), headers=headers)
+
+    assert refused.status_code == 403 and "ORCH_POLICY_ALLOWED_IMAGES" in refused.text
+    assert too_big.status_code == 403 and "ORCH_POLICY_MAX_CPUS" in too_big.text
+    assert httpx.post(f"{url}/tasks", json=task(), headers=headers).status_code == 200
