@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator import telemetry
-from orchestrator.errors import Conflict, InvalidRequest, NotFound
+from orchestrator.errors import Conflict, InvalidRequest, LimitExceeded, NotFound
 from orchestrator.rules.definition_spec import DefinitionSpec
 from orchestrator.rules.fields import storable
 from orchestrator.rules.input_limits import InputLimits
@@ -137,11 +137,17 @@ def _checked_container(
     task: TesTaskCreate, policy: ContainerPolicy, limits: InputLimits
 ) -> dict[str, Any]:
     """The job's container fields, each executor's image and the resources checked against the
-    container policy, and each executor's env against the input limits."""
+    container policy (403 naming the setting), and each executor's env against the input
+    limits (``ORCH_MAX_ENV``: a 400 naming the executor's env)."""
     container = _container(task)
     for index, executor in enumerate(task.executors):
         policy.check({**container, "image": executor.image})
-        limits.check_counts(0, len(executor.env or {}), f" (executors.{index}.env)")
+        try:
+            limits.check_counts(0, len(executor.env or {}))
+        except LimitExceeded as exc:
+            # A bad task, as TES clients expect one (a 400), naming the executor's env.
+            field = f"executors.{index}.env"
+            raise InvalidRequest(f"{field}: {exc.message}", field=field) from None
     return container
 
 

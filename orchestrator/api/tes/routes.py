@@ -35,7 +35,9 @@ from orchestrator.schemas.tes import (
 from orchestrator.services import tes_tasks
 from orchestrator.services.tes_views import task_view
 
-router = APIRouter(prefix=TES.prefix, tags=["GA4GH TES"], responses=responses(400, 401, 403, 404))
+router = APIRouter(
+    prefix=TES.prefix, tags=["GA4GH TES"], responses=responses(400, 401, 403, 404, 409)
+)
 
 ViewQuery = Annotated[TesView, Query(description="How much of each task to show.")]
 TASK_DOCUMENT: dict[int | str, dict[str, Any]] = {
@@ -49,7 +51,7 @@ def get_service_info(services: ServicesDep, actor: TesActorDep) -> TesServiceInf
     task's inputs and outputs may use (file:// roots on the runners' hosts, and http(s) inputs)."""
     settings = services.settings
     roots = [*settings.tes_input_roots, settings.resolved_tes_output_root()]
-    storage = [root.resolve().as_uri() for root in roots]
+    storage = [root.absolute().as_uri() for root in roots]
     storage += [f"{scheme}://" for scheme in INPUT_SCHEMES if scheme != "file"]
     return TesServiceInfo(
         id="org.ga4gh.tes.orchestrator",
