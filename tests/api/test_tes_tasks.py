@@ -39,7 +39,9 @@ def server(
     """One server per database, without a runner: every task stays queued. Each test works in
     a project of its own (``project``)."""
     root = tmp_path_factory.mktemp(f"tes-{request.param}")
-    with module_server(request.param, root, docker_client, runner_enabled=False) as live:
+    with module_server(
+        request.param, root, docker_client, runner_enabled=False, list_page_max_bytes=65_536
+    ) as live:
         yield live
 
 
@@ -471,3 +473,31 @@ def test_the_container_policy_checks_every_executor(
     assert refused.status_code == 403 and "ORCH_POLICY_ALLOWED_IMAGES" in refused.text
     assert too_big.status_code == 403 and "ORCH_POLICY_MAX_CPUS" in too_big.text
     assert httpx.post(f"{url}/tasks", json=task(), headers=headers).status_code == 200
+
+
+def test_a_full_page_is_cut_by_its_size_and_its_token_goes_on(project: Tenant) -> None:
+    """ORCH_LIST_PAGE_MAX_BYTES (64 KiB here) cuts a page of 30 KB tasks at two; the tokens
+    still walk every task once, newest first."""
+    content = "x" * 30_000
+    made = [
+        create(project, task(name="big", inputs=[{"path": "/in/a", "content": content}]))
+        for _ in range(5)
+    ]
+    seen: list[str] = []
+    token = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"view": "FULL", "page_size": 100, "name_prefix": "big"}
+        if token:
+            params["page_token"] = token
+        response = project.get("/tasks", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert 1 <= len(body["tasks"]) <= 2
+        assert len(response.content) <= 65_536
+        seen += [item["id"] for item in body["tasks"]]
+        pages += 1
+        token = body.get("next_page_token")
+        if not token:
+            break
+    assert seen == made[::-1] and pages == 3

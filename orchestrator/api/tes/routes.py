@@ -32,7 +32,7 @@ from orchestrator.schemas.tes import (
     TesTaskCreate,
     TesView,
 )
-from orchestrator.services import tes_tasks
+from orchestrator.services import tes_tasks, tes_views
 from orchestrator.services.tes_views import task_view
 
 router = APIRouter(
@@ -108,11 +108,11 @@ def list_tasks(
         state=state,
         tags=tes_tasks.tag_filter(tag_key or [], tag_value or []),
     )
+    limit = services.settings.list_page_max_bytes
     with services.db.read() as session:
-        rows, token = tes_tasks.page(session, project, wanted, page_size, page_token)
-        shown = [row.id for row in rows] if view is not TesView.MINIMAL else []
-        logs = tes_tasks.attempt_logs(session, shown)
-        tasks = [task_view(row, logs.get(row.id, []), view) for row in rows]
+        tasks, token = tes_views.listing(
+            session, project, wanted, page_size, page_token, view, limit
+        )
     body: dict[str, object] = {"tasks": tasks}
     if token is not None:
         body["next_page_token"] = token
