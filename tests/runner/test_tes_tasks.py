@@ -5,6 +5,10 @@ a job of the native API, and a runner restart in the middle of a task."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,3 +231,21 @@ def test_a_runner_killed_mid_task_leaves_no_executor_and_the_task_runs_again(
         docker_client.containers.get(first.id)
     assert [log["logs"][-1].get("exit_code") for log in task["logs"]][-1] == 0
     assert task["logs"][-1]["logs"][-1]["stdout"] == "done\n"
+
+
+def test_the_readmes_py_tes_example_runs_as_written(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [example] = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+        if "import tes" in block
+    ]
+    code = example.replace("http://127.0.0.1:8000", server.url)
+    env = {**os.environ, "ORCH_TOKEN": client.headers["x-token"]}
+    ran = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.split() == ["COMPLETE", "hello"]
