@@ -182,6 +182,17 @@ class Settings(BaseSettings):
     # SaladCloud's drop-in API: the one organisation name it answers to; unset, any name.
     salad_organization: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
+    # GA4GH TES (``/ga4gh/tes/v1``): the project of a task posted with a token bound to no
+    # project, and the queue its tasks go to (made in the project on first use).
+    tes_project: str = Field(default="default", pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+    tes_queue: str = Field(default="tes", pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+    # Read by the runner: host directories file:// inputs may come from (comma-separated; none:
+    # file:// inputs are refused), where file:// outputs may go (None: <data dir>/tes-outputs),
+    # and the largest http(s) input it downloads (bytes).
+    tes_input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
+    tes_output_root: Path | None = None
+    tes_http_input_max_bytes: int = Field(default=1024**3, ge=1)
+
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
     max_input_bytes: int = Field(default=262_144, ge=1024)
@@ -267,7 +278,7 @@ class Settings(BaseSettings):
             return {k: _comma_list(v) if k in _POLICY_LISTS else v for k, v in value.items()}
         return value
 
-    @field_validator("runner_queues", mode="before")
+    @field_validator("runner_queues", "tes_input_roots", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _comma_list(value)
@@ -282,6 +293,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def resolved_tes_output_root(self) -> Path:
+        """Where TES file:// outputs may be written: ``ORCH_TES_OUTPUT_ROOT``, else
+        ``<data dir>/tes-outputs``."""
+        return self.tes_output_root or self.data_dir / "tes-outputs"
 
     @property
     def heartbeat_interval(self) -> float:

@@ -9,7 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
+
 from orchestrator.background.http_targets import HttpTargetRunner
+from orchestrator.background.outbound import guarded_transport
 from orchestrator.background.retention import Collector
 from orchestrator.background.scheduler import Scheduler
 from orchestrator.background.webhook_sender import WebhookSender
@@ -20,6 +23,7 @@ from orchestrator.rules.outbound import OutboundRule
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.runner.claim_loop import Runner
+from orchestrator.runner.tes_files import TesFileSettings
 from orchestrator.services import projects, runners, tokens
 from orchestrator.services.schedules import Checks
 from orchestrator.services.tokens import VerifiedTokens
@@ -44,6 +48,18 @@ def private_paths(settings: Settings) -> list[Path]:
     if database is not None:
         paths.extend(database_files(database))
     return paths
+
+
+def tes_file_settings(settings: Settings) -> TesFileSettings:
+    """Where TES tasks' files may come from and go to; their http(s) inputs are downloaded
+    through the outbound guard, as webhooks are sent."""
+    rule = settings.outbound_rule()
+    return TesFileSettings(
+        input_roots=tuple(settings.tes_input_roots),
+        output_root=settings.resolved_tes_output_root(),
+        http_input_max_bytes=settings.tes_http_input_max_bytes,
+        http_transport=lambda: guarded_transport(rule, httpx.Limits(max_connections=4)),
+    )
 
 
 @dataclass
@@ -104,7 +120,16 @@ class Services:
         if settings.runner_enabled:
             with db.read() as session:
                 installation = runners.installation_id(session)
-            runner = Runner(settings, db, engine, hub, box, policy, installation=installation)
+            runner = Runner(
+                settings,
+                db,
+                engine,
+                hub,
+                box,
+                policy,
+                installation=installation,
+                tes_files=tes_file_settings(settings),
+            )
         limits = settings.input_limits()
         checks = Checks(box=box, policy=policy, limits=limits)
         relay = None

@@ -27,6 +27,7 @@ from orchestrator.api.compat import daestro, quedup, salad
 from orchestrator.api.deps import refuse_nul_characters, refuse_unknown_query
 from orchestrator.api.errors import responses
 from orchestrator.api.limits import BodySizeLimit
+from orchestrator.api.tes import router as tes_router
 from orchestrator.config import Settings
 from orchestrator.process import Services
 
@@ -76,6 +77,7 @@ def create_app(settings: Settings, services: Services | None = None) -> FastAPI:
         app.include_router(
             compat.router, generate_unique_id_function=openapi.product_operation_id(product)
         )
+    app.include_router(tes_router, generate_unique_id_function=openapi.product_operation_id("tes"))
     # The web console under /ui (and / leads there); after errors.install: its error pages
     # answer under /ui only, the API's handlers everywhere else.
     console.install(app)

@@ -1,6 +1,7 @@
 """How an error response is written, chosen by the path it answers: the native
 ``{code, message, field}``, or a drop-in API's own shape under that API's prefix (SaladCloud's
-RFC 7807 problem, Daestro's ``{"ok": false, "message"}``, Quedup's ``{"error"}``).
+RFC 7807 problem, Daestro's ``{"ok": false, "message"}``, Quedup's ``{"error"}``; GA4GH TES
+answers with the native body).
 
 ``shape_for(path)`` is the one place that chooses. The drop-in routes render their refusals
 through it, and so do the app's handlers (unknown route, wrong method, a crash) and the
@@ -106,7 +107,10 @@ NATIVE = ErrorShape("")
 SALAD = ProblemShape("/api/public", media_type=PROBLEM, challenge="Salad-Api-Key")
 DAESTRO = DaestroShape("/v1/client")
 QUEDUP = QuedupShape("/jobs")
-DROP_INS = (SALAD, DAESTRO, QUEDUP)
+# GA4GH TES: its OpenAPI document defines no error body, so ours (``{code, message, field}``);
+# a 401 offers Basic too, the scheme TES clients send a token with (as the password).
+TES = ErrorShape("/ga4gh/tes/v1", challenge='Bearer, Basic realm="orchestrator"')
+DROP_INS = (SALAD, DAESTRO, QUEDUP, TES)
 
 
 def shape_for(path: str) -> ErrorShape:

@@ -112,7 +112,10 @@ def status_for(exc: OrchestratorError) -> int:
 
 
 def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Only the first part says where the value was sent; a field may be named "path" too.
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
+    parts = [str(p) for p in loc]
     parts = [p for p in parts if not p.startswith("function-") and p != "[key]"]
     return ".".join(parts) or "body"
 

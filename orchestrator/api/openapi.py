@@ -51,6 +51,7 @@ TAGS = [
     {"name": "metrics", "description": "Prometheus metrics (an admin token, or open)."},
     {"name": "compat: SaladCloud", "description": "SaladCloud's Job Queues API, drop-in."},
     {"name": "compat: Daestro", "description": "Daestro's job API, drop-in."},
+    {"name": "GA4GH TES", "description": "GA4GH Task Execution Service 1.1: tasks as jobs."},
     {"name": "compat: Quedup", "description": "Quedup's scheduled HTTP jobs API, drop-in."},
 ]
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import tarfile
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import docker
@@ -299,9 +300,12 @@ class DockerEngine:
         if spec.gpus is not None:
             count = -1 if spec.gpus == "all" else int(spec.gpus)
             host_config["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
-        if spec.mounts:
+        if spec.mounts or spec.read_only_mounts:
             host_config["mounts"] = [
                 Mount(target, source, type="bind") for target, source in spec.mounts.items()
+            ] + [
+                Mount(target, source, type="bind", read_only=True)
+                for target, source in spec.read_only_mounts.items()
             ]
 
         def create() -> Any:
@@ -314,7 +318,12 @@ class DockerEngine:
                 labels=spec.labels,
                 working_dir=spec.working_dir,
                 user=spec.user,
-                detach=True,
+                # Not detached with stdin open: docker-py then sets StdinOnce, so Docker closes
+                # the container's stdin when the one attached client closes its side (the
+                # process reads to the end of what was fed). It only marks which streams a
+                # client attaches to by default.
+                detach=not spec.stdin_open,
+                stdin_open=spec.stdin_open,
                 host_config=api.create_host_config(**host_config),
             )
 
@@ -363,6 +372,14 @@ class DockerEngine:
         self._call(
             "copy into container", client.api.put_archive, container_id, "/", archive.getvalue()
         )
+
+    def attach_stdin(self, container_id: str) -> StdinPipe:
+        """A pipe to the stdin of a created container made with ``stdin_open`` (attached
+        before it starts, so nothing it reads is missed)."""
+        api = self._docker().api
+        params = {"stdin": 1, "stdout": 0, "stderr": 0, "stream": 1}
+        attached = self._call("container attach", api.attach_socket, container_id, params=params)
+        return StdinPipe(attached)
 
     def start(self, container_id: str) -> None:
         """Start a created container."""
@@ -560,6 +577,44 @@ class DockerEngine:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+class StdinPipe:
+    """The write side of an attached container's stdin."""
+
+    def __init__(self, attached: Any) -> None:
+        # docker-py hands over the socket's file object (for TLS, the socket itself).
+        self._attached = attached
+        self._sock: socket.socket = getattr(attached, "_sock", attached)
+
+    def feed(self, source: BinaryIO, block_size: int = 256 * 1024) -> bool:
+        """Send all of ``source`` then close the pipe, so the container reads to its end; False
+        if the container stopped reading first (it exited, or closed its stdin)."""
+        try:
+            while block := source.read(block_size):
+                self._sock.sendall(block)
+            # Half-close: the engine sees the end of the input and closes the container's stdin.
+            self._sock.shutdown(socket.SHUT_WR)
+            return True
+        # ValueError: the source was closed under it (its executor was given up on).
+        except (OSError, ValueError):
+            return False
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the pipe (the container's stdin ends); a ``feed`` blocked in another thread
+        (the container stopped reading) returns."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # closed already
+        # The socket is closed once both it and its file object are.
+        for closing in (self._attached, self._sock):
+            try:
+                closing.close()
+            except OSError:
+                pass
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

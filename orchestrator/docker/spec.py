@@ -11,10 +11,18 @@ from orchestrator.rules.containers import (
     INSTALLATION_LABEL,
     LABEL_PREFIX,
     PROJECT_LABEL,
+    TES_EXECUTOR_LABEL,
     ContainerSpec,
 )
 
-__all__ = ["INSTALLATION_LABEL", "LABEL_PREFIX", "PROJECT_LABEL", "ContainerSpec", "ContainerState"]
+__all__ = [
+    "INSTALLATION_LABEL",
+    "LABEL_PREFIX",
+    "PROJECT_LABEL",
+    "TES_EXECUTOR_LABEL",
+    "ContainerSpec",
+    "ContainerState",
+]
 
 
 @dataclass(frozen=True)

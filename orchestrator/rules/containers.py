@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 LABEL_PREFIX = "orchestrator."
+# Every executor container of a GA4GH TES task carries this label (its executor's index) beside
+# its job's labels: no sweep or adoption takes it for the job's own container
+# (``runner.tes_run``).
+TES_EXECUTOR_LABEL = f"{LABEL_PREFIX}tes-executor"
 # Every container an installation makes carries its id (``installation`` table): nothing an
 # installation does touches another's containers, even on one engine under one runner name.
 INSTALLATION_LABEL = f"{LABEL_PREFIX}installation"
@@ -69,6 +73,11 @@ class ContainerSpec:
     # The runner's own read-write bind mounts: path in the container -> path on the engine's
     # host. Not the job's ``volumes``, which the policy rules.
     mounts: dict[str, str] = field(default_factory=dict)
+    # The same, read-only.
+    read_only_mounts: dict[str, str] = field(default_factory=dict)
+    # Its stdin stays open for one client to attach to and feed (``DockerEngine.attach_stdin``);
+    # closed when that client closes its side.
+    stdin_open: bool = False
     # What the engine makes on demand for the container, labelled ``own_labels`` (a project's
     # network and named volumes): ``network`` itself when ``own_network``, and the named volumes
     # ``own_volumes``. Such a network is found by its labels, never by its name alone.

@@ -9,7 +9,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, ContainerState
+from orchestrator.docker.spec import (
+    INSTALLATION_LABEL,
+    LABEL_PREFIX,
+    TES_EXECUTOR_LABEL,
+    ContainerState,
+)
 from orchestrator.runner.log_pump import resume_since
 from orchestrator.services import attempts, job_queries
 from orchestrator.storage.models import Job, utcnow
@@ -54,8 +59,8 @@ def _stored_log_bytes(context: AttemptContext, job: Job) -> int:
 
 def started_container(context: AttemptContext, job: Job) -> ContainerState | None:
     """The container that ``job``'s attempt started (running or exited), found by its labels
-    in this installation; the attempt's other containers (never started, or extra) are
-    removed. None if it started none."""
+    in this installation; the attempt's other containers (never started, extra, or a TES
+    task's executors) are removed. None if it started none."""
     engine = context.engine
     labels = {
         f"{LABEL_PREFIX}job-id": job.id,
@@ -68,7 +73,9 @@ def started_container(context: AttemptContext, job: Job) -> ContainerState | Non
             continue
         if state.labels.get(INSTALLATION_LABEL, context.installation) != context.installation:
             continue
-        if state.never_started or started is not None:
+        # A TES task's executor is never the attempt's container: a restarted runner cannot
+        # resume the task's run, so what it left is removed (``tes_run``).
+        if state.never_started or started is not None or TES_EXECUTOR_LABEL in state.labels:
             engine.remove(container_id)
         else:
             started = state

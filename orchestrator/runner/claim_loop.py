@@ -31,6 +31,8 @@ from orchestrator.runner.engine_health import EngineHealth
 from orchestrator.runner.reconcile import remove_idle_networks, remove_strays
 from orchestrator.runner.registration import Registration
 from orchestrator.runner.run_dirs import RunDirs
+from orchestrator.runner.tes_attempt import TaskAttempt, is_task_job
+from orchestrator.runner.tes_files import TesFileSettings
 from orchestrator.runner.worker_attempt import WorkerAttempt, is_worker_job
 from orchestrator.runner.worker_pools import REAP_INTERVAL, WorkerPools
 from orchestrator.services import attempts, runners
@@ -77,6 +79,7 @@ class Runner:
         name: str | None = None,
         capacity: int | None = None,
         queues: list[str] | None = None,
+        tes_files: TesFileSettings,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -130,6 +133,7 @@ class Runner:
             run_dirs=self.run_dirs,
             workers=self.workers,
             engine_lost=self.engine_lost,
+            tes_files=tes_files,
         )
         self.claims = Loop(
             name="runner",
@@ -371,7 +375,11 @@ class Runner:
 
     def _attempt(self, job: Job, *, adopted: bool) -> Attempt:
         """The attempt of a claimed or adopted job: its own container, or a worker's."""
-        kind = WorkerAttempt if is_worker_job(job.container) else Attempt
+        kind: type[Attempt] = Attempt
+        if is_task_job(job):
+            kind = TaskAttempt
+        elif is_worker_job(job.container):
+            kind = WorkerAttempt
         return (
             kind.for_adopted(self.context, job) if adopted else kind.for_claimed(self.context, job)
         )

@@ -9,6 +9,7 @@ from orchestrator.config import Settings
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.runner.run_dirs import RunDirs
+from orchestrator.runner.tes_files import TesFileSettings
 from orchestrator.runner.worker_pools import WorkerPools
 from orchestrator.storage.db import Database
 from orchestrator.storage.secret_box import SecretBox
@@ -31,3 +32,5 @@ class AttemptContext:
     run_dirs: RunDirs
     workers: WorkerPools
     engine_lost: Callable[[str], None]
+    # Where a TES task's files may come from and go to, and how it downloads them.
+    tes_files: TesFileSettings

@@ -45,6 +45,9 @@ from orchestrator.storage.models import (
     Project,
     Schedule,
     ScheduleRun,
+    TesAttemptLog,
+    TesTask,
+    TesTaskTag,
     WebhookDelivery,
 )
 
@@ -177,7 +180,17 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
     job_ids = [*job_ids, *session.exec(children).all()]
 
     def gone(
-        model: type[Job | JobDependency | JobEvent | JobLog | WebhookDelivery], column: Any
+        model: type[
+            Job
+            | JobDependency
+            | JobEvent
+            | JobLog
+            | WebhookDelivery
+            | TesTask
+            | TesTaskTag
+            | TesAttemptLog
+        ],
+        column: Any,
     ) -> int:
         # On a Connection the statement runs as plain SQL, whatever model names the table.
         statement = sa.delete(model).where(_among(session, column, job_ids))
@@ -186,6 +199,13 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
     # A job's links to the jobs it depended on go with it; the links of jobs that depended on
     # it stay with them (they were released as it ended; it shows as deleted).
     gone(JobDependency, JobDependency.job_id)
+    # A TES task's rows go with its job.
+    for model, column in (
+        (TesTaskTag, TesTaskTag.job_id),
+        (TesAttemptLog, TesAttemptLog.job_id),
+        (TesTask, TesTask.job_id),
+    ):
+        gone(model, column)
     return Removed(
         events=gone(JobEvent, JobEvent.job_id),
         logs=gone(JobLog, JobLog.job_id),

@@ -552,3 +552,61 @@ class IdempotencyKey(SQLModel, table=True):
     response_body: str | None = None
     response_headers: dict[str, str] = _json(default_factory=dict)
     create_time: datetime = _time(default_factory=utcnow)
+
+
+# A task name is compared byte-wise on PostgreSQL, so its ``name_prefix`` range is exact
+# whatever the database's collation (SQLite compares text byte-wise already).
+TES_NAME_TYPE = sa.String(255).with_variant(sa.String(255, collation="C"), "postgresql")
+
+
+class TesTask(SQLModel, table=True):
+    """A job that is a GA4GH TES task: its TES name, indexed for ``name_prefix``, and its
+    project, for the task list (newest first, by the job's ``seq``). The task itself is on the
+    job (``job.container["tes"]``); ``services.tes_tasks`` owns these rows."""
+
+    __tablename__ = "tes_tasks"
+    __table_args__ = (
+        sa.Index("ix_tes_tasks_project_seq", "project", "job_seq"),
+        sa.Index(
+            "ix_tes_tasks_project_name",
+            "project",
+            "name",
+            "job_seq",
+            sqlite_where=sa.text("name IS NOT NULL"),
+            postgresql_where=sa.text("name IS NOT NULL"),
+        ),
+    )
+
+    job_seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    job_id: str = Field(unique=True, max_length=36)
+    project: str = Field(max_length=63)
+    name: str | None = Field(default=None, sa_type=TES_NAME_TYPE)  # type: ignore[call-overload]
+
+
+class TesTaskTag(SQLModel, table=True):
+    """One tag of a TES task, indexed by (key, value) for the list's ``tag_key``/``tag_value``."""
+
+    __tablename__ = "tes_task_tags"
+    __table_args__ = (sa.Index("ix_tes_task_tags_lookup", "project", "key", "value", "job_seq"),)
+
+    job_id: str = Field(primary_key=True, max_length=36)
+    key: str = Field(primary_key=True, max_length=255)
+    value: str = Field(max_length=255)
+    project: str = Field(max_length=63)
+    job_seq: int
+
+
+class TesAttemptLog(SQLModel, table=True):
+    """What the runner reported of one attempt of a TES task: the FULL view's ``logs[]`` entry.
+    ``executors`` and ``outputs`` are lists of the spec's ``tesExecutorLog`` and
+    ``tesOutputFileLog`` (times as RFC 3339 text)."""
+
+    __tablename__ = "tes_attempt_logs"
+
+    job_id: str = Field(primary_key=True, max_length=36)
+    attempt: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    start_time: datetime | None = _time(default=None)
+    end_time: datetime | None = _time(default=None)
+    executors: list[dict[str, Any]] = _json(default_factory=list)
+    outputs: list[dict[str, Any]] = _json(default_factory=list)
+    system_logs: list[str] = _json(default_factory=list)

@@ -609,6 +609,7 @@ def _existing_values(api: Api, runner: str) -> dict[str, str]:
         "queue_name": HELD,
         "job_id": job["id"],
         "queue_job_id": job["id"],
+        "id": job["id"],  # GA4GH TES's task id
         "token_id": token["id"],
         "version": "1",
         "number": "1",

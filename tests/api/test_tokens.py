@@ -32,6 +32,8 @@ DUMMY = {
     "project_name": "default",
     "queue_name": "default",
     "queue_job_id": "x",
+    # GA4GH TES.
+    "id": "x",
 }
 
 
@@ -73,6 +75,10 @@ def test_every_endpoint_but_healthz_needs_a_token(server: LiveServer) -> None:
                 assert response.json()["ok"] is False and response.json()["message"]
             elif path.startswith("/jobs"):
                 assert set(response.json()) == {"error"} and response.json()["error"]
+            elif path.startswith("/ga4gh/tes/"):
+                # The native body; the challenge offers Basic too (TES clients send it).
+                assert response.headers["www-authenticate"] == 'Bearer, Basic realm="orchestrator"'
+                assert response.json()["code"] == "unauthorized"
             else:
                 assert response.headers["www-authenticate"] == "Bearer"
                 assert response.json()["code"] == "unauthorized"

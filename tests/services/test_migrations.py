@@ -2,7 +2,7 @@
 exactly; a database at the previous revision, or made before migrations, keeps its data; two
 processes migrating at once; the ``db`` commands; a server starting on an old database; webhook
 URL credentials taken out of the clear columns (0007); the idempotency keys' table (0013);
-jobs' failure reason (0014); array jobs (0015)."""
+jobs' failure reason (0014); array jobs (0015); TES tasks (0017)."""
 
 from __future__ import annotations
 
@@ -182,6 +182,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0014",
         "0015",
         "0016",
+        "0017",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -291,6 +292,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0014",
         "0015",
         "0016",
+        "0017",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)
