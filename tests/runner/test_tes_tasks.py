@@ -249,3 +249,18 @@ def test_the_readmes_py_tes_example_runs_as_written(
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["COMPLETE", "hello"]
+
+
+def test_py_tes_cancels_a_running_task(
+    server: LiveServer, client: httpx.Client, docker_client: docker.DockerClient
+) -> None:
+    py_tes = tes.HTTPClient(server.url, user="any", password=client.headers["x-token"])
+    task_id = py_tes.create_task(
+        tes.Task(executors=[tes.Executor(image=TEST_IMAGE, command=["sleep", "300"])])
+    )
+    wait_for(lambda: py_tes.get_task(task_id).state == "RUNNING" or None, timeout=60)
+    py_tes.cancel_task(task_id)
+    # CANCELING while its container stops (py-tes's wait() returns at it), then CANCELED.
+    assert py_tes.get_task(task_id).state in {"CANCELING", "CANCELED"}
+    wait_for(lambda: py_tes.get_task(task_id).state == "CANCELED" or None, timeout=60)
+    assert wait_for(lambda: containers_of(docker_client, task_id) == [] or None)
