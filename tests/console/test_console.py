@@ -440,3 +440,54 @@ def test_an_admin_drains_a_runner_and_a_project_token_cannot(
     expect(admin.locator(f"tr[data-runner='{name}'] .status").first).to_have_text("draining")
     runner = api(console_server, "GET", f"/v1/runners/{name}").json()
     assert runner["state"] == "draining"
+
+
+def test_an_arrays_children_and_its_dependent_are_shown_paged_linked_and_live(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "fan", "true")
+    queue(console_server, "fanout", paused=True)
+    # 51 children: one more than a page of them.
+    parent = console_server.submit(definition="fan", queue="fanout", array={"size": 51})["id"]
+    dependent = console_server.submit(
+        definition="fan", queue="fanout", depends_on=[{"job": parent}]
+    )["id"]
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{parent}",
+    )
+    assert page.locator("[data-children-status=queued]").inner_text() == "51 queued"
+    rows = page.locator("table.children tbody tr")
+    expect(rows).to_have_count(50)
+    assert rows.first.get_attribute("data-child") == "50"
+    assert page.locator(f"li[data-dependent='{dependent}']").inner_text().endswith("pending")
+    page.click("#children-next")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-child") == "0"
+    child = rows.first.locator("a").get_attribute("href")
+
+    # The queue resumed: the counts and the children on this page change without a reload.
+    api(console_server, "PATCH", "/v1/projects/default/queues/fanout", json={"paused": False})
+    expect(page.locator("[data-children-status=succeeded]")).to_have_text(
+        "51 succeeded", timeout=120_000
+    )
+    expect(rows.first.locator(".status-succeeded")).to_be_visible()
+    page.select_option("#children-status", "failed")
+    page.click("#children-status ~ button")
+    expect(page.locator("section[aria-labelledby=children-h] .empty")).to_be_visible()
+    screenshot(page, "job-array")
+
+    # A child links its parent; the dependent shows what it waited for, settled and met.
+    assert child is not None
+    page.goto(console_server.url + child)
+    page.click("#array-parent a")
+    page.wait_for_url(re.compile(re.escape(parent) + r"$"))
+    console_server.wait_job(dependent)
+    page.goto(console_server.url + f"/ui/projects/default/jobs/{dependent}")
+    link = page.locator(f"tr[data-dependency='{parent}']")
+    assert "succeeded" in link.inner_text() and "yes, met" in link.inner_text()
+    link.locator("a").click()
+    page.wait_for_url(re.compile(re.escape(parent) + r"$"))

@@ -27,17 +27,30 @@ from orchestrator.api.deps import ServicesDep
 from orchestrator.api.live import LiveStream
 from orchestrator.errors import InvalidRequest
 from orchestrator.process import Services
+from orchestrator.rules.dependencies import releases
 from orchestrator.rules.masking import MASK, public_url
 from orchestrator.rules.roles import Role
 from orchestrator.rules.states import JobStatus
-from orchestrator.services import job_queries, jobs, projects, queues, resubmit, webhooks
+from orchestrator.services import (
+    dependencies,
+    job_queries,
+    jobs,
+    projects,
+    queues,
+    resubmit,
+    webhooks,
+)
 from orchestrator.services.audit import Actor
+from orchestrator.storage.models import Job
 from orchestrator.streams.feed import Item
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 # Jobs a list page shows; log chunks a job page shows at first and per "load earlier".
 PAGE_JOBS = 50
+# An array parent's children a job page lists at a time; the dependents it names.
+PAGE_CHILDREN = 50
+PAGE_DEPENDENTS = 50
 LOG_CHUNKS = 200
 # Event types that end an attempt, whose detail carries its exit code and reason.
 Filter = Annotated[str, Query(max_length=300)]
@@ -171,7 +184,68 @@ def jobs_rows(
     return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
 
 
-def _job_context(services: Services, actor: Actor, project: str, job_id: str) -> dict[str, Any]:
+def children_view(children_status: Filter = "", children_cursor: Filter = "") -> dict[str, str]:
+    """Which of an array parent's children its page lists: a status (empty: all) and a page."""
+    return {"children_status": children_status, "children_cursor": children_cursor}
+
+
+ChildrenViewDep = Annotated[dict[str, str], Depends(children_view)]
+
+
+def _family(
+    services: Services, session: Session, project: str, job: Job, view: dict[str, str]
+) -> dict[str, Any]:
+    """What a job's page shows of its array and its dependencies: a parent's counts by status
+    and a page of its children (``view``); the jobs it depends on (settled or not, met or not)
+    and the first of the jobs that depend on it."""
+    base = f"/ui/projects/{project}/jobs/{job.id}"
+    counts = job_queries.children_counts(session, job)
+    children: list[dict[str, Any]] = []
+    next_children = None
+    if counts is not None:
+        items, next_cursor = job_queries.list_jobs(
+            session,
+            project,
+            where=job_queries.JobFilter(status=_status(view["children_status"]), parent_id=job.id),
+            limit=PAGE_CHILDREN,
+            cursor=view["children_cursor"] or None,
+            max_bytes=services.settings.list_page_max_bytes,
+            batch=job_queries.read_batch(services.settings, (), PAGE_CHILDREN),
+        )
+        children = [json.loads(item) for item in items]
+        if next_cursor:
+            query = {"children_status": view["children_status"], "children_cursor": next_cursor}
+            next_children = f"{base}?{urlencode(query)}#children-h"
+    links, dependents_count = dependencies.shown(session, job.id)
+    depends_on = [
+        {
+            "link": link,
+            # A deleted dependency had ended: retention deletes only finished jobs.
+            "settled": link.status is None or link.status.terminal,
+            "met": link.status is not None and releases(link.on, link.status),
+        }
+        for link in links
+    ]
+    return {
+        "children": counts,
+        "child_rows": children,
+        "children_status": view["children_status"],
+        "children_first_url": f"{base}?{urlencode({'children_status': view['children_status']})}",
+        "children_next_url": next_children,
+        "live_query": urlencode({k: v for k, v in view.items() if v}),
+        "depends_on": depends_on,
+        "dependents": dependencies.dependents(session, job.id, PAGE_DEPENDENTS),
+        "dependents_count": dependents_count,
+    }
+
+
+def _job_context(
+    services: Services,
+    actor: Actor,
+    project: str,
+    job_id: str,
+    view: dict[str, str] | None = None,
+) -> dict[str, Any]:
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
@@ -179,6 +253,7 @@ def _job_context(services: Services, actor: Actor, project: str, job_id: str) ->
         events = job_queries.events(session, job.id)
         attempts = job_queries.attempts(session, job.id)
         deliveries = webhooks.deliveries(session, job.id)
+        family = _family(services, session, project, job, view or children_view())
     return {
         "project": project,
         "job": job,
@@ -188,15 +263,22 @@ def _job_context(services: Services, actor: Actor, project: str, job_id: str) ->
         # The URLs as the API shows them: credentials in them replaced by ***.
         "deliveries": [(row, public_url(row.url)) for row in deliveries],
         "base": f"/ui/projects/{project}/jobs/{job.id}",
+        "statuses": list(JobStatus),
+        **family,
     }
 
 
 @router.get("/projects/{project}/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(
-    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+    request: Request,
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    view: ChildrenViewDep,
 ) -> Response:
     """One job whole, and the tail of its log."""
-    context = _job_context(services, actor, project, job_id)
+    context = _job_context(services, actor, project, job_id, view)
     with services.db.read() as session:
         chunks = job_queries.log_tail(session, context["job"].id, limit=LOG_CHUNKS)
     context["log"] = "".join(chunk.text for chunk in chunks)
@@ -208,10 +290,15 @@ def job_page(
 
 @router.get("/projects/{project}/jobs/{job_id}/live", response_class=HTMLResponse)
 def job_live(
-    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+    request: Request,
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    view: ChildrenViewDep,
 ) -> Response:
     """The parts of a job page that change while it runs (polled until it ends)."""
-    context = _job_context(services, actor, project, job_id)
+    context = _job_context(services, actor, project, job_id, view)
     return render(request, "_job_live.html", context, actor=actor)
 
 
