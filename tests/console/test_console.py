@@ -491,3 +491,38 @@ def test_an_arrays_children_and_its_dependent_are_shown_paged_linked_and_live(
     assert "succeeded" in link.inner_text() and "yes, met" in link.inner_text()
     link.locator("a").click()
     page.wait_for_url(re.compile(re.escape(parent) + r"$"))
+
+
+def test_stderr_lines_are_labelled_in_the_log_followed_and_stored(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(
+        console_server,
+        "two-streams",
+        'echo "out first"; echo "err $API_KEY" >&2; sleep 3; '
+        'echo "out later"; echo "err later" >&2; sleep 1',
+    )
+    job = console_server.submit(definition="two-streams", secret_env={"API_KEY": SECRET})
+    console_server.wait_job(job["id"], {"running"})
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    log = page.locator("#log")
+    # Written after the page was rendered, so followed live.
+    expect(log.locator(".stderr", has_text="err later")).to_have_count(1)
+    expect(page.locator("#log-state")).to_have_text("the job has ended")
+    for reload in (False, True):
+        if reload:  # the same, from the stored log
+            page.reload()
+        errors = log.locator(".stderr")
+        expect(errors).to_have_count(2)
+        texts = [text.strip() for text in errors.all_inner_texts()]
+        assert texts == ["stderr err ***", "stderr err later"]
+        # The label is text a screen reader reads, not colour alone.
+        assert errors.first.locator(".stream-label").inner_text().strip() == "stderr"
+        assert "out first" in log.inner_text() and "stderr out" not in log.inner_text()
+        assert SECRET not in page.content()

@@ -31,6 +31,7 @@ from orchestrator.rules.dependencies import releases
 from orchestrator.rules.masking import MASK, public_url
 from orchestrator.rules.roles import Role
 from orchestrator.rules.states import JobStatus
+from orchestrator.schemas.jobs import LOG_STREAMS, LogLine
 from orchestrator.services import (
     dependencies,
     job_queries,
@@ -41,7 +42,7 @@ from orchestrator.services import (
     webhooks,
 )
 from orchestrator.services.audit import Actor
-from orchestrator.storage.models import Job
+from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -281,7 +282,7 @@ def job_page(
     context = _job_context(services, actor, project, job_id, view)
     with services.db.read() as session:
         chunks = job_queries.log_tail(session, context["job"].id, limit=LOG_CHUNKS)
-    context["log"] = "".join(chunk.text for chunk in chunks)
+    context["log"] = _segments(chunks)
     context["log_first"] = chunks[0].id if chunks else 0
     context["log_last"] = chunks[-1].id if chunks else 0
     context["log_more"] = len(chunks) == LOG_CHUNKS
@@ -310,7 +311,8 @@ def job_log_earlier(
     actor: ConsoleActorDep,
     before: Annotated[int, Query(ge=1, le=2**62)],
 ) -> Response:
-    """The log chunks before the chunk ``before`` (at most ``LOG_CHUNKS``): "load earlier"."""
+    """The log lines of the chunks before the chunk ``before`` (at most ``LOG_CHUNKS``), each
+    with its stream: "load earlier"."""
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
@@ -318,7 +320,7 @@ def job_log_earlier(
         chunks = job_queries.log_tail(session, job.id, before=before, limit=LOG_CHUNKS)
     return JSONResponse(
         {
-            "text": "".join(chunk.text for chunk in chunks),
+            "lines": [line.model_dump() for chunk in chunks for line in _lines(chunk)],
             "first": chunks[0].id if chunks else 0,
             "more": len(chunks) == LOG_CHUNKS,
         },
@@ -326,11 +328,40 @@ def job_log_earlier(
     )
 
 
-async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+def _lines(chunk: JobLog) -> list[LogLine]:
+    assert chunk.id is not None
+    return LogLine.lines(chunk.id, chunk.attempt, chunk.stream, chunk.text)
+
+
+def _segments(chunks: list[JobLog]) -> list[dict[str, Any]]:
+    """The log as the page shows it: stdout's text (and text of no known stream) as it is, each
+    stderr line marked, with a "stderr" label where a line starts (as ``console.js`` does)."""
+    segments: list[dict[str, Any]] = []
+    line_start = True
+    for chunk in chunks:
+        if chunk.stream is None or LOG_STREAMS.get(chunk.stream) != "stderr":
+            segments.append({"stderr": False, "text": chunk.text})
+            line_start = chunk.text.endswith("\n") if chunk.text else line_start
+            continue
+        for line in _lines(chunk):
+            segments.append({"stderr": True, "label": line_start, "text": line.text})
+            line_start = line.text.endswith("\n")
+    return segments
+
+
+async def _log_lines(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+    """Each batch's lines as JSON, one a line, each with its stream (as the API's
+    ``format=json``)."""
     async with aclosing(batches):
         async for items in batches:
             if items:
-                yield b"".join(item.data for item in items)
+                yield "".join(
+                    line.model_dump_json() + "\n"
+                    for item in items
+                    for line in LogLine.lines(
+                        item.id, item.attempt, item.stream, item.data.decode()
+                    )
+                ).encode()
 
 
 @router.get("/projects/{project}/jobs/{job_id}/log/follow")
@@ -341,15 +372,15 @@ async def job_log_follow(
     actor: ConsoleActorDep,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Response:
-    """The log after chunk ``after`` as it is written, until the job ends: the API's log
-    follow (the same feed, the same per-token cap on live streams)."""
+    """The log after chunk ``after`` as it is written, until the job ends, a JSON line per line
+    of output: the API's log follow (the same feed, the same per-token cap on live streams)."""
     actor.check(project, write=False)
     await run_in_threadpool(_job_exists, services, project, job_id)
     lease = services.streams.open(actor, project)
     return LiveStream(
-        _log_text(services.streams.logs(project, job_id, None, lease, after=after)),
+        _log_lines(services.streams.logs(project, job_id, None, lease, after=after)),
         partial(services.streams.close, lease),
-        media_type="text/plain; charset=utf-8",
+        media_type="application/x-ndjson",
     )
 
 
