@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     gc_interval: float = Field(default=300.0, gt=0)
     gc_batch: int = Field(default=500, ge=1, le=10_000)
     gc_batch_time: float = Field(default=0.01, gt=0, le=10)
+    # Seconds between two samples of every queue's depth and throughput (the console's chart
+    # keeps a row a queue a minute; a shorter interval rewrites the minute's row).
+    queue_sample_interval: float = Field(default=60.0, gt=0, le=60)
     # How long the answer to a create request with an ``Idempotency-Key`` is kept: the same
     # key and request get it again until then; after, the key is free and its row goes.
     idempotency_ttl: Annotated[float, BeforeValidator(parse_duration)] = DEFAULT_TTL_SECONDS

@@ -526,3 +526,32 @@ def test_stderr_lines_are_labelled_in_the_log_followed_and_stored(
         assert errors.first.locator(".stream-label").inner_text().strip() == "stderr"
         assert "out first" in log.inner_text() and "stderr out" not in log.inner_text()
         assert SECRET not in page.content()
+
+
+def test_the_queues_chart_draws_each_queues_last_hour_from_its_samples(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "blip", "true")
+    queue(console_server, "charted")
+    ids = [console_server.submit(definition="blip", queue="charted")["id"] for _ in range(3)]
+    for job_id in ids:
+        assert console_server.wait_job(job_id)["status"] == "succeeded"
+    samples = "/ui/queues/samples?project=default"
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings), "/ui/queues")
+
+    def ended() -> int:
+        data = page.evaluate(f"fetch('{samples}').then((r) => r.json())")
+        return sum(data["queues"].get("charted", {}).get("ended", []))
+
+    # The sampler writes a second after the jobs end (ORCH_QUEUE_SAMPLE_INTERVAL=1 here).
+    wait_for(lambda: ended() == 3)
+    page.reload()
+    figure = page.locator("figure[data-chart='charted']")
+    expect(figure.locator("canvas")).to_have_count(1)
+    assert int(figure.get_attribute("data-points") or 0) >= 1
+    expect(figure.locator(".chart-summary")).to_contain_text("waiting")
+    expect(page.locator("figure[data-chart] canvas")).to_have_count(
+        page.locator("tr[data-queue]").count()
+    )
+    screenshot(page, "queues-chart")
