@@ -555,3 +555,34 @@ def test_the_queues_chart_draws_each_queues_last_hour_from_its_samples(
         page.locator("tr[data-queue]").count()
     )
     screenshot(page, "queues-chart")
+
+
+def test_the_browser_revalidates_a_live_fragment_with_its_etag(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "idle-one", "true")
+    queue(console_server, "still", paused=True)
+    job = console_server.submit(definition="idle-one", queue="still")
+    page = new_page()
+    polls: list[tuple[str | None, str | None]] = []  # (If-None-Match sent, ETag answered)
+
+    def seen(response: Any) -> None:
+        if "/live" in response.url:
+            sent = response.request.all_headers().get("if-none-match")
+            polls.append((sent, response.all_headers().get("etag")))
+
+    page.on("response", seen)
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    for _ in range(3):
+        page.wait_for_event("response", lambda response: "/live" in response.url)
+    # Chromium sends the fragment's ETag back (the server answers 304 while nothing moved,
+    # test_console_polls.py; Chromium then shows its copy, reported here as a 200).
+    assert polls[1][0] is not None and polls[1][0] == polls[0][1]
+    assert "queued" in page.inner_text("#job-live")
+    api(console_server, "POST", f"/v1/projects/default/jobs/{job['id']}/cancel")
+    page.wait_for_selector("#job-live .status-cancelled")

@@ -21,6 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.api.console import freshness
 from orchestrator.api.console.pages import render, see_other
 from orchestrator.api.console.session import ConsoleActorDep, FormDep
 from orchestrator.api.deps import ServicesDep
@@ -181,8 +182,13 @@ def jobs_page(
 def jobs_rows(
     request: Request, services: ServicesDep, actor: ConsoleActorDep, filters: JobFiltersDep
 ) -> Response:
-    """The first page's counts and rows alone: what the jobs page polls to stay live."""
-    return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
+    """The first page's counts and rows alone: what the jobs page polls to stay live (304 when
+    no job moved since the browser's copy)."""
+    tag = freshness.etag(request, services)
+    if (same := freshness.unchanged(request, tag)) is not None:
+        return same
+    page = render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
+    return freshness.tagged(page, tag)
 
 
 def children_view(children_status: Filter = "", children_cursor: Filter = "") -> dict[str, str]:
@@ -298,9 +304,14 @@ def job_live(
     actor: ConsoleActorDep,
     view: ChildrenViewDep,
 ) -> Response:
-    """The parts of a job page that change while it runs (polled until it ends)."""
+    """The parts of a job page that change while it runs (polled until it ends; 304 when no
+    job moved since the browser's copy)."""
+    actor.check(project, write=False)
+    tag = freshness.etag(request, services)
+    if (same := freshness.unchanged(request, tag)) is not None:
+        return same
     context = _job_context(services, actor, project, job_id, view)
-    return render(request, "_job_live.html", context, actor=actor)
+    return freshness.tagged(render(request, "_job_live.html", context, actor=actor), tag)
 
 
 @router.get("/projects/{project}/jobs/{job_id}/log")
