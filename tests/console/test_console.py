@@ -475,10 +475,11 @@ def test_an_arrays_children_and_its_dependent_are_shown_paged_linked_and_live(
         "51 succeeded", timeout=120_000
     )
     expect(rows.first.locator(".status-succeeded")).to_be_visible()
+    page.goto(console_server.url + f"/ui/projects/default/jobs/{parent}")
+    screenshot(page, "job-array")
     page.select_option("#children-status", "failed")
     page.click("#children-status ~ button")
     expect(page.locator("section[aria-labelledby=children-h] .empty")).to_be_visible()
-    screenshot(page, "job-array")
 
     # A child links its parent; the dependent shows what it waited for, settled and met.
     assert child is not None
@@ -526,6 +527,8 @@ def test_stderr_lines_are_labelled_in_the_log_followed_and_stored(
         assert errors.first.locator(".stream-label").inner_text().strip() == "stderr"
         assert "out first" in log.inner_text() and "stderr out" not in log.inner_text()
         assert SECRET not in page.content()
+    log.scroll_into_view_if_needed()
+    screenshot(page, "job-streams")
 
 
 def test_the_queues_chart_draws_each_queues_last_hour_from_its_samples(
