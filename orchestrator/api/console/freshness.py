@@ -17,12 +17,14 @@ import hashlib
 import secrets
 import threading
 import time
+import weakref
 
 from fastapi import Request, Response
 
 from orchestrator.api.console.session import CSRF_COOKIE, SESSION_COOKIE
 from orchestrator.process import Services
 from orchestrator.services import job_queries
+from orchestrator.storage.db import Database
 
 # Seconds a read of the newest event's id is used for (a change shows at most this much later).
 MARK_SECONDS = 0.5
@@ -54,14 +56,24 @@ class ChangeMark:
         return value
 
 
-_MARK = ChangeMark()
+# One mark per database (a process may serve more than one: tests start several servers).
+_MARKS: weakref.WeakKeyDictionary[Database, ChangeMark] = weakref.WeakKeyDictionary()
+_MARKS_LOCK = threading.Lock()
+
+
+def _mark(services: Services) -> ChangeMark:
+    with _MARKS_LOCK:
+        mark = _MARKS.get(services.db)
+        if mark is None:
+            mark = _MARKS[services.db] = ChangeMark()
+        return mark
 
 
 def etag(request: Request, services: Services) -> str:
     """The ETag of the fragment ``request`` asks for, as things are now."""
     digest = hashlib.sha256(_SALT)
     for part in (
-        str(_MARK.value(services)),
+        str(_mark(services).value(services)),
         str(int(time.time() // FULL_SECONDS)),
         request.url.path,
         request.url.query,
