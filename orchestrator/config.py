@@ -6,6 +6,7 @@ Nothing here reads the environment at import time: ``Settings()`` is created by 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from pathlib import Path
@@ -113,6 +114,13 @@ class Settings(BaseSettings):
     database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # HTTPS: ``serve`` speaks TLS itself with this certificate (PEM, its chain after it) and key.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # The proxies whose X-Forwarded-Proto and X-Forwarded-For the server believes (comma-
+    # separated addresses or networks, ``*`` for any): empty, nobody's, so no client can make a
+    # plain-HTTP request pass for HTTPS (the console's Secure cookie is decided by it).
+    forwarded_allow_ips: str = ""
     url: str = "http://127.0.0.1:8000"
     token: SecretStr | None = None
 
@@ -175,6 +183,9 @@ class Settings(BaseSettings):
     gc_interval: float = Field(default=300.0, gt=0)
     gc_batch: int = Field(default=500, ge=1, le=10_000)
     gc_batch_time: float = Field(default=0.01, gt=0, le=10)
+    # Seconds between two samples of every queue's depth and throughput (the console's chart
+    # keeps a row a queue a minute; a shorter interval rewrites the minute's row).
+    queue_sample_interval: float = Field(default=60.0, gt=0, le=60)
     # How long the answer to a create request with an ``Idempotency-Key`` is kept: the same
     # key and request get it again until then; after, the key is free and its row goes.
     idempotency_ttl: Annotated[float, BeforeValidator(parse_duration)] = DEFAULT_TTL_SECONDS
@@ -288,6 +299,23 @@ class Settings(BaseSettings):
     def _check_networks(cls, value: str) -> str:
         parse_networks(value)  # its ValueError names the item that is not a network
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_proxies(cls, value: str) -> str:
+        for item in (part.strip() for part in value.split(",")):
+            if item and item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"'{item}' is not an address or a network") from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("ORCH_TLS_CERT and ORCH_TLS_KEY go together: set both, or neither")
+        return self
 
     @field_validator("url")
     @classmethod

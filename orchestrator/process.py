@@ -13,6 +13,7 @@ import httpx
 
 from orchestrator.background.http_targets import HttpTargetRunner
 from orchestrator.background.outbound import guarded_transport
+from orchestrator.background.queue_sampler import QueueSampler
 from orchestrator.background.retention import Collector
 from orchestrator.background.scheduler import Scheduler
 from orchestrator.background.webhook_sender import WebhookSender
@@ -85,6 +86,7 @@ class Services:
     http_targets: HttpTargetRunner | None = None
     webhooks: WebhookSender | None = None
     collector: Collector | None = None  # deletes what is past retention
+    sampler: QueueSampler | None = None  # queue depth and throughput, a row a minute
 
     @classmethod
     def build(cls, settings: Settings, *, api: bool = True) -> Services:
@@ -157,16 +159,22 @@ class Services:
             http_targets=HttpTargetRunner(settings, db, hub, box) if api else None,
             webhooks=WebhookSender(settings, db, hub, box) if api else None,
             collector=Collector(settings, db, hub) if api else None,
+            sampler=QueueSampler(settings, db, hub) if api else None,
         )
 
     def loops(self) -> list[Loop]:
         """Every background loop of the process: the runner's, then the scheduler's, the
-        HTTP targets', the webhook sender's and the retention collector's."""
+        HTTP targets', the webhook sender's, the retention collector's and the queue sampler's."""
         found = list(self.runner.loops) if self.runner is not None else []
-        for owner in (self.scheduler, self.http_targets, self.webhooks, self.collector):
+        for owner in self._api_loops():
             if owner is not None:
                 found.append(owner.loop)
         return found
+
+    def _api_loops(
+        self,
+    ) -> tuple[Scheduler | HttpTargetRunner | WebhookSender | Collector | QueueSampler | None, ...]:
+        return (self.scheduler, self.http_targets, self.webhooks, self.collector, self.sampler)
 
     def start(self) -> None:
         """Start the background loops."""
@@ -175,7 +183,7 @@ class Services:
             self.relay.start()
         if self.runner is not None:
             self.runner.start()
-        for loop in (self.scheduler, self.http_targets, self.webhooks, self.collector):
+        for loop in self._api_loops():
             if loop is not None:
                 loop.start()
 
@@ -183,7 +191,7 @@ class Services:
         """Stop the loops and close connections; running containers are left for adoption."""
         if self.runner is not None:
             self.runner.stop()
-        for loop in (self.scheduler, self.http_targets, self.webhooks, self.collector):
+        for loop in self._api_loops():
             if loop is not None:
                 loop.stop()
         if self.relay is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from functools import partial
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -28,6 +28,7 @@ from orchestrator.schemas.jobs import (
     JobEventPublic,
     JobListItem,
     JobPublic,
+    LogLine,
     list_fields,
     page_chunks,
 )
@@ -70,10 +71,17 @@ EVENT_STREAM = {
         }
     },
 }
-# The log's 200: the text as stored, or as it is written while `follow=true`.
+# The log's 200: the text as stored, or as it is written while `follow=true`; with
+# `format=json`, one LogLine a line (3.1 describes the stream as one string, as above).
+NDJSON = "application/x-ndjson"
 LOG_TEXT = {
-    "description": "The job's output as text; with `follow=true`, streamed until the job ends.",
-    "content": {"text/plain": {"schema": {"type": "string"}}},
+    "description": "The job's output as text; with `follow=true`, streamed until the job ends. "
+    f"With `format=json` ({NDJSON}): one JSON object a line of output, a {LogLine.__name__} "
+    "(its `attempt`, its `stream`, `stdout` or `stderr`, and its `text`).",
+    "content": {
+        "text/plain": {"schema": {"type": "string"}},
+        NDJSON: {"schema": {"type": "string", "description": "Newline-delimited JSON."}},
+    },
 }
 
 
@@ -301,6 +309,22 @@ async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes
                 yield b"".join(item.data for item in items)
 
 
+def _json_lines(lines: list[LogLine]) -> bytes:
+    return "".join(line.model_dump_json() + "\n" for line in lines).encode()
+
+
+async def _log_lines(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+    async with aclosing(batches):
+        async for items in batches:
+            if items:
+                yield b"".join(
+                    _json_lines(
+                        LogLine.lines(item.id, item.attempt, item.stream, item.data.decode())
+                    )
+                    for item in items
+                )
+
+
 @router.get(
     "/{job_id}/logs",
     response_class=PlainTextResponse,
@@ -313,27 +337,40 @@ async def get_job_logs(
     actor: ProjectActorDep,
     follow: bool = False,
     attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    format: Annotated[
+        Literal["text", "json"],
+        Query(
+            description="`text`: the output as it was written; `json`: a line each, marked "
+            "with its stream."
+        ),
+    ] = "text",
 ) -> Response:
     """The job's output as text (all attempts, or one); ``follow=true`` streams until it ends.
+    With ``format=json``, a JSON object a line of output, naming its stream (stdout, stderr).
 
     A follow is a live stream: it counts against the token's ``ORCH_MAX_STREAMS_PER_TOKEN``
     (429 above it) and closes when the token is revoked or no longer sees the project.
     """
     await run_in_threadpool(_job, services, project, job_id)
+    as_json = format == "json"
+    media_type = NDJSON if as_json else "text/plain; charset=utf-8"
     if follow:
         lease = services.streams.open(actor, project)
+        batches = services.streams.logs(project, job_id, attempt, lease)
         return LiveStream(
-            _log_text(services.streams.logs(project, job_id, attempt, lease)),
+            _log_lines(batches) if as_json else _log_text(batches),
             partial(services.streams.close, lease),
-            media_type="text/plain; charset=utf-8",
+            media_type=media_type,
         )
 
     return StreamingResponse(
-        _stored_logs(services, job_id, attempt), media_type="text/plain; charset=utf-8"
+        _stored_logs(services, job_id, attempt, as_json), media_type=media_type
     )
 
 
-async def _stored_logs(services: Services, job_id: str, attempt: int | None) -> AsyncIterator[str]:
+async def _stored_logs(
+    services: Services, job_id: str, attempt: int | None, as_json: bool
+) -> AsyncIterator[str | bytes]:
     """Every stored log batch, read a page at a time so a large log never sits in memory."""
 
     def page(after: int) -> list[JobLog]:
@@ -343,7 +380,11 @@ async def _stored_logs(services: Services, job_id: str, attempt: int | None) -> 
     after = 0
     while rows := await run_in_threadpool(page, after):
         for row in rows:
-            yield row.text
+            assert row.id is not None
+            if as_json:
+                yield _json_lines(LogLine.lines(row.id, row.attempt, row.stream, row.text))
+            else:
+                yield row.text
         assert rows[-1].id is not None
         after = rows[-1].id
 

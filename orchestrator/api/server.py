@@ -201,7 +201,11 @@ def protocol_for(settings: Settings) -> type[GuardedH11Protocol]:
 
 
 def build(app: FastAPI, settings: Settings, *, log_level: str = "info") -> uvicorn.Server:
-    """The server of ``app`` on ``ORCH_HOST:ORCH_PORT``, not started yet."""
+    """The server of ``app`` on ``ORCH_HOST:ORCH_PORT`` (over TLS with ``ORCH_TLS_CERT`` and
+    ``ORCH_TLS_KEY``), not started yet. Forwarded headers are believed from the proxies of
+    ``ORCH_FORWARDED_ALLOW_IPS`` only: uvicorn's own default believes 127.0.0.1, where any
+    local process could claim HTTPS for a plain request."""
+    proxies = settings.forwarded_allow_ips.strip()
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -210,6 +214,10 @@ def build(app: FastAPI, settings: Settings, *, log_level: str = "info") -> uvico
         lifespan="on",
         log_level=log_level,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     return uvicorn.Server(config)
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
 from typing import TYPE_CHECKING
 
 from orchestrator.docker.engine import DockerEngine
@@ -84,25 +85,28 @@ def store_logs(
     ``last_line`` is fed all the text gathered, stored or cut. True if the pump had gathered
     anything.
     """
-    taken = pump.take()
+    runs = pump.take_runs()
     if last_line is not None:
-        last_line.feed(taken)
-    texts = budget.add(taken)
+        for _, text in runs:
+            last_line.feed(text)
+    texts = [stored for stream, text in runs for stored in budget.add_stream(stream, text)]
     if ending:
-        texts += budget.flush()
+        texts += budget.flush_streams()
     if texts:
         resume = pump.resume_time
         # Text comes only from output read, which sets the resume point.
         assert resume is not None
         with context.db.transaction() as session:
-            attempts.append_logs(
-                session,
-                context.hub,
-                job_id,
-                number,
-                [(resume, t) for t in texts],
-            )
-    return bool(taken)
+            for stream, run in groupby(texts, key=lambda stored: stored[0]):
+                attempts.append_logs(
+                    session,
+                    context.hub,
+                    job_id,
+                    number,
+                    [(resume, text) for _, text in run],
+                    stream=stream,
+                )
+    return bool(runs)
 
 
 class Supervisor:

@@ -1,11 +1,13 @@
 """The bound on one attempt's stored log: keep the head and the tail, mark what was cut.
 
-Pure: ``LogBudget`` is given masked text and answers with the texts to store, in order.
+Pure: ``LogBudget`` is given masked text and answers with the texts to store, in order (with
+the stream each came from, when it is given one: ``add_stream``).
 """
 
 from __future__ import annotations
 
 from collections import deque
+from itertools import groupby
 
 
 def cutting_marker(max_bytes: int, tail_bytes: int) -> str:
@@ -45,13 +47,19 @@ class LogBudget:
         self._marked = stored > self.head_bytes
         self._head_open_line = False
         self._tail: deque[bytes] = deque()
+        self._tail_streams: deque[int | None] = deque()  # the stream of each piece of the tail
         self._tail_start = 0  # bytes of ``_tail[0]`` already cut
         self._tail_size = 0
 
     def add(self, text: str) -> list[str]:
         """What to store now of ``text``: itself while the head has room, the marker once."""
+        return [stored for _, stored in self.add_stream(None, text)]
+
+    def add_stream(self, stream: int | None, text: str) -> list[tuple[int | None, str]]:
+        """``add`` for the text of one ``stream``: each text to store with its stream (None for
+        the marker, the orchestrator's own line)."""
         data = text.encode()
-        stored: list[str] = []
+        stored: list[tuple[int | None, str]] = []
         if self._head_left:
             cut = min(self._head_left, len(data))
             while cut < len(data) and _is_continuation(data[cut]):
@@ -59,11 +67,12 @@ class LogBudget:
             # What does not fit closes the head, even the rest of a character cut short.
             self._head_left = 0 if cut < len(data) else self._head_left - cut
             if cut:
-                stored.append(data[:cut].decode())
+                stored.append((stream, data[:cut].decode()))
                 self._head_open_line = data[cut - 1] != ord("\n")
             data = data[cut:]
         if data:
             self._tail.append(data)
+            self._tail_streams.append(stream)
             self._tail_size += len(data)
         excess = self._tail_size - self.tail_bytes
         if excess > 0:
@@ -71,7 +80,7 @@ class LogBudget:
             if not self._marked:
                 self._marked = True
                 marker = cutting_marker(self.max_bytes, self.tail_bytes)
-                stored.append("\n" + marker if self._head_open_line else marker)
+                stored.append((None, "\n" + marker if self._head_open_line else marker))
         return stored
 
     def flush(self) -> list[str]:
@@ -79,13 +88,21 @@ class LogBudget:
 
         The tail and the counts start again empty, so a later flush adds only newer output.
         """
-        stored: list[str] = []
+        return [stored for _, stored in self.flush_streams()]
+
+    def flush_streams(self) -> list[tuple[int | None, str]]:
+        """``flush`` with each text's stream: the marker's None, the tail's a text per run of
+        pieces of one stream."""
+        stored: list[tuple[int | None, str]] = []
         if self.cut_bytes:
-            stored.append(cut_marker(self.cut_bytes, self.cut_lines))
+            stored.append((None, cut_marker(self.cut_bytes, self.cut_lines)))
         if self._tail:
             self._tail[0] = self._tail[0][self._tail_start :]
-            stored.append(b"".join(self._tail).decode())
+            pieces = zip(self._tail_streams, self._tail, strict=True)
+            for stream, run in groupby(pieces, key=lambda piece: piece[0]):
+                stored.append((stream, b"".join(data for _, data in run).decode()))
         self._tail.clear()
+        self._tail_streams.clear()
         self._tail_start = self._tail_size = self.cut_bytes = self.cut_lines = 0
         return stored
 
@@ -125,6 +142,7 @@ class LogBudget:
             count -= end - self._tail_start
             if end == len(piece):
                 self._tail.popleft()
+                self._tail_streams.popleft()
                 self._tail_start = 0
             else:
                 self._tail_start = end

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 from typing import Protocol
 
 from orchestrator.docker.log_stream import STDERR, STDOUT, LogFrame
@@ -167,7 +168,7 @@ class LogPump:
         self._last: LogFrame | None = None  # the last frame taken, of either stream
         self._mutex = threading.Lock()
         self._lock = threading.Condition(self._mutex)
-        self._ready: deque[str] = deque()
+        self._ready: deque[tuple[int, str]] = deque()  # (stream, text), in the order let go
         self._ready_size = 0
         self._open: int | None = None  # the stream whose line the text let go ends inside
         self._resume: datetime | None = None
@@ -304,18 +305,26 @@ class LogPump:
         if self._open not in (None, stream):
             text = "\n" + text
         self._open = None if text.endswith("\n") else stream
-        self._ready.append(text)
+        self._ready.append((stream, text))
         self._ready_size += len(text)
 
     def take(self) -> str:
         """All masked text gathered since the last call ("" when there is none)."""
+        return "".join(text for _, text in self.take_runs())
+
+    def take_runs(self) -> list[tuple[int, str]]:
+        """``take``, as runs of one stream each (``STDOUT``, ``STDERR``), in order: one run per
+        change of stream, not per line (the usual output is one stream's)."""
         with self._lock:
-            text = "".join(self._ready)
+            ready = list(self._ready)
             self._ready.clear()
             self._ready_size = 0
             self._resume = self._resume_point()
             self._lock.notify_all()
-            return text
+        return [
+            (stream, "".join(text for _, text in run))
+            for stream, run in groupby(ready, key=lambda piece: piece[0])
+        ]
 
     @property
     def resume_time(self) -> datetime | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AnyHttpUrl,
@@ -482,6 +483,32 @@ class JobDryRun(BaseModel):
             container=ContainerPreview.from_spec(container),
             worker=row.container.get("worker"),
         )
+
+
+# A line: up to and with its newline (only "\n": a "\r" of a progress bar stays inside).
+_LINE = re.compile(r"[^\n]*\n|[^\n]+")
+# ``job_logs.stream`` as the API names it.
+LOG_STREAMS: dict[int, Literal["stdout", "stderr"]] = {1: "stdout", 2: "stderr"}
+
+
+class LogLine(BaseModel):
+    """One line of a job's output (the last without its newline if the output ended so; a very
+    long line in pieces), as ``GET .../logs?format=json`` gives it, one JSON object a line."""
+
+    id: int = Field(description="The stored chunk the line is in (chunks are in order).")
+    attempt: int
+    stream: Literal["stdout", "stderr"] | None = Field(
+        default=None,
+        description="The stream the line was written to; null when not known (logs stored "
+        "before streams were recorded) or for the orchestrator's own lines (cut markers).",
+    )
+    text: str = Field(description="The line, with its newline.")
+
+    @classmethod
+    def lines(cls, id: int, attempt: int, stream: int | None, text: str) -> list[LogLine]:
+        """A stored chunk's lines."""
+        name = LOG_STREAMS.get(stream) if stream is not None else None
+        return [cls(id=id, attempt=attempt, stream=name, text=line) for line in _LINE.findall(text)]
 
 
 class JobEventPublic(BaseModel):

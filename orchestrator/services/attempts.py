@@ -485,10 +485,19 @@ def cancel_requested(session: Session, runner: str) -> list[str]:
 
 
 def append_logs(
-    session: Session, hub: Hub | None, job_id: str, attempt: int, chunks: list[tuple[datetime, str]]
+    session: Session,
+    hub: Hub | None,
+    job_id: str,
+    attempt: int,
+    chunks: list[tuple[datetime, str]],
+    stream: int | None = None,
 ) -> None:
-    """Store log chunks (already masked) and wake the job's followers after commit."""
-    session.add_all(JobLog(job_id=job_id, attempt=attempt, time=t, text=text) for t, text in chunks)
+    """Store log chunks (already masked) of one ``stream`` (None: the orchestrator's own text,
+    or not known) and wake the job's followers after commit."""
+    session.add_all(
+        JobLog(job_id=job_id, attempt=attempt, time=t, text=text, stream=stream)
+        for t, text in chunks
+    )
     if hub is not None:
         after_commit(session, lambda: hub.publish(job_topic(job_id)))
 

@@ -335,6 +335,19 @@ def shown(session: Session, job_id: str) -> tuple[list[DependencyPublic], int]:
     return [DependencyPublic.from_row(link, status) for link, status in rows], int(dependents)
 
 
+def dependents(session: Session, job_id: str, limit: int) -> list[tuple[str, JobStatus]]:
+    """The first ``limit`` jobs that depend on ``job_id`` (by id) with their statuses now, read
+    through ``ix_job_dependencies_dependency`` (``shown`` counts them all)."""
+    rows = session.execute(
+        select(JobDependency.job_id, Job.status)
+        .join(Job, col(Job.id) == JobDependency.job_id)
+        .where(JobDependency.dependency_id == job_id, JobDependency.job_id != job_id)
+        .order_by(col(JobDependency.job_id))
+        .limit(limit)
+    ).all()
+    return [(dependent, JobStatus(status)) for dependent, status in rows]
+
+
 def refuse_unbound(depends_on: Sequence[DependencyCreate]) -> None:
     """A job that waits for its queue's default definition cannot also wait for jobs."""
     if depends_on:

@@ -193,6 +193,12 @@ def _newest_first(
         before = rows[-1].seq
 
 
+def last_event_id(session: Session) -> int:
+    """The id of the newest job event of any project (0 when there is none): every change of a
+    job's status writes one, so an unchanged id means no job moved. Read from the primary key."""
+    return int(session.exec(select(sa.func.max(JobEvent.id))).one() or 0)
+
+
 def events(
     session: Session, job_id: str, after: int = 0, limit: int | None = None
 ) -> list[JobEvent]:

@@ -300,6 +300,25 @@ class JobLog(SQLModel, table=True):
     attempt: int
     time: datetime = _time(default_factory=utcnow)
     text: str
+    # The stream the text came from (``rules.log_streams``): 1 stdout, 2 stderr; None when not
+    # known (stored before 0018) or the orchestrator's own line (a cut marker).
+    stream: int | None = Field(default=None, sa_type=sa.SmallInteger)
+
+
+class QueueSample(SQLModel, table=True):
+    """One queue's depth and throughput at one minute, for the console's chart of the last
+    hour: written once a minute by ``background.queue_sampler``, pruned after two hours."""
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (sa.Index("ix_queue_samples_minute", "minute"),)
+
+    project: str = Field(primary_key=True, max_length=63)
+    queue: str = Field(primary_key=True, max_length=63)
+    # The minute's start (UTC) the sample was taken at.
+    minute: datetime = _time(primary_key=True)
+    waiting: int  # queued, at the sample
+    running: int  # starting or running, at the sample
+    ended: int  # jobs of the queue that ended in the minute before the sample
 
 
 class Token(SQLModel, table=True):

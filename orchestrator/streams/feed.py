@@ -43,11 +43,13 @@ HANDOUT_SLICE = 10
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One row as its followers send it: its id (the cursor), its attempt, its bytes."""
+    """One row as its followers send it: its id (the cursor), its attempt, its bytes, and for
+    a log chunk the stream it came from (``job_logs.stream``)."""
 
     id: int
     attempt: int
     data: bytes
+    stream: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ class JobStreams:
             except NotFound:  # deleted meanwhile: nothing more will come
                 return Page([], full=False, over=True)
             rows = job_queries.logs(session, job_id, after, attempt, limit=PAGE_ROWS)
-        items = [Item(row.id or 0, row.attempt, row.text.encode()) for row in rows]
+        items = [Item(row.id or 0, row.attempt, row.text.encode(), row.stream) for row in rows]
         full = len(items) == PAGE_ROWS
         return Page(items, full=full, over=status.terminal and not full)
 

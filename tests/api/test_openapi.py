@@ -126,7 +126,9 @@ def test_streams_are_strings_of_their_media_type(server: LiveServer) -> None:
     }
     assert "Last-Event-ID" in events["description"] and "JobEventPublic" in events["description"]
     logs = paths[f"{job}/logs"]["get"]["responses"]["200"]
-    assert logs["content"] == {"text/plain": {"schema": {"type": "string"}}}
+    assert logs["content"]["text/plain"] == {"schema": {"type": "string"}}
+    assert set(logs["content"]) == {"text/plain", "application/x-ndjson"}
+    assert "LogLine" in logs["description"]
 
 
 def test_operation_ids_are_short_unique_snake_case_and_tagged(server: LiveServer) -> None:

@@ -56,6 +56,8 @@ def console_server(
         stop_grace_period=2.0,
         log_flush_interval=0.1,
         docker_host=None,
+        # The queues page's chart has points a second after jobs end, not a minute.
+        queue_sample_interval=1.0,
     )
     server = start_server(settings)
     yield server

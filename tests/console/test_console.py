@@ -440,3 +440,152 @@ def test_an_admin_drains_a_runner_and_a_project_token_cannot(
     expect(admin.locator(f"tr[data-runner='{name}'] .status").first).to_have_text("draining")
     runner = api(console_server, "GET", f"/v1/runners/{name}").json()
     assert runner["state"] == "draining"
+
+
+def test_an_arrays_children_and_its_dependent_are_shown_paged_linked_and_live(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "fan", "true")
+    queue(console_server, "fanout", paused=True)
+    # 51 children: one more than a page of them.
+    parent = console_server.submit(definition="fan", queue="fanout", array={"size": 51})["id"]
+    dependent = console_server.submit(
+        definition="fan", queue="fanout", depends_on=[{"job": parent}]
+    )["id"]
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{parent}",
+    )
+    assert page.locator("[data-children-status=queued]").inner_text() == "51 queued"
+    rows = page.locator("table.children tbody tr")
+    expect(rows).to_have_count(50)
+    assert rows.first.get_attribute("data-child") == "50"
+    assert page.locator(f"li[data-dependent='{dependent}']").inner_text().endswith("pending")
+    page.click("#children-next")
+    expect(rows).to_have_count(1)
+    assert rows.first.get_attribute("data-child") == "0"
+    child = rows.first.locator("a").get_attribute("href")
+
+    # The queue resumed: the counts and the children on this page change without a reload.
+    api(console_server, "PATCH", "/v1/projects/default/queues/fanout", json={"paused": False})
+    expect(page.locator("[data-children-status=succeeded]")).to_have_text(
+        "51 succeeded", timeout=120_000
+    )
+    expect(rows.first.locator(".status-succeeded")).to_be_visible()
+    page.goto(console_server.url + f"/ui/projects/default/jobs/{parent}")
+    screenshot(page, "job-array")
+    page.select_option("#children-status", "failed")
+    page.click("#children-status ~ button")
+    expect(page.locator("section[aria-labelledby=children-h] .empty")).to_be_visible()
+
+    # A child links its parent; the dependent shows what it waited for, settled and met.
+    assert child is not None
+    page.goto(console_server.url + child)
+    page.click("#array-parent a")
+    page.wait_for_url(re.compile(re.escape(parent) + r"$"))
+    console_server.wait_job(dependent)
+    page.goto(console_server.url + f"/ui/projects/default/jobs/{dependent}")
+    link = page.locator(f"tr[data-dependency='{parent}']")
+    assert "succeeded" in link.inner_text() and "yes, met" in link.inner_text()
+    link.locator("a").click()
+    page.wait_for_url(re.compile(re.escape(parent) + r"$"))
+
+
+def test_stderr_lines_are_labelled_in_the_log_followed_and_stored(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(
+        console_server,
+        "two-streams",
+        'echo "out first"; echo "err $API_KEY" >&2; sleep 3; '
+        'echo "out later"; echo "err later" >&2; sleep 1',
+    )
+    job = console_server.submit(definition="two-streams", secret_env={"API_KEY": SECRET})
+    console_server.wait_job(job["id"], {"running"})
+    page = new_page()
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    log = page.locator("#log")
+    # Written after the page was rendered, so followed live.
+    expect(log.locator(".stderr", has_text="err later")).to_have_count(1)
+    expect(page.locator("#log-state")).to_have_text("the job has ended")
+    for reload in (False, True):
+        if reload:  # the same, from the stored log
+            page.reload()
+        errors = log.locator(".stderr")
+        expect(errors).to_have_count(2)
+        texts = [text.strip() for text in errors.all_inner_texts()]
+        assert texts == ["stderr err ***", "stderr err later"]
+        # The label is text a screen reader reads, not colour alone.
+        assert errors.first.locator(".stream-label").inner_text().strip() == "stderr"
+        assert "out first" in log.inner_text() and "stderr out" not in log.inner_text()
+        assert SECRET not in page.content()
+    log.scroll_into_view_if_needed()
+    screenshot(page, "job-streams")
+
+
+def test_the_queues_chart_draws_each_queues_last_hour_from_its_samples(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "blip", "true")
+    queue(console_server, "charted")
+    ids = [console_server.submit(definition="blip", queue="charted")["id"] for _ in range(3)]
+    for job_id in ids:
+        assert console_server.wait_job(job_id)["status"] == "succeeded"
+    samples = "/ui/queues/samples?project=default"
+    page = new_page()
+    sign_in(page, console_server, admin_token(console_server.settings), "/ui/queues")
+
+    def ended() -> int:
+        data = page.evaluate(f"fetch('{samples}').then((r) => r.json())")
+        return sum(data["queues"].get("charted", {}).get("ended", []))
+
+    # The sampler writes a second after the jobs end (ORCH_QUEUE_SAMPLE_INTERVAL=1 here).
+    wait_for(lambda: ended() == 3)
+    page.reload()
+    figure = page.locator("figure[data-chart='charted']")
+    expect(figure.locator("canvas")).to_have_count(1)
+    assert int(figure.get_attribute("data-points") or 0) >= 1
+    expect(figure.locator(".chart-summary")).to_contain_text("waiting")
+    expect(page.locator("figure[data-chart] canvas")).to_have_count(
+        page.locator("tr[data-queue]").count()
+    )
+    screenshot(page, "queues-chart")
+
+
+def test_the_browser_revalidates_a_live_fragment_with_its_etag(
+    console_server: LiveServer, new_page: Callable[[], Any]
+) -> None:
+    define(console_server, "idle-one", "true")
+    queue(console_server, "still", paused=True)
+    job = console_server.submit(definition="idle-one", queue="still")
+    page = new_page()
+    polls: list[tuple[str | None, str | None]] = []  # (If-None-Match sent, ETag answered)
+
+    def seen(response: Any) -> None:
+        if "/live" in response.url:
+            sent = response.request.all_headers().get("if-none-match")
+            polls.append((sent, response.all_headers().get("etag")))
+
+    page.on("response", seen)
+    sign_in(
+        page,
+        console_server,
+        admin_token(console_server.settings),
+        f"/ui/projects/default/jobs/{job['id']}",
+    )
+    for _ in range(3):
+        page.wait_for_event("response", lambda response: "/live" in response.url)
+    # Chromium sends the fragment's ETag back (the server answers 304 while nothing moved,
+    # test_console_polls.py; Chromium then shows its copy, reported here as a 200).
+    assert polls[1][0] is not None and polls[1][0] == polls[0][1]
+    assert "queued" in page.inner_text("#job-live")
+    api(console_server, "POST", f"/v1/projects/default/jobs/{job['id']}/cancel")
+    page.wait_for_selector("#job-live .status-cancelled")

@@ -21,6 +21,7 @@ EVERY_LOOP = {
     "http-targets",
     "webhook-sender",
     "retention",
+    "queue-sampler",
 }
 
 

@@ -293,3 +293,16 @@ def test_the_tail_survives_a_runner_restart(
     # A restart while cutting adds at most one more tail to the budget, plus its marker.
     markers = len("\n" + CUTTING) + len(first_cut) + len(second_cut)
     assert len(after.encode()) - markers <= LIMIT + HALF
+
+
+def test_each_stored_text_keeps_its_stream_through_the_cut_and_the_markers_have_none() -> None:
+    budget = LogBudget(LIMIT)
+    assert budget.add_stream(1, "o" * (HALF - 1) + "\n") == [(1, "o" * (HALF - 1) + "\n")]
+    assert budget.add_stream(2, "e" * 3000 + "\n") == []
+    assert budget.add_stream(1, "p" * 1500 + "\n") == [(None, CUTTING)]
+    flushed = budget.flush_streams()
+    assert flushed[0][0] is None and "cut here" in flushed[0][1]
+    # The tail: what is left of the stderr line, then the stdout line, each with its stream.
+    assert [stream for stream, _ in flushed[1:]] == [2, 1]
+    assert flushed[2] == (1, "p" * 1500 + "\n")
+    assert set(flushed[1][1]) <= {"e", "\n"}

@@ -15,7 +15,14 @@ from orchestrator.process import Services
 from orchestrator.rules import definition_spec
 from orchestrator.rules.states import JobStatus
 from orchestrator.schemas.jobs import JobCreate
-from orchestrator.services import attempts, definitions, job_queries, jobs, resubmit
+from orchestrator.services import (
+    attempts,
+    definitions,
+    dependencies,
+    job_queries,
+    jobs,
+    resubmit,
+)
 from orchestrator.services.audit import SYSTEM
 from orchestrator.storage.models import utcnow
 from tests.conftest import TEST_IMAGE
@@ -135,3 +142,17 @@ def test_a_resubmit_is_a_new_job_of_the_same_spec_with_its_secret_env(
             assert getattr(new, field) == getattr(old, field), field
         assert (new.env, new.input, new.priority, new.timeout) == ({"MODE": "x"}, {"n": 1}, 3, 90)
         assert attempts.secret_values(new, services.box) == {"API_KEY": "secret-value-1"}
+
+
+def test_a_jobs_dependents_are_named_first_by_id_and_counted_whole(services: Services) -> None:
+    root = submit(services, parameters={"word": "root"})
+    dependents = sorted(
+        submit(services, parameters={"word": str(i)}, depends_on=[{"job": root}]) for i in range(3)
+    )
+    with services.db.read() as session:
+        assert dependencies.dependents(session, root, 2) == [
+            (dependents[0], JobStatus.PENDING),
+            (dependents[1], JobStatus.PENDING),
+        ]
+        assert dependencies.shown(session, root)[1] == 3
+        assert dependencies.dependents(session, dependents[0], 2) == []

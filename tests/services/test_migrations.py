@@ -183,6 +183,7 @@ def test_empty_database_upgrades_to_exactly_the_models_schema(database: Database
         "0015",
         "0016",
         "0017",
+        "0018",
     ]
     with database.read_engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
@@ -293,6 +294,7 @@ def test_database_at_0001_with_data_upgrades_and_keeps_it(database: Database) ->
         "0015",
         "0016",
         "0017",
+        "0018",
     ]
     assert "runners" in table_names(database)
     assert_seeded_data_intact(database)

@@ -21,23 +21,38 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.api.console import freshness
 from orchestrator.api.console.pages import render, see_other
 from orchestrator.api.console.session import ConsoleActorDep, FormDep
 from orchestrator.api.deps import ServicesDep
 from orchestrator.api.live import LiveStream
 from orchestrator.errors import InvalidRequest
 from orchestrator.process import Services
+from orchestrator.rules.dependencies import releases
 from orchestrator.rules.masking import MASK, public_url
 from orchestrator.rules.roles import Role
 from orchestrator.rules.states import JobStatus
-from orchestrator.services import job_queries, jobs, projects, queues, resubmit, webhooks
+from orchestrator.schemas.jobs import LOG_STREAMS, LogLine
+from orchestrator.services import (
+    dependencies,
+    job_queries,
+    jobs,
+    projects,
+    queues,
+    resubmit,
+    webhooks,
+)
 from orchestrator.services.audit import Actor
+from orchestrator.storage.models import Job, JobLog
 from orchestrator.streams.feed import Item
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
 # Jobs a list page shows; log chunks a job page shows at first and per "load earlier".
 PAGE_JOBS = 50
+# An array parent's children a job page lists at a time; the dependents it names.
+PAGE_CHILDREN = 50
+PAGE_DEPENDENTS = 50
 LOG_CHUNKS = 200
 # Event types that end an attempt, whose detail carries its exit code and reason.
 Filter = Annotated[str, Query(max_length=300)]
@@ -167,11 +182,77 @@ def jobs_page(
 def jobs_rows(
     request: Request, services: ServicesDep, actor: ConsoleActorDep, filters: JobFiltersDep
 ) -> Response:
-    """The first page's counts and rows alone: what the jobs page polls to stay live."""
-    return render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
+    """The first page's counts and rows alone: what the jobs page polls to stay live (304 when
+    no job moved since the browser's copy)."""
+    tag = freshness.etag(request, services)
+    if (same := freshness.unchanged(request, tag)) is not None:
+        return same
+    page = render(request, "_jobs_live.html", _list(services, actor, filters, ""), actor=actor)
+    return freshness.tagged(page, tag)
 
 
-def _job_context(services: Services, actor: Actor, project: str, job_id: str) -> dict[str, Any]:
+def children_view(children_status: Filter = "", children_cursor: Filter = "") -> dict[str, str]:
+    """Which of an array parent's children its page lists: a status (empty: all) and a page."""
+    return {"children_status": children_status, "children_cursor": children_cursor}
+
+
+ChildrenViewDep = Annotated[dict[str, str], Depends(children_view)]
+
+
+def _family(
+    services: Services, session: Session, project: str, job: Job, view: dict[str, str]
+) -> dict[str, Any]:
+    """What a job's page shows of its array and its dependencies: a parent's counts by status
+    and a page of its children (``view``); the jobs it depends on (settled or not, met or not)
+    and the first of the jobs that depend on it."""
+    base = f"/ui/projects/{project}/jobs/{job.id}"
+    counts = job_queries.children_counts(session, job)
+    children: list[dict[str, Any]] = []
+    next_children = None
+    if counts is not None:
+        items, next_cursor = job_queries.list_jobs(
+            session,
+            project,
+            where=job_queries.JobFilter(status=_status(view["children_status"]), parent_id=job.id),
+            limit=PAGE_CHILDREN,
+            cursor=view["children_cursor"] or None,
+            max_bytes=services.settings.list_page_max_bytes,
+            batch=job_queries.read_batch(services.settings, (), PAGE_CHILDREN),
+        )
+        children = [json.loads(item) for item in items]
+        if next_cursor:
+            query = {"children_status": view["children_status"], "children_cursor": next_cursor}
+            next_children = f"{base}?{urlencode(query)}#children-h"
+    links, dependents_count = dependencies.shown(session, job.id)
+    depends_on = [
+        {
+            "link": link,
+            # A deleted dependency had ended: retention deletes only finished jobs.
+            "settled": link.status is None or link.status.terminal,
+            "met": link.status is not None and releases(link.on, link.status),
+        }
+        for link in links
+    ]
+    return {
+        "children": counts,
+        "child_rows": children,
+        "children_status": view["children_status"],
+        "children_first_url": f"{base}?{urlencode({'children_status': view['children_status']})}",
+        "children_next_url": next_children,
+        "live_query": urlencode({k: v for k, v in view.items() if v}),
+        "depends_on": depends_on,
+        "dependents": dependencies.dependents(session, job.id, PAGE_DEPENDENTS),
+        "dependents_count": dependents_count,
+    }
+
+
+def _job_context(
+    services: Services,
+    actor: Actor,
+    project: str,
+    job_id: str,
+    view: dict[str, str] | None = None,
+) -> dict[str, Any]:
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
@@ -179,6 +260,7 @@ def _job_context(services: Services, actor: Actor, project: str, job_id: str) ->
         events = job_queries.events(session, job.id)
         attempts = job_queries.attempts(session, job.id)
         deliveries = webhooks.deliveries(session, job.id)
+        family = _family(services, session, project, job, view or children_view())
     return {
         "project": project,
         "job": job,
@@ -188,18 +270,25 @@ def _job_context(services: Services, actor: Actor, project: str, job_id: str) ->
         # The URLs as the API shows them: credentials in them replaced by ***.
         "deliveries": [(row, public_url(row.url)) for row in deliveries],
         "base": f"/ui/projects/{project}/jobs/{job.id}",
+        "statuses": list(JobStatus),
+        **family,
     }
 
 
 @router.get("/projects/{project}/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(
-    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+    request: Request,
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    view: ChildrenViewDep,
 ) -> Response:
     """One job whole, and the tail of its log."""
-    context = _job_context(services, actor, project, job_id)
+    context = _job_context(services, actor, project, job_id, view)
     with services.db.read() as session:
         chunks = job_queries.log_tail(session, context["job"].id, limit=LOG_CHUNKS)
-    context["log"] = "".join(chunk.text for chunk in chunks)
+    context["log"] = _segments(chunks)
     context["log_first"] = chunks[0].id if chunks else 0
     context["log_last"] = chunks[-1].id if chunks else 0
     context["log_more"] = len(chunks) == LOG_CHUNKS
@@ -208,11 +297,21 @@ def job_page(
 
 @router.get("/projects/{project}/jobs/{job_id}/live", response_class=HTMLResponse)
 def job_live(
-    request: Request, project: str, job_id: str, services: ServicesDep, actor: ConsoleActorDep
+    request: Request,
+    project: str,
+    job_id: str,
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    view: ChildrenViewDep,
 ) -> Response:
-    """The parts of a job page that change while it runs (polled until it ends)."""
-    context = _job_context(services, actor, project, job_id)
-    return render(request, "_job_live.html", context, actor=actor)
+    """The parts of a job page that change while it runs (polled until it ends; 304 when no
+    job moved since the browser's copy)."""
+    actor.check(project, write=False)
+    tag = freshness.etag(request, services)
+    if (same := freshness.unchanged(request, tag)) is not None:
+        return same
+    context = _job_context(services, actor, project, job_id, view)
+    return freshness.tagged(render(request, "_job_live.html", context, actor=actor), tag)
 
 
 @router.get("/projects/{project}/jobs/{job_id}/log")
@@ -223,7 +322,8 @@ def job_log_earlier(
     actor: ConsoleActorDep,
     before: Annotated[int, Query(ge=1, le=2**62)],
 ) -> Response:
-    """The log chunks before the chunk ``before`` (at most ``LOG_CHUNKS``): "load earlier"."""
+    """The log lines of the chunks before the chunk ``before`` (at most ``LOG_CHUNKS``), each
+    with its stream: "load earlier"."""
     actor.check(project, write=False)
     with services.db.read() as session:
         projects.get(session, project)
@@ -231,7 +331,7 @@ def job_log_earlier(
         chunks = job_queries.log_tail(session, job.id, before=before, limit=LOG_CHUNKS)
     return JSONResponse(
         {
-            "text": "".join(chunk.text for chunk in chunks),
+            "lines": [line.model_dump() for chunk in chunks for line in _lines(chunk)],
             "first": chunks[0].id if chunks else 0,
             "more": len(chunks) == LOG_CHUNKS,
         },
@@ -239,11 +339,40 @@ def job_log_earlier(
     )
 
 
-async def _log_text(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+def _lines(chunk: JobLog) -> list[LogLine]:
+    assert chunk.id is not None
+    return LogLine.lines(chunk.id, chunk.attempt, chunk.stream, chunk.text)
+
+
+def _segments(chunks: list[JobLog]) -> list[dict[str, Any]]:
+    """The log as the page shows it: stdout's text (and text of no known stream) as it is, each
+    stderr line marked, with a "stderr" label where a line starts (as ``console.js`` does)."""
+    segments: list[dict[str, Any]] = []
+    line_start = True
+    for chunk in chunks:
+        if chunk.stream is None or LOG_STREAMS.get(chunk.stream) != "stderr":
+            segments.append({"stderr": False, "text": chunk.text})
+            line_start = chunk.text.endswith("\n") if chunk.text else line_start
+            continue
+        for line in _lines(chunk):
+            segments.append({"stderr": True, "label": line_start, "text": line.text})
+            line_start = line.text.endswith("\n")
+    return segments
+
+
+async def _log_lines(batches: AsyncGenerator[list[Item]]) -> AsyncGenerator[bytes]:
+    """Each batch's lines as JSON, one a line, each with its stream (as the API's
+    ``format=json``)."""
     async with aclosing(batches):
         async for items in batches:
             if items:
-                yield b"".join(item.data for item in items)
+                yield "".join(
+                    line.model_dump_json() + "\n"
+                    for item in items
+                    for line in LogLine.lines(
+                        item.id, item.attempt, item.stream, item.data.decode()
+                    )
+                ).encode()
 
 
 @router.get("/projects/{project}/jobs/{job_id}/log/follow")
@@ -254,15 +383,15 @@ async def job_log_follow(
     actor: ConsoleActorDep,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> Response:
-    """The log after chunk ``after`` as it is written, until the job ends: the API's log
-    follow (the same feed, the same per-token cap on live streams)."""
+    """The log after chunk ``after`` as it is written, until the job ends, a JSON line per line
+    of output: the API's log follow (the same feed, the same per-token cap on live streams)."""
     actor.check(project, write=False)
     await run_in_threadpool(_job_exists, services, project, job_id)
     lease = services.streams.open(actor, project)
     return LiveStream(
-        _log_text(services.streams.logs(project, job_id, None, lease, after=after)),
+        _log_lines(services.streams.logs(project, job_id, None, lease, after=after)),
         partial(services.streams.close, lease),
-        media_type="text/plain; charset=utf-8",
+        media_type="application/x-ndjson",
     )
 
 

@@ -1,19 +1,20 @@
-"""The console's queues: lengths, concurrency, priority, and pause/resume (as ``PATCH
-.../queues/{name}`` with ``paused``)."""
+"""The console's queues: lengths, concurrency, priority, pause/resume (as ``PATCH
+.../queues/{name}`` with ``paused``), and a chart of each one's last hour (its samples)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from orchestrator.api.console.jobs import chosen_project
 from orchestrator.api.console.pages import render, see_other
 from orchestrator.api.console.session import ConsoleActorDep, FormDep
 from orchestrator.api.deps import ServicesDep
 from orchestrator.schemas.queues import QueuePublic, QueueUpdate
-from orchestrator.services import projects, queues
+from orchestrator.services import projects, queue_samples, queues
+from orchestrator.storage.models import utcnow
 from orchestrator.wakeups.topics import WORK
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -40,6 +41,36 @@ def queues_page(
         ]
     context = {"project": project, "projects": seen, "queues": rows}
     return render(request, "queues.html", context, actor=actor)
+
+
+@router.get("/queues/samples")
+def queue_samples_data(
+    services: ServicesDep,
+    actor: ConsoleActorDep,
+    project: Annotated[str, Query(max_length=300)] = "",
+) -> Response:
+    """The queues' samples of the last hour as the chart takes them: the hour's bounds and per
+    queue the minutes (seconds since the epoch), the jobs waiting at each and ended in each."""
+    now = utcnow()
+    with services.db.read() as session:
+        project, _ = chosen_project(session, actor, project)
+        found = queue_samples.last_hour(session, project, now)
+    return JSONResponse(
+        {
+            # The hour shown, in seconds since the epoch: a chart's x axis whatever it holds.
+            "start": int((queue_samples.minute_of(now) - queue_samples.SHOWN).timestamp()),
+            "end": int(queue_samples.minute_of(now).timestamp()) + 60,
+            "queues": {
+                name: {
+                    "minutes": [int(row.minute.timestamp()) for row in rows],
+                    "waiting": [row.waiting for row in rows],
+                    "ended": [row.ended for row in rows],
+                }
+                for name, rows in found.items()
+            },
+        },
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def _set_paused(
