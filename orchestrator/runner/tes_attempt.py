@@ -186,7 +186,10 @@ class TaskAttempt(Attempt):
             OutputFileRecord(url=output.url, path=output.path, size_bytes=output.size_bytes)
             for output in outcome.outputs
         ]
-        result = _result(outcome, logs)
+        # As for a job's container: a cancel asked for before the outcome is recorded wins,
+        # even over an executor that exited at the same moment.
+        cancelled = self._cancel.is_set()
+        result = attempts.AttemptResult(cancelled=True) if cancelled else _result(outcome, logs)
 
         def record(session: Session) -> None:
             tes_tasks.attempt_ended(session, self.job_id, self.number, utcnow(), outputs, logs)
