@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import Session
 
+from orchestrator.docker.log_stream import STDERR, STDOUT
 from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX
 from orchestrator.errors import ContainerFailure, EngineUnavailable, PolicyRefused
 from orchestrator.rules.masking import mask
@@ -58,6 +59,8 @@ class TaskAttempt(Attempt):
         self._stop_task = threading.Event()
         # Set when the claim turned out not to be this runner's any more.
         self._fenced = False
+        # Bytes of the executors' tails stored as the job's log.
+        self._logged = 0
 
     def cancel(self) -> None:
         """Stop the running executor and start no other; the task ends ``cancelled``."""
@@ -177,6 +180,25 @@ class TaskAttempt(Attempt):
         )
         with self.context.db.transaction() as session:
             tes_tasks.executor_ended(session, self.job_id, self.number, record)
+            self._log_tails(session, record)
+
+    def _log_tails(self, session: Session, record: ExecutorLogRecord) -> None:
+        """The executor's stdout and stderr tails as the job's log too (the native API and the
+        console show it), each under a line naming the executor, within ORCH_MAX_LOG_BYTES."""
+        end = record.end_time or utcnow()
+        for stream, text in ((STDOUT, record.stdout), (STDERR, record.stderr)):
+            if not text:
+                continue
+            heading = f"[executor {record.index} {'stdout' if stream == STDOUT else 'stderr'}]\n"
+            size = len(heading.encode()) + len(text.encode())
+            if self._logged + size > self.context.settings.max_log_bytes:
+                return
+            self._logged += size
+            # The heading is the orchestrator's own text (no stream), the tail the executor's.
+            for chunk, kind in ((heading, None), (text, stream)):
+                attempts.append_logs(
+                    session, self.context.hub, self.job_id, self.number, [(end, chunk)], kind
+                )
 
     def _finish_task(self, outcome: TaskOutcome) -> None:
         """Record the attempt's end for the task's logs and the job's outcome, in one

@@ -5,6 +5,7 @@ a job of the native API, and a runner restart in the middle of a task."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -129,6 +130,19 @@ def test_two_executors_share_a_volume_and_the_output_is_delivered(
     project = client.headers["x-project"]
     native = server.http.get(f"/v1/projects/{project}/jobs/{task_id}")
     assert native.status_code == 200 and native.json()["status"] == "succeeded"
+    # Its log holds each executor's output, marked by stream.
+    lines = server.http.get(
+        f"/v1/projects/{project}/jobs/{task_id}/logs", params={"format": "json"}
+    ).text.splitlines()
+    shown = [(line["stream"], line["text"]) for line in map(json.loads, lines)]
+    assert shown == [
+        (None, "[executor 0 stdout]\n"),
+        ("stdout", "first\n"),
+        (None, "[executor 1 stdout]\n"),
+        ("stdout", "hello from content"),
+        (None, "[executor 1 stderr]\n"),
+        ("stderr", "oops\n"),
+    ]
     assert wait_for(lambda: containers_of(docker_client, task_id) == [] or None)
 
 
