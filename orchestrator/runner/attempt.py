@@ -171,6 +171,17 @@ class Attempt:
                 self.context.settings.interruption_limit,
             )
 
+    def _not_adoptable(self, unstarted: str, started: str) -> None:
+        """After a restart, for an attempt whose supervision went with the old process: given
+        back to the queue if it never started (``unstarted`` says why), else ended as
+        interrupted (``started``: its error)."""
+        if self.container_id is None:
+            self._requeue(unstarted)
+            return
+        self._finish(
+            attempts.AttemptResult(error=started, interrupted=FailureReason.RUNNER_STOPPED)
+        )
+
     def _requeue(self, reason: str) -> None:
         with self.context.db.transaction() as session:
             attempts.requeue(

@@ -222,14 +222,9 @@ class TaskAttempt(Attempt):
         """After a restart: the executors' supervision went with the old process."""
         self._remove_executors()
         self.context.run_dirs.remove(container_name(self.job))
-        if self.container_id is None:
-            self._requeue("the runner restarted before the task's first executor started")
-            return
-        self._finish(
-            attempts.AttemptResult(
-                error="the runner restarted while the task's executors ran",
-                interrupted=FailureReason.RUNNER_STOPPED,
-            )
+        self._not_adoptable(
+            "the runner restarted before the task's first executor started",
+            "the runner restarted while the task's executors ran",
         )
 
     def _remove_executors(self) -> None:

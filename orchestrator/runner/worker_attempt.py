@@ -156,14 +156,9 @@ class WorkerAttempt(Attempt):
 
     def _give_back(self) -> None:
         """After a restart: the worker that served the attempt is gone with the old process."""
-        if self.container_id is None:
-            self._requeue("the runner restarted before a worker served the job")
-            return
-        self._finish(
-            attempts.AttemptResult(
-                error="the runner restarted while its worker container served the job",
-                interrupted=FailureReason.RUNNER_STOPPED,
-            )
+        self._not_adoptable(
+            "the runner restarted before a worker served the job",
+            "the runner restarted while its worker container served the job",
         )
 
     def _stopping(self) -> bool:
