@@ -121,6 +121,30 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+class Cleanup:
+    """Teardown work nothing after it waits for, done in the background in the order given;
+    its first error fails the end of the session."""
+
+    def __init__(self) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1)
+        self._done: list[Future[None]] = []
+
+    def submit(self, work: Callable[..., None], *args: Any) -> None:
+        self._done.append(self._worker.submit(work, *args))
+
+    def finish(self) -> None:
+        self._worker.shutdown(wait=True)
+        for done in self._done:
+            done.result()
+
+
+@pytest.fixture(scope="session")
+def cleanup() -> Iterator[Cleanup]:
+    background = Cleanup()
+    yield background
+    background.finish()
+
+
 # --- databases -----------------------------------------------------------------------------
 
 
@@ -133,7 +157,7 @@ def postgres_admin() -> psycopg.Connection[Any]:
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
 def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated: MigratedTemplates
+    request: pytest.FixtureRequest, tmp_path: Path, migrated: MigratedTemplates, cleanup: Cleanup
 ) -> Iterator[str]:
     """A fresh database for one test: empty, or migrated (a copy of the session's template,
     with an installation id of its own) when only its servers (``make_settings``) use it and
@@ -155,7 +179,7 @@ def database_url(
     assert name is not None
     base, _, _ = POSTGRES_URL.rpartition("/")
     yield f"{base}/{name}"
-    drop_database(name)
+    cleanup.submit(drop_database, name)  # nothing uses it any more
 
 
 # --- migrated templates ----------------------------------------------------------------------
@@ -415,30 +439,6 @@ def server_settings(
     }
     values.update(overrides)
     return Settings(**values)
-
-
-class Cleanup:
-    """Teardown work nothing after it waits for, done in the background in the order given;
-    its first error fails the end of the session."""
-
-    def __init__(self) -> None:
-        self._worker = ThreadPoolExecutor(max_workers=1)
-        self._done: list[Future[None]] = []
-
-    def submit(self, work: Callable[..., None], *args: Any) -> None:
-        self._done.append(self._worker.submit(work, *args))
-
-    def finish(self) -> None:
-        self._worker.shutdown(wait=True)
-        for done in self._done:
-            done.result()
-
-
-@pytest.fixture(scope="session")
-def cleanup() -> Iterator[Cleanup]:
-    background = Cleanup()
-    yield background
-    background.finish()
 
 
 @pytest.fixture
