@@ -9,14 +9,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +121,30 @@ def busybox_image(docker_client: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+class Cleanup:
+    """Teardown work nothing after it waits for, done in the background in the order given;
+    its first error fails the end of the session."""
+
+    def __init__(self) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1)
+        self._done: list[Future[None]] = []
+
+    def submit(self, work: Callable[..., None], *args: Any) -> None:
+        self._done.append(self._worker.submit(work, *args))
+
+    def finish(self) -> None:
+        self._worker.shutdown(wait=True)
+        for done in self._done:
+            done.result()
+
+
+@pytest.fixture(scope="session")
+def cleanup() -> Iterator[Cleanup]:
+    background = Cleanup()
+    yield background
+    background.finish()
+
+
 # --- databases -----------------------------------------------------------------------------
 
 
@@ -129,21 +156,145 @@ def postgres_admin() -> psycopg.Connection[Any]:
 @pytest.fixture(
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)],
 )
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database for one test."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated: MigratedTemplates, cleanup: Cleanup
+) -> Iterator[str]:
+    """A fresh database for one test: empty, or migrated (a copy of the session's template,
+    with an installation id of its own) when only its servers (``make_settings``) use it and
+    the test is not marked ``fresh_database``."""
+    fresh = request.node.get_closest_marker("fresh_database") is not None
+    from_template = not fresh and only_servers_use_the_database(request)
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'orchestrator.db'}"
+        path = tmp_path / "orchestrator.db"
+        if from_template:
+            migrated.copy_sqlite(path)
+        yield f"sqlite:///{path}"
         return
     try:
         admin = postgres_admin()
     except psycopg.OperationalError:
         unavailable(f"PostgreSQL at {POSTGRES_URL}")
-    name = f"orch_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    name = migrated.take_postgres(from_template) or migrated.take_postgres(False)
+    assert name is not None
     base, _, _ = POSTGRES_URL.rpartition("/")
     yield f"{base}/{name}"
-    drop_database(name)
+    cleanup.submit(drop_database, name)  # nothing uses it any more
+
+
+# --- migrated templates ----------------------------------------------------------------------
+# Most tests' servers would run every migration on their fresh database (0.2 to 0.5 s each,
+# ~800 tests): they get a copy of one migrated in the session instead. A test (or a fixture
+# of its own) that takes ``database_url`` itself, or is marked ``fresh_database`` (its server
+# must make the database), gets an empty database as before: the migrations from scratch are
+# tested there (tests/services/test_migrations.py, both databases).
+
+
+def only_servers_use_the_database(request: pytest.FixtureRequest) -> bool:
+    """True when no fixture but ``make_settings`` (and the test not) takes ``database_url``:
+    then only the servers started on it see it, and they would migrate it first."""
+    info = request.node._fixtureinfo
+    if "database_url" in info.argnames:
+        return False
+    return not any(
+        "database_url" in definition.argnames
+        for name, definitions in info.name2fixturedefs.items()
+        if name not in ("database_url", "make_settings")
+        for definition in definitions
+    )
+
+
+class MigratedTemplates:
+    """A SQLite file and a PostgreSQL database at the newest revision, each made on first use;
+    each copy gets an installation id of its own, as a database migrated alone would."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._sqlite: Path | None = None
+        self._postgres: str | None = None
+        # One database of each kind (migrated or not) is made ahead, in the background:
+        # CREATE DATABASE takes 0.2 to 0.5 s.
+        self._maker = ThreadPoolExecutor(max_workers=1)
+        self._next: dict[bool, Future[str | None]] = {}
+
+    def copy_sqlite(self, path: Path) -> None:
+        if self._sqlite is None:
+            template = self._root / "template.db"
+            migrate(f"sqlite:///{template}")
+            self._sqlite = template
+        shutil.copy(self._sqlite, path)  # its mode too (the database is a private file)
+        with sqlite3.connect(path) as connection:
+            connection.execute(*new_installation())
+        connection.close()
+
+    def take_postgres(self, migrated: bool) -> str | None:
+        """The name of a fresh database, copied from the template or empty, made while the
+        previous test ran (and the next one begun); None if the template stayed busy
+        (autovacuum)."""
+        template = None
+        if migrated:
+            if self._postgres is None:
+                self._postgres = f"orch_template_{uuid.uuid4().hex[:12]}"
+                with postgres_admin() as admin:
+                    admin.execute(f'CREATE DATABASE "{self._postgres}"')
+                migrate(f"{POSTGRES_URL.rpartition('/')[0]}/{self._postgres}")
+            template = self._postgres
+        ready = self._next.get(migrated) or self._maker.submit(self._create_postgres, template)
+        self._next[migrated] = self._maker.submit(self._create_postgres, template)
+        return ready.result()
+
+    @staticmethod
+    def _create_postgres(template: str | None) -> str | None:
+        name = f"orch_test_{uuid.uuid4().hex[:12]}"
+        with postgres_admin() as admin:
+            if template is None:
+                admin.execute(f'CREATE DATABASE "{name}"')
+                return name
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+                    break
+                except psycopg.errors.ObjectInUse:
+                    if time.monotonic() > deadline:
+                        return None
+                    time.sleep(0.1)
+        url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(f"{url.rpartition('/')[0]}/{name}", connect_timeout=3) as copy:
+            statement, values = new_installation()
+            copy.execute(statement.replace("?", "%s"), values)
+        return name
+
+    def close(self) -> None:
+        """Drop the databases made ahead and the template."""
+        for made in self._next.values():
+            left = made.result() if made.exception() is None else None
+            if left is not None:
+                drop_database(left)
+        self._maker.shutdown()
+        if self._postgres is not None:
+            drop_database(self._postgres)
+
+
+def migrate(url: str) -> None:
+    db = Database(url)
+    try:
+        db.upgrade_schema()
+    finally:
+        db.dispose()
+
+
+def new_installation() -> tuple[str, tuple[str, str]]:
+    """The statement (and its values) that gives a copied database an installation of its own."""
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")  # naive UTC, as the models store
+    return "UPDATE installation SET id = ?, create_time = ?", (uuid.uuid4().hex, now)
+
+
+@pytest.fixture(scope="session")
+def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    templates = MigratedTemplates(tmp_path_factory.mktemp("migrated"))
+    yield templates
+    templates.close()
 
 
 def drop_database(name: str, timeout: float = 30.0) -> None:
@@ -295,6 +446,7 @@ def make_server(
     make_settings: Callable[..., Settings],
     busybox_image: str,
     docker_client: docker.DockerClient,
+    cleanup: Cleanup,
 ) -> Iterator[Callable[..., LiveServer]]:
     """Start live servers (stopped, and their containers removed, at the end of the test)."""
     started: list[LiveServer] = []
@@ -307,8 +459,10 @@ def make_server(
     yield make
     for server in started:
         server.stop()
+    # Stopped, a server's installation is touched by nothing else of the session: its removal
+    # (~0.15 s of engine calls) goes on while the next test runs.
     for server in started:
-        remove_installation(docker_client, installation_of(server.settings))
+        cleanup.submit(remove_installation, docker_client, installation_of(server.settings))
 
 
 def remove_installation(docker_client: docker.DockerClient, installation: str) -> None:

@@ -79,6 +79,7 @@ def test_a_link_among_the_private_files_is_not_followed(tmp_path: Path) -> None:
     assert mode(elsewhere) == 0o644
 
 
+@pytest.mark.fresh_database  # the server makes the database file itself
 def test_a_fresh_start_under_umask_022_makes_everything_private(
     umask_022: None, make_server: Callable[..., LiveServer], caplog: pytest.LogCaptureFixture
 ) -> None:
