@@ -198,7 +198,8 @@ class Settings(BaseSettings):
     tes_project: str = Field(default="default", pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
     tes_queue: str = Field(default="tes", pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
     # Read by the runner: host directories file:// inputs may come from (comma-separated; none:
-    # file:// inputs are refused), where file:// outputs may go (None: <data dir>/tes-outputs),
+    # file:// inputs are refused), where file:// outputs may go (a folder per project in it;
+    # None: <data dir>/tes-outputs),
     # and the largest http(s) input it downloads (bytes).
     tes_input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     tes_output_root: Path | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -129,7 +130,11 @@ class TaskAttempt(Attempt):
                 user=spec.user,
                 nano_cpus=int(spec.cpus * 1e9) if spec.cpus else None,
                 memory_bytes=spec.memory,
-                settings=self.context.tes_files,
+                # Each project writes its outputs in its own folder of the output root.
+                settings=replace(
+                    self.context.tes_files,
+                    output_root=self.context.tes_files.output_root / self.job.project,
+                ),
                 cancel=self._stop_task,
                 on_executor_started=self._executor_started,
                 on_executor_ended=self._executor_ended,

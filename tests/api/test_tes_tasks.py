@@ -349,7 +349,8 @@ def test_service_info(project: Tenant, server: LiveServer) -> None:
 
     assert info["type"] == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
     assert info["name"] == "orchestrator" and info["version"]
-    output_root = server.settings.resolved_tes_output_root().absolute()
+    # The output root is the project's own folder of ORCH_TES_OUTPUT_ROOT.
+    output_root = server.settings.resolved_tes_output_root().absolute() / project.name
     assert info["storage"] == [output_root.as_uri(), "http://", "https://"]
     assert info["tesResources_backend_parameters"] == []
 

@@ -67,8 +67,9 @@ def client(server: LiveServer) -> Iterator[httpx.Client]:
         yield tes_client
 
 
-def output_root(server: LiveServer) -> Path:
-    return Path(server.settings.resolved_tes_output_root())
+def output_root(server: LiveServer, client: httpx.Client) -> Path:
+    """The client's project's own folder of the output root."""
+    return Path(server.settings.resolved_tes_output_root()) / client.headers["x-project"]
 
 
 def submit(client: httpx.Client, **body: Any) -> str:
@@ -99,7 +100,7 @@ def containers_of(docker_client: docker.DockerClient, task_id: str) -> list[Any]
 def test_two_executors_share_a_volume_and_the_output_is_delivered(
     server: LiveServer, client: httpx.Client, docker_client: docker.DockerClient
 ) -> None:
-    destination = output_root(server) / uuid.uuid4().hex / "result.txt"
+    destination = output_root(server, client) / uuid.uuid4().hex / "result.txt"
     task_id = submit(
         client,
         name="pipeline",
@@ -278,3 +279,19 @@ def test_py_tes_cancels_a_running_task(
     assert py_tes.get_task(task_id).state in {"CANCELING", "CANCELED"}
     wait_for(lambda: py_tes.get_task(task_id).state == "CANCELED" or None, timeout=60)
     assert wait_for(lambda: containers_of(docker_client, task_id) == [] or None)
+
+
+def test_a_task_cannot_write_in_another_projects_output_folder(
+    server: LiveServer, client: httpx.Client
+) -> None:
+    other = Path(server.settings.resolved_tes_output_root()) / "someone-else" / "result.txt"
+    task_id = submit(
+        client,
+        volumes=["/out"],
+        outputs=[{"path": "/out/result.txt", "url": other.as_uri()}],
+        executors=[executor("sh", "-c", "echo mine > /out/result.txt")],
+    )
+    task = ended(client, task_id)
+    assert task["state"] == "SYSTEM_ERROR"
+    assert not other.exists()
+    assert task["logs"][0]["outputs"] == []

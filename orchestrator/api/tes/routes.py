@@ -46,11 +46,13 @@ TASK_DOCUMENT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/service-info", response_model=TesServiceInfo)
-def get_service_info(services: ServicesDep, actor: TesActorDep) -> TesServiceInfo:
+def get_service_info(request: Request, services: ServicesDep, actor: TesActorDep) -> TesServiceInfo:
     """GA4GH service-info of this TES service: its type, name and version, and the storage a
-    task's inputs and outputs may use (file:// roots on the runners' hosts, and http(s) inputs)."""
+    task's inputs and outputs may use (file:// roots on the runners' hosts, the output root
+    being the project's own folder, and http(s) inputs)."""
     settings = services.settings
-    roots = [*settings.tes_input_roots, settings.resolved_tes_output_root()]
+    project = tes_project(request, services, actor)
+    roots = [*settings.tes_input_roots, settings.resolved_tes_output_root() / project]
     storage = [root.absolute().as_uri() for root in roots]
     storage += [f"{scheme}://" for scheme in INPUT_SCHEMES if scheme != "file"]
     return TesServiceInfo(
