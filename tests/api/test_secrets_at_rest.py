@@ -406,6 +406,7 @@ def test_secret_key_setting_with_two_keys(make_server: Callable[..., LiveServer]
     assert "you may remove the 1 other key(s)" in output
 
 
+@pytest.mark.fresh_database  # it checks that the start touched no table
 def test_malformed_secret_key_is_a_startup_error_without_the_value(
     make_settings: Callable[..., Settings],
 ) -> None:
