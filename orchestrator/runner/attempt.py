@@ -15,8 +15,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session
-
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.errors import (
     ContainerFailure,
@@ -153,14 +151,8 @@ class Attempt:
     def _engine(self) -> DockerEngine:
         return self.context.engine
 
-    def _finish(
-        self, result: attempts.AttemptResult, also: Callable[[Session], None] | None = None
-    ) -> None:
-        """Record the attempt's outcome (and ``also`` what a kind of attempt records with it,
-        in the same transaction)."""
+    def _finish(self, result: attempts.AttemptResult) -> None:
         with self.context.db.transaction() as session:
-            if also is not None:
-                also(session)
             attempts.finish(
                 session,
                 self.context.hub,

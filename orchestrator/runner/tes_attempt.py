@@ -213,15 +213,24 @@ class TaskAttempt(Attempt):
             OutputFileRecord(url=output.url, path=output.path, size_bytes=output.size_bytes)
             for output in outcome.outputs
         ]
-        # As for a job's container: a cancel asked for before the outcome is recorded wins,
-        # even over an executor that exited at the same moment.
-        cancelled = self._cancel.is_set()
-        result = attempts.AttemptResult(cancelled=True) if cancelled else _result(outcome, logs)
-
-        def record(session: Session) -> None:
+        result = _result(outcome, logs)
+        with self.context.db.transaction() as session:
+            job = attempts.held(session, self.job_id, self.context.name, self.number)
+            # A cancel asked for before the outcome is recorded wins (the API answered it and
+            # shows the task CANCELING): even over an executor that exited at that moment, and
+            # even before this runner was told of it.
+            if self._cancel.is_set() or (job is not None and job.cancel_requested):
+                result = attempts.AttemptResult(cancelled=True)
             tes_tasks.attempt_ended(session, self.job_id, self.number, utcnow(), outputs, logs)
-
-        self._finish(result, also=record)
+            attempts.finish(
+                session,
+                self.context.hub,
+                self.job_id,
+                self.context.name,
+                self.number,
+                result,
+                self.context.settings.interruption_limit,
+            )
 
     def _give_back(self) -> None:
         """After a restart: the executors' supervision went with the old process."""

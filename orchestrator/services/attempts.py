@@ -30,6 +30,8 @@ from orchestrator.wakeups.hub import Hub
 from orchestrator.wakeups.topics import job_topic
 
 CLAIM_LOCK = "orchestrator.claim"
+# Heads a claim reads before it gives up on this pass (each one a cancel ended meanwhile).
+CLAIM_TRIES = 3
 
 
 def queue_filter(queues: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -92,6 +94,17 @@ def _next_in_queue(session: Session, queue: Queue, now: datetime) -> Job | None:
     return session.exec(statement).first()
 
 
+def _best_head(session: Session, queues: Sequence[str] | None, now: datetime) -> Job | None:
+    """The next job to claim. Queues of equal priority compete on job priority and submit
+    order: each one's next job is taken and the best kept. A higher-priority group with any
+    runnable job wins outright."""
+    for _, group in groupby(_claimable_queues(session, queues), key=lambda queue: queue.priority):
+        heads = [head for queue in group if (head := _next_in_queue(session, queue, now))]
+        if heads:
+            return min(heads, key=lambda head: (-head.priority, head.seq or 0))
+    return None
+
+
 def claim(
     session: Session, runner: str, hub: Hub | None = None, queues: Sequence[str] | None = None
 ) -> Job | None:
@@ -102,15 +115,17 @@ def claim(
     """
     serialize(session, CLAIM_LOCK)
     now = utcnow()
-    job: Job | None = None
-    # Queues of equal priority compete on job priority and submit order: take each one's next
-    # job and keep the best. A higher-priority group with any runnable job wins outright.
-    for _, group in groupby(_claimable_queues(session, queues), key=lambda queue: queue.priority):
-        heads = [head for queue in group if (head := _next_in_queue(session, queue, now))]
-        if heads:
-            job = min(heads, key=lambda head: (-head.priority, head.seq or 0))
+    for _ in range(CLAIM_TRIES):
+        job = _best_head(session, queues, now)
+        if job is None:
+            return None
+        # The head was read without a lock: lock it and read it afresh, for a cancel may have
+        # ended it since (on PostgreSQL the update below would otherwise overwrite the cancel,
+        # and the cancelled job would run).
+        session.refresh(job, with_for_update=True)
+        if job.status is JobStatus.QUEUED:
             break
-    if job is None:
+    else:
         return None
     transition(
         session,
