@@ -75,12 +75,13 @@ class TaskAttempt(Attempt):
 
     @property
     def _labels(self) -> dict[str, str]:
-        """The labels of this attempt's executor containers that name it."""
-        spec = container_spec(
-            self.job, {}, self.context.name, self.context.settings, self.context.installation
-        )
-        keys = (INSTALLATION_LABEL, f"{LABEL_PREFIX}job-id", f"{LABEL_PREFIX}attempt")
-        return {key: spec.labels[key] for key in keys}
+        """The labels of this attempt's executor containers that name it (as
+        ``container_spec`` sets them)."""
+        return {
+            INSTALLATION_LABEL: self.context.installation,
+            f"{LABEL_PREFIX}job-id": self.job_id,
+            f"{LABEL_PREFIX}attempt": str(self.number),
+        }
 
     def _run(self) -> None:
         if self.adopted:
