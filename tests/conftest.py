@@ -150,7 +150,19 @@ def cleanup() -> Iterator[Cleanup]:
 
 def postgres_admin() -> psycopg.Connection[Any]:
     url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-    return psycopg.connect(url, autocommit=True, connect_timeout=3)
+    return connect_patiently(url, autocommit=True)
+
+
+def connect_patiently(url: str, **options: Any) -> psycopg.Connection[Any]:
+    """A connection, retried for up to 30 s while connecting times out (a server busy with the
+    suite's load on two cores has missed 3 s once); a refused one (no server) fails at once."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return psycopg.connect(url, connect_timeout=3, **options)
+        except psycopg.errors.ConnectionTimeout:
+            if time.monotonic() > deadline:
+                raise
 
 
 @pytest.fixture(
@@ -260,7 +272,7 @@ class MigratedTemplates:
                         return None
                     time.sleep(0.1)
         url = POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(f"{url.rpartition('/')[0]}/{name}", connect_timeout=3) as copy:
+        with connect_patiently(f"{url.rpartition('/')[0]}/{name}") as copy:
             statement, values = new_installation()
             copy.execute(statement.replace("?", "%s"), values)
         return name
