@@ -35,6 +35,7 @@ from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.outbound import OutboundRule, parse_networks
 from orchestrator.rules.policy import POLICY_FIELDS, ContainerPolicy, PolicySettings, setting_name
 from orchestrator.rules.project_caps import ProjectCaps
+from orchestrator.rules.tes_storage import TesStorage
 from orchestrator.rules.units import parse_duration, parse_retention, parse_size
 
 
@@ -204,6 +205,13 @@ class Settings(BaseSettings):
     tes_input_roots: Annotated[list[Path], NoDecode] = Field(default_factory=list)
     tes_output_root: Path | None = None
     tes_http_input_max_bytes: int = Field(default=1024**3, ge=1)
+    # s3:// inputs and outputs: the buckets tasks may name (comma-separated; ``*``: any the
+    # credentials reach; none: s3:// is refused), the S3 endpoint (None: AWS's, by region)
+    # and region. Credentials come from boto3's usual places (AWS_ACCESS_KEY_ID and
+    # AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role) on each runner's host.
+    tes_s3_buckets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    tes_s3_endpoint_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    tes_s3_region: str | None = Field(default=None, pattern=r"^[a-z0-9-]+$")
 
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_output_bytes: int = Field(default=1_048_576, ge=1024)
@@ -290,7 +298,7 @@ class Settings(BaseSettings):
             return {k: _comma_list(v) if k in _POLICY_LISTS else v for k, v in value.items()}
         return value
 
-    @field_validator("runner_queues", "tes_input_roots", mode="before")
+    @field_validator("runner_queues", "tes_input_roots", "tes_s3_buckets", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         return _comma_list(value)
@@ -322,6 +330,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    def tes_storage(self) -> TesStorage:
+        """The URL schemes (and S3 buckets) TES tasks' inputs and outputs may name."""
+        return TesStorage(s3_buckets=tuple(self.tes_s3_buckets))
 
     def resolved_tes_output_root(self) -> Path:
         """Where TES file:// outputs may be written: ``ORCH_TES_OUTPUT_ROOT``, else

@@ -25,6 +25,7 @@ from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.runner.claim_loop import Runner
 from orchestrator.runner.tes_files import TesFileSettings
+from orchestrator.runner.tes_s3 import S3Store
 from orchestrator.services import projects, runners, tokens
 from orchestrator.services.schedules import Checks
 from orchestrator.services.tokens import VerifiedTokens
@@ -53,13 +54,17 @@ def private_paths(settings: Settings) -> list[Path]:
 
 def tes_file_settings(settings: Settings) -> TesFileSettings:
     """Where TES tasks' files may come from and go to; their http(s) inputs are downloaded
-    through the outbound guard, as webhooks are sent."""
+    through the outbound guard, as webhooks are sent (the S3 endpoint is the operator's)."""
     rule = settings.outbound_rule()
     return TesFileSettings(
         input_roots=tuple(settings.tes_input_roots),
         output_root=settings.resolved_tes_output_root(),
         http_input_max_bytes=settings.tes_http_input_max_bytes,
         http_transport=lambda: guarded_transport(rule, httpx.Limits(max_connections=4)),
+        storage=settings.tes_storage(),
+        s3=S3Store(settings.tes_s3_endpoint_url, settings.tes_s3_region)
+        if settings.tes_s3_buckets
+        else None,
     )
 
 

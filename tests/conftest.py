@@ -6,6 +6,7 @@ Tests that need Docker or PostgreSQL skip when it is absent locally, and fail wh
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -143,6 +144,54 @@ def cleanup() -> Iterator[Cleanup]:
     background = Cleanup()
     yield background
     background.finish()
+
+
+# --- an S3 store ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """A local S3-compatible store (moto's server, in this process) and a boto3 client of it.
+    Its credentials are in this process's environment, where boto3 finds them (as a runner
+    would find its own)."""
+
+    endpoint_url: str
+    client: Any
+
+    def new_bucket(self) -> str:
+        """A bucket of the test's own."""
+        name = f"orch-test-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        unavailable("moto's S3 server (pip install 'moto[server]')")
+    credentials = {
+        "AWS_ACCESS_KEY_ID": "orch-test-key",
+        "AWS_SECRET_ACCESS_KEY": "orch-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line for every request
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    try:
+        yield S3Server(endpoint, boto3.client("s3", endpoint_url=endpoint))
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # --- databases -----------------------------------------------------------------------------

@@ -17,12 +17,15 @@ import fnmatch
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import unquote, urlsplit
 
 import httpx
+
+from orchestrator.rules.tes_storage import S3Location, TesStorage, s3_location
+from orchestrator.runner.tes_s3 import S3Error, S3Store
 
 # Bytes copied at a time.
 _BLOCK = 1024 * 1024
@@ -44,6 +47,9 @@ class TesFileSettings:
     makes the transport downloads go through; the server's is guarded by the outbound rule
     (``background.outbound.guarded_transport``), so an input URL cannot reach internal
     addresses. ``http_timeout``: seconds a download may wait for the other side at any step.
+    ``storage``: the schemes and S3 buckets allowed (checked again here: a task may have been
+    posted under other settings). ``s3``: the store ``s3://`` URLs name; ``http_input_max_bytes``
+    bounds each object downloaded from it too.
     """
 
     input_roots: tuple[Path, ...]
@@ -51,13 +57,15 @@ class TesFileSettings:
     http_input_max_bytes: int
     http_transport: Callable[[], httpx.BaseTransport]
     http_timeout: float = 30.0
+    storage: TesStorage = field(default_factory=TesStorage)
+    s3: S3Store | None = None
 
 
 @dataclass(frozen=True)
 class OutputFile:
     """One file a task's outputs delivered."""
 
-    url: str  # where it was written, file://...
+    url: str  # where it was written, file://... or s3://...
     path: str  # the path inside the container
     size_bytes: int
 
@@ -269,6 +277,9 @@ def stage_input(
     url = str(item.get("url") or "")
     scheme = urlsplit(url).scheme.lower()
     try:
+        refusal = settings.storage.refusal(url, output=False)
+        if refusal is not None:
+            raise TesFileError(refusal)
         if scheme in ("file", ""):
             source = _local_source(url, what, settings.input_roots)
             if directory:
@@ -280,7 +291,7 @@ def stage_input(
                 raise TesFileError("a DIRECTORY input cannot come from http(s)")
             _download(url, host_path(task_dir, parts, make_parents=True), settings)
         else:
-            raise TesFileError(f"the scheme {scheme}:// is not supported (file, http, https)")
+            _s3_in(url, task_dir, parts, directory, settings)
     except TesFileError as exc:
         raise TesFileError(f"{what} ({shown_url(url)}): {exc}") from None
     except OSError as exc:
@@ -376,18 +387,88 @@ def _download(url: str, target: Path, settings: TesFileSettings) -> None:
         raise TesFileError(f"the download failed: {exc}") from None
 
 
+def _s3_store(settings: TesFileSettings) -> S3Store:
+    if settings.s3 is None:
+        raise TesFileError("s3:// is not configured on this runner")
+    return settings.s3
+
+
+def _s3_in(
+    url: str, task_dir: Path, parts: tuple[str, ...], directory: bool, settings: TesFileSettings
+) -> None:
+    """Download the object (or every object under the prefix) an ``s3://`` URL names."""
+    store, location = _s3_store(settings), s3_location(url)
+    limit = settings.http_input_max_bytes
+    try:
+        if not directory:
+            with open_for_writing(host_path(task_dir, parts, make_parents=True)) as target:
+                store.download(location, target, limit)
+            return
+        make_dir(task_dir, parts)
+        for relative, key in store.objects_under(location):
+            path = host_path(task_dir, parts + relative, make_parents=True)
+            with open_for_writing(path) as target:
+                store.download(replace(location, key=key), target, limit)
+    except S3Error as exc:
+        raise TesFileError(str(exc)) from None
+
+
 # --- outputs ---------------------------------------------------------------------------------
 
 
+class _Destination(Protocol):
+    """Where an output's file (or, below it, a directory's files) is written."""
+
+    def child(self, *names: str) -> _Destination:
+        """The destination of a file below this one."""
+        ...
+
+    def write(self, source: BinaryIO) -> tuple[str, int]:
+        """Write ``source`` here; the URL written and its size."""
+        ...
+
+
+@dataclass(frozen=True)
+class _FileDestination:
+    path: Path
+    output_root: Path
+
+    def child(self, *names: str) -> _FileDestination:
+        return _FileDestination(self.path.joinpath(*names), self.output_root)
+
+    def write(self, source: BinaryIO) -> tuple[str, int]:
+        target = _writable(self.path, self.output_root)
+        with open_for_writing(target) as writer:
+            return target.as_uri(), _copy(source, writer)
+
+
+@dataclass(frozen=True)
+class _S3Destination:
+    store: S3Store
+    location: S3Location
+
+    def child(self, *names: str) -> _S3Destination:
+        key = "/".join((self.location.key.rstrip("/"), *names))
+        return _S3Destination(self.store, replace(self.location, key=key))
+
+    def write(self, source: BinaryIO) -> tuple[str, int]:
+        size = os.fstat(source.fileno()).st_size  # the executors have exited: it stays so
+        try:
+            self.store.upload(source, self.location)
+        except S3Error as exc:
+            raise TesFileError(str(exc)) from None
+        return f"s3://{self.location.bucket}/{self.location.key}", size
+
+
 def deliver_output(
-    output: dict[str, Any], index: int, task_dir: Path, output_root: Path
+    output: dict[str, Any], index: int, task_dir: Path, settings: TesFileSettings
 ) -> list[OutputFile]:
-    """Copy one output from the task's directory to its ``file://`` URL under
-    ``output_root``; every file written, with its size."""
+    """Copy one output from the task's directory to its URL: a ``file://`` one under the
+    output root, or an ``s3://`` one; every file written, with its size."""
     what = f"outputs[{index}]"
     url = str(output.get("url") or "")
     try:
-        destination = _destination(url, output_root)
+        destination = _destination(url, settings)
         path = output["path"]
         if _has_wildcards(path):
             prefix = _prefix_of(output, what)
@@ -397,7 +478,7 @@ def deliver_output(
                 if parts[: len(prefix_parts)] != prefix_parts:
                     raise TesFileError(f"{'/'.join(parts)} is not under the path_prefix")
                 relative = parts[len(prefix_parts) :]
-                delivered += _deliver(task_dir, parts, destination.joinpath(*relative), output_root)
+                delivered += _deliver(task_dir, parts, destination.child(*relative))
             return delivered
         parts = container_parts(path, f"{what}.path")
         source = host_path(task_dir, parts)
@@ -408,18 +489,27 @@ def deliver_output(
             raise TesFileError(f"{path} is not a directory")
         if output.get("type") != "DIRECTORY" and stat.S_ISDIR(found.st_mode):
             raise TesFileError(f"{path} is a directory (type FILE)")
-        return _deliver(task_dir, parts, destination, output_root)
+        return _deliver(task_dir, parts, destination)
     except TesFileError as exc:
         raise TesFileError(f"{what} ({shown_url(url)}): {exc}") from None
     except OSError as exc:
         raise TesFileError(f"{what} ({shown_url(url)}): {_os_reason(exc)}") from None
 
 
-def _destination(url: str, output_root: Path) -> Path:
-    """The host path of an output URL: a ``file://`` (or bare) path inside the output root."""
+def _destination(url: str, settings: TesFileSettings) -> _Destination:
+    """Where an output URL's files go: a ``file://`` (or bare) path inside the output root, or
+    an allowed ``s3://`` bucket."""
+    refusal = settings.storage.refusal(url, output=True)
+    if refusal is not None:
+        raise TesFileError(refusal)
+    if urlsplit(url).scheme.lower() == "s3":
+        return _S3Destination(_s3_store(settings), s3_location(url))
+    return _FileDestination(_file_destination(url, settings.output_root), settings.output_root)
+
+
+def _file_destination(url: str, output_root: Path) -> Path:
+    """The host path of a ``file://`` (or bare) output URL, inside the output root."""
     parts = urlsplit(url)
-    if parts.scheme.lower() not in ("file", ""):
-        raise TesFileError(f"the scheme {parts.scheme}:// is not supported for outputs (file)")
     if parts.netloc not in ("", "localhost"):
         raise TesFileError("a file:// URL must name no host")
     path = container_parts(unquote(parts.path), "url")
@@ -443,9 +533,7 @@ def _writable(target: Path, output_root: Path) -> Path:
     return target
 
 
-def _deliver(
-    task_dir: Path, parts: tuple[str, ...], destination: Path, output_root: Path
-) -> list[OutputFile]:
+def _deliver(task_dir: Path, parts: tuple[str, ...], destination: _Destination) -> list[OutputFile]:
     """Copy the file or directory at the container path ``parts`` to ``destination``."""
     source = host_path(task_dir, parts)
     found = _no_link(source)
@@ -454,18 +542,14 @@ def _deliver(
     if stat.S_ISDIR(found.st_mode):
         delivered: list[OutputFile] = []
         for relative in _tree_files(source):
-            delivered += _deliver(
-                task_dir, parts + relative, destination.joinpath(*relative), output_root
-            )
+            delivered += _deliver(task_dir, parts + relative, destination.child(*relative))
         return delivered
     opened = open_regular(source)
     if opened is None:
         raise TesFileError(f"{'/' + '/'.join(parts)} does not exist")
     with opened as reader:
-        target = _writable(destination, output_root)
-        with open_for_writing(target) as writer:
-            size = _copy(reader, writer)
-    return [OutputFile(url=target.as_uri(), path="/" + "/".join(parts), size_bytes=size)]
+        url, size = destination.write(reader)
+    return [OutputFile(url=url, path="/" + "/".join(parts), size_bytes=size)]
 
 
 def _tree_files(directory: Path) -> Iterator[tuple[str, ...]]:

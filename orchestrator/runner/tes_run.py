@@ -255,7 +255,7 @@ class _TaskRun:
         if state == "complete":
             try:
                 for index, output in enumerate(task.get("outputs") or []):
-                    outputs += deliver_output(output, index, self.task_dir, settings.output_root)
+                    outputs += deliver_output(output, index, self.task_dir, settings)
             except TesFileError as exc:
                 logs.append(str(exc))
                 state = "system_error"

@@ -2,9 +2,10 @@
 document names its fields, enums and defaults, and the views the service answers with.
 
 Validation here is the spec's plus what this server needs to run a task safely (absolute paths,
-supported URL schemes, bounded tags); each refusal names its field. Fields the spec marks
-read-only (``id``, ``state``, ``logs``, ``creation_time``) and fields it does not know are
-ignored in a posted task, as TES clients send them back and forth.
+bounded tags); each refusal names its field. The URL schemes it supports are configured, so the
+service checks them (``rules.tes_storage``). Fields the spec marks read-only (``id``,
+``state``, ``logs``, ``creation_time``) and fields it does not know are ignored in a posted
+task, as TES clients send them back and forth.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -41,8 +41,6 @@ MAX_NAME_CHARS = 255
 # Executors, inputs, outputs and volumes of one task (the body size bounds them anyway).
 MAX_EXECUTORS = 100
 MAX_FILES = 1000
-INPUT_SCHEMES = ("file", "http", "https")
-OUTPUT_SCHEMES = ("file",)
 # POSIX pattern characters (IEEE Std 1003.1-2017, 2.13): an output path holding one is a pattern.
 WILDCARDS = frozenset("*?[")
 # ``resources.backend_parameters`` keys this server knows: none (it has one kind of machine).
@@ -92,10 +90,6 @@ AbsolutePath = Annotated[Text, AfterValidator(_absolute)]
 TagText = Annotated[Text, StringConstraints(max_length=MAX_TAG_CHARS)]
 
 
-def _scheme(url: str) -> str:
-    return urlsplit(url).scheme.lower()
-
-
 class _Lenient(BaseModel):
     # Unknown and read-only fields are ignored (clients echo what they got).
     model_config = ConfigDict(extra="ignore")
@@ -137,16 +131,12 @@ class TesInput(_Lenient):
 
     @field_validator("url")
     @classmethod
-    def _supported(cls, value: str | None) -> str | None:
+    def _bare_path(cls, value: str | None) -> str | None:
         if value is None or value == "":
             return value
-        # The spec lists a bare absolute path as a URL form: it is a file:// URL.
-        if value.startswith("/"):
-            return "file://" + value
-        if _scheme(value) not in INPUT_SCHEMES:
-            supported = ", ".join(INPUT_SCHEMES)
-            raise ValueError(f"scheme '{_scheme(value)}' is not supported (supported: {supported})")
-        return value
+        # The spec lists a bare absolute path as a URL form: it is a file:// URL. Which schemes
+        # this server supports is the service's check (``rules.tes_storage``: configured).
+        return "file://" + value if value.startswith("/") else value
 
     @model_validator(mode="after")
     def _has_source(self) -> TesInput:
@@ -172,15 +162,8 @@ class TesOutput(_Lenient):
 
     @field_validator("url")
     @classmethod
-    def _supported(cls, value: str) -> str:
-        if value.startswith("/"):
-            return "file://" + value
-        if _scheme(value) not in OUTPUT_SCHEMES:
-            supported = ", ".join(OUTPUT_SCHEMES)
-            raise ValueError(
-                f"scheme '{_scheme(value)}' is not supported for outputs (supported: {supported})"
-            )
-        return value
+    def _bare_path(cls, value: str) -> str:
+        return "file://" + value if value.startswith("/") else value
 
     @model_validator(mode="after")
     def _prefix_of_pattern(self) -> TesOutput:

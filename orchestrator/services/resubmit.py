@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
+from orchestrator.rules.tes_storage import TesStorage
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import job_queries, jobs, tes_tasks
 from orchestrator.services.attempts import secret_values
@@ -43,13 +44,16 @@ def resubmit(
     *,
     policy: ContainerPolicy,
     limits: InputLimits,
+    tes_storage: TesStorage,
     actor: Actor,
 ) -> Job:
     """Submit a new job with the spec of the job ``job_id`` (checked as any submission is); a
     TES task's is a new task like it (it has no definition to submit again)."""
     original = job_queries.get(session, project, job_id)
     if tes_tasks.is_task(original):
-        return tes_tasks.resubmit(session, hub, original, policy=policy, limits=limits, actor=actor)
+        return tes_tasks.resubmit(
+            session, hub, original, policy=policy, limits=limits, storage=tes_storage, actor=actor
+        )
     request = spec_of(original, box)
     return jobs.submit(
         session, box, hub, project, request, policy=policy, limits=limits, actor=actor

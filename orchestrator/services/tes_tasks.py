@@ -28,6 +28,7 @@ from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.project_caps import ProjectCaps
 from orchestrator.rules.states import EventType, JobStatus
+from orchestrator.rules.tes_storage import TesStorage
 from orchestrator.schemas.queues import QueueCreate
 from orchestrator.schemas.tes import (
     ExecutorLogRecord,
@@ -106,11 +107,14 @@ def create(
     policy: ContainerPolicy,
     limits: InputLimits,
     caps: ProjectCaps,
+    storage: TesStorage,
     actor: Actor,
 ) -> Job:
     """Store ``task`` as a queued job of ``project``'s TES queue (made if missing); every
-    executor's image and the resources are checked against the container policy."""
+    executor's image and the resources are checked against the container policy, every input
+    and output URL against the storage this server supports."""
     projects.get(session, project)
+    check_urls(task, storage)
     container = _checked_container(task, policy, limits)
     queue = ensure_queue(session, project, queue_name, actor, caps=caps)
     return _insert(session, hub, queue, task, container, actor)
@@ -123,14 +127,27 @@ def resubmit(
     *,
     policy: ContainerPolicy,
     limits: InputLimits,
+    storage: TesStorage,
     actor: Actor,
 ) -> Job:
     """A new task like the job ``original`` (a TES task), in its queue, checked as a new task
-    is (today's policy)."""
+    is (today's policy and storage)."""
     task = TesTaskCreate.model_validate(original.container["tes"])
+    check_urls(task, storage)
     container = _checked_container(task, policy, limits)
     queue = queues.get(session, original.project, original.queue)
     return _insert(session, hub, queue, task, container, actor)
+
+
+def check_urls(task: TesTaskCreate, storage: TesStorage) -> None:
+    """Every input's and output's URL is one this server supports (a 400 naming the first
+    that is not)."""
+    urls = [(f"inputs.{i}.url", item.url, False) for i, item in enumerate(task.inputs or [])]
+    urls += [(f"outputs.{i}.url", item.url, True) for i, item in enumerate(task.outputs or [])]
+    for name, url, output in urls:
+        refusal = storage.refusal(url, output=output) if url else None
+        if refusal is not None:
+            raise InvalidRequest(f"{name}: {refusal}", field=name)
 
 
 def _checked_container(

@@ -11,11 +11,12 @@ written into it.
 ``PASSING`` are the files this server passes, against a server with a runner (tasks run).
 Not in it: ``create_task_ignore_error``, which reads a task's executor logs right after posting
 it, without waiting for it to run (no server that runs tasks in the background can have them
-then; ``tests/runner/test_tes_tasks.py`` checks ``ignore_error`` on tasks that ran), and the
-files that post ``s3://`` inputs or outputs and expect a 200 (``create_task_inputs``,
-``create_task_outputs``, ``create_task_optional_filetype``, ``create_task_streamable``): this
-server refuses a scheme it cannot fetch or write with a 400 saying which are supported, rather
-than accept a task that can only fail.
+then; ``tests/runner/test_tes_tasks.py`` checks ``ignore_error`` on tasks that ran).
+
+The files that post ``s3://`` inputs and outputs of the bucket ``my-object-store`` run against a
+server that may use that bucket (``ORCH_TES_S3_BUCKETS``) on a local S3 store (moto's server)
+holding the objects they read, so their tasks run to the end; a server without it refuses them
+with a 400 saying which schemes it supports.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.conftest import (
     DATABASES,
     TEST_IMAGE,
     LiveServer,
+    S3Server,
     admin_token,
     module_server,
     unavailable,
@@ -61,7 +63,13 @@ PASSING = [
     "cancel_task_functional",
     "create_task_functional",
     "filter_task_by_state",
+    "create_task_inputs",
+    "create_task_outputs",
+    "create_task_optional_filetype",
+    "create_task_streamable",
 ]
+SUITE_BUCKET = "my-object-store"
+SUITE_OBJECTS = ("file-1", "file1")
 # The images the suite's tasks name, stood in for by the local busybox (no registry here).
 SUITE_IMAGES = ("alpine", "ubuntu:20.04")
 # Seconds one test file may take (the non-functional ones take about one).
@@ -138,10 +146,21 @@ def server(
     tmp_path_factory: pytest.TempPathFactory,
     docker_client: docker.DockerClient,
     suite_images: None,
+    s3_server: S3Server,
 ) -> Iterator[LiveServer]:
-    """A server with its runner on each database."""
+    """A server with its runner on each database, which may use the suite's bucket."""
     root = tmp_path_factory.mktemp(f"tes-compliance-{request.param}")
-    with module_server(request.param, root, docker_client, runner_capacity=4) as live:
+    s3_server.client.create_bucket(Bucket=SUITE_BUCKET)
+    for key in SUITE_OBJECTS:
+        s3_server.client.put_object(Bucket=SUITE_BUCKET, Key=key, Body=b"compliance\n")
+    with module_server(
+        request.param,
+        root,
+        docker_client,
+        runner_capacity=4,
+        tes_s3_buckets=SUITE_BUCKET,
+        tes_s3_endpoint_url=s3_server.endpoint_url,
+    ) as live:
         yield live
 
 

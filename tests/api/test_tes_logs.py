@@ -262,6 +262,7 @@ def test_native_paths_read_a_task_s_job(server: LiveServer, client: httpx.Client
             task_id,
             policy=services.policy,
             limits=services.limits,
+            tes_storage=services.settings.tes_storage(),
             actor=SYSTEM,
         )
         again_id = again.id

@@ -502,3 +502,61 @@ def test_a_full_page_is_cut_by_its_size_and_its_token_goes_on(project: Tenant) -
         if not token:
             break
     assert seen == made[::-1] and pages == 3
+
+
+def test_s3_urls_are_taken_only_for_the_buckets_configured(
+    make_server: Any, request: pytest.FixtureRequest
+) -> None:
+    server: LiveServer = make_server(runner_enabled=False, tes_s3_buckets="results,refs")
+    client = httpx.Client(
+        base_url=server.url + TES, headers=bearer(admin_token(server.settings)), timeout=30
+    )
+    request.addfinalizer(client.close)
+    file_output = [{"path": "/o", "url": "file:///x/o"}]
+
+    def posted(inputs: list[dict[str, str]], outputs: list[dict[str, str]]) -> httpx.Response:
+        return client.post("/tasks", json=task(inputs=inputs, outputs=outputs))
+
+    accepted = posted(
+        [{"path": "/in", "url": "s3://refs/genome/hg38.fa"}],
+        [{"path": "/out", "url": "s3://results/run-1/", "type": "DIRECTORY"}],
+    )
+    assert accepted.status_code == 200, accepted.text
+    full = client.get(f"/tasks/{accepted.json()['id']}", params={"view": "FULL"}).json()
+    assert full["inputs"][0]["url"] == "s3://refs/genome/hg38.fa"
+    assert full["outputs"][0]["url"] == "s3://results/run-1/"
+
+    refused = {
+        "another bucket": (
+            posted([], [{"path": "/o", "url": "s3://elsewhere/o"}]),
+            "outputs.0.url",
+            "bucket 'elsewhere' is not one this server may use (ORCH_TES_S3_BUCKETS)",
+        ),
+        "no key": (
+            posted([{"path": "/i", "url": "s3://refs"}], file_output),
+            "inputs.0.url",
+            "names an object or a prefix",
+        ),
+        "not a bucket name": (
+            posted([{"path": "/i", "url": "s3://a/k"}], file_output),
+            "inputs.0.url",
+            "'a' is not an S3 bucket name",
+        ),
+        "credentials": (
+            posted([{"path": "/i", "url": "s3://key:secret@refs/k"}], file_output),
+            "inputs.0.url",
+            "not credentials or a port",
+        ),
+        "another scheme": (
+            posted([{"path": "/i", "url": "gs://refs/k"}], file_output),
+            "inputs.0.url",
+            "supported: file, http, https, s3",
+        ),
+    }
+    for case, (response, field, message) in refused.items():
+        assert response.status_code == 400, (case, response.text)
+        assert response.json()["field"] == field, case
+        assert message in response.json()["message"], case
+        assert "secret" not in response.text
+    storage = client.get("/service-info").json()["storage"]
+    assert storage[-4:] == ["http://", "https://", "s3://results/", "s3://refs/"]

@@ -23,6 +23,7 @@ from orchestrator.background.outbound import guarded_transport
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import INSTALLATION_LABEL, LABEL_PREFIX, TES_EXECUTOR_LABEL
 from orchestrator.rules.outbound import OutboundRule, parse_networks
+from orchestrator.rules.tes_storage import TesStorage
 from orchestrator.runner.attempt_adoption import started_container
 from orchestrator.runner.tes_run import (
     NOT_FOUND,
@@ -34,7 +35,8 @@ from orchestrator.runner.tes_run import (
     remove_task_containers,
     run_task,
 )
-from tests.conftest import TEST_IMAGE, remove_installation
+from orchestrator.runner.tes_s3 import S3Store
+from tests.conftest import TEST_IMAGE, S3Server, remove_installation
 
 LOOPBACK = OutboundRule(parse_networks("127.0.0.0/8"))
 
@@ -445,7 +447,7 @@ def test_an_input_that_cannot_be_staged_is_a_system_error_and_no_executor_runs(
             "the download failed: 127.0.0.1 is a loopback address, refused",
         ),
         "too large": (f"{web}/page.txt", "larger than 1000 bytes"),
-        "scheme": ("s3://bucket/key", "the scheme s3:// is not supported"),
+        "scheme": ("s3://bucket/key", "scheme 's3' is not supported for inputs on this server"),
     }[case]
     if case == "escaping link in a directory":
         kind = "DIRECTORY"
@@ -614,6 +616,125 @@ def test_an_output_url_outside_the_output_root_is_refused(
     assert not Path(f"/tmp/elsewhere-{mark}").exists()
     assert not (roots.outputs.parent / f"escaped-{mark}").exists()
     assert list(outside.iterdir()) == []
+
+
+# --- s3:// ------------------------------------------------------------------------------------
+
+
+def s3_settings(roots: SimpleNamespace, s3: S3Server, *buckets: str, **overrides: Any) -> Any:
+    return file_settings(
+        roots,
+        storage=TesStorage(s3_buckets=buckets),
+        s3=S3Store(endpoint_url=s3.endpoint_url, region="us-east-1", timeout=5),
+        **overrides,
+    )
+
+
+def test_s3_inputs_and_outputs_are_objects_of_an_allowed_bucket(
+    engine: DockerEngine,
+    labels: dict[str, str],
+    roots: SimpleNamespace,
+    busybox_image: str,
+    s3_server: S3Server,
+) -> None:
+    bucket = s3_server.new_bucket()
+    put = s3_server.client.put_object
+    put(Bucket=bucket, Key="in/one.txt", Body=b"one\n")
+    put(Bucket=bucket, Key="in/tree/a.txt", Body=b"a\n")
+    put(Bucket=bucket, Key="in/tree/sub/b.txt", Body=b"b\n")
+    put(Bucket=bucket, Key="in/tree/marker/", Body=b"")  # a console's "folder": skipped
+    put(Bucket=bucket, Key="in/treeless.txt", Body=b"not under in/tree/")
+    task = {
+        "volumes": ["/data"],
+        "inputs": [
+            {"path": "/in/one.txt", "url": f"s3://{bucket}/in/one.txt", "type": "FILE"},
+            {"path": "/in/tree", "url": f"s3://{bucket}/in/tree", "type": "DIRECTORY"},
+        ],
+        "outputs": [
+            {"path": "/data/r.txt", "url": f"s3://{bucket}/out/r.txt", "type": "FILE"},
+            {"path": "/data/dir", "url": f"s3://{bucket}/out/dir/", "type": "DIRECTORY"},
+            {
+                "path": "/data/w/*.csv",
+                "path_prefix": "/data/w",
+                "url": f"s3://{bucket}/out/csv",
+                "type": "FILE",
+            },
+        ],
+        "executors": [
+            sh(
+                "cat /in/one.txt /in/tree/a.txt /in/tree/sub/b.txt; ls -A /in/tree | tr '\\n' ' ';"
+                "printf abc > /data/r.txt; mkdir -p /data/dir/sub /data/w; "
+                "printf 12345 > /data/dir/sub/x; printf 1,2 > /data/w/p.csv"
+            )
+        ],
+    }
+    outcome = run(engine, labels, roots, task, settings=s3_settings(roots, s3_server, bucket))
+
+    assert outcome.state == "complete", outcome.system_logs
+    assert outcome.executors[0].stdout == "one\na\nb\na.txt sub "
+    assert [(o.path, o.url, o.size_bytes) for o in outcome.outputs] == [
+        ("/data/r.txt", f"s3://{bucket}/out/r.txt", 3),
+        ("/data/dir/sub/x", f"s3://{bucket}/out/dir/sub/x", 5),
+        ("/data/w/p.csv", f"s3://{bucket}/out/csv/p.csv", 3),
+    ]
+    got = s3_server.client.get_object
+    assert got(Bucket=bucket, Key="out/r.txt")["Body"].read() == b"abc"
+    assert got(Bucket=bucket, Key="out/dir/sub/x")["Body"].read() == b"12345"
+    assert got(Bucket=bucket, Key="out/csv/p.csv")["Body"].read() == b"1,2"
+
+
+@pytest.mark.parametrize(
+    "case", ["bucket not allowed", "missing key", "missing bucket", "too large", "unsafe key"]
+)
+def test_an_s3_input_that_cannot_be_staged_says_why(
+    engine: DockerEngine,
+    labels: dict[str, str],
+    roots: SimpleNamespace,
+    busybox_image: str,
+    s3_server: S3Server,
+    case: str,
+) -> None:
+    bucket = s3_server.new_bucket()
+    s3_server.client.put_object(Bucket=bucket, Key="big", Body=b"x" * 2000)
+    s3_server.client.put_object(Bucket=bucket, Key="tree/../escape", Body=b"x")
+    allowed, url, kind, expected = {
+        "bucket not allowed": ("other", f"s3://{bucket}/big", "FILE", f"bucket '{bucket}' is not"),
+        "missing key": (bucket, f"s3://{bucket}/nothing", "FILE", "S3 answered NoSuchKey"),
+        "missing bucket": ("*", "s3://orch-no-such-bucket/k", "FILE", "S3 answered NoSuchBucket"),
+        "too large": (bucket, f"s3://{bucket}/big", "FILE", "larger than 1000 bytes"),
+        "unsafe key": (bucket, f"s3://{bucket}/tree", "DIRECTORY", "has an empty, '.' or '..'"),
+    }[case]
+    settings = s3_settings(roots, s3_server, allowed, http_input_max_bytes=1000)
+    task = {
+        "inputs": [{"path": "/in/x", "url": url, "type": kind}],
+        "executors": [executor("true")],
+    }
+    outcome = run(engine, labels, roots, task, settings=settings)
+
+    assert outcome.state == "system_error" and outcome.executors == []
+    (line,) = outcome.system_logs
+    assert line.startswith("inputs[0] (s3://") and expected in line
+    assert "orch-test-secret" not in line and "orch-test-key" not in line
+
+
+def test_an_s3_output_to_a_bucket_not_allowed_is_a_system_error(
+    engine: DockerEngine,
+    labels: dict[str, str],
+    roots: SimpleNamespace,
+    busybox_image: str,
+    s3_server: S3Server,
+) -> None:
+    bucket = s3_server.new_bucket()
+    task = {
+        "volumes": ["/data"],
+        "outputs": [{"path": "/data/a", "url": f"s3://{bucket}/a", "type": "FILE"}],
+        "executors": [sh("echo a > /data/a")],
+    }
+    outcome = run(engine, labels, roots, task, settings=s3_settings(roots, s3_server, "other"))
+
+    assert outcome.state == "system_error" and outcome.outputs == []
+    assert f"bucket '{bucket}' is not one this server may use" in outcome.system_logs[-1]
+    assert s3_server.client.list_objects_v2(Bucket=bucket).get("Contents") is None
 
 
 def test_streams_and_stdin_never_go_through_a_link(

@@ -1,7 +1,8 @@
 """TES tasks run by a live server's runner on the real engine (SQLite and PostgreSQL), driven
 by the real ``py-tes`` client and plain HTTP: two executors sharing a volume, a failing
 executor, a missing image, a cancel while an executor runs, outputs delivered, the task seen as
-a job of the native API, and a runner restart in the middle of a task."""
+a job of the native API, inputs and outputs in an S3 store, and a runner restart in the middle
+of a task."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.conftest import (
     DATABASES,
     TEST_IMAGE,
     LiveServer,
+    S3Server,
     admin_token,
     bearer,
     module_server,
@@ -41,8 +43,10 @@ def server(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
     docker_client: docker.DockerClient,
+    s3_server: S3Server,
 ) -> Iterator[LiveServer]:
-    """One server with a runner per database; each test works in a project of its own."""
+    """One server with a runner per database, which may use one S3 bucket of its own; each
+    test works in a project of its own."""
     root = tmp_path_factory.mktemp(f"tes-run-{request.param}")
     with module_server(
         request.param,
@@ -50,6 +54,8 @@ def server(
         docker_client,
         runner_capacity=4,
         tes_output_root=str(root / "outputs"),
+        tes_s3_buckets=s3_server.new_bucket(),
+        tes_s3_endpoint_url=s3_server.endpoint_url,
     ) as live:
         yield live
 
@@ -295,3 +301,37 @@ def test_a_task_cannot_write_in_another_projects_output_folder(
     assert task["state"] == "SYSTEM_ERROR"
     assert not other.exists()
     assert task["logs"][0]["outputs"] == []
+
+
+def test_py_tes_runs_a_task_whose_input_and_output_are_s3_objects(
+    server: LiveServer, client: httpx.Client, s3_server: S3Server
+) -> None:
+    [bucket] = server.settings.tes_s3_buckets
+    run = uuid.uuid4().hex
+    s3_server.client.put_object(Bucket=bucket, Key=f"{run}/reads.txt", Body=b"ACGT\nTTGA\n")
+    py_tes = tes.HTTPClient(server.url, user="py-tes", password=client.headers["x-token"])
+    task_id = py_tes.create_task(
+        tes.Task(
+            name="count",
+            inputs=[tes.Input(url=f"s3://{bucket}/{run}/reads.txt", path="/in/reads.txt")],
+            outputs=[tes.Output(url=f"s3://{bucket}/{run}/count.txt", path="/out/count.txt")],
+            executors=[
+                tes.Executor(
+                    image=TEST_IMAGE,
+                    command=["sh", "-c", "wc -l < /in/reads.txt > /out/count.txt"],
+                )
+            ],
+        )
+    )
+    py_tes.wait(task_id, timeout=60)
+    task = py_tes.get_task(task_id, view="FULL")
+
+    assert task.state == "COMPLETE", task.logs
+    [written] = task.logs[0].outputs
+    assert (written.url, written.path, written.size_bytes) == (
+        f"s3://{bucket}/{run}/count.txt",
+        "/out/count.txt",
+        2,
+    )
+    body = s3_server.client.get_object(Bucket=bucket, Key=f"{run}/count.txt")["Body"].read()
+    assert body.strip() == b"2"

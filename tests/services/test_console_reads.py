@@ -131,6 +131,7 @@ def test_a_resubmit_is_a_new_job_of_the_same_spec_with_its_secret_env(
             first,
             policy=services.policy,
             limits=services.limits,
+            tes_storage=services.settings.tes_storage(),
             actor=SYSTEM,
         )
         second_id = second.id

@@ -429,6 +429,7 @@ def resubmit_job(
             job_id,
             policy=services.policy,
             limits=services.limits,
+            tes_storage=services.settings.tes_storage(),
             actor=actor,
         )
     return see_other(f"/ui/projects/{project}/jobs/{job.id}")

@@ -17,10 +17,10 @@ from orchestrator.api.deps import ServicesDep
 from orchestrator.api.error_shapes import TES
 from orchestrator.api.errors import responses
 from orchestrator.api.tes.auth import TesActorDep, tes_project
+from orchestrator.rules.tes_storage import ANY_BUCKET
 from orchestrator.schemas.tes import (
     BACKEND_PARAMETERS,
     DEFAULT_PAGE_SIZE,
-    INPUT_SCHEMES,
     MAX_PAGE_SIZE,
     TesCancelTaskResponse,
     TesCreateTaskResponse,
@@ -49,12 +49,15 @@ TASK_DOCUMENT: dict[int | str, dict[str, Any]] = {
 def get_service_info(request: Request, services: ServicesDep, actor: TesActorDep) -> TesServiceInfo:
     """GA4GH service-info of this TES service: its type, name and version, and the storage a
     task's inputs and outputs may use (file:// roots on the runners' hosts, the output root
-    being the project's own folder, and http(s) inputs)."""
+    being the project's own folder, http(s) inputs, and the S3 buckets configured)."""
     settings = services.settings
     project = tes_project(request, services, actor)
     roots = [*settings.tes_input_roots, settings.resolved_tes_output_root() / project]
     storage = [root.absolute().as_uri() for root in roots]
-    storage += [f"{scheme}://" for scheme in INPUT_SCHEMES if scheme != "file"]
+    storage += ["http://", "https://"]
+    storage += [
+        "s3://" if bucket == ANY_BUCKET else f"s3://{bucket}/" for bucket in settings.tes_s3_buckets
+    ]
     return TesServiceInfo(
         id="org.ga4gh.tes.orchestrator",
         name="orchestrator",
@@ -84,6 +87,7 @@ def create_task(
             policy=services.policy,
             limits=services.limits,
             caps=services.caps,
+            storage=services.settings.tes_storage(),
             actor=actor,
         )
         return TesCreateTaskResponse(id=job.id)
