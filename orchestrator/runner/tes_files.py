@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from orchestrator.rules.tes_storage import S3Location, TesStorage, s3_location
-from orchestrator.runner.tes_s3 import S3Error, S3Store
+from orchestrator.runner.tes_s3 import S3Error, S3Store, S3TooLarge
 
 # Bytes copied at a time.
 _BLOCK = 1024 * 1024
@@ -405,10 +405,14 @@ def _s3_in(
                 store.download(location, target, limit)
             return
         make_dir(task_dir, parts)
+        left = limit  # a directory's objects together, as one input
         for relative, key in store.objects_under(location):
             path = host_path(task_dir, parts + relative, make_parents=True)
             with open_for_writing(path) as target:
-                store.download(replace(location, key=key), target, limit)
+                try:
+                    left -= store.download(replace(location, key=key), target, left)
+                except S3TooLarge:
+                    raise TesFileError(f"larger than {limit} bytes together") from None
     except S3Error as exc:
         raise TesFileError(str(exc)) from None
 

@@ -32,6 +32,10 @@ class S3Error(Exception):
     """An S3 request failed; the text says why (the store's error code, or the connection)."""
 
 
+class S3TooLarge(S3Error):
+    """An object is larger than the download may be."""
+
+
 @dataclass
 class S3Store:
     """One S3 endpoint (None: AWS's, by region), with a client made on first use and shared
@@ -67,12 +71,12 @@ class S3Store:
             body = found["Body"]
             try:
                 if int(found.get("ContentLength") or 0) > limit:
-                    raise S3Error(f"larger than {limit} bytes")
+                    raise S3TooLarge(f"larger than {limit} bytes")
                 size = 0
                 while block := body.read(_BLOCK):
                     size += len(block)
                     if size > limit:
-                        raise S3Error(f"larger than {limit} bytes")
+                        raise S3TooLarge(f"larger than {limit} bytes")
                     target.write(block)
                 return size
             finally:

@@ -684,7 +684,15 @@ def test_s3_inputs_and_outputs_are_objects_of_an_allowed_bucket(
 
 
 @pytest.mark.parametrize(
-    "case", ["bucket not allowed", "missing key", "missing bucket", "too large", "unsafe key"]
+    "case",
+    [
+        "bucket not allowed",
+        "missing key",
+        "missing bucket",
+        "too large",
+        "directory too large",
+        "unsafe key",
+    ],
 )
 def test_an_s3_input_that_cannot_be_staged_says_why(
     engine: DockerEngine,
@@ -697,11 +705,19 @@ def test_an_s3_input_that_cannot_be_staged_says_why(
     bucket = s3_server.new_bucket()
     s3_server.client.put_object(Bucket=bucket, Key="big", Body=b"x" * 2000)
     s3_server.client.put_object(Bucket=bucket, Key="tree/../escape", Body=b"x")
+    for name in ("a", "b"):  # each under the limit, not both
+        s3_server.client.put_object(Bucket=bucket, Key=f"halves/{name}", Body=b"x" * 600)
     allowed, url, kind, expected = {
         "bucket not allowed": ("other", f"s3://{bucket}/big", "FILE", f"bucket '{bucket}' is not"),
         "missing key": (bucket, f"s3://{bucket}/nothing", "FILE", "S3 answered NoSuchKey"),
         "missing bucket": ("*", "s3://orch-no-such-bucket/k", "FILE", "S3 answered NoSuchBucket"),
         "too large": (bucket, f"s3://{bucket}/big", "FILE", "larger than 1000 bytes"),
+        "directory too large": (
+            bucket,
+            f"s3://{bucket}/halves",
+            "DIRECTORY",
+            "larger than 1000 bytes together",
+        ),
         "unsafe key": (bucket, f"s3://{bucket}/tree", "DIRECTORY", "has an empty, '.' or '..'"),
     }[case]
     settings = s3_settings(roots, s3_server, allowed, http_input_max_bytes=1000)
