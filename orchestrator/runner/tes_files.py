@@ -406,13 +406,17 @@ def _s3_in(
             return
         make_dir(task_dir, parts)
         left = limit  # a directory's objects together, as one input
+        found = False
         for relative, key in store.objects_under(location):
+            found = True
             path = host_path(task_dir, parts + relative, make_parents=True)
             with open_for_writing(path) as target:
                 try:
                     left -= store.download(replace(location, key=key), target, left)
                 except S3TooLarge:
                     raise TesFileError(f"larger than {limit} bytes together") from None
+        if not found:  # S3 has no directories: a mistyped prefix is only an empty listing
+            raise TesFileError("no object has this prefix")
     except S3Error as exc:
         raise TesFileError(str(exc)) from None
 

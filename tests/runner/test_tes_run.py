@@ -692,6 +692,7 @@ def test_s3_inputs_and_outputs_are_objects_of_an_allowed_bucket(
         "too large",
         "directory too large",
         "unsafe key",
+        "empty prefix",
     ],
 )
 def test_an_s3_input_that_cannot_be_staged_says_why(
@@ -719,6 +720,7 @@ def test_an_s3_input_that_cannot_be_staged_says_why(
             "larger than 1000 bytes together",
         ),
         "unsafe key": (bucket, f"s3://{bucket}/tree", "DIRECTORY", "has an empty, '.' or '..'"),
+        "empty prefix": (bucket, f"s3://{bucket}/bi", "DIRECTORY", "no object has this prefix"),
     }[case]
     settings = s3_settings(roots, s3_server, allowed, http_input_max_bytes=1000)
     task = {
