@@ -71,7 +71,8 @@ class Collector:
     def _report(removed: Removed) -> None:
         logger.info(
             "retention: deleted %d finished jobs (%d events, %d log batches, %d webhook "
-            "deliveries), %d schedule runs, %d audit entries and %d idempotency keys%s",
+            "deliveries), %d schedule runs, %d audit entries, %d idempotency keys and %d "
+            "runners long gone%s",
             removed.jobs,
             removed.events,
             removed.logs,
@@ -79,6 +80,7 @@ class Collector:
             removed.schedule_runs,
             removed.audit_events,
             removed.idempotency_keys,
+            removed.runners,
             "; more to go" if removed.more else "",
             extra={"action": "retention_collected"},
         )

@@ -22,7 +22,8 @@ def gc(
     as_json: AsJson = False,
 ) -> None:
     """Delete finished jobs (with their events, logs and webhook deliveries), schedule runs,
-    audit entries and idempotency keys past retention [ORCH_RETENTION, ORCH_AUDIT_RETENTION,
+    audit entries and idempotency keys past retention, and runners silent that long (a day at
+    least) that run nothing [ORCH_RETENTION, ORCH_AUDIT_RETENTION,
     ORCH_IDEMPOTENCY_TTL]."""
     with opened_database() as (settings, database):
         removed = _run(settings, database, dry_run)
@@ -33,8 +34,8 @@ def gc(
     typer.echo(
         f"{verb} {removed.jobs} finished jobs ({removed.events} events, {removed.logs} log "
         f"batches, {removed.deliveries} webhook deliveries), {removed.schedule_runs} schedule "
-        f"runs, {removed.audit_events} audit entries and {removed.idempotency_keys} idempotency "
-        "keys"
+        f"runs, {removed.audit_events} audit entries, {removed.idempotency_keys} idempotency "
+        f"keys and {removed.runners} runners long gone"
     )
 
 

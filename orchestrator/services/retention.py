@@ -3,10 +3,12 @@
 A finished job older than its project's retention (``Project.retention``, else the server's
 ``retention`` setting; 0 keeps everything) goes with its events, logs and webhook deliveries;
 so does a finished schedule run. Audit entries have their own, longer ``audit_retention``, and
-idempotency keys their ``idempotency_ttl``. Each call of ``collect`` is one transaction of at
-most ``limit`` jobs, ``limit`` schedule runs, ``limit`` audit entries and ``limit`` keys, so a
-long backlog never holds the writer for long; it says whether more is left. Unfinished jobs
-and runs are never touched, whatever their age.
+idempotency keys their ``idempotency_ttl``. A runner's row goes once it has not been heard from
+for the server's ``retention`` (at least a day) and runs nothing (hosts come and go: a stopped
+or lost runner would otherwise stay in every list and metric for good). Each call of
+``collect`` is one transaction of at most ``limit`` rows of each kind, so a long backlog never
+holds the writer for long; it says whether more is left. Unfinished jobs and runs are never
+touched, whatever their age.
 
 ``Collection`` runs those batches for the background collector and ``orchestrator gc``: it
 sizes each batch by the time the last one held the database (SQLite has one writer: a submit
@@ -31,7 +33,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import Conflict
 from orchestrator.rules.idempotency import DEFAULT_TTL_SECONDS
 from orchestrator.rules.schedule_states import HTTP_UNFINISHED
-from orchestrator.rules.states import TERMINAL
+from orchestrator.rules.states import ACTIVE, TERMINAL
 from orchestrator.services import audit, idempotency, job_queries
 from orchestrator.services.audit import Actor
 from orchestrator.storage.db import FREE_PAGES_PER_RELEASE, Database
@@ -43,12 +45,14 @@ from orchestrator.storage.models import (
     JobEvent,
     JobLog,
     Project,
+    RunnerRecord,
     Schedule,
     ScheduleRun,
     TesAttemptLog,
     TesTask,
     TesTaskTag,
     WebhookDelivery,
+    WorkerContainer,
 )
 
 # A collection's first batch, and the smallest: the time a batch takes decides the next size.
@@ -58,6 +62,9 @@ FIRST_BATCH = 50
 # one page per call, all while holding the writer (a backlog went at 3,207 jobs/s with a
 # release after each batch, 5,240 without, on the same machine within minutes).
 RELEASE_PAGES = 512
+# A runner not heard from for this long at least may go, whatever the retention: one that comes
+# back finds its row gone and stops, as when another process has taken its name.
+RUNNER_MIN_SILENCE = 86_400.0
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Removed:
     schedule_runs: int = 0
     audit_events: int = 0
     idempotency_keys: int = 0
+    runners: int = 0
     # A batch limit was reached: another call has more to do.
     more: bool = False
 
@@ -151,6 +159,22 @@ def _expired_audit(retention: Retention, now: datetime) -> SelectOfScalar[Any]:
 def _expired_keys(retention: Retention, now: datetime) -> SelectOfScalar[Any]:
     expired = idempotency.expired(now, retention.idempotency_keys)
     return select(IdempotencyKey.id).where(expired).order_by(col(IdempotencyKey.id))
+
+
+def _gone_runners(retention: Retention, now: datetime) -> SelectOfScalar[str]:
+    """Runners silent past retention (a day at least) with no job running and no worker
+    container recorded."""
+    cutoff = now - timedelta(seconds=max(retention.jobs, RUNNER_MIN_SILENCE))
+    running = select(Job.runner).where(col(Job.status).in_(ACTIVE), col(Job.runner).is_not(None))
+    return (
+        select(RunnerRecord.name)
+        .where(
+            col(RunnerRecord.heartbeat_time) < cutoff,
+            col(RunnerRecord.name).not_in(running),
+            col(RunnerRecord.name).not_in(select(WorkerContainer.runner)),
+        )
+        .order_by(col(RunnerRecord.name))
+    )
 
 
 def _among(session: Session, column: Any, job_ids: Sequence[str]) -> sa.ColumnElement[bool]:
@@ -262,9 +286,17 @@ def collect(session: Session, retention: Retention, now: datetime, limit: int) -
     key_ids = list(connection.scalars(_expired_keys(retention, now).limit(limit)).all())
     if key_ids:
         connection.execute(sa.delete(IdempotencyKey).where(col(IdempotencyKey.id).in_(key_ids)))
+    runner_names: list[str] = []
+    if retention.jobs > 0:
+        runner_names = list(connection.scalars(_gone_runners(retention, now).limit(limit)).all())
+        if runner_names:
+            connection.execute(
+                sa.delete(RunnerRecord).where(col(RunnerRecord.name).in_(runner_names))
+            )
     removed.schedule_runs, removed.audit_events = len(run_ids), len(audit_ids)
-    removed.idempotency_keys = len(key_ids)
-    removed.more = limit in (len(job_ids), len(run_ids), len(audit_ids), len(key_ids))
+    removed.idempotency_keys, removed.runners = len(key_ids), len(runner_names)
+    counts = (len(job_ids), len(run_ids), len(audit_ids), len(key_ids), len(runner_names))
+    removed.more = limit in counts
     return removed
 
 
@@ -307,6 +339,8 @@ def expired(session: Session, retention: Retention, now: datetime) -> Removed:
     if retention.audit > 0:
         counted.audit_events = _count(session, _expired_audit(retention, now))
     counted.idempotency_keys = _count(session, _expired_keys(retention, now))
+    if retention.jobs > 0:
+        counted.runners = _count(session, _gone_runners(retention, now))
     return counted
 
 

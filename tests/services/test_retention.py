@@ -10,9 +10,10 @@ its event and webhook message); their age comes from the ``now`` collection is g
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -25,7 +26,10 @@ from orchestrator.config import Settings
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.process import Services
 from orchestrator.rules import definition_spec
+from orchestrator.rules.runner_states import RunnerState
 from orchestrator.rules.schedule_states import ScheduleRunStatus
+from orchestrator.rules.states import JobStatus
+from orchestrator.rules.worker_states import WorkerState
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import attempts, audit, definitions, jobs, projects, retention
 from orchestrator.services.audit import SYSTEM
@@ -35,9 +39,11 @@ from orchestrator.storage.models import (
     Job,
     JobEvent,
     JobLog,
+    RunnerRecord,
     Schedule,
     ScheduleRun,
     WebhookDelivery,
+    WorkerContainer,
     utcnow,
 )
 from tests.conftest import TEST_IMAGE
@@ -426,7 +432,67 @@ def test_the_collector_logs_a_backlog_as_a_summary_not_a_line_per_batch(
     lines = [r for r in caplog.records if getattr(r, "action", None) == "retention_collected"]
     assert [line.getMessage() for line in lines] == [
         "retention: deleted 1 finished jobs (3 events, 2 log batches, 1 webhook deliveries), "
-        "0 schedule runs, 0 audit entries and 0 idempotency keys; more to go",
+        "0 schedule runs, 0 audit entries, 0 idempotency keys and 0 runners long gone; more to go",
         "retention: deleted 5 finished jobs (15 events, 10 log batches, 5 webhook deliveries), "
-        "0 schedule runs, 0 audit entries and 0 idempotency keys",
+        "0 schedule runs, 0 audit entries, 0 idempotency keys and 0 runners long gone",
     ]
+
+
+def test_runners_silent_past_retention_that_run_nothing_go(world: World) -> None:
+    now = utcnow()
+    silent = now - timedelta(days=40)
+
+    def runner(name: str, heard: datetime, state: RunnerState) -> RunnerRecord:
+        return RunnerRecord(
+            name=name,
+            session=uuid.uuid4().hex,
+            hostname="gone",
+            pid=1,
+            docker_host="unix:///var/run/docker.sock",
+            capacity=1,
+            state=state,
+            version="0",
+            heartbeat_time=heard,
+        )
+
+    running_job = world.submit(finished=False)
+    with world.services.db.transaction() as session:
+        for record in (
+            runner("lost", silent, RunnerState.ACTIVE),
+            runner("stopped", silent, RunnerState.STOPPED),
+            runner("busy", silent, RunnerState.ACTIVE),  # still holds a running job
+            runner("keeper", silent, RunnerState.ACTIVE),  # a worker container is recorded
+            runner("recent", now - timedelta(hours=2), RunnerState.STOPPED),
+        ):
+            session.add(record)
+        session.add(
+            WorkerContainer(
+                container_id=uuid.uuid4().hex,
+                runner="keeper",
+                session="s",
+                project="default",
+                queue="default",
+                definition="noop",
+                definition_version=1,
+                state=WorkerState.RUNNING,
+            )
+        )
+        session.execute(
+            sa.update(Job)
+            .where(col(Job.id) == running_job)
+            .values(status=JobStatus.RUNNING, runner="busy")
+        )
+
+    def names() -> list[str]:
+        with world.services.db.read() as session:
+            return sorted(session.exec(select(RunnerRecord.name)).all())
+
+    # An hour's retention still waits a day: "recent" (two hours silent) stays.
+    short = Retention(jobs=3600.0, audit=365 * DAY)
+    with world.services.db.read() as session:
+        assert retention.expired(session, short, utcnow()).runners == 2
+    assert world.collect(0, short).runners == 2
+    assert names() == ["busy", "keeper", "recent"]
+    # Retention 0 keeps everything, runners too.
+    assert world.collect(400, Retention(jobs=0, audit=365 * DAY)).runners == 0
+    assert names() == ["busy", "keeper", "recent"]
