@@ -269,8 +269,12 @@ def _result(outcome: TaskOutcome, system_logs: list[str]) -> attempts.AttemptRes
             )
         error = f"executor {last.index} exited with {last.exit_code}"
         return attempts.AttemptResult(exit_code=last.exit_code, error=error, retryable=False)
-    missing = outcome.missing_image is not None
-    reason = FailureReason.IMAGE_MISSING if missing else FailureReason.CREATE_FAILED
+    if outcome.outputs_failed:
+        reason = FailureReason.OUTPUT_INVALID
+    elif outcome.missing_image is not None:
+        reason = FailureReason.IMAGE_MISSING
+    else:
+        reason = FailureReason.CREATE_FAILED  # an input not staged, or an executor not made
     return attempts.AttemptResult(
         error=problems or "the task failed outside its executors", retryable=False, reason=reason
     )

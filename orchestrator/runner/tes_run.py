@@ -106,6 +106,8 @@ class TaskOutcome:
     system_logs: list[str]  # what went wrong outside the executors, for TES system_logs
     # The image an executor needed and the engine does not have, if that ended the task.
     missing_image: str | None = None
+    # The executors succeeded but an output could not be delivered.
+    outputs_failed: bool = False
 
 
 def _now() -> datetime:
@@ -252,14 +254,15 @@ class _TaskRun:
                 state = "executor_error"
                 break
         outputs: list[OutputFile] = []
+        outputs_failed = False
         if state == "complete":
             try:
                 for index, output in enumerate(task.get("outputs") or []):
                     outputs += deliver_output(output, index, self.task_dir, settings)
             except TesFileError as exc:
                 logs.append(str(exc))
-                state = "system_error"
-        return TaskOutcome(state, executors, outputs, logs, missing_image)
+                state, outputs_failed = "system_error", True
+        return TaskOutcome(state, executors, outputs, logs, missing_image, outputs_failed)
 
     def _execute(
         self,

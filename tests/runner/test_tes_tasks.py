@@ -301,6 +301,9 @@ def test_a_task_cannot_write_in_another_projects_output_folder(
     assert task["state"] == "SYSTEM_ERROR"
     assert not other.exists()
     assert task["logs"][0]["outputs"] == []
+    # The job says why: its executors ran, its output could not go where it asked.
+    job = server.http.get(f"/v1/projects/{client.headers['x-project']}/jobs/{task_id}").json()
+    assert job["reason"] == "output_invalid"
 
 
 def test_py_tes_runs_a_task_whose_input_and_output_are_s3_objects(
