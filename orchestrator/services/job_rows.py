@@ -32,6 +32,9 @@ def insert_job(session: Session, job: Job) -> None:
     """Store the new ``job`` (in no session) in the session's transaction and give it its
     ``seq``. It is left detached, as a job read by a session that has closed: ``session.add``
     takes it in without inserting it again. ``IntegrityError`` as a flush would raise it."""
+    # What the session holds goes first, as in the flush this replaces (a job this transaction
+    # cancelled leaves its name free for this one only once its row says so).
+    session.flush()
     values = {column: getattr(job, attribute) for attribute, column in _JOB_COLUMNS}
     job.seq = session.connection().execute(_INSERT_JOB, values).scalar_one()
     make_transient_to_detached(job)

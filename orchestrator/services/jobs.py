@@ -317,7 +317,7 @@ def _store(
         raise _name_taken(request, planned.queue.name) from exc
     waiting, detail = _first_wait(planned, request)
     job_rows.insert_events(session, job, [(EventType.CREATED, created), (waiting, detail)])
-    # As ``record`` is called below: a job waiting for its time wakes no one.
+    # A job waiting for its time or its definition wakes no one: no runner may take it yet.
     if waiting is EventType.QUEUED:
         _wake(session, job, waiting, hub)
 
