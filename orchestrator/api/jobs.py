@@ -143,7 +143,7 @@ def submit_job(
             actor=actor,
         )
         location = f"/v1/projects/{project}/jobs/{job.id}"
-        return answer_of(201, job_queries.public(session, job), location=location)
+        return answer_of(201, job_queries.submitted(session, job, body), location=location)
 
     scope = Scope(project, "jobs")
     return create_once(services, request, idempotency_key, scope, body, create)

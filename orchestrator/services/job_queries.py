@@ -27,6 +27,7 @@ from orchestrator.schemas.jobs import (
     SUMMARY_COLUMNS,
     ArrayChildren,
     JobAttempt,
+    JobCreate,
     JobPublic,
     list_item_json,
 )
@@ -281,6 +282,15 @@ def public(session: Session, job: Job) -> JobPublic:
     return JobPublic.from_row(
         job, children_counts(session, job), *dependencies.shown(session, job.id)
     )
+
+
+def submitted(session: Session, job: Job, request: JobCreate) -> JobPublic:
+    """``public`` of the job ``request`` has just made (``jobs.submit``), in its transaction.
+    A job that names no dependencies and is no array is shown without a read: it has no
+    children nor dependencies, and no job can depend on it before its submit commits."""
+    if request.depends_on or request.array is not None:
+        return public(session, job)
+    return JobPublic.from_row(job)
 
 
 def log_tail(
