@@ -139,6 +139,12 @@ class JobCreate(Request):
             raise ValueError("a job is named twice")
         return value
 
+    @property
+    def links_jobs(self) -> bool:
+        """Whether the job it makes is linked to others: it depends on some, or it is an array
+        (a parent with children)."""
+        return bool(self.depends_on) or self.array is not None
+
 
 class JobSummary(BaseModel):
     """A job as a list shows it: every field of bounded size, none of its documents."""

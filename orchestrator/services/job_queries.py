@@ -288,7 +288,7 @@ def submitted(session: Session, job: Job, request: JobCreate) -> JobPublic:
     """``public`` of the job ``request`` has just made (``jobs.submit``), in its transaction.
     A job that names no dependencies and is no array is shown without a read: it has no
     children nor dependencies, and no job can depend on it before its submit commits."""
-    if request.depends_on or request.array is not None:
+    if request.links_jobs:
         return public(session, job)
     return JobPublic.from_row(job)
 

@@ -289,7 +289,7 @@ def submit(
     definition, queue_name = planned.definition, planned.queue.name
     reference = f"{definition.name}:{definition.version}" if definition is not None else None
     created = {"definition": reference, "queue": queue_name, "actor": actor.record()}
-    if request.depends_on or request.array is not None:
+    if request.links_jobs:
         _store_linked(session, hub, planned, request, created)
     else:
         _store(session, hub, planned, request, created)
