@@ -53,6 +53,10 @@ def unavailable(capability: str) -> None:
     pytest.skip(f"{capability} is not available")
 
 
+# Long enough for a loaded two-core CI machine: httpx's own default (5 s) is not.
+CLIENT_TIMEOUT = 30.0
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -389,6 +393,7 @@ class LiveServer:
     settings: Settings
     services: Services
     http: httpx.Client
+    anonymous: httpx.Client
     _server: uvicorn.Server
     _thread: threading.Thread
 
@@ -439,6 +444,7 @@ class LiveServer:
         self._server.should_exit = True
         self._thread.join(30)
         self.http.close()
+        self.anonymous.close()
 
 
 def admin_token(settings: Settings) -> str:
@@ -463,7 +469,10 @@ def start_server(settings: Settings) -> LiveServer:
         url=url,
         settings=settings,
         services=app.state.services,
-        http=httpx.Client(base_url=url, timeout=30, headers=bearer(admin_token(settings))),
+        http=httpx.Client(
+            base_url=url, timeout=CLIENT_TIMEOUT, headers=bearer(admin_token(settings))
+        ),
+        anonymous=httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT),
         _server=http_server,
         _thread=thread,
     )

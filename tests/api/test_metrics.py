@@ -38,13 +38,13 @@ def test_metrics_need_an_admin_token_unless_opened(
     make_server: Callable[..., LiveServer],
 ) -> None:
     server = make_server(runner_enabled=False)
-    anonymous = httpx.get(f"{server.url}/metrics")
+    anonymous = server.anonymous.get(f"{server.url}/metrics")
     assert anonymous.status_code == 401, anonymous.text
     made = server.http.post(
         "/v1/tokens", json={"name": "reader", "role": "read", "project": "default"}
     )
     assert made.status_code == 201, made.text
-    reader = httpx.get(
+    reader = server.anonymous.get(
         f"{server.url}/metrics", headers={"Authorization": f"Bearer {made.json()['token']}"}
     )
     assert reader.status_code == 403, reader.text

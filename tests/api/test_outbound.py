@@ -119,10 +119,10 @@ def test_the_drop_in_apis_refuse_local_addresses(strict: LiveServer) -> None:
     # Salad: a job's webhook, refused in Salad's problem shape.
     headers = {"Salad-Api-Key": admin_token(strict.settings)}
     salad = f"{strict.url}/api/public/organizations/acme/projects/default/queues"
-    assert httpx.post(salad, json={"name": "hooks"}, headers=headers).status_code == 201
+    assert strict.anonymous.post(salad, json={"name": "hooks"}, headers=headers).status_code == 201
     for url in ("http://127.0.0.1:8080/done", "http://169.254.169.254/"):
         body = {"input": {"n": 1}, "webhook": url}
-        response = httpx.post(f"{salad}/hooks/jobs", json=body, headers=headers)
+        response = strict.anonymous.post(f"{salad}/hooks/jobs", json=body, headers=headers)
         assert response.status_code == 400, response.text
         assert response.json()["detail"].startswith("webhook: "), response.text
         assert SETTING in response.json()["detail"]

@@ -258,7 +258,7 @@ def test_the_drop_in_apis_refuse_in_their_own_shapes(
     assert answer["message"].startswith("resources.memory: 128Mi is more than ")
     assert "ORCH_POLICY_MAX_MEMORY" in answer["message"]
 
-    salad = httpx.post(
+    salad = strict.anonymous.post(
         f"{strict.url}/api/public/organizations/acme/projects/default/queues/salad/jobs",
         headers={"Salad-Api-Key": admin_token(strict.settings)},
         json={"input": {"n": 1}},

@@ -21,7 +21,7 @@ from orchestrator.schemas.tes import ExecutorLogRecord, OutputFileRecord
 from orchestrator.services import jobs, resubmit, retention, tes_tasks
 from orchestrator.services.audit import SYSTEM
 from orchestrator.storage.models import Job, TesAttemptLog, TesTask, TesTaskTag
-from tests.conftest import DATABASES, LiveServer, admin_token, bearer, module_server
+from tests.conftest import CLIENT_TIMEOUT, DATABASES, LiveServer, admin_token, bearer, module_server
 
 TES = "/ga4gh/tes/v1"
 T0 = datetime(2026, 12, 3, 10, 0, 0, tzinfo=UTC)
@@ -247,10 +247,11 @@ def test_native_paths_read_a_task_s_job(server: LiveServer, client: httpx.Client
     assert (job["definition"], job["queue"], job["status"]) == ("tes:0", "tes", "queued")
     listed = server.http.get("/v1/projects/default/jobs", params={"definition": "tes"}).json()
     assert task_id in [item["id"] for item in listed["items"]]
-    cookies = {"orch_session": admin_token(server.settings)}
-    for path in (f"/ui/projects/default/jobs/{task_id}", "/ui/jobs"):
-        page = httpx.get(server.url + path, cookies=cookies)
-        assert page.status_code == 200 and "tes:0" in page.text, path
+    with httpx.Client(base_url=server.url, timeout=CLIENT_TIMEOUT) as browser:
+        browser.cookies.set("orch_session", admin_token(server.settings))
+        for path in (f"/ui/projects/default/jobs/{task_id}", "/ui/jobs"):
+            page = browser.get(path)
+            assert page.status_code == 200 and "tes:0" in page.text, path
 
     services = server.services
     with services.db.transaction() as session:

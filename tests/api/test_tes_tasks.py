@@ -297,8 +297,8 @@ def test_auth_bearer_basic_401_403_and_revoked(server: LiveServer, project: Tena
     read = make_token(server, "read", name)
     write = make_token(server, "write", name)
 
-    assert httpx.get(f"{url}/tasks").status_code == 401
-    unauthorized = httpx.get(f"{url}/tasks", headers=bearer("nope"))
+    assert server.anonymous.get(f"{url}/tasks").status_code == 401
+    unauthorized = server.anonymous.get(f"{url}/tasks", headers=bearer("nope"))
     assert unauthorized.status_code == 401 and unauthorized.json()["field"] == "authorization"
     assert "Basic" in unauthorized.headers["www-authenticate"]
     with httpx.Client(base_url=url, auth=("anyone", read)) as basic:
@@ -316,7 +316,7 @@ def test_auth_bearer_basic_401_403_and_revoked(server: LiveServer, project: Tena
     server.http.delete(f"/v1/tokens/{revoked_id}").raise_for_status()
     with httpx.Client(base_url=url, auth=("someone", write)) as basic:
         assert basic.get("/tasks").status_code == 401
-    assert httpx.get(f"{url}/tasks", auth=("x", "not-a-token")).status_code == 401
+    assert server.anonymous.get(f"{url}/tasks", auth=("x", "not-a-token")).status_code == 401
 
 
 def test_another_project_s_task_is_a_404(server: LiveServer, project: Tenant) -> None:
@@ -468,12 +468,14 @@ def test_the_container_policy_checks_every_executor(
     second = {"image": "evil.example/miner:1", "command": ["x"]}
     executors = [{"image": "busybox:1.36", "command": ["true"]}, second]
 
-    refused = httpx.post(f"{url}/tasks", json=task(executors=executors), headers=headers)
-    too_big = httpx.post(f"{url}/tasks", json=task(resources={"cpu_cores": 3}), headers=headers)
+    refused = server.anonymous.post(f"{url}/tasks", json=task(executors=executors), headers=headers)
+    too_big = server.anonymous.post(
+        f"{url}/tasks", json=task(resources={"cpu_cores": 3}), headers=headers
+    )
 
     assert refused.status_code == 403 and "ORCH_POLICY_ALLOWED_IMAGES" in refused.text
     assert too_big.status_code == 403 and "ORCH_POLICY_MAX_CPUS" in too_big.text
-    assert httpx.post(f"{url}/tasks", json=task(), headers=headers).status_code == 200
+    assert server.anonymous.post(f"{url}/tasks", json=task(), headers=headers).status_code == 200
 
 
 def test_a_full_page_is_cut_by_its_size_and_its_token_goes_on(project: Tenant) -> None:

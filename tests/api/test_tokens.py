@@ -85,7 +85,7 @@ def test_every_endpoint_but_healthz_needs_a_token(server: LiveServer) -> None:
             bad = anonymous.request(method, path, headers=bearer("orch_not-a-real-token"))
             assert bad.status_code == 401, (method, path)
     # The docs themselves stay readable: they hold no data.
-    assert httpx.get(f"{server.url}/openapi.json").status_code == 200
+    assert server.anonymous.get(f"{server.url}/openapi.json").status_code == 200
 
 
 def test_first_start_writes_the_admin_token_once(make_server: Any) -> None:
@@ -106,7 +106,7 @@ def test_first_start_writes_the_admin_token_once(make_server: Any) -> None:
 
 def test_salad_api_key_header_is_accepted(server: LiveServer) -> None:
     headers = {"Salad-Api-Key": admin_token(server.settings)}
-    response = httpx.get(f"{server.url}/v1/projects", headers=headers)
+    response = server.anonymous.get(f"{server.url}/v1/projects", headers=headers)
     assert response.status_code == 200
 
 

@@ -33,7 +33,7 @@ def test_a_server_stopped_by_a_signal_shuts_down_and_exits_zero(
 
         def healthy() -> bool:
             try:
-                return httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30).status_code == 200
             except httpx.TransportError:
                 return False
 

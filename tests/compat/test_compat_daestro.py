@@ -66,7 +66,7 @@ def setup_project(server: LiveServer, project: str, queue: str, **definition: An
 
 def post_raw(server: LiveServer, body: str, token: str | None = None) -> httpx.Response:
     """``curl --request POST --url <host>/v1/client/job`` with the seed's headers and ``body``."""
-    return httpx.post(
+    return server.anonymous.post(
         f"{server.url}/v1/client/job",
         headers={
             "authorization": f"Bearer {token or admin_token(server.settings)}",
@@ -376,12 +376,14 @@ def test_not_found_and_auth_errors_in_daestros_shape(server: LiveServer) -> None
     assert_daestro_error(server.http.get("/v1/client/job/no-such-id"), 404, "no-such-id")
     assert_daestro_error(server.http.post("/v1/client/job/no-such-id/cancel"), 404, "no-such-id")
 
-    anonymous = httpx.post(f"{server.url}/v1/client/job", json=good, timeout=30)
+    anonymous = server.anonymous.post(f"{server.url}/v1/client/job", json=good, timeout=30)
     assert_daestro_error(anonymous, 401, "token")
     assert anonymous.headers["www-authenticate"] == "Bearer"
     assert_daestro_error(post_raw(server, SEED_CURL_BODY, token="not-a-token"), 401, "token")
     job_id = post_raw(server, SEED_CURL_BODY).json()["data"]["id"]
-    unknown = httpx.get(f"{server.url}/v1/client/job/{job_id}", headers=bearer("nope"), timeout=30)
+    unknown = server.anonymous.get(
+        f"{server.url}/v1/client/job/{job_id}", headers=bearer("nope"), timeout=30
+    )
     assert_daestro_error(unknown, 401, "token")
 
     # A token of another project sees neither the project nor its jobs; a read-only token of

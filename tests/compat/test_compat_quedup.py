@@ -39,7 +39,7 @@ def server(make_server: Callable[..., LiveServer]) -> LiveServer:
 
 def seed_request(server: LiveServer, body: str) -> httpx.Response:
     """``curl --request POST --url <host>/jobs`` with the seed's headers and ``body``."""
-    return httpx.post(
+    return server.anonymous.post(
         f"{server.url}/jobs",
         headers={
             "Authorization": f"Bearer {admin_token(server.settings)}",
@@ -265,15 +265,17 @@ def test_errors_in_quedups_shape(server: LiveServer) -> None:
     assert not_json.status_code == 400 and set(not_json.json()) == {"error"}
 
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        anonymous = httpx.get(f"{server.url}/jobs", headers=headers)
+        anonymous = server.anonymous.get(f"{server.url}/jobs", headers=headers)
         assert anonymous.status_code == 401 and set(anonymous.json()) == {"error"}
         assert anonymous.headers["www-authenticate"] == "Bearer"
     created = server.http.post(
         "/v1/tokens", json={"name": "reader", "role": "read", "project": "default"}
     )
     reader = {"Authorization": f"Bearer {created.json()['token']}"}
-    assert httpx.get(f"{server.url}/jobs/{made['id']}", headers=reader).status_code == 200
-    refused = httpx.delete(f"{server.url}/jobs/{made['id']}", headers=reader)
+    assert (
+        server.anonymous.get(f"{server.url}/jobs/{made['id']}", headers=reader).status_code == 200
+    )
+    refused = server.anonymous.delete(f"{server.url}/jobs/{made['id']}", headers=reader)
     assert refused.status_code == 403 and set(refused.json()) == {"error"}
 
 

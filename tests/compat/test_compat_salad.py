@@ -228,7 +228,7 @@ def test_webhooks_are_signed_with_the_organizations_key(
     # As SaladCloud documents: svix verifies the body and headers with the key.
     Webhook(key).verify(request.body, request.headers)  # raises unless signed with the key
     payload = json.loads(request.body)
-    shown = httpx.get(
+    shown = server.anonymous.get(
         f"{server.url}/api/public/organizations/{ORG}/projects/{PROJECT}/queues/hooks/jobs/{job.id_}",
         headers={"Salad-Api-Key": admin_token(server.settings)},
     ).json()
@@ -264,7 +264,7 @@ def test_webhooks_are_signed_with_the_organizations_key(
 
 def _call(server: LiveServer, method: str, path: str, **kwargs: Any) -> httpx.Response:
     headers = {"Salad-Api-Key": admin_token(server.settings), **kwargs.pop("headers", {})}
-    return httpx.request(
+    return server.anonymous.request(
         method, f"{server.url}/api/public/organizations{path}", headers=headers, **kwargs
     )
 
@@ -283,7 +283,7 @@ def test_errors_are_problem_details(make_server: Callable[..., LiveServer]) -> N
     queues = f"/{ORG}/projects/{PROJECT}/queues"
     assert _call(server, "POST", queues, json={"name": "errs"}).status_code == 201
 
-    anonymous = httpx.get(f"{server.url}/api/public/organizations{queues}")
+    anonymous = server.anonymous.get(f"{server.url}/api/public/organizations{queues}")
     assert "Salad-Api-Key" in _problem(anonymous, 401)
     wrong = _call(server, "GET", queues, headers={"Salad-Api-Key": "not-a-token"})
     _problem(wrong, 401)
