@@ -121,6 +121,7 @@ class Services:
             settings.docker_host,
             timeout=settings.docker_timeout,
             pool_size=settings.runner_capacity * 3 + 4,
+            shared_lock=db.shared_lock,
         )
         policy = settings.container_policy()
         runner = None

@@ -14,7 +14,8 @@ import socket
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -64,17 +65,32 @@ def _is_connection_error(exc: Exception) -> bool:
     )
 
 
-class DockerEngine:
-    """One Docker engine, shared by a runner's attempts (the client is thread-safe)."""
+# A lock held by one thread of every runner of the installation at a time, by key.
+SharedLock = Callable[[str], AbstractContextManager[object]]
 
-    def __init__(self, base_url: str | None, *, timeout: float, pool_size: int) -> None:
+
+class DockerEngine:
+    """One Docker engine, shared by a runner's attempts (the client is thread-safe).
+
+    ``shared_lock``: the installation's lock (``Database.shared_lock``), under which its runners
+    make a project's network one at a time; without it, this engine's callers only.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None,
+        *,
+        timeout: float,
+        pool_size: int,
+        shared_lock: SharedLock | None = None,
+    ) -> None:
         self.base_url = base_url
         self.timeout = timeout
         self.pool_size = pool_size
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
-        # One network made at a time by this process (``_own_network``).
-        self._network_lock = threading.Lock()
+        own_lock = threading.Lock()
+        self._shared_lock: SharedLock = shared_lock or (lambda _key: own_lock)
         # The container this process runs in, if it is one on this engine (``_runner_container``):
         # looked up once.
         self._runner_container_id: str | None = None
@@ -202,42 +218,34 @@ class DockerEngine:
         """The id of the network ``name`` carrying ``labels``, made (``internal``: without a
         route out) if there is none.
 
-        Docker before 25 lets two creates of one name both succeed (two runners on one engine,
-        or two attempts of one runner), so the network is the oldest of those carrying the
-        labels, and a runner that made another one removes its own. A network of that name
-        without the labels (someone else's) is never joined nor touched."""
+        Docker before 25 lets two creates of one name both succeed, and a network may show in
+        the list only after a later one, so no check after the fact can pick one for every
+        runner alike: the runners make it one at a time, under their shared lock. A network of
+        that name without the labels (someone else's) is never joined nor touched."""
         found = self._labelled_networks(name, labels)
         if found:
             return found[0]
-        with self._network_lock:
+        with self._shared_lock(f"docker-network:{name}"):
             found = self._labelled_networks(name, labels)
             if found:
                 return found[0]
-            api = self._docker().api
             try:
                 made = self._call(
                     "network create",
-                    api.create_network,
+                    self._docker().api.create_network,
                     name,
                     driver="bridge",
                     labels=labels,
                     internal=internal,
                 )
             except ContainerFailure as exc:
-                # Docker 25 and later keep names unique: another runner's may have come first.
+                # Docker 25 and later keep names unique: another installation's, or one made by
+                # a runner without the lock (an older release), may have come first.
                 found = self._labelled_networks(name, labels)
                 if found:
                     return found[0]
                 raise ContainerFailure(f"the network {name} cannot be made: {exc.message}") from exc
-            found = self._labelled_networks(name, labels)
-        made_id = str(made["Id"])
-        if found and found[0] != made_id:
-            try:
-                self._call("network remove", api.remove_network, made_id)
-            except ContainerFailure:
-                pass  # joined meanwhile by a runner that did not see the oldest yet: it stays
-            return found[0]
-        return made_id
+        return str(made["Id"])
 
     def _labelled_networks(self, name: str, labels: dict[str, str]) -> list[str]:
         """Ids of the networks named ``name`` carrying ``labels``, oldest first."""

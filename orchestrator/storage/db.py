@@ -55,7 +55,7 @@ AFTER_COMMIT = "orchestrator.after_commit"
 # most (4 KiB each: a few milliseconds of the writer's time).
 INCREMENTAL = 2
 FREE_PAGES_PER_RELEASE = 2048
-# Session advisory lock held by the process migrating a PostgreSQL database.
+# The shared lock (``Database.shared_lock``) held by the process migrating the database.
 MIGRATION_LOCK = "orchestrator.schema_migration"
 
 
@@ -263,6 +263,7 @@ class Database:
         self.url = url
         self.dialect = sa.engine.make_url(url).get_backend_name()
         self.outage = outage_of(url)
+        self._memory_lock = threading.Lock()
         if self.dialect == "sqlite":
             database = private_files.sqlite_file(url)
             if database is not None:
@@ -346,35 +347,49 @@ class Database:
     @contextmanager
     def _migration_connection(self) -> Iterator[sa.Connection]:
         """A connection no other process migrates through until it is returned."""
+        # Alembic checks the revision before its write transaction starts; the lock makes
+        # check-and-migrate one step across processes.
+        with self.shared_lock(MIGRATION_LOCK), self.write_engine.connect() as connection:
+            yield connection
+
+    @contextmanager
+    def shared_lock(self, key: str) -> Iterator[None]:
+        """Held by one thread of all the processes sharing this database at a time, for steps
+        they must not take together (migrating it; making a project's Docker network).
+
+        PostgreSQL: a session advisory lock on ``key``, on a connection of its own (it holds
+        across commits, and ends with the session if the process dies). SQLite: a file lock
+        beside the database (every process sharing a SQLite file is on its host), one for every
+        key: these steps are rare and short. A database in memory: a lock of this process.
+        """
         if self.is_postgres:
-            with self.write_engine.connect() as connection:
-                # Session level, not transaction level: held across Alembic's commits.
+            with _translated(), self.write_engine.connect() as connection:
                 lock = sa.text("SELECT pg_advisory_lock(hashtext(:key))")
-                connection.execute(lock, {"key": MIGRATION_LOCK})
+                connection.execute(lock, {"key": key})
                 connection.commit()
                 try:
-                    yield connection
+                    yield
                 finally:
-                    connection.rollback()
-                    unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:key))")
-                    connection.execute(unlock, {"key": MIGRATION_LOCK})
-                    connection.commit()
+                    try:
+                        unlock = sa.text("SELECT pg_advisory_unlock(hashtext(:key))")
+                        connection.execute(unlock, {"key": key})
+                        connection.commit()
+                    except sa.exc.DBAPIError:
+                        # The session is gone or going, and its locks with it.
+                        connection.invalidate()
             return
-        database = sa.engine.make_url(self.url).database
-        if not database or database == ":memory:":
-            # No other process can see this database.
-            with self.write_engine.connect() as connection:
-                yield connection
+        database = private_files.sqlite_file(self.url)
+        if database is None:
+            with self._memory_lock:
+                yield
             return
-        # Alembic checks the revision before its write transaction starts; the file lock makes
-        # check-and-migrate one step across processes.
-        lock_path = Path(f"{database}{private_files.MIGRATE_LOCK_SUFFIX}")
+        lock_path = Path(f"{database}{private_files.LOCK_FILE_SUFFIX}")
         private_files.create_private_file(lock_path)  # empty, but nothing in the data dir is 0644
+        # flock conflicts between open files, so between threads of one process too.
         with lock_path.open("a") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                with self.write_engine.connect() as connection:
-                    yield connection
+                yield
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 

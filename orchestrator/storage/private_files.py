@@ -24,8 +24,9 @@ PRIVATE_FILE_MODE = 0o600
 # What SQLite writes beside a database file. It gives a new journal, WAL or shared-memory file
 # the database file's own mode, so a 0600 database keeps them 0600; an older one may not have.
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
-# The file lock beside a SQLite database under which one process at a time migrates it.
-MIGRATE_LOCK_SUFFIX = ".migrate-lock"
+# The file lock beside a SQLite database that the processes sharing it take for steps they must
+# not take together (``Database.shared_lock``). Its name is from when migrating was the only one.
+LOCK_FILE_SUFFIX = ".migrate-lock"
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,8 @@ def sqlite_file(url: str) -> Path | None:
 
 
 def database_files(database: Path) -> list[Path]:
-    """A SQLite database file and the files SQLite (and its migration lock) keep beside it."""
-    sides = (*SQLITE_SIDE_FILES, MIGRATE_LOCK_SUFFIX)
+    """A SQLite database file and the files SQLite (and its lock file) keep beside it."""
+    sides = (*SQLITE_SIDE_FILES, LOCK_FILE_SUFFIX)
     return [database, *(database.with_name(database.name + side) for side in sides)]
 
 

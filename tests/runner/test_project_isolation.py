@@ -20,6 +20,7 @@ import pytest
 from orchestrator.docker.engine import DockerEngine
 from orchestrator.docker.spec import ContainerSpec
 from orchestrator.errors import ContainerFailure
+from orchestrator.storage.db import Database
 
 from .. import workers
 from ..conftest import TEST_IMAGE, LiveServer, installation_of, wait_for
@@ -300,13 +301,18 @@ def test_a_shared_volume_needs_the_policy(
 @pytest.mark.docker
 @pytest.mark.parametrize("round_", range(3))
 def test_runners_racing_to_make_a_project_network_end_on_one(
-    docker_client: docker.DockerClient, busybox_image: str, round_: int
+    docker_client: docker.DockerClient, busybox_image: str, database_url: str, round_: int
 ) -> None:
-    # Four runners' engines (Docker before 25 lets each create a network of the same name).
+    # Four runners of one installation, each with its own engine and its own handle on the
+    # database they share (Docker before 25 lets each create a network of the same name).
     installation = uuid.uuid4().hex
     labels = {"orchestrator.installation": installation, "orchestrator.project": "race"}
     name = f"orch-{installation[:12]}-race"
-    engines = [DockerEngine(None, timeout=30, pool_size=2) for _ in range(4)]
+    databases = [Database(database_url) for _ in range(4)]
+    engines = [
+        DockerEngine(None, timeout=30, pool_size=2, shared_lock=database.shared_lock)
+        for database in databases
+    ]
     barrier = threading.Barrier(len(engines))
     made: list[str] = []
 
@@ -349,6 +355,8 @@ def test_runners_racing_to_make_a_project_network_end_on_one(
             network.remove()
         for engine in engines:
             engine.close()
+        for database in databases:
+            database.dispose()
 
 
 @pytest.mark.docker
