@@ -1,10 +1,15 @@
-"""Dependency aliases, so a route's signature reads like a sentence; authentication lives here."""
+"""Dependency aliases, so a route's signature reads like a sentence; authentication lives here.
+
+The dependencies are async where they do no blocking work: FastAPI runs a sync one in its
+thread pool, a hop (and a wake-up of the pool's threads) per dependency and request.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
@@ -15,7 +20,7 @@ from orchestrator.services.audit import Actor
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The process's services, set up by the app's lifespan."""
     services: Services = request.app.state.services
     return services
@@ -89,7 +94,7 @@ SALAD_API_KEY = APIKeyHeader(
 )
 
 
-def presented_token(
+async def presented_token(
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     salad_api_key: Annotated[str | None, Depends(SALAD_API_KEY)],
 ) -> str | None:
@@ -99,7 +104,16 @@ def presented_token(
     return (salad_api_key or "").strip() or None
 
 
-def get_actor(
+async def token_actor(services: Services, plain: str) -> Actor | None:
+    """The actor of a token, or None when it is unknown or revoked: from the verified-token
+    cache when it is there, else read from the database in the thread pool."""
+    actor = services.verified_tokens.recent(plain)
+    if actor is None:
+        actor = await run_in_threadpool(services.verified_tokens.actor, plain)
+    return actor
+
+
+async def get_actor(
     plain: Annotated[str | None, Depends(presented_token)], services: ServicesDep
 ) -> Actor:
     """The token's actor; 401 when the token is missing, unknown or revoked."""
@@ -107,11 +121,9 @@ def get_actor(
         raise Unauthorized(
             "a token is required: send 'Authorization: Bearer <token>'", field="authorization"
         )
-    # Verified a moment ago, or read on its own before the route's transaction (on PostgreSQL
-    # just the SELECT's round trip: reads run in autocommit). Opening that transaction here
-    # instead (a dependency with yield) would not do on SQLite: its writer turn is a thread
-    # lock, and the two halves of a sync dependency may run on different threads.
-    actor = services.verified_tokens.actor(plain)
+    # Read on its own before the route's transaction (on PostgreSQL just the SELECT's round
+    # trip: reads run in autocommit), when it was not verified a moment ago.
+    actor = await token_actor(services, plain)
     if actor is None:
         raise Unauthorized("the token is not valid (unknown or revoked)", field="authorization")
     return actor
@@ -120,7 +132,7 @@ def get_actor(
 ActorDep = Annotated[Actor, Depends(get_actor)]
 
 
-def authorize_project(request: Request, project: str, actor: ActorDep) -> Actor:
+async def authorize_project(request: Request, project: str, actor: ActorDep) -> Actor:
     """The actor, if it may act in ``project`` with this request's method (reads are GETs)."""
     actor.check(project, write=request.method not in READ_METHODS)
     return actor

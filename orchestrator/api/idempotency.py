@@ -25,7 +25,7 @@ from orchestrator.storage.models import utcnow
 REPLAYED = "Idempotent-Replayed"
 
 
-def idempotency_key(
+async def idempotency_key(
     request: Request,
     # Declared for the OpenAPI document; the values are read from the request below, all of
     # them, so that a header sent twice is refused rather than one of them taken.

@@ -23,14 +23,14 @@ from orchestrator.services.metrics import Snapshot
 router = APIRouter(tags=["metrics"])
 
 
-def authorize_scrape(
+async def authorize_scrape(
     services: ServicesDep, plain: Annotated[str | None, Depends(presented_token)]
 ) -> None:
     """Let the scrape through: anyone when the metrics are open, else an admin token (the
     numbers span every project)."""
     if services.settings.metrics_open:
         return
-    get_actor(plain, services).require_admin()
+    (await get_actor(plain, services)).require_admin()
 
 
 @router.get(

@@ -46,6 +46,9 @@ from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topi
 # How often a runner looks for idle project networks (at its first healthy heartbeat, then at
 # this pace): networks change at the pace of projects, not of jobs.
 IDLE_NETWORK_INTERVAL = 300.0
+# The claim passes' least interval (s): a submit wakes an idle runner at once, but a burst of
+# submits wakes it once per interval, not once per submit (each pass is a few queries).
+CLAIM_INTERVAL = 0.01
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +150,7 @@ class Runner:
             topics=lambda: (WORK, CANCEL, self._topic),
             finished=lambda: self._stop.is_set() or self._drained(),
             on_exit=self._leave,
+            min_interval=CLAIM_INTERVAL,
         )
         self.heartbeat = Loop(
             name="heartbeat",

@@ -119,19 +119,27 @@ class VerifiedTokens:
         self._hub = hub
         self._entries: dict[str, _Verified] = {}
 
+    def recent(self, plain: str) -> Actor | None:
+        """The actor of a token verified in the last ``VERIFIED_SECONDS`` and not revoked
+        since; None when it was not (``actor`` then reads it). Reads no database, so an async
+        caller may call it on the event loop."""
+        kept = self._entries.get(_hash(plain))
+        if (
+            kept is not None
+            and kept.tokens_version == self._hub.version(TOKENS)
+            and time.monotonic() - kept.read_at < VERIFIED_SECONDS
+        ):
+            return kept.actor
+        return None
+
     def actor(self, plain: str) -> Actor | None:
         """The actor of a token, or None when it is unknown or revoked."""
+        if (recent := self.recent(plain)) is not None:
+            return recent
         digest = _hash(plain)
         # Read before the database: a revoke committed during the read makes the entry stale.
         version = self._hub.version(TOKENS)
         now = time.monotonic()
-        kept = self._entries.get(digest)
-        if (
-            kept is not None
-            and kept.tokens_version == version
-            and now - kept.read_at < (VERIFIED_SECONDS)
-        ):
-            return kept.actor
         with self._db.read() as session:
             actor = _authenticate(session, digest)
         if actor is None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -41,7 +42,9 @@ class Loop:
     ``run_once`` does one pass; ``next_wait`` says how long to wait after it (0: go again at
     once), ``topics`` what publishes cut that wait short, and ``finished`` whether the loop's
     owner is done with it (checked before each pass and each wait). ``on_exit`` runs when the
-    thread ends, however it ends.
+    thread ends, however it ends. ``min_interval``: a publish wakes the loop at once, but no
+    sooner than this after the last pass started, so a stream of publishes (a submit burst)
+    costs one pass per interval rather than one per publish.
     """
 
     name: str
@@ -57,6 +60,7 @@ class Loop:
     on_exit: Callable[[], None] | None = None
     on_death: Callable[[BaseException], None] | None = None
     thread_name: str = ""
+    min_interval: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event, init=False)
     _thread: threading.Thread | None = field(default=None, init=False)
     _died: BaseException | None = field(default=None, init=False)
@@ -106,9 +110,13 @@ class Loop:
         try:
             while not self._done():
                 seen = {topic: self.hub.version(topic) for topic in (self._wake, *self.topics())}
+                started = time.monotonic()
                 wait = self._pass()
                 if wait > 0 and not self._done():
                     self.hub.wait(seen, wait)
+                    early = started + self.min_interval - time.monotonic()
+                    if early > 0:
+                        self._stop.wait(early)
         except BaseException as exc:  # whatever ends the thread is reported
             self._died = exc
             logger.critical(

@@ -3,8 +3,10 @@ that died being noticed."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -119,3 +121,31 @@ def test_a_finished_owner_ends_the_loop_without_a_stop() -> None:
     assert loop.state is LoopState.STOPPED
     assert len(passes) == 3
     assert exits == ["exit"]
+
+
+def test_a_stream_of_publishes_costs_one_pass_per_min_interval_and_none_is_lost() -> None:
+    hub = Hub()
+    starts: list[float] = []
+    last_publish = threading.Event()
+    after_last = threading.Event()
+
+    def run_once() -> None:
+        starts.append(time.monotonic())
+        if last_publish.is_set():
+            after_last.set()
+
+    loop, _ = make_loop(hub, run_once, topics=lambda: ["work"], min_interval=0.05)
+    loop.start()
+    deadline = time.monotonic() + 0.5
+    publishes = 0
+    while time.monotonic() < deadline:
+        hub.publish("work")
+        publishes += 1
+        time.sleep(0.001)
+    last_publish.set()
+    hub.publish("work")
+    assert after_last.wait(SETTLE), "the last publish was not followed by a pass"
+    loop.stop(timeout=SETTLE)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.05
+    assert len(starts) < publishes / 5

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, Request, Response
 
-from orchestrator.api.deps import ServicesDep
+from orchestrator.api.deps import ServicesDep, token_actor
 from orchestrator.errors import Forbidden
 from orchestrator.services.audit import Actor
 
@@ -41,11 +41,11 @@ def signin_url(then: str) -> str:
     return f"{PREFIX}/signin?then={quote(then, safe='/')}"
 
 
-def console_actor(request: Request, services: ServicesDep) -> Actor:
+async def console_actor(request: Request, services: ServicesDep) -> Actor:
     """The actor of the session's token (as ``deps.get_actor`` resolves a bearer token), or
     ``SignInRequired`` when there is none or it is no longer valid."""
     token = request.cookies.get(SESSION_COOKIE, "").strip()
-    actor = services.verified_tokens.actor(token) if token else None
+    actor = await token_actor(services, token) if token else None
     if actor is None:
         raise SignInRequired(request.url.path)
     return actor

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
 
-from orchestrator.api.deps import BEARER, READ_METHODS, ServicesDep
+from orchestrator.api.deps import BEARER, READ_METHODS, ServicesDep, token_actor
 from orchestrator.errors import Unauthorized
 from orchestrator.services.audit import Actor
 
@@ -23,7 +23,7 @@ BASIC = HTTPBasic(
 )
 
 
-def tes_actor(
+async def tes_actor(
     services: ServicesDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     basic: Annotated[HTTPBasicCredentials | None, Depends(BASIC)],
@@ -39,7 +39,7 @@ def tes_actor(
             "token as the password",
             field="authorization",
         )
-    actor = services.verified_tokens.actor(plain)
+    actor = await token_actor(services, plain)
     if actor is None:
         raise Unauthorized("the token is not valid (unknown or revoked)", field="authorization")
     return actor
