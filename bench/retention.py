@@ -42,24 +42,38 @@ LATENCY_GOAL = 2.0
 
 def load_backlog(db: Database, template_id: str, count: int) -> float:
     """``count`` copies of the finished job ``template_id``, finished 60 days ago, each with
-    the template's events and one log row; seconds taken."""
+    the template's events and one log row; seconds taken.
+
+    Their ids are made as the server makes them (``rules/ids.py``): version 7 UUIDs, one
+    millisecond apart from 61 days ago, in the order of the jobs."""
     with db.write_engine.connect() as connection:
         columns = [column["name"] for column in sa.inspect(connection).get_columns("jobs")]
     copied = [c for c in columns if c not in ("seq", "id", "finish_time")]
     names = ", ".join(f'"{c}"' for c in copied)
     source = ", ".join(f't."{c}"' for c in copied)
     if db.is_postgres:
+        made_id = (
+            "lpad(to_hex((:base + n) >> 16), 8, '0') || '-' || "
+            "lpad(to_hex((:base + n) & 65535), 4, '0') || '-7' || "
+            "lpad(to_hex((random() * 4095)::int), 3, '0') || '-' || "
+            "to_hex(32768 + (random() * 16383)::int) || '-' || "
+            "lpad(to_hex((random() * 281474976710655)::bigint), 12, '0')"
+        )
         jobs = (
             f'INSERT INTO jobs ("id", "finish_time", {names}) '
-            "SELECT gen_random_uuid()::text, (now() AT TIME ZONE 'UTC') - interval '60 days', "
-            f"{source} "
+            f"SELECT {made_id}, (now() AT TIME ZONE 'UTC') - interval '60 days', {source} "
             "FROM generate_series(1, :count) AS n, jobs AS t WHERE t.id = :template"
         )
     else:
+        made_id = (
+            "printf('%08x-%04x-7%03x-%04x-%012x', (:base + i) >> 16, (:base + i) & 65535, "
+            "abs(random()) % 4096, 32768 | (abs(random()) % 16384), "
+            "abs(random()) % 281474976710656)"
+        )
         jobs = (
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count) "
             f'INSERT INTO jobs ("id", "finish_time", {names}) '
-            f"SELECT lower(hex(randomblob(16))), datetime('now', '-60 days'), {source} "
+            f"SELECT {made_id}, datetime('now', '-60 days'), {source} "
             "FROM n, jobs AS t WHERE t.id = :template"
         )
     events = (
@@ -75,10 +89,12 @@ def load_backlog(db: Database, template_id: str, count: int) -> float:
         "SELECT j.id, 1, j.create_time, 'a line of output\n' FROM jobs AS j "
         "WHERE j.id <> :template ORDER BY j.seq"
     )
+    base_ms = (time.time_ns() // 1_000_000) - 61 * 86_400_000
+    parameters = {"count": count, "template": template_id, "base": base_ms}
     began = time.perf_counter()
     with db.write_engine.begin() as connection:
         for statement in (jobs, events, logs):
-            connection.execute(sa.text(statement), {"count": count, "template": template_id})
+            connection.execute(sa.text(statement), parameters)
     if db.is_postgres:
         with db.write_engine.connect() as connection:
             autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.rules import arrays as rules
 from orchestrator.rules import states
+from orchestrator.rules.ids import time_ordered_id
 from orchestrator.rules.input_limits import InputLimits, json_size
 from orchestrator.rules.states import ACTIVE, UNFINISHED, WAITING, EventType, JobStatus
 from orchestrator.rules.templating import (
@@ -157,7 +157,7 @@ def insert_children(session: Session, parent: Job, template: list[str] | None) -
     session.flush()
     connection = session.connection()
     dialect = connection.dialect.name
-    children = [[str(uuid.uuid4()), command] for command in _commands(parent, template)]
+    children = [[time_ordered_id(), command] for command in _commands(parent, template)]
     columns = [column.name for column in Job.__table__.columns if column.name != "seq"]  # type: ignore[attr-defined]
     names = ", ".join(f'"{name}"' for name in columns)
     values = ", ".join(_OWN.get(name, f'p."{name}"') for name in columns)

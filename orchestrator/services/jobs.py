@@ -9,7 +9,6 @@ in ``job_binding``; reads are in ``job_queries``.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +19,7 @@ from sqlmodel import Session, col, select
 from orchestrator import telemetry
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
 from orchestrator.rules.definition_spec import CONTAINER_FIELDS
+from orchestrator.rules.ids import time_ordered_id
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.reasons import FailureReason
@@ -228,7 +228,7 @@ def plan(
         box, str(request.webhook) if request.webhook else None
     )
     job = Job(
-        id=job_id or str(uuid.uuid4()),
+        id=job_id or time_ordered_id(),
         project=project,
         queue=queue.name,
         name=request.name,

@@ -11,7 +11,6 @@ is read from the job (``tes_states``). The views are ``tes_views``'.
 from __future__ import annotations
 
 import base64
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +23,7 @@ from orchestrator import telemetry
 from orchestrator.errors import Conflict, InvalidRequest, LimitExceeded, NotFound
 from orchestrator.rules.definition_spec import DefinitionSpec
 from orchestrator.rules.fields import storable
+from orchestrator.rules.ids import time_ordered_id
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.policy import ContainerPolicy
 from orchestrator.rules.project_caps import ProjectCaps
@@ -180,7 +180,7 @@ def _insert(
     project, queue_name = queue.project, queue.name
     now = utcnow()
     job = Job(
-        id=str(uuid.uuid4()),
+        id=time_ordered_id(),
         project=project,
         queue=queue_name,
         definition_name=TES_DEFINITION,

@@ -10,7 +10,6 @@ submit so it can be in the container's environment as ``DAESTRO_JOB_ID``.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +26,7 @@ from orchestrator.errors import IdempotencyKeyReused, InvalidRequest, NotFound, 
 from orchestrator.rules.fields import (
     storable,
 )
+from orchestrator.rules.ids import time_ordered_id
 from orchestrator.rules.states import EventType, JobStatus
 from orchestrator.schemas.daestro import (
     DaestroAccepted,
@@ -246,7 +246,7 @@ def submit_job(
             field="job_queue",
         )
     actor.check(project, write=True)
-    job_id = str(uuid.uuid4())
+    job_id = time_ordered_id()
     submission = _native_request(body, job_id)
 
     def create(session: Session) -> Answer:
