@@ -118,6 +118,8 @@ class Runner:
             lambda: self.hub.publish(control_topic(self.name)),
         )
         self._reconciled = False
+        # (CANCEL version, monotonic time) of the last read of requested cancels.
+        self._cancels_read: tuple[int, float] | None = None
         self._networks_looked_at: float | None = None
         self.run_dirs = RunDirs(
             settings.data_dir, installation, enabled=settings.run_dir_mount == "auto"
@@ -404,6 +406,15 @@ class Runner:
         self.hub.publish(self._topic)
 
     def _deliver_cancels(self) -> None:
+        """Stop the attempts whose cancel was requested. Read when a cancel was published
+        since the last read (here, or through the relay), and at least every poll interval
+        (a cancel made by another process without a relay, on SQLite)."""
+        version, now = self.hub.version(CANCEL), time.monotonic()
+        last = self._cancels_read
+        if last is not None and last[0] == version and now - last[1] < self.settings.poll_interval:
+            return
+        # The version is taken before the read: a cancel committed during it is read next pass.
+        self._cancels_read = (version, now)
         with self.db.read() as session:
             wanted = attempts.cancel_requested(session, self.name)
         with self._lock:

@@ -168,13 +168,16 @@ def promote_due(session: Session, hub: Hub | None = None) -> int:
 
 def next_due(session: Session) -> datetime | None:
     """The earliest future time at which a waiting job becomes runnable (backoff or schedule)."""
-    backoff = session.exec(
-        select(sa.func.min(Job.run_after)).where(Job.status == JobStatus.QUEUED)
-    ).one()
-    scheduled = session.exec(
-        select(sa.func.min(Job.schedule_at)).where(Job.status == JobStatus.SCHEDULED)
-    ).one()
-    times = [t for t in (backoff, scheduled) if t is not None]
+    # One statement (a round trip on PostgreSQL): the runner asks after every pass.
+    backoff = (
+        select(sa.func.min(Job.run_after)).where(Job.status == JobStatus.QUEUED).scalar_subquery()
+    )
+    scheduled = (
+        select(sa.func.min(Job.schedule_at))
+        .where(Job.status == JobStatus.SCHEDULED)
+        .scalar_subquery()
+    )
+    times = [t for t in session.execute(sa.select(backoff, scheduled)).one() if t is not None]
     return min(times) if times else None
 
 

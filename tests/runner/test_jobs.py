@@ -11,6 +11,8 @@ from typing import Any
 import docker
 import httpx
 
+from orchestrator.services.jobs import cancel as cancel_job
+
 from ..conftest import TEST_IMAGE, LiveServer, containers_of, wait_for
 
 CANARY = "canary-Zq8xP2-value"
@@ -228,6 +230,21 @@ def test_cancel_a_running_job_stops_and_removes_its_container(
         assert types[-2:] == ["cancel_requested", "cancelled"]
         wait_for(lambda j=job: containers_of(docker_client, j["id"]) == [], timeout=10)
     assert "got TERM" in server.logs(jobs[1]["id"])
+
+
+def test_a_cancel_no_wake_up_announced_is_still_delivered_by_the_poll(
+    server: LiveServer, docker_client: docker.DockerClient
+) -> None:
+    # As another process on SQLite asks it (no relay): stored, but this process's hub is not
+    # told. The runner reads requested cancels on a publish, and at least every poll interval.
+    server.register(sh("echo up; exec sleep 120", name="unannounced"))
+    job = server.submit(definition="unannounced")
+    wait_for(lambda: "up" in server.logs(job["id"]), timeout=30)
+    with server.services.db.transaction() as session:
+        cancel_job(session, None, "default", job["id"])
+    done = server.wait_job(job["id"], timeout=30)
+    assert done["status"] == "cancelled"
+    wait_for(lambda: containers_of(docker_client, job["id"]) == [], timeout=10)
 
 
 def test_containers_are_labelled_limited_and_removed(
