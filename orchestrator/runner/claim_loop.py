@@ -48,7 +48,7 @@ from orchestrator.wakeups.topics import CANCEL, WORK, control_topic, runner_topi
 IDLE_NETWORK_INTERVAL = 300.0
 # The claim passes' least interval (s): a submit wakes an idle runner at once, but a burst of
 # submits wakes it once per interval, not once per submit (each pass is a few queries).
-CLAIM_INTERVAL = 0.01
+CLAIM_INTERVAL = 0.02
 
 logger = logging.getLogger(__name__)
 

@@ -26,19 +26,24 @@ RemoteSender = Callable[[Sequence[str]], None]
 
 
 class Hub:
-    """Topic versions with blocking and async waits, and an optional sender to other processes."""
+    """Topic versions with blocking and async waits, and an optional sender to other processes.
+
+    A publish wakes only the waiters of its topics: each submit publishes, and a condition
+    shared by every loop would wake each loop's thread for each submit, to look and sleep again.
+    """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._remote: RemoteSender | None = None
         self._versions: OrderedDict[str, int] = OrderedDict()
+        self._waiters: dict[str, set[threading.Event]] = defaultdict(set)
         self._async_waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = (
             defaultdict(set)
         )
 
     def version(self, topic: str) -> int:
         """The topic's current version."""
-        with self._cond:
+        with self._lock:
             return self._versions.get(topic, 0)
 
     def set_remote(self, sender: RemoteSender | None) -> None:
@@ -54,31 +59,46 @@ class Hub:
 
     def publish_local(self, *topics: str) -> None:
         """Move each topic's version and wake this process's waiters; nothing is sent on."""
-        with self._cond:
-            waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        woken: set[threading.Event] = set()
+        waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
+        with self._lock:
             for topic in topics:
                 self._versions[topic] = self._versions.get(topic, 0) + 1
                 self._versions.move_to_end(topic)
+                woken.update(self._waiters.get(topic, ()))
                 waiters.extend(self._async_waiters.get(topic, ()))
             while len(self._versions) > TOPIC_LIMIT:
                 self._versions.popitem(last=False)
-            self._cond.notify_all()
-        for loop, event in waiters:
-            loop.call_soon_threadsafe(event.set)
+        for event in woken:
+            event.set()
+        for loop, async_event in waiters:
+            loop.call_soon_threadsafe(async_event.set)
 
     def wait(self, topics: dict[str, int], timeout: float) -> bool:
         """Block until any topic moves past the given version, or ``timeout``; True if moved."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: any(self._versions.get(t, 0) != v for t, v in topics.items()), timeout
-            )
+        event = threading.Event()
+        with self._lock:
+            if any(self._versions.get(t, 0) != v for t, v in topics.items()):
+                return True
+            for topic in topics:
+                self._waiters[topic].add(event)
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                for topic in topics:
+                    registered = self._waiters.get(topic)
+                    if registered is not None:
+                        registered.discard(event)
+                        if not registered:
+                            del self._waiters[topic]
 
     async def wait_async(self, topic: str, seen: int, timeout: float) -> bool:
         """Await the topic moving past ``seen``, or ``timeout``; True if it moved."""
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         waiter = (loop, event)
-        with self._cond:
+        with self._lock:
             if self._versions.get(topic, 0) != seen:
                 return True
             self._async_waiters[topic].add(waiter)
@@ -88,7 +108,7 @@ class Hub:
         except TimeoutError:
             return False
         finally:
-            with self._cond:
+            with self._lock:
                 self._async_waiters[topic].discard(waiter)
                 if not self._async_waiters[topic]:
                     del self._async_waiters[topic]
