@@ -1,5 +1,6 @@
 """Every way a job is made gives it a version 7 UUID carrying its creation time (see
-``rules/ids.py``): a plain submit, an array's parent and children, and a TES task."""
+``rules/ids.py``): a plain submit, an array's parent and children, a TES task, and a job
+submitted through Daestro's API (which chooses the id before the submit)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from tests.compat.test_compat_daestro import SEED_CURL_BODY, post_raw, setup_project
 from tests.conftest import TEST_IMAGE, LiveServer
 
 
@@ -15,11 +17,12 @@ def made_between(job_id: str, before_ms: int, after_ms: int) -> bool:
     return parsed.version == 7 and before_ms <= parsed.int >> 80 <= after_ms
 
 
-def test_jobs_arrays_and_tes_tasks_get_time_ordered_ids(
+def test_jobs_arrays_tes_tasks_and_daestro_jobs_get_time_ordered_ids(
     make_server: Callable[..., LiveServer],
 ) -> None:
     server = make_server(runner_enabled=False)
     server.register({"name": "noop", "image": TEST_IMAGE, "command": ["true"]})
+    setup_project(server, "my-project", "first-job-queue")
     before = time.time_ns() // 1_000_000
     first = server.submit(definition="noop")["id"]
     second = server.submit(definition="noop")["id"]
@@ -32,8 +35,10 @@ def test_jobs_arrays_and_tes_tasks_get_time_ordered_ids(
         json={"executors": [{"image": TEST_IMAGE, "command": ["true"]}]},
     )
     assert task.status_code == 200, task.text
+    daestro = post_raw(server, SEED_CURL_BODY)
+    assert daestro.status_code == 202, daestro.text
     after = time.time_ns() // 1_000_000
-    made = [first, second, parent, *children, task.json()["id"]]
+    made = [first, second, parent, *children, task.json()["id"], daestro.json()["data"]["id"]]
     assert len(children) == 3
     assert all(made_between(job_id, before, after) for job_id in made), made
     # Made one after the other: their milliseconds in that order.
