@@ -103,8 +103,24 @@ def _add_components(document: dict[str, Any]) -> None:
         schema = model.model_json_schema(ref_template=COMPONENTS + "{model}", mode="validation")
         for name, component in {**schema.pop("$defs", {}), model.__name__: schema}.items():
             # Two models of one name would describe one of the bodies falsely.
-            if schemas.setdefault(name, component) != component:
+            if _without_null_defaults(schemas.setdefault(name, component)) != (
+                _without_null_defaults(component)
+            ):
                 raise RuntimeError(f"two OpenAPI components are named {name}")
+
+
+def _without_null_defaults(node: Any) -> Any:
+    """``node`` without its ``"default": null`` members, which FastAPI leaves out of the
+    schemas it makes and Pydantic keeps: the same model either way."""
+    if isinstance(node, list):
+        return [_without_null_defaults(item) for item in node]
+    if isinstance(node, dict):
+        return {
+            key: _without_null_defaults(value)
+            for key, value in node.items()
+            if not (key == "default" and value is None)
+        }
+    return node
 
 
 def _finish_document(app: FastAPI) -> None:

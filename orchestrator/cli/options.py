@@ -50,18 +50,40 @@ def _read_text(path: Path, option: str) -> str:
 
 def input_option(text: str) -> Any:
     """The ``--input`` JSON, given inline or as ``@path``."""
+    return json_option(text, "--input")
+
+
+def json_option(text: str, option: str) -> Any:
+    """An option's JSON value, given inline or as ``@path``; a usage error naming the option
+    (and the file) when it is not JSON."""
     where = ""
     if text.startswith("@"):
         path = Path(text[1:])
         where = f"{path}: "
-        text = _read_text(path, "'--input'")
+        text = _read_text(path, f"'{option}'")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         reason = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
         raise typer.BadParameter(
-            f"{where}not valid JSON ({reason})", param_hint="'--input'"
+            f"{where}not valid JSON ({reason})", param_hint=f"'{option}'"
         ) from None
+
+
+def retry_option(text: str | None, attempts: int | None) -> dict[str, Any] | None:
+    """A job's own retry policy from ``--retry`` (a JSON object, inline or ``@path``) and
+    ``--attempts`` (its ``attempts``, over the object's); None when neither is given."""
+    retry: dict[str, Any] = {}
+    if text is not None:
+        given = json_option(text, "--retry")
+        if not isinstance(given, dict):
+            raise typer.BadParameter(
+                'a JSON object, e.g. {"attempts": 3, "on": [...]}', param_hint="'--retry'"
+            )
+        retry = given
+    if attempts is not None:
+        retry["attempts"] = attempts
+    return retry if text is not None or attempts is not None else None
 
 
 def metadata(values: list[str] | None) -> dict[str, Any]:

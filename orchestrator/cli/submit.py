@@ -14,6 +14,7 @@ from orchestrator.cli.options import (
     input_option,
     key_value_pairs,
     metadata,
+    retry_option,
     schedule_time,
     secret_values,
 )
@@ -116,6 +117,19 @@ def submit(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Kill it after this long, e.g. 30s.")
     ] = None,
+    retry: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JSON|@FILE",
+            help="This job's own retry policy over its definition's, e.g. '{\"attempts\": 3, "
+            '"on": [{"exit_codes": [2], "action": "fail"}]}\': the fields given replace the '
+            "definition's, the others are kept.",
+        ),
+    ] = None,
+    attempts: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="At most N attempts (retry.attempts), 1 to 100."),
+    ] = None,
     depends_on: Annotated[
         list[str] | None,
         typer.Option(
@@ -172,6 +186,7 @@ def submit(
         "priority": priority,
         "timeout": duration(timeout, "--timeout"),
         "array": {"size": array} if array is not None else None,
+        "retry": retry_option(retry, attempts),
     }
     body = {field: value for field, value in given.items() if value is not None}
     key = idempotency_key(key_text)

@@ -19,6 +19,7 @@ from pydantic import (
 
 from orchestrator.errors import InvalidRequest
 from orchestrator.rules.containers import ContainerSpec
+from orchestrator.rules.definition_spec import RetryPolicy
 from orchestrator.rules.dependencies import MAX_DEPENDENCIES, Condition, DependencyType
 from orchestrator.rules.fields import (
     Duration,
@@ -117,6 +118,12 @@ class JobCreate(Request):
     webhook: AnyHttpUrl | None = None
     priority: Priority = 0
     timeout: Duration | None = None
+    retry: RetryPolicy | None = Field(
+        default=None,
+        description="This job's own retry policy, over its definition's (as AWS Batch's "
+        "`retryStrategy` on a submit): each field given (`attempts`, `on_exit_codes`, `on`, "
+        "`backoff`) replaces the definition's, the others are kept.",
+    )
     schedule_at: Time | None = None
     array: ArrayRequest | None = Field(
         default=None,
@@ -138,6 +145,15 @@ class JobCreate(Request):
         if len(set(ids)) != len(ids):
             raise ValueError("a job is named twice")
         return value
+
+    def retry_fields(self) -> dict[str, Any]:
+        """The retry policy's fields this submission sets itself (JSON), to lay over its
+        definition's; empty when it sets none."""
+        if self.retry is None:
+            return {}
+        dumped = self.retry.model_dump(mode="json")
+        # An empty ``on`` is left out of a dump; given, it clears the definition's rules.
+        return {name: dumped.get(name, []) for name in self.retry.model_fields_set}
 
     @property
     def links_jobs(self) -> bool:
@@ -243,6 +259,11 @@ class JobPublic(JobSummary):
         description="The jobs it waits for (or waited for), in the submission's order.",
     )
     dependents: int = Field(default=0, description="How many jobs depend on this one.")
+    retry: dict[str, Any] | None = Field(
+        default=None,
+        description="The retry policy its attempts follow: its definition's, with the "
+        "submission's own `retry` fields over it.",
+    )
 
     @classmethod
     def from_row(
@@ -261,6 +282,7 @@ class JobPublic(JobSummary):
             children=children,
             depends_on=depends_on or [],
             dependents=dependents,
+            retry=row.container.get("retry"),
         )
 
 

@@ -12,7 +12,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from orchestrator.errors import Conflict, InvalidRequest, NotFound
-from orchestrator.rules.definition_spec import CONTAINER_FIELDS, RESERVED_ENV_PREFIX
+from orchestrator.rules.definition_spec import (
+    CONTAINER_FIELDS,
+    RESERVED_ENV_PREFIX,
+    RetryPolicy,
+)
 from orchestrator.rules.fields import MAX_INT, storable
 from orchestrator.rules.input_limits import InputLimits
 from orchestrator.rules.states import UNFINISHED
@@ -132,11 +136,13 @@ def bind(
     timeout: float | None,
     limits: InputLimits | None,
     implicit: Mapping[str, ParameterValue] | None = None,
+    retry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The job's columns that come from its definition, merged with the submission's own
     values (checked: reserved and required env, counts, unknown parameters, ``Param::``
     substitution). ``implicit``: substitution values no one declares (an array's
-    ``array_index``), stored with none of the job's parameters."""
+    ``array_index``), stored with none of the job's parameters. ``retry``: the submission's
+    own retry fields (``JobCreate.retry_fields``), laid over the definition's policy."""
     spec = definitions.current_spec(definition)
     reference = f"{definition.name}:{definition.version}"
     _check_env(env, secret_env, spec["secrets"], reference)
@@ -155,14 +161,18 @@ def bind(
         field = "command" if command is not None else f"definition {reference} command"
         values = {**merged_parameters, **(implicit or {})}
         substituted = substitute(template, values, field=field)
+    container = {key: spec[key] for key in CONTAINER_FIELDS}
+    if retry:
+        merged = RetryPolicy.model_validate({**spec["retry"], **retry})
+        container["retry"] = merged.model_dump(mode="json")
     return {
         "definition_name": definition.name,
         "definition_version": definition.version,
-        "max_attempts": spec["retry"]["attempts"],
+        "max_attempts": container["retry"]["attempts"],
         "command": substituted,
         "parameters": merged_parameters,
         "env": merged_env,
-        "container": {key: spec[key] for key in CONTAINER_FIELDS},
+        "container": container,
         "timeout": timeout if timeout is not None else spec["timeout"],
     }
 

@@ -190,6 +190,7 @@ def plan(
             timeout=request.timeout,
             limits=limits,
             implicit=arrays.KEPT if request.array is not None else None,
+            retry=request.retry_fields(),
         )
     else:
         dependencies.refuse_unbound(request.depends_on)

@@ -1,5 +1,6 @@
 """Resubmitting a job: a new job with the same spec (definition version, queue, name,
-parameters, env, secret env, input, metadata, priority, timeout) as one already submitted."""
+parameters, env, secret env, input, metadata, priority, timeout, retry policy) as one already
+submitted."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def spec_of(job: Job, box: SecretBox) -> JobCreate:
         metadata=job.job_metadata,
         priority=job.priority,
         timeout=job.timeout,
+        retry=job.container.get("retry"),
     )
 
 

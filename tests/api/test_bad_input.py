@@ -288,6 +288,16 @@ SUBMIT_FIELD_ERRORS = [
     pytest.param({"webhook": "not a url"}, "webhook", "URL", id="webhook-not-url"),
     pytest.param({"webhook": "ftp://example.com/x"}, "webhook", "http", id="webhook-ftp"),
     pytest.param({"webhook": 5}, "webhook", "URL", id="webhook-number"),
+    pytest.param({"retry": {"attempts": 0}}, "retry.attempts", "greater", id="retry-attempts-0"),
+    pytest.param({"retry": {"attempts": 101}}, "retry.attempts", "less", id="retry-attempts-101"),
+    pytest.param(
+        {"retry": {"on": [{"exit_codes": [1], "action": "maybe"}]}},
+        "retry.on.0.action",
+        "retry",
+        id="retry-rule-action",
+    ),
+    pytest.param({"retry": {"tries": 3}}, "retry.tries", "unknown field", id="retry-unknown"),
+    pytest.param({"retry": 3}, "retry", "object", id="retry-number"),
 ]
 
 

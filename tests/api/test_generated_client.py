@@ -171,6 +171,9 @@ def test_a_generated_client_loses_no_field(client_package: str, client: Any) -> 
             secret_env=models.JobCreateSecretEnv.from_dict({"API_KEY": SECRET}),
             input_={"scene": "castle", "frames": [frame, frame + 1]},
             metadata=models.JobCreateMetadata.from_dict({"ticket": frame, "tags": ["a", "b"]}),
+            retry=models.RetryPolicy(
+                attempts=2, on=[models.RetryRule(action=models.RetryAction.FAIL, exit_codes=[3])]
+            ),
         )
 
     def sent_and_run(job_id: str, frame: int, who: str) -> None:
@@ -182,6 +185,8 @@ def test_a_generated_client_loses_no_field(client_package: str, client: Any) -> 
         assert job.input_ == {"scene": "castle", "frames": [frame, frame + 1]}
         assert job.metadata.additional_properties == {"ticket": frame, "tags": ["a", "b"]}
         assert job.name == f"frame-{frame}"
+        assert job.max_attempts == 2
+        assert job.retry.additional_properties["on"] == [{"exit_codes": [3], "action": "fail"}]
         log = api["get_job_logs"].sync("default", job_id, client=client)
         first, _, rest = log.partition("\n")
         assert first == f"frame={frame} who={who} greeting=hello {who} secret={len(SECRET)}"
@@ -219,6 +224,7 @@ def test_a_generated_client_loses_no_field(client_package: str, client: Any) -> 
     assert target["secret_env"] == {"API_KEY": "***"}
     assert target["input"] == {"scene": "castle", "frames": [7, 8]}
     assert target["metadata"] == {"ticket": 7, "tags": ["a", "b"]}
+    assert target["retry"] == {"attempts": 2, "on": [{"exit_codes": [3], "action": "fail"}]}
     run = api["trigger_schedule"].sync("default", "nightly", client=client)
     assert run.job_id, run.to_dict()
     sent_and_run(run.job_id, 7, "the scheduler")

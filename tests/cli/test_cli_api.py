@@ -99,6 +99,34 @@ def test_every_submit_flag_reaches_the_job(
         assert canary not in shown
 
 
+def test_retry_and_attempts_make_the_jobs_own_retry_policy(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    server.register(sh("third-time", '[ "$ORCH_ATTEMPT" -ge 3 ] && exit 0; exit 1'))
+    policy = tmp_path / "retry.json"
+    policy.write_text('{"attempts": 2, "backoff": "100ms"}')
+
+    # --attempts over the file's attempts: a third attempt succeeds.
+    job = as_json(
+        cli(server, "submit", "third-time", "--retry", f"@{policy}", "--attempts", "3", "--json")
+    )
+    done = server.wait_job(job["id"])
+    assert (done["status"], done["attempt"], done["max_attempts"]) == ("succeeded", 3, 3)
+    assert done["retry"]["backoff"]["delay"] == 0.1
+    # Inline, a rule failing exit 1 at once.
+    rule = '{"attempts": 3, "on": [{"exit_codes": [1], "action": "fail"}]}'
+    fast = server.wait_job(
+        as_json(cli(server, "submit", "third-time", "--retry", rule, "--json"))["id"]
+    )
+    assert (fast["status"], fast["attempt"]) == ("failed", 1)
+
+    assert "'--retry'" in usage_error(cli(server, "submit", "third-time", "--retry", "[3]"))
+    assert "not valid JSON" in usage_error(cli(server, "submit", "third-time", "--retry", "{"))
+    # The server names the field of a policy it refuses.
+    refused = cli(server, "submit", "third-time", "--attempts", "0")
+    assert refused.exit_code != 0 and "retry.attempts" in refused.stderr
+
+
 def test_a_secret_value_on_the_command_line_is_refused_unechoed(server: LiveServer) -> None:
     apply(server, "use-secret")
     for value, reason in (

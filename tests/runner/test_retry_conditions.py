@@ -159,3 +159,34 @@ def test_a_fail_rule_on_an_interruption_fails_the_job_at_once(
     assert "a retry rule fails the job on this reason" in done["error"]
     assert reasons(server, job_id, "interrupted") == ["container_vanished"]
     assert reasons(server, job_id, "failed") == ["container_vanished"]
+
+
+def test_a_jobs_own_retry_policy_is_laid_over_its_definitions(server: LiveServer) -> None:
+    # The definition gives one attempt, and a rule failing exit 2 at once.
+    retry = {"attempts": 1, "on": [{"exit_codes": [2], "action": "fail"}], "backoff": "100ms"}
+    third_time_lucky = '[ "$ORCH_ATTEMPT" -ge 3 ] && exit 0; exit 1'
+    server.register(sh(third_time_lucky, name="lucky", retry=retry))
+    server.register(sh("exit 2", name="always-two", retry=retry))
+
+    plain = server.submit(definition="lucky")
+    more = server.submit(definition="lucky", retry={"attempts": 3})
+    kept_rule = server.submit(definition="always-two", retry={"attempts": 3})
+    cleared = server.submit(definition="always-two", retry={"attempts": 3, "on": []})
+
+    # The definition's one attempt.
+    assert server.wait_job(plain["id"])["status"] == "failed"
+    assert server.job(plain["id"])["attempt"] == 1
+    # The job's attempts over it: a third attempt succeeds.
+    done = server.wait_job(more["id"])
+    assert (done["status"], done["attempt"], done["max_attempts"]) == ("succeeded", 3, 3)
+    assert reasons(server, more["id"], "retrying") == ["exit_code", "exit_code"]
+    # Fields it did not give are the definition's: the rule and the backoff.
+    assert done["retry"]["on"] == [{"exit_codes": [2], "action": "fail"}]
+    assert done["retry"]["backoff"]["delay"] == 0.1
+    # The definition's fail rule still ends exit 2 at once, with attempts left.
+    fast = server.wait_job(kept_rule["id"])
+    assert (fast["status"], fast["attempt"], fast["max_attempts"]) == ("failed", 1, 3)
+    # ``on: []`` clears the definition's rules: exit 2 is retried like any failure.
+    slow = server.wait_job(cleared["id"])
+    assert (slow["status"], slow["attempt"], slow["exit_code"]) == ("failed", 3, 2)
+    assert "on" not in slow["retry"]

@@ -1,6 +1,7 @@
 """What the console reads and writes beyond the API's routes, on SQLite and PostgreSQL: a log's
 tail read backwards a page at a time ("load earlier"), a follow that starts after the tail the
-page already shows, and a resubmit that makes a new job of the same spec, secret env included."""
+page already shows, and a resubmit that makes a new job of the same spec, secret env and
+retry policy included."""
 
 from __future__ import annotations
 
@@ -121,6 +122,7 @@ def test_a_resubmit_is_a_new_job_of_the_same_spec_with_its_secret_env(
         input={"n": 1},
         priority=3,
         timeout="90s",
+        retry={"attempts": 4, "on": [{"exit_codes": [7], "action": "fail"}]},
     )
     with services.db.transaction() as session:
         second = resubmit.resubmit(
@@ -142,6 +144,9 @@ def test_a_resubmit_is_a_new_job_of_the_same_spec_with_its_secret_env(
         for field in ("definition_name", "definition_version", "queue", "command", "parameters"):
             assert getattr(new, field) == getattr(old, field), field
         assert (new.env, new.input, new.priority, new.timeout) == ({"MODE": "x"}, {"n": 1}, 3, 90)
+        # The job's own retry policy, not the definition's one attempt.
+        assert (new.max_attempts, new.container["retry"]) == (4, old.container["retry"])
+        assert old.container["retry"]["on"] == [{"exit_codes": [7], "action": "fail"}]
         assert attempts.secret_values(new, services.box) == {"API_KEY": "secret-value-1"}
 
 
