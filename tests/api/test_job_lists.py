@@ -67,7 +67,11 @@ def test_a_list_shows_summaries_and_get_shows_the_whole_job(
     for item in items:
         assert set(item) == SUMMARY_FIELDS
         whole = server.job(item["id"])
-        assert set(whole) == SUMMARY_FIELDS | DOCUMENT_FIELDS | {"depends_on", "dependents"}
+        assert set(whole) == SUMMARY_FIELDS | DOCUMENT_FIELDS | {
+            "depends_on",
+            "dependents",
+            "retry",
+        }
         assert {key: whole[key] for key in SUMMARY_FIELDS} == item
         assert whole["input"]["text"] == "in" and whole["metadata"] == {"team": "data"}
         assert whole["secret_env"] == {"TOKEN": "***"}
