@@ -449,7 +449,11 @@ def start_server(tmpdir: Path | str, **env: Any) -> Server:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"orchestrator serve did not answer /healthz within 60 s at {url}")
+            process.wait()
+            raise RuntimeError(
+                f"orchestrator serve did not answer /healthz within 60 s at {url}:\n"
+                + (tmp / "server.log").read_text()[-3000:]
+            )
         time.sleep(0.1)
     token = token_file.read_text().strip()
     http = httpx.Client(

@@ -316,8 +316,9 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:8]
     rows = []
     try:
-        with common.postgres_database(args.postgres) as database_url:
-            for capacity in capacities:
+        for capacity in capacities:
+            # A database each: a server writes its admin token only into a new one.
+            with common.postgres_database(args.postgres) as database_url:
                 rows.append(measure(capacity, args.jobs, args.rounds, database_url, run_id))
     finally:
         common.cleanup(common.BENCH_LABEL)

@@ -74,12 +74,17 @@ def test_an_array_runs_each_child_with_its_index_and_the_parent_counts_them(
 
 def test_a_failing_child_fails_the_parent_and_retries_like_any_job(server: LiveServer) -> None:
     shard(server, "flaky", 'test "$ORCH_ARRAY_INDEX" != 1 || exit 3')
-    parent = server.submit(definition="flaky", array={"size": 3})
+    # The array's own retry policy is each child's.
+    retry = {"attempts": 2, "backoff": "100ms"}
+    parent = server.submit(definition="flaky", array={"size": 3}, retry=retry)
     done = server.wait_job(parent["id"])
     assert done["status"] == "failed"
     assert done["children"]["failed"] == 1 and done["children"]["succeeded"] == 2
     failed = children(server, parent["id"], status="failed")["items"]
     assert [(child["array_index"], child["exit_code"]) for child in failed] == [(1, 3)]
+    assert (failed[0]["attempt"], failed[0]["max_attempts"]) == (2, 2)
+    every = children(server, parent["id"])["items"]
+    assert [child["max_attempts"] for child in every] == [2, 2, 2]
 
 
 def test_size_out_of_range_is_a_422_naming_array_size(server: LiveServer) -> None:
