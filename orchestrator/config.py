@@ -183,7 +183,7 @@ class Settings(BaseSettings):
     audit_retention: Annotated[float, BeforeValidator(parse_retention)] = 365 * 86400.0
     gc_interval: float = Field(default=300.0, gt=0)
     gc_batch: int = Field(default=500, ge=1, le=10_000)
-    gc_batch_time: float = Field(default=0.01, gt=0, le=10)
+    gc_batch_time: float = Field(default=0.005, gt=0, le=10)
     # Seconds between two samples of every queue's depth and throughput (the console's chart
     # keeps a row a queue a minute; a shorter interval rewrites the minute's row).
     queue_sample_interval: float = Field(default=60.0, gt=0, le=60)

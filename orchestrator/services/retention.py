@@ -177,16 +177,64 @@ def _gone_runners(retention: Retention, now: datetime) -> SelectOfScalar[str]:
     )
 
 
-def _among(session: Session, column: Any, job_ids: Sequence[str]) -> sa.ColumnElement[bool]:
-    """``column`` is one of ``job_ids``, bound as one value however many there are (an array
-    on PostgreSQL, a JSON array read by ``json_each`` on SQLite): the statement's text is the
-    same for every batch, so it is compiled once, and each table is searched by its index on
-    the job's id (not scanned)."""
-    if session.get_bind().dialect.name == "postgresql":
-        ids = sa.bindparam("job_ids", list(job_ids), type_=postgresql.ARRAY(sa.String))
+def _among(dialect: str, column: Any) -> sa.ColumnElement[bool]:
+    """``column`` is one of the ids bound as ``job_ids`` (``_ids_value``), however many there
+    are (an array on PostgreSQL, a JSON array read by ``json_each`` on SQLite): each table is
+    searched by its index on the job's id (not scanned)."""
+    if dialect == "postgresql":
+        ids = sa.bindparam("job_ids", type_=postgresql.ARRAY(sa.String))
         return col(column) == sa.any_(ids)
-    values = sa.func.json_each(json.dumps(list(job_ids))).table_valued("value")
+    values = sa.func.json_each(sa.bindparam("job_ids", type_=sa.String)).table_valued("value")
     return col(column).in_(select(values.c.value))
+
+
+def _ids_value(dialect: str, job_ids: Sequence[str]) -> object:
+    """``job_ids`` as ``_among``'s parameter binds them."""
+    return list(job_ids) if dialect == "postgresql" else json.dumps(list(job_ids))
+
+
+@dataclass(frozen=True)
+class _JobDeletes:
+    """A dialect's statements of ``delete_jobs``, built once: building a statement cost more
+    CPU than running it, and a batch of retention holds SQLite's one writer meanwhile."""
+
+    # The children of the jobs (an array parent's).
+    children: sa.Executable
+    # What goes with the jobs, then the jobs themselves: the links of the jobs to those they
+    # depended on (the links of jobs that depended on them stay with those, released as they
+    # ended), a TES task's rows, events, logs, deliveries.
+    dependencies: sa.Executable
+    tes: tuple[sa.Executable, ...]
+    events: sa.Executable
+    logs: sa.Executable
+    deliveries: sa.Executable
+    jobs: sa.Executable
+
+
+def _build_deletes(dialect: str) -> _JobDeletes:
+    def delete(model: Any, column: Any) -> sa.Executable:
+        # On a Connection the statement runs as plain SQL, whatever model names the table.
+        return sa.delete(model).where(_among(dialect, column))
+
+    return _JobDeletes(
+        children=select(Job.id).where(_among(dialect, Job.parent_id)),
+        dependencies=delete(JobDependency, JobDependency.job_id),
+        tes=tuple(
+            delete(model, column)
+            for model, column in (
+                (TesTaskTag, TesTaskTag.job_id),
+                (TesAttemptLog, TesAttemptLog.job_id),
+                (TesTask, TesTask.job_id),
+            )
+        ),
+        events=delete(JobEvent, JobEvent.job_id),
+        logs=delete(JobLog, JobLog.job_id),
+        deliveries=delete(WebhookDelivery, WebhookDelivery.job_id),
+        jobs=delete(Job, Job.id),
+    )
+
+
+_DELETES: dict[str, _JobDeletes] = {}
 
 
 def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
@@ -198,43 +246,29 @@ def delete_jobs(session: Session, job_ids: Sequence[str]) -> Removed:
     most of a batch's time."""
     if not job_ids:
         return Removed()
+    # What the session holds goes first (a task's attempt log added in this transaction).
+    session.flush()
     connection = session.connection()
+    dialect = connection.dialect.name
+    built = _DELETES.get(dialect)
+    if built is None:
+        # Two threads may both build them: the same statements, one of them kept.
+        built = _DELETES.setdefault(dialect, _build_deletes(dialect))
     # An array parent's children go with it (there are none while it is unfinished).
-    children = select(Job.id).where(_among(session, Job.parent_id, job_ids))
-    job_ids = [*job_ids, *session.exec(children).all()]
+    children = connection.scalars(built.children, {"job_ids": _ids_value(dialect, job_ids)})
+    bound = {"job_ids": _ids_value(dialect, [*job_ids, *children.all()])}
 
-    def gone(
-        model: type[
-            Job
-            | JobDependency
-            | JobEvent
-            | JobLog
-            | WebhookDelivery
-            | TesTask
-            | TesTaskTag
-            | TesAttemptLog
-        ],
-        column: Any,
-    ) -> int:
-        # On a Connection the statement runs as plain SQL, whatever model names the table.
-        statement = sa.delete(model).where(_among(session, column, job_ids))
-        return int(connection.execute(statement).rowcount)
+    def gone(statement: sa.Executable) -> int:
+        return int(connection.execute(statement, bound).rowcount)
 
-    # A job's links to the jobs it depended on go with it; the links of jobs that depended on
-    # it stay with them (they were released as it ended; it shows as deleted).
-    gone(JobDependency, JobDependency.job_id)
-    # A TES task's rows go with its job.
-    for model, column in (
-        (TesTaskTag, TesTaskTag.job_id),
-        (TesAttemptLog, TesAttemptLog.job_id),
-        (TesTask, TesTask.job_id),
-    ):
-        gone(model, column)
+    gone(built.dependencies)
+    for statement in built.tes:
+        gone(statement)
     return Removed(
-        events=gone(JobEvent, JobEvent.job_id),
-        logs=gone(JobLog, JobLog.job_id),
-        deliveries=gone(WebhookDelivery, WebhookDelivery.job_id),
-        jobs=gone(Job, Job.id),
+        events=gone(built.events),
+        logs=gone(built.logs),
+        deliveries=gone(built.deliveries),
+        jobs=gone(built.jobs),
     )
 
 
