@@ -14,6 +14,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationInfo,
+    field_serializer,
     field_validator,
 )
 
@@ -145,6 +146,12 @@ class JobCreate(Request):
         if len(set(ids)) != len(ids):
             raise ValueError("a job is named twice")
         return value
+
+    @field_serializer("retry")
+    def _retry_as_given(self, retry: RetryPolicy | None) -> dict[str, Any] | None:
+        # The fields given, an empty ``on`` included: a schedule stores its job target dumped,
+        # and the jobs it fires must lay the same fields over their definition's.
+        return None if retry is None else self.retry_fields()
 
     def retry_fields(self) -> dict[str, Any]:
         """The retry policy's fields this submission sets itself (JSON), to lay over its

@@ -226,6 +226,26 @@ def test_trigger_runs_now_and_honours_overlap_skip(server: LiveServer) -> None:
     server.http.post(f"/v1/projects/default/jobs/{first.json()['job_id']}/cancel")
 
 
+def test_a_job_targets_own_retry_policy_reaches_the_jobs_it_fires(server: LiveServer) -> None:
+    fail_on_two = {"attempts": 1, "on": [{"exit_codes": [2], "action": "fail"}]}
+    server.register({**sh("strict", "sleep 30; exit 2"), "retry": fail_on_two})
+    # Its own attempts, and none of the definition's rules ("on": []).
+    own = {"attempts": 3, "on": []}
+    create(
+        server,
+        name="lenient",
+        cron="0 0 1 1 *",
+        target={"job": {"definition": "strict", "retry": own}},
+    )
+    assert schedule(server, "lenient")["target"]["job"]["retry"] == own
+    fired = server.http.post(f"{BASE}/lenient/trigger")
+    assert fired.status_code == 202, fired.text
+    job = server.job(fired.json()["job_id"])
+    assert job["max_attempts"] == 3 and job["retry"]["attempts"] == 3
+    assert "on" not in job["retry"], job["retry"]
+    server.http.post(f"/v1/projects/default/jobs/{job['id']}/cancel")
+
+
 def test_trigger_with_overlap_replace_cancels_the_running_job(server: LiveServer) -> None:
     server.register(sh("slow", "sleep 30"))
     create(
