@@ -51,4 +51,6 @@ class RunnerProcessState(StrEnum):
     WAITING_FOR_NAME = "waiting_for_name"
     WAITING_FOR_ENGINE = "waiting_for_engine"
     DRAINING = "draining"
+    # Told to stop (or a loop of it died); its loops are still ending.
+    STOPPING = "stopping"
     STOPPED = "stopped"

@@ -177,6 +177,7 @@ class Runner:
             failure_wait=lambda: REAP_INTERVAL,
             failed="worker reaper failed",
             action="worker_reaper_error",
+            topics=lambda: (control_topic(self.name),),
             finished=self._stop.is_set,
         )
 
@@ -230,7 +231,9 @@ class Runner:
         with self._lock:
             running = len(self._attempts)
         if self._stop.is_set() or self.done.is_set():
-            state = RunnerProcessState.STOPPED
+            # Stopped means stopped: no loop of it runs, its registry row is written.
+            alive = any(loop.alive for loop in self.loops)
+            state = RunnerProcessState.STOPPING if alive else RunnerProcessState.STOPPED
         elif self._draining.is_set():
             state = RunnerProcessState.DRAINING
         elif self.registration.name_conflict is not None:

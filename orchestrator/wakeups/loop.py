@@ -81,6 +81,11 @@ class Loop:
         return LoopState.STOPPED
 
     @property
+    def alive(self) -> bool:
+        """True while the loop's thread runs, its exit handling included."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def stopping(self) -> bool:
         """True once ``stop`` was called."""
         return self._stop.is_set()

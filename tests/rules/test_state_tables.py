@@ -201,10 +201,11 @@ def test_lost_is_never_stored_so_nothing_moves_into_or_out_of_it() -> None:
 
 
 def test_a_process_reports_itself_in_its_own_words() -> None:
-    # Shared words mean the same; the process's own two are never stored in the registry.
+    # Shared words mean the same; the process's own three are never stored in the registry.
     shared = {s.value for s in RunnerProcessState} & {s.value for s in RunnerState}
     assert shared == {"active", "draining", "stopped"}
     assert {s.value for s in RunnerProcessState} - shared == {
         "waiting_for_name",
         "waiting_for_engine",
+        "stopping",
     }

@@ -5,6 +5,7 @@ instead of holding them while it claims nothing."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -82,7 +83,20 @@ def test_a_runner_whose_claim_loop_or_heartbeat_died_stops_and_says_so(
     make_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     server = make_server(runner_name=f"dies-{name}", runner_lease=3)
+    runner = server.services.runner
+    assert runner is not None
+    # A slow exit (its workers' containers taking time to go): until it is over, the runner
+    # is stopping, not stopped.
+    close_workers = runner.workers.close
+
+    def slow_close() -> None:
+        time.sleep(1.0)
+        close_workers()
+
+    monkeypatch.setattr(runner.workers, "close", slow_close)
     kill(monkeypatch, server, name)
+    wait_for(lambda: health(server)["runner"] in {"stopping", "stopped"})
+    assert health(server)["runner"] == "stopping"
     wait_for(lambda: health(server)["runner"] == "stopped")
     report = health(server)
     assert report["status"] == "degraded"
@@ -92,9 +106,9 @@ def test_a_runner_whose_claim_loop_or_heartbeat_died_stops_and_says_so(
         "stopped"
     }
     assert report["loops"]["scheduler"] == "running"
-    runner = server.http.get(f"/v1/runners/dies-{name}")
-    assert runner.status_code == 200, runner.text
-    assert runner.json()["state"] == "stopped"
+    row = server.http.get(f"/v1/runners/dies-{name}")
+    assert row.status_code == 200, row.text
+    assert row.json()["state"] == "stopped"
     # Nothing claims any more: a job submitted now waits for another runner.
     server.register({"name": "later", "image": TEST_IMAGE, "command": ["true"]})
     job = server.submit(definition="later")

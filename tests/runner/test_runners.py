@@ -64,7 +64,7 @@ def test_drain_finishes_running_jobs_claims_nothing_new_then_stops(
     assert server.wait_job(first["id"])["status"] == "succeeded"
     wait_for(lambda: runner_view(server, "drainee")["state"] == "stopped")
     assert server.job(waiting["id"])["status"] == "queued"
-    assert server.http.get("/healthz").json()["runner"] == "stopped"
+    wait_for(lambda: server.http.get("/healthz").json()["runner"] == "stopped")
     again = server.http.post("/v1/runners/drainee/drain")
     assert again.status_code == 409
     assert "stopped" in again.json()["message"]
