@@ -119,6 +119,9 @@ def test_retry_and_attempts_make_the_jobs_own_retry_policy(
         as_json(cli(server, "submit", "third-time", "--retry", rule, "--json"))["id"]
     )
     assert (fast["status"], fast["attempt"]) == ("failed", 1)
+    # Without --json, the job shows the policy it followed as one line.
+    shown = cli(server, "jobs", "get", fast["id"]).stdout
+    assert "\nretry: " in shown and '"on":[{"exit_codes":[1],"action":"fail"}]' in shown
 
     assert "'--retry'" in usage_error(cli(server, "submit", "third-time", "--retry", "[3]"))
     assert "not valid JSON" in usage_error(cli(server, "submit", "third-time", "--retry", "{"))
