@@ -41,7 +41,13 @@ from orchestrator.rules.fields import (
 )
 from orchestrator.rules.reasons import FailureReason
 from orchestrator.rules.retry import exponential_backoff
-from orchestrator.rules.retry_rules import MAX_RETRY_RULES, RetryAction, RetryRule, first_match
+from orchestrator.rules.retry_rules import (
+    MAX_RETRY_RULES,
+    RetryAction,
+    RetryRule,
+    SchemaOfFields,
+    first_match,
+)
 from orchestrator.rules.units import (
     MAX_SIZE_BYTES,
     parse_size,
@@ -116,6 +122,9 @@ class Resources(StrictModel):
 
 
 class Backoff(StrictModel):
+    # Shown in seconds, given as a duration too: one schema for both (see ``SchemaOfFields``).
+    model_config = ConfigDict(extra="forbid", json_schema_mode_override="validation")
+
     delay: Duration = 1.0
     factor: float = Field(default=2.0, ge=1.0)
     max: Duration = 3600.0
@@ -135,7 +144,9 @@ def _on_key(value: Any) -> Any:
     return value
 
 
-class RetryPolicy(StrictModel):
+class RetryPolicy(SchemaOfFields):
+    model_config = ConfigDict(extra="forbid")
+
     attempts: int = Field(default=1, ge=1, le=100)
     on_exit_codes: list[int] = Field(default_factory=list)
     on: list[RetryRule] = Field(

@@ -16,10 +16,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from orchestrator.rules.reasons import FailureReason
 
@@ -31,6 +34,22 @@ MAX_LOG_GLOB_CHARS = 512
 # A container's exit code as the engine reports it.
 MAX_EXIT_CODE = 255
 _RANGE = re.compile(r"^\s*(\d+)\s*-\s*(\d+)\s*$")
+
+
+class SchemaOfFields(BaseModel):
+    """A model whose serializer only leaves fields out: its JSON schema is that of its fields
+    both ways. A serializer returning a ``dict`` would otherwise make its output schema an
+    untyped object, and OpenAPI would show a job's retry policy as one."""
+
+    # One schema for requests and answers, so OpenAPI has one component, not -Input/-Output.
+    model_config = ConfigDict(json_schema_mode_override="validation")
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        fields_only = {key: value for key, value in core_schema.items() if key != "serialization"}
+        return handler(fields_only)
 
 
 class RetryAction(StrEnum):
@@ -64,7 +83,7 @@ def _checked_exit_code(value: int | str) -> int | str:
 ExitCode = Annotated[int | str, AfterValidator(_checked_exit_code)]
 
 
-class RetryRule(BaseModel):
+class RetryRule(SchemaOfFields):
     """One condition: every criterion given must match (a rule with none matches any failed
     attempt); ``action`` says what then happens."""
 

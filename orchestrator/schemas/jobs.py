@@ -266,7 +266,7 @@ class JobPublic(JobSummary):
         description="The jobs it waits for (or waited for), in the submission's order.",
     )
     dependents: int = Field(default=0, description="How many jobs depend on this one.")
-    retry: dict[str, Any] | None = Field(
+    retry: RetryPolicy | None = Field(
         default=None,
         description="The retry policy its attempts follow: its definition's, with the "
         "submission's own `retry` fields over it.",

@@ -186,7 +186,11 @@ def test_a_generated_client_loses_no_field(client_package: str, client: Any) -> 
         assert job.metadata.additional_properties == {"ticket": frame, "tags": ["a", "b"]}
         assert job.name == f"frame-{frame}"
         assert job.max_attempts == 2
-        assert job.retry.additional_properties["on"] == [{"exit_codes": [3], "action": "fail"}]
+        # The policy it follows comes back typed: the generated RetryPolicy and RetryRule.
+        assert isinstance(job.retry, models.RetryPolicy)
+        assert job.retry.attempts == 2
+        (rule,) = job.retry.on
+        assert (rule.action, rule.exit_codes) == (models.RetryAction.FAIL, [3])
         log = api["get_job_logs"].sync("default", job_id, client=client)
         first, _, rest = log.partition("\n")
         assert first == f"frame={frame} who={who} greeting=hello {who} secret={len(SECRET)}"
