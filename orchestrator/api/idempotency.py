@@ -89,7 +89,8 @@ def create_once(
         with services.db.transaction() as session:
             answer = create(session)
         return _response(answer, replayed=False)
-    material = request_material(request.url.path, body.model_dump(mode="json"))
+    # The path as the server got it: ``request.url`` would build a whole URL for it.
+    material = request_material(request.scope["path"], body.model_dump(mode="json"))
     fingerprints = services.box.digests(material)
     ttl, now = services.settings.idempotency_ttl, utcnow()
     try:

@@ -16,8 +16,6 @@ HEADER = "Idempotency-Key"
 DEFAULT_TTL_SECONDS = 86400.0
 # Stripe's limit; a UUID (the draft's example) is 36.
 MAX_KEY_CHARS = 255
-# Printable ASCII: what an HTTP field value holds without obsolete bytes or controls.
-_FIRST_PRINTABLE, _LAST_PRINTABLE = 0x20, 0x7E
 
 
 def _refused(reason: str) -> InvalidRequest:
@@ -61,7 +59,8 @@ def parse_key(values: Sequence[str]) -> str | None:
         raise _refused("must not be empty")
     if len(key) > MAX_KEY_CHARS:
         raise _refused(f"at most {MAX_KEY_CHARS} characters, got {len(key)}")
-    if any(not _FIRST_PRINTABLE <= ord(char) <= _LAST_PRINTABLE for char in key):
+    # Of ASCII, exactly 0x20-0x7E are printable.
+    if not (key.isascii() and key.isprintable()):
         raise _refused("only printable ASCII characters")
     return key
 

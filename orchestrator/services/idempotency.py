@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from orchestrator.errors import Conflict, IdempotencyKeyReused
 from orchestrator.rules.idempotency import HEADER
+from orchestrator.storage.driver_statements import DriverStatement
 from orchestrator.storage.models import IdempotencyKey
 
 _KEYS: sa.Table = IdempotencyKey.__table__  # type: ignore[attr-defined]
@@ -57,14 +58,16 @@ class _Statements:
     """A dialect's statements, built once: building one costs more than running it."""
 
     # Insert the key's row with its answer, or take over its row when it expired: one
-    # statement, so two requests can never both keep it. Returns the row's id when kept.
-    keep: sa.Executable
+    # statement, so two requests can never both keep it. Returns the row's id when kept. Run
+    # on the driver's cursor: through ``Connection.execute`` it made a keyed submit on
+    # PostgreSQL cost 1.15-1.2x a plain one (the goal is 1.1x).
+    keep: DriverStatement
     # The key's row as its first request left it, while its answer is kept.
     stored: sa.Executable
 
 
-def _build(dialect: str) -> _Statements:
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(_KEYS)
+def _build(dialect: sa.Dialect) -> _Statements:
+    insert = (postgresql.insert if dialect.name == "postgresql" else sqlite.insert)(_KEYS)
     time_type = _KEYS.c.create_time.type
     row = insert.values(
         project=sa.bindparam("project"),
@@ -98,18 +101,18 @@ def _build(dialect: str) -> _Statements:
         _KEYS.c.key == sa.bindparam("key"),
         _KEYS.c.create_time >= sa.bindparam("cutoff", type_=time_type),
     )
-    return _Statements(keep=keep, stored=stored)
+    return _Statements(keep=DriverStatement(keep, dialect), stored=stored)
 
 
 _BUILT: dict[str, _Statements] = {}
 
 
 def _statements(session: Session) -> _Statements:
-    dialect = session.get_bind().dialect.name
-    built = _BUILT.get(dialect)
+    dialect = session.get_bind().dialect
+    built = _BUILT.get(dialect.name)
     if built is None:
         # Two threads may both build it: the same statements, one of them kept.
-        built = _BUILT.setdefault(dialect, _build(dialect))
+        built = _BUILT.setdefault(dialect.name, _build(dialect))
     return built
 
 
@@ -145,7 +148,7 @@ def keep(
         "cutoff": cutoff,
     }
     for _ in range(KEEP_TRIES):
-        if connection.execute(statements.keep, values).scalar_one_or_none() is not None:
+        if statements.keep.first(connection, values) is not None:
             return None
         # The key is another request's, committed (the insert waits for an uncommitted one).
         first = _first_answer(session, where | {"cutoff": cutoff}, fingerprints)
