@@ -59,8 +59,8 @@ class _Statements:
 
     # Insert the key's row with its answer, or take over its row when it expired: one
     # statement, so two requests can never both keep it. Returns the row's id when kept. Run
-    # on the driver's cursor: through ``Connection.execute`` it cost a keyed submit twice the
-    # CPU (the goal: a keyed submit costs at most 1.1x a plain one).
+    # on the driver's cursor: through ``Connection.execute`` it cost twice the CPU, and a keyed
+    # submit may cost at most 1.1x a plain one.
     keep: DriverStatement
     # The key's row as its first request left it, while its answer is kept.
     stored: sa.Executable

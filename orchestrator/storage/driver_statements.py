@@ -8,7 +8,8 @@ and parameter style included), every parameter passes through its type's bind pr
 would in ``Connection.execute``, and a driver error is handled by the connection as its own
 (wrapped as ``DBAPIError``, a lost connection invalidated, the ``handle_error`` listeners that
 track outages called). What is not: the statement is not logged by SQLAlchemy's echo, and no
-``after_cursor_execute`` listener sees it.
+``after_cursor_execute`` listener sees it (so its success alone does not end an outage; the
+next statement through SQLAlchemy does).
 """
 
 from __future__ import annotations
