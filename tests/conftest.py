@@ -34,7 +34,9 @@ from orchestrator.api import create_app
 from orchestrator.api.server import build as build_server
 from orchestrator.config import Settings
 from orchestrator.process import Services
-from orchestrator.services import runners
+from orchestrator.rules.roles import Role
+from orchestrator.services import runners, tokens
+from orchestrator.services.audit import Actor
 from orchestrator.storage.db import Database
 
 pytest_plugins = ["tests.hosts", "tests.receiver"]
@@ -450,6 +452,17 @@ class LiveServer:
 def admin_token(settings: Settings) -> str:
     """The admin token the server wrote to its data dir on its first start."""
     return (settings.data_dir / "admin-token").read_text().strip()
+
+
+def stream_reader(services: Services, project: str) -> Actor:
+    """The actor of a new read token on ``project``, for tests that hold a stream's lease as the
+    API does: the streams' token check ends a lease whose token is not in the database (so a
+    made-up actor's streams end at the first check, ``streams.guard.CHECK_SECONDS`` in)."""
+    with services.db.transaction() as session:
+        token, _ = tokens.create(session, "stream reader", Role.READ, project, caps=services.caps)
+        token_id = token.id
+    with services.db.read() as session:
+        return tokens.active(session, [token_id])[token_id]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from orchestrator.services import (
 )
 from orchestrator.services.audit import SYSTEM
 from orchestrator.storage.models import utcnow
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, stream_reader
 
 PROJECT = "default"
 
@@ -100,7 +100,7 @@ def test_a_follow_starts_after_the_chunk_the_page_shows(services: Services) -> N
 
 
 async def _follow_from(services: Services, job_id: str, after: int) -> bytes:
-    lease = services.streams.open(SYSTEM, PROJECT)
+    lease = services.streams.open(stream_reader(services, PROJECT), PROJECT)
     received = b""
     try:
         async with aclosing(services.streams.logs(PROJECT, job_id, None, lease, after=after)) as b:

@@ -90,16 +90,17 @@ def test_values_are_stored_as_sqlalchemy_stores_them(database: Database) -> None
             assert row.create_time == when
             assert row.response_headers == ROW["response_headers"]
             assert row.status_code == 201 and row.response_body == ROW["response_body"]
-    # A time compares as SQLAlchemy's do: the row of a whole second is older than a row one
-    # microsecond later, whichever way each was written.
+    # A time compares as SQLAlchemy's do, whichever way each row was written: two rows at the
+    # whole second, two a microsecond later, and all four at or after the whole second (on
+    # SQLite a time stored without its ".000000" would sort before SQLAlchemy's bound one).
     with database.read() as session:
-        older = session.connection().execute(
-            sa.select(sa.func.count()).where(
-                KEYS.c.create_time < sa.bindparam("t", type_=KEYS.c.create_time.type)
-            ),
-            {"t": WHOLE_SECOND + timedelta(microseconds=1)},
-        )
-        assert older.scalar_one() == 2
+        connection = session.connection()
+        at = sa.bindparam("t", type_=KEYS.c.create_time.type)
+        count = sa.select(sa.func.count()).select_from(KEYS)
+        before = {"t": WHOLE_SECOND + timedelta(microseconds=1)}
+        assert connection.execute(count.where(KEYS.c.create_time < at), before).scalar_one() == 2
+        since = {"t": WHOLE_SECOND}
+        assert connection.execute(count.where(KEYS.c.create_time >= at), since).scalar_one() == 4
 
 
 def test_a_statement_that_returns_no_row_gives_none(database: Database) -> None:

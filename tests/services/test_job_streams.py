@@ -18,10 +18,10 @@ from orchestrator.process import Services
 from orchestrator.rules import definition_spec
 from orchestrator.schemas.jobs import JobCreate
 from orchestrator.services import attempts, definitions, jobs
-from orchestrator.services.audit import SYSTEM
+from orchestrator.services.audit import Actor
 from orchestrator.storage.models import utcnow
 from orchestrator.streams.feed import BUFFER_ITEMS, Item
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, stream_reader
 
 PROJECT = "default"
 
@@ -42,6 +42,11 @@ def services(make_settings: Callable[..., Settings]) -> Iterator[Services]:
         )
     yield built
     built.close()
+
+
+@pytest.fixture
+def reader(services: Services) -> Actor:
+    return stream_reader(services, PROJECT)
 
 
 def waiting_job(services: Services) -> str:
@@ -76,9 +81,9 @@ def numbers(batches: list[list[Item]]) -> list[int]:
     return [int(item.data) for batch in batches for item in batch]
 
 
-async def follow(services: Services, job_id: str) -> AsyncGenerator[list[Item]]:
-    """The job's log as a follower reads it, holding a lease as the API's streams do."""
-    lease = services.streams.open(SYSTEM, PROJECT)
+async def follow(services: Services, reader: Actor, job_id: str) -> AsyncGenerator[list[Item]]:
+    """The job's log as ``reader`` follows it, holding a lease as the API's streams do."""
+    lease = services.streams.open(reader, PROJECT)
     try:
         async with aclosing(services.streams.logs(PROJECT, job_id, None, lease)) as batches:
             async for items in batches:
@@ -108,7 +113,7 @@ def counting(services: Services) -> tuple[list[int], Callable[[], None]]:
 
 
 def test_a_follower_that_stops_reading_catches_up_from_the_database(
-    services: Services,
+    services: Services, reader: Actor
 ) -> None:
     job_id = waiting_job(services)
     batches, size = 2 * BUFFER_ITEMS // 10, 10
@@ -121,13 +126,13 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
         go = asyncio.Event()
 
         async def fast() -> None:
-            async for items in follow(services, job_id):
+            async for items in follow(services, reader, job_id):
                 fast_got.append(items)
                 async with fast_progress:
                     fast_progress.notify_all()
 
         async def slow() -> None:
-            async for items in follow(services, job_id):
+            async for items in follow(services, reader, job_id):
                 slow_got.append(items)
                 await go.wait()  # stops reading after its first batch, until told to go on
 
@@ -141,6 +146,9 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
             appended = (batch + 1) * size
             async with fast_progress:
                 await fast_progress.wait_for(lambda n=appended: len(numbers(fast_got)) >= n)
+        # The streams' token check (every 2 s, and on a revoke) keeps the followers' leases.
+        await streams.guard.check()
+        await asyncio.sleep(0.05)
         feed = streams.feeds.feeds[("logs", PROJECT, job_id)]
         # The slow follower was cut off from the feed; the others are not held back by it.
         assert len(feed.followers) == 2
@@ -155,7 +163,8 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
 
     reads, stop = counting(services)
     try:
-        fast_numbers, slow_numbers, feed_reads = asyncio.run(run())
+        # Bounded: a follower that ends early fails the test rather than hanging it.
+        fast_numbers, slow_numbers, feed_reads = asyncio.run(asyncio.wait_for(run(), 120))
     finally:
         stop()
     expected = list(range(1, total + 1))
@@ -166,7 +175,9 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
     assert reads[0] >= feed_reads + 3
 
 
-def test_followers_joining_while_rows_pour_in_get_each_row_once(services: Services) -> None:
+def test_followers_joining_while_rows_pour_in_get_each_row_once(
+    services: Services, reader: Actor
+) -> None:
     job_id = waiting_job(services)
     total, size, joiners = 600, 5, 20
 
@@ -177,9 +188,9 @@ def test_followers_joining_while_rows_pour_in_get_each_row_once(services: Servic
         finish(services, job_id)
 
     async def run() -> list[list[int]]:
-        async def reader() -> list[int]:
+        async def read_all() -> list[int]:
             got: list[list[Item]] = []
-            async for items in follow(services, job_id):
+            async for items in follow(services, reader, job_id):
                 got.append(items)
             return numbers(got)
 
@@ -188,12 +199,12 @@ def test_followers_joining_while_rows_pour_in_get_each_row_once(services: Servic
         thread.start()
         tasks = []
         for _ in range(joiners):
-            tasks.append(asyncio.create_task(reader()))
+            tasks.append(asyncio.create_task(read_all()))
             # Let some rows land between two joins (the writer never waits for the readers).
             await asyncio.sleep(0.02)
         results = await asyncio.gather(*tasks)
         await asyncio.to_thread(thread.join)
         return list(results)
 
-    for result in asyncio.run(run()):
+    for result in asyncio.run(asyncio.wait_for(run(), 120)):
         assert result == list(range(1, total + 1))
