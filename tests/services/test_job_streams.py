@@ -21,6 +21,7 @@ from orchestrator.services import attempts, definitions, jobs
 from orchestrator.services.audit import Actor
 from orchestrator.storage.models import utcnow
 from orchestrator.streams.feed import BUFFER_ITEMS, Item
+from orchestrator.streams.guard import Lease
 from tests.conftest import TEST_IMAGE, stream_reader
 
 PROJECT = "default"
@@ -81,9 +82,14 @@ def numbers(batches: list[list[Item]]) -> list[int]:
     return [int(item.data) for batch in batches for item in batch]
 
 
-async def follow(services: Services, reader: Actor, job_id: str) -> AsyncGenerator[list[Item]]:
-    """The job's log as ``reader`` follows it, holding a lease as the API's streams do."""
+async def follow(
+    services: Services, reader: Actor, job_id: str, leases: list[Lease] | None = None
+) -> AsyncGenerator[list[Item]]:
+    """The job's log as ``reader`` follows it, holding a lease as the API's streams do (added
+    to ``leases``, if given)."""
     lease = services.streams.open(reader, PROJECT)
+    if leases is not None:
+        leases.append(lease)
     try:
         async with aclosing(services.streams.logs(PROJECT, job_id, None, lease)) as batches:
             async for items in batches:
@@ -124,15 +130,16 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
         slow_got: list[list[Item]] = []
         fast_progress = asyncio.Condition()
         go = asyncio.Event()
+        leases: list[Lease] = []
 
         async def fast() -> None:
-            async for items in follow(services, reader, job_id):
+            async for items in follow(services, reader, job_id, leases):
                 fast_got.append(items)
                 async with fast_progress:
                     fast_progress.notify_all()
 
         async def slow() -> None:
-            async for items in follow(services, reader, job_id):
+            async for items in follow(services, reader, job_id, leases):
                 slow_got.append(items)
                 await go.wait()  # stops reading after its first batch, until told to go on
 
@@ -148,7 +155,7 @@ def test_a_follower_that_stops_reading_catches_up_from_the_database(
                 await fast_progress.wait_for(lambda n=appended: len(numbers(fast_got)) >= n)
         # The streams' token check (every 2 s, and on a revoke) keeps the followers' leases.
         await streams.guard.check()
-        await asyncio.sleep(0.05)
+        assert len(leases) == 2 and not any(lease.ended for lease in leases)
         feed = streams.feeds.feeds[("logs", PROJECT, job_id)]
         # The slow follower was cut off from the feed; the others are not held back by it.
         assert len(feed.followers) == 2
